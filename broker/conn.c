@@ -1,0 +1,491 @@
+/* One broker connection and the thread that owns its socket.
+ *
+ * The thread is the only one that reads or writes the socket. Publishers on
+ * other threads reach it through its outbox (common/outbox.c): they append
+ * already-encoded frames and, if this thread sleeps, wake it. A MSG frame is
+ * forwarded exactly as the publisher encoded it, so consecutive frames with
+ * the same topic in one read form a contiguous run that is looked up once and
+ * copied into each subscriber's outbox with one memcpy.
+ *
+ * Lifetime: the thread holds a reference; a publisher holds one per
+ * subscriber while delivering (taken inside vg_subtable_match). When the
+ * connection ends, the thread closes the outbox and leaves the subscription
+ * table before dropping its reference, so no new delivery can start. */
+#include "conn.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "decoder.h"
+#include "frame.h"
+#include "log.h"
+#include "outbox.h"
+#include "proto.h"
+#include "sender.h"
+#include "topic.h"
+#include "version.h"
+
+#define READ_CHUNK (64 * 1024)
+#define READS_PER_WAKE 4
+#define FLUSH_BUDGET (1024 * 1024)
+#define CTL_LIMIT (256 * 1024) /* replies owed to a peer that does not read them */
+
+typedef struct {
+    uint64_t sid;
+    char *topic;
+    uint32_t len;
+} conn_sub;
+
+struct vg_conn {
+    atomic_int refs;
+    vg_server *srv;
+    uint64_t id;
+    int fd;
+    char addr[VG_ADDR_STRLEN];
+    char name[VG_NAME_MAX_LEN + 8];
+    vg_outbox *outbox;
+    vg_sender tx;
+    vg_decoder *rx;
+    bool connected;
+
+    conn_sub *subs;
+    size_t nsubs, subs_cap;
+    void **scratch; /* subscriber list of the run being delivered */
+    size_t scratch_cap;
+
+    const char *end_reason; /* set once: why the connection is ending */
+    bool end_evict;
+    char end_detail[160];
+
+    vg_conn *prev, *next; /* registry, under srv->mu */
+};
+
+/* A run of consecutive MSG frames with one topic, contiguous in the read buffer. */
+typedef struct {
+    const char *topic;
+    uint32_t topic_len;
+    const uint8_t *start;
+    size_t len;
+    uint32_t frames;
+} run;
+
+void vg_conn_retain(void *c) { atomic_fetch_add_explicit(&((vg_conn *)c)->refs, 1, memory_order_relaxed); }
+
+void vg_conn_release(vg_conn *c)
+{
+    if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    vg_outbox_destroy(c->outbox);
+    vg_decoder_destroy(c->rx);
+    vg_sender_free(&c->tx);
+    for (size_t i = 0; i < c->nsubs; i++)
+        free(c->subs[i].topic);
+    free(c->subs);
+    free(c->scratch);
+    free(c);
+}
+
+/* ---- ending a connection ---- */
+
+static void end(vg_conn *c, const char *reason, bool evict, const char *detail)
+{
+    if (c->end_reason != NULL)
+        return;
+    c->end_reason = reason;
+    c->end_evict = evict;
+    if (detail != NULL)
+        vg_log_quote(c->end_detail, sizeof c->end_detail, detail, strlen(detail));
+}
+
+/* Queues an ERR frame; the connection ends if the code is fatal or the frame
+ * cannot be queued. */
+static void send_err(vg_conn *c, vg_errcode code, const char *why, uint64_t sid)
+{
+    if (vg_frame_put_err(&c->tx.ctl, code, why, sid) != VG_OK) {
+        end(c, "internal", true, "out of memory");
+        return;
+    }
+    if (vg_errcode_is_fatal(code, sid))
+        end(c, vg_errcode_name(code), true, why);
+}
+
+static void send_ok(vg_conn *c, uint64_t sid)
+{
+    if (vg_frame_put_ok(&c->tx.ctl, sid) != VG_OK)
+        end(c, "internal", true, "out of memory");
+}
+
+/* ---- subscriptions ---- */
+
+static conn_sub *find_sid(vg_conn *c, uint64_t sid)
+{
+    for (size_t i = 0; i < c->nsubs; i++)
+        if (c->subs[i].sid == sid)
+            return &c->subs[i];
+    return NULL;
+}
+
+static bool has_topic(vg_conn *c, const char *topic, uint32_t len)
+{
+    for (size_t i = 0; i < c->nsubs; i++)
+        if (c->subs[i].len == len && memcmp(c->subs[i].topic, topic, len) == 0)
+            return true;
+    return false;
+}
+
+static void handle_sub(vg_conn *c, const vg_frame *f)
+{
+    const vg_broker_config *cfg = &c->srv->cfg;
+    const char *why;
+    if (f->sid == 0) {
+        send_err(c, VG_E_BAD_FRAME, "sid 0 is reserved", 0);
+        return;
+    }
+    if (vg_topic_check(f->topic, f->topic_len, cfg->topic_max_len, cfg->topic_max_tokens,
+                       &why) != VG_OK) {
+        send_err(c, VG_E_BAD_TOPIC, why, f->sid);
+        return;
+    }
+    if (find_sid(c, f->sid) != NULL) {
+        send_err(c, VG_E_DUPLICATE_SID, "sid already in use on this connection", f->sid);
+        return;
+    }
+    if (c->nsubs == c->subs_cap) {
+        size_t cap = c->subs_cap ? c->subs_cap * 2 : 4;
+        conn_sub *s = realloc(c->subs, cap * sizeof *s);
+        if (s == NULL)
+            goto fail_nomem;
+        c->subs = s;
+        c->subs_cap = cap;
+    }
+    char *topic = malloc(f->topic_len);
+    if (topic == NULL)
+        goto fail_nomem;
+    memcpy(topic, f->topic, f->topic_len);
+    /* Several sids may name one topic; the table holds the connection once,
+     * so each message is delivered to it once. */
+    if (!has_topic(c, topic, f->topic_len) &&
+        vg_subtable_add(c->srv->subs, topic, f->topic_len, c) != VG_OK) {
+        free(topic);
+        goto fail_nomem;
+    }
+    c->subs[c->nsubs++] = (conn_sub){f->sid, topic, f->topic_len};
+    send_ok(c, f->sid);
+    if (vg_log_enabled(VG_LOG_DEBUG)) {
+        char t[80];
+        vg_log(VG_LOG_DEBUG, "subscribed", "client=%llu sid=%llu topic=%s",
+               (unsigned long long)c->id, (unsigned long long)f->sid,
+               vg_log_quote(t, sizeof t, f->topic, f->topic_len));
+    }
+    return;
+
+fail_nomem:
+    send_err(c, VG_E_INTERNAL, "broker out of memory", 0);
+}
+
+static void handle_unsub(vg_conn *c, const vg_frame *f)
+{
+    conn_sub *s = find_sid(c, f->sid);
+    if (f->sid == 0 || s == NULL) {
+        send_err(c, VG_E_NO_SUCH_SID, "no subscription with that sid", f->sid);
+        return;
+    }
+    conn_sub gone = *s;
+    *s = c->subs[--c->nsubs];
+    if (!has_topic(c, gone.topic, gone.len))
+        vg_subtable_remove(c->srv->subs, gone.topic, gone.len, c);
+    free(gone.topic);
+    send_ok(c, f->sid);
+}
+
+/* ---- inbound frames ---- */
+
+static void handle_connect(vg_conn *c, const vg_frame *f)
+{
+    if (f->version < 1) {
+        send_err(c, VG_E_VERSION, "protocol version must be 1 or later", 0);
+        return;
+    }
+    if (f->name_len > VG_NAME_MAX_LEN) {
+        send_err(c, VG_E_BAD_FRAME, "client name too long", 0);
+        return;
+    }
+    uint64_t version = f->version < VG_PROTO_VERSION ? f->version : VG_PROTO_VERSION;
+    if (vg_frame_put_info(&c->tx.ctl, version, "vigil " VG_VERSION, c->id,
+                          c->srv->cfg.max_payload) != VG_OK) {
+        end(c, "internal", true, "out of memory");
+        return;
+    }
+    vg_log_quote(c->name, sizeof c->name, f->name, f->name_len);
+    vg_decoder_set_max_frame(c->rx, vg_max_frame_for(c->srv->cfg.max_payload));
+    c->connected = true;
+    vg_log(VG_LOG_INFO, "client_connected", "client=%llu addr=%s name=%s",
+           (unsigned long long)c->id, c->addr, c->name);
+}
+
+static void handle_control(vg_conn *c, const vg_frame *f)
+{
+    if (!c->connected && f->type != VG_FRAME_CONNECT) {
+        send_err(c, VG_E_PROTOCOL, "expected CONNECT first", 0);
+        return;
+    }
+    switch (f->type) {
+    case VG_FRAME_CONNECT:
+        if (c->connected)
+            send_err(c, VG_E_PROTOCOL, "CONNECT sent twice", 0);
+        else
+            handle_connect(c, f);
+        break;
+    case VG_FRAME_PING:
+        if (vg_frame_put_pong(&c->tx.ctl) != VG_OK)
+            end(c, "internal", true, "out of memory");
+        break;
+    case VG_FRAME_PONG:
+        break;
+    case VG_FRAME_SUB:
+        handle_sub(c, f);
+        break;
+    case VG_FRAME_UNSUB:
+        handle_unsub(c, f);
+        break;
+    default:
+        send_err(c, VG_E_PROTOCOL, "frame type not accepted from clients", 0);
+        break;
+    }
+}
+
+static void deliver(vg_conn *c, run *r)
+{
+    if (r->frames == 0)
+        return;
+    size_t n = 0;
+    if (vg_subtable_match(c->srv->subs, r->topic, r->topic_len, &c->scratch, &c->scratch_cap,
+                          &n) != VG_OK)
+        vg_log(VG_LOG_WARN, "deliver_failed", "client=%llu error=\"out of memory\"",
+               (unsigned long long)c->id);
+    for (size_t i = 0; i < n; i++) {
+        vg_conn *sub = c->scratch[i];
+        uint32_t dropped;
+        vg_outbox_put_frames(sub->outbox, r->start, r->len, r->frames, &dropped);
+        vg_conn_release(sub);
+    }
+    r->frames = 0;
+}
+
+/* Checks a MSG frame that starts a new run; false (and a fatal ERR) if bad. */
+static bool publish_ok(vg_conn *c, const vg_frame *f)
+{
+    const vg_broker_config *cfg = &c->srv->cfg;
+    const char *why;
+    if (f->payload_len > cfg->max_payload) {
+        send_err(c, VG_E_TOO_LARGE, "payload exceeds max_payload", 0);
+        return false;
+    }
+    if (vg_topic_check(f->topic, f->topic_len, cfg->topic_max_len, cfg->topic_max_tokens,
+                       &why) != VG_OK) {
+        send_err(c, VG_E_BAD_TOPIC, why, 0);
+        return false;
+    }
+    return true;
+}
+
+static void handle_frames(vg_conn *c)
+{
+    run r = {0};
+    vg_frame f;
+    const char *why = NULL;
+    vg_status st;
+    while ((st = vg_decoder_next(c->rx, &f, &why)) == VG_OK) {
+        if (vg_frame_is_msg(f.type) && c->connected) {
+            if (r.frames > 0 && f.raw == r.start + r.len && f.topic_len == r.topic_len &&
+                memcmp(f.topic, r.topic, f.topic_len) == 0 &&
+                f.payload_len <= c->srv->cfg.max_payload) {
+                r.len += f.raw_len;
+                r.frames++;
+                continue;
+            }
+            deliver(c, &r);
+            if (!publish_ok(c, &f))
+                return;
+            r = (run){f.topic, f.topic_len, f.raw, f.raw_len, 1};
+            continue;
+        }
+        deliver(c, &r);
+        handle_control(c, &f);
+        if (c->end_reason != NULL)
+            return;
+    }
+    deliver(c, &r); /* frames before a bad one were valid: they go out */
+    if (st == VG_ERR_TOO_LARGE)
+        send_err(c, VG_E_TOO_LARGE, why, 0);
+    else if (st == VG_ERR_UNKNOWN_TYPE)
+        send_err(c, VG_E_UNKNOWN_TYPE, why, 0);
+    else if (st != VG_AGAIN)
+        send_err(c, VG_E_BAD_FRAME, why, 0);
+}
+
+static void read_and_handle(vg_conn *c)
+{
+    for (int i = 0; i < READS_PER_WAKE && c->end_reason == NULL; i++) {
+        uint8_t *space;
+        size_t avail;
+        if (vg_decoder_space(c->rx, &space, &avail) != VG_OK) {
+            end(c, "internal", true, "out of memory");
+            return;
+        }
+        ssize_t n = recv(c->fd, space, avail, 0);
+        if (n == 0) {
+            end(c, "eof", false, NULL);
+            return;
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                end(c, "error", false, strerror(errno));
+            return;
+        }
+        vg_decoder_commit(c->rx, (size_t)n);
+        handle_frames(c);
+        if ((size_t)n < avail)
+            return; /* the socket is very likely drained */
+    }
+}
+
+/* ---- the thread ---- */
+
+static void finish(vg_conn *c)
+{
+    vg_server *srv = c->srv;
+    vg_outbox_close(c->outbox);
+    for (size_t i = 0; i < c->nsubs; i++)
+        vg_subtable_remove(srv->subs, c->subs[i].topic, c->subs[i].len, c);
+
+    if (c->end_evict)
+        vg_log(VG_LOG_WARN, "evict", "reason=%s client=%llu addr=%s%s%s", c->end_reason,
+               (unsigned long long)c->id, c->addr, c->end_detail[0] ? " detail=" : "",
+               c->end_detail);
+    else
+        vg_log(VG_LOG_INFO, "client_closed", "reason=%s client=%llu addr=%s%s%s", c->end_reason,
+               (unsigned long long)c->id, c->addr, c->end_detail[0] ? " error=" : "",
+               c->end_detail);
+    close(c->fd);
+
+    pthread_mutex_lock(&srv->mu);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    if (--srv->nconns == 0)
+        pthread_cond_broadcast(&srv->drained);
+    pthread_mutex_unlock(&srv->mu);
+    vg_conn_release(c);
+}
+
+static void *conn_main(void *arg)
+{
+    vg_conn *c = arg;
+    vg_server *srv = c->srv;
+    for (;;) {
+        if (atomic_load_explicit(&srv->stopping, memory_order_relaxed) && c->end_reason == NULL) {
+            end(c, "shutdown", false, NULL);
+            send_err(c, VG_E_SHUTDOWN, "broker shutting down", 0);
+        }
+
+        vg_status st = vg_sender_flush(&c->tx, c->fd, c->outbox, FLUSH_BUDGET);
+        if (st == VG_ERR_IO)
+            end(c, "error", false, strerror(errno));
+        if (c->end_reason != NULL)
+            break; /* the final ERR, if any, went out best effort above */
+        if (c->tx.ctl.len > CTL_LIMIT) {
+            end(c, "slow_consumer", true, "peer does not read its replies");
+            break;
+        }
+        if (st == VG_OK && !vg_outbox_park(c->outbox))
+            continue; /* more was queued meanwhile */
+
+        struct pollfd p[2] = {
+            {.fd = c->fd, .events = POLLIN | (st == VG_AGAIN ? POLLOUT : 0)},
+            {.fd = vg_outbox_fd(c->outbox), .events = POLLIN},
+        };
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            end(c, "error", false, strerror(errno));
+            break;
+        }
+        if (p[1].revents & POLLIN)
+            vg_outbox_drain_wakeup(c->outbox);
+        if (p[0].revents & (POLLIN | POLLHUP | POLLERR))
+            read_and_handle(c);
+    }
+    finish(c);
+    return NULL;
+}
+
+vg_status vg_conn_start(vg_server *srv, int fd)
+{
+    vg_conn *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        goto fail_fd;
+    atomic_init(&c->refs, 1);
+    c->srv = srv;
+    c->fd = fd;
+    vg_sock_name(fd, 1, c->addr);
+    strcpy(c->name, "-");
+    c->outbox = vg_outbox_create(srv->cfg.max_outbox);
+    c->rx = vg_decoder_create(READ_CHUNK, VG_HANDSHAKE_MAX_FRAME);
+    if (c->outbox == NULL || c->rx == NULL)
+        goto fail_conn;
+
+    pthread_mutex_lock(&srv->mu);
+    if (atomic_load(&srv->stopping)) {
+        pthread_mutex_unlock(&srv->mu);
+        goto fail_conn;
+    }
+    c->id = ++srv->next_client_id;
+    c->next = srv->conns;
+    if (c->next != NULL)
+        c->next->prev = c;
+    srv->conns = c;
+    srv->nconns++;
+    pthread_t tid;
+    int rc = pthread_create(&tid, &srv->thread_attr, conn_main, c);
+    if (rc != 0) {
+        srv->conns = c->next;
+        if (c->next != NULL)
+            c->next->prev = NULL;
+        srv->nconns--;
+        pthread_mutex_unlock(&srv->mu);
+        vg_log(VG_LOG_WARN, "accept_failed", "addr=%s error=\"cannot start thread: %s\"", c->addr,
+               strerror(rc));
+        goto fail_conn;
+    }
+    pthread_mutex_unlock(&srv->mu);
+    return VG_OK;
+
+fail_conn:
+    vg_outbox_destroy(c->outbox);
+    vg_decoder_destroy(c->rx);
+    free(c);
+fail_fd:
+    close(fd);
+    return VG_ERR_NOMEM;
+}
+
+void vg_conn_stop_all(vg_server *srv)
+{
+    pthread_mutex_lock(&srv->mu);
+    for (vg_conn *c = srv->conns; c != NULL; c = c->next)
+        vg_outbox_close(c->outbox); /* wakes the thread, which sees srv->stopping */
+    pthread_mutex_unlock(&srv->mu);
+}

@@ -1,0 +1,59 @@
+/* The broker: a listening socket, the subscription table, and a registry of
+ * connections, each served by its own thread (conn.c).
+ *
+ * Lock order: server.mu (registry) may be held while calling
+ * vg_outbox_close() on a connection's outbox (which takes the outbox lock);
+ * never the other way round. The subscription table's lock is a leaf. */
+#ifndef VG_SERVER_H
+#define VG_SERVER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sock.h"
+#include "status.h"
+#include "subtable.h"
+
+typedef struct {
+    vg_addr listen;
+    uint64_t max_payload;
+    size_t max_outbox; /* bytes queued to one client before messages to it are dropped */
+    size_t topic_max_len;
+    size_t topic_max_tokens;
+    size_t thread_stack;
+} vg_broker_config;
+
+struct vg_conn;
+
+typedef struct vg_server {
+    vg_broker_config cfg;
+    int listen_fd;
+    char listen_str[VG_ADDR_STRLEN];
+    vg_subtable *subs;
+    pthread_attr_t thread_attr;
+
+    pthread_mutex_t mu; /* guards the registry below; conn.c maintains it */
+    pthread_cond_t drained; /* signalled when nconns reaches 0 */
+    struct vg_conn *conns;
+    size_t nconns;
+    uint64_t next_client_id;
+    atomic_bool stopping;
+} vg_server;
+
+/* Fills cfg with defaults (127.0.0.1:7222, 1 MiB payloads, ...). */
+void vg_broker_config_defaults(vg_broker_config *cfg);
+
+/* Binds and listens; logs event=listening with the bound address. On failure
+ * logs the reason and returns VG_ERR_IO (or VG_ERR_NOMEM). */
+vg_status vg_server_open(vg_server *srv, const vg_broker_config *cfg);
+
+/* Accepts connections until stop_fd (a signalfd or pipe) becomes readable,
+ * then closes every client cleanly (waiting up to drain_ms) and returns. */
+void vg_server_run(vg_server *srv, int stop_fd, int drain_ms);
+
+/* Frees what vg_server_open made. Every connection must have ended. */
+void vg_server_close(vg_server *srv);
+
+#endif

@@ -1,0 +1,109 @@
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static vg_log_level current_level = VG_LOG_INFO;
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+void vg_log_set_level(vg_log_level level) { current_level = level; }
+
+bool vg_log_enabled(vg_log_level level) { return level <= current_level; }
+
+bool vg_log_parse_level(const char *name, vg_log_level *out)
+{
+    for (int i = 0; i <= VG_LOG_DEBUG; i++) {
+        if (strcmp(name, level_names[i]) == 0) {
+            *out = (vg_log_level)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+void vg_log(vg_log_level level, const char *event, const char *fmt, ...)
+{
+    if (!vg_log_enabled(level))
+        return;
+
+    char line[1024];
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts); /* wall time for humans only; never a timer */
+    gmtime_r(&ts.tv_sec, &tm);
+    int n = snprintf(line, sizeof line, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s event=%s",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+                     tm.tm_sec, ts.tv_nsec / 1000000, level_names[level], event);
+    if (fmt != NULL && n > 0 && (size_t)n < sizeof line - 2) {
+        line[n++] = ' ';
+        va_list ap;
+        va_start(ap, fmt);
+        int m = vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+        va_end(ap);
+        if (m > 0)
+            n += m;
+    }
+    if (n < 0)
+        return;
+    if ((size_t)n > sizeof line - 2)
+        n = (int)sizeof line - 2;
+    line[n++] = '\n';
+    ssize_t ignored = write(STDERR_FILENO, line, (size_t)n);
+    (void)ignored;
+}
+
+static bool plain_char(unsigned char c)
+{
+    return c > 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '=';
+}
+
+const char *vg_log_quote(char *dst, size_t cap, const char *s, size_t len)
+{
+    if (cap == 0)
+        return dst;
+    bool plain = len > 0;
+    for (size_t i = 0; i < len && plain; i++)
+        plain = plain_char((unsigned char)s[i]);
+
+    size_t o = 0;
+    if (plain) {
+        for (size_t i = 0; i < len && o + 1 < cap; i++)
+            dst[o++] = s[i];
+        if (len >= cap && cap > 4)
+            memcpy(dst + cap - 4, "...", 3), o = cap - 1;
+        dst[o] = '\0';
+        return dst;
+    }
+
+    static const char hex[] = "0123456789abcdef";
+    if (cap < 8) {
+        dst[0] = '\0';
+        return dst;
+    }
+    dst[o++] = '"';
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (o + 8 >= cap) {
+            memcpy(dst + o, "...", 3);
+            o += 3;
+            break;
+        }
+        if (c == '"' || c == '\\') {
+            dst[o++] = '\\';
+            dst[o++] = (char)c;
+        } else if (c < 0x20 || c >= 0x7f) {
+            dst[o++] = '\\';
+            dst[o++] = 'x';
+            dst[o++] = hex[c >> 4];
+            dst[o++] = hex[c & 15];
+        } else {
+            dst[o++] = (char)c;
+        }
+    }
+    dst[o++] = '"';
+    dst[o] = '\0';
+    return dst;
+}

@@ -1,0 +1,269 @@
+#include "outbox.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "frame.h"
+
+struct vg_outbox {
+    pthread_mutex_t mu;
+    pthread_cond_t room; /* signalled when take() frees space and a producer waits */
+    vg_buf pending;
+    uint64_t pending_frames;
+    size_t max_bytes;
+    _Atomic size_t inflight;
+    uint64_t dropped;
+    int waiters;
+    bool parked;
+    bool closed;
+    int efd;
+};
+
+vg_outbox *vg_outbox_create(size_t max_bytes)
+{
+    vg_outbox *ob = calloc(1, sizeof *ob);
+    if (ob == NULL)
+        return NULL;
+    ob->max_bytes = max_bytes;
+    ob->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (ob->efd < 0)
+        goto fail_free;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(&ob->room, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc != 0)
+        goto fail_close;
+    pthread_mutex_init(&ob->mu, NULL);
+    return ob;
+
+fail_close:
+    close(ob->efd);
+fail_free:
+    free(ob);
+    return NULL;
+}
+
+void vg_outbox_destroy(vg_outbox *ob)
+{
+    if (ob == NULL)
+        return;
+    close(ob->efd);
+    vg_buf_free(&ob->pending);
+    pthread_cond_destroy(&ob->room);
+    pthread_mutex_destroy(&ob->mu);
+    free(ob);
+}
+
+int vg_outbox_fd(const vg_outbox *ob) { return ob->efd; }
+
+void vg_outbox_drain_wakeup(vg_outbox *ob)
+{
+    uint64_t v;
+    ssize_t ignored = read(ob->efd, &v, sizeof v);
+    (void)ignored;
+}
+
+static void signal_owner(vg_outbox *ob)
+{
+    uint64_t one = 1;
+    ssize_t ignored = write(ob->efd, &one, sizeof one);
+    (void)ignored;
+}
+
+static size_t used(vg_outbox *ob)
+{
+    return ob->pending.len + atomic_load_explicit(&ob->inflight, memory_order_relaxed);
+}
+
+static bool fits(vg_outbox *ob, size_t n)
+{
+    size_t u = used(ob);
+    return u == 0 || (n <= ob->max_bytes && u <= ob->max_bytes - n);
+}
+
+/* Appends under the lock (copying bytes, or letting fill write them) and
+ * notes whether a parked owner needs waking. */
+static vg_status append_locked(vg_outbox *ob, const void *bytes, size_t n, uint32_t nframes,
+                               void (*fill)(uint8_t *, void *), void *arg, bool *wake)
+{
+    if (vg_buf_reserve(&ob->pending, n) != VG_OK)
+        return VG_ERR_NOMEM;
+    if (fill != NULL)
+        fill(ob->pending.data + ob->pending.len, arg);
+    else
+        memcpy(ob->pending.data + ob->pending.len, bytes, n);
+    ob->pending.len += n;
+    ob->pending_frames += nframes;
+    if (ob->parked) {
+        ob->parked = false;
+        *wake = true;
+    }
+    return VG_OK;
+}
+
+static void deadline_after(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts->tv_nsec >= 1000000000) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000;
+    }
+}
+
+static vg_status put(vg_outbox *ob, const void *bytes, size_t n, uint32_t nframes, int timeout_ms,
+                     void (*fill)(uint8_t *, void *), void *arg)
+{
+    struct timespec deadline;
+    if (timeout_ms > 0)
+        deadline_after(&deadline, timeout_ms);
+    bool wake = false;
+    vg_status st;
+
+    pthread_mutex_lock(&ob->mu);
+    for (;;) {
+        if (ob->closed) {
+            st = VG_ERR_CLOSED;
+            break;
+        }
+        if (fits(ob, n)) {
+            st = append_locked(ob, bytes, n, nframes, fill, arg, &wake);
+            break;
+        }
+        if (timeout_ms == 0) {
+            st = VG_ERR_FULL;
+            break;
+        }
+        ob->waiters++;
+        int rc = timeout_ms < 0 ? pthread_cond_wait(&ob->room, &ob->mu)
+                                : pthread_cond_timedwait(&ob->room, &ob->mu, &deadline);
+        ob->waiters--;
+        if (rc == ETIMEDOUT && !fits(ob, n) && !ob->closed) {
+            st = VG_ERR_FULL;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&ob->mu);
+    if (wake)
+        signal_owner(ob);
+    return st;
+}
+
+vg_status vg_outbox_put(vg_outbox *ob, const void *bytes, size_t n, uint32_t nframes,
+                        int timeout_ms)
+{
+    return put(ob, bytes, n, nframes, timeout_ms, NULL, NULL);
+}
+
+vg_status vg_outbox_put_with(vg_outbox *ob, size_t n, uint32_t nframes, int timeout_ms,
+                             void (*fill)(uint8_t *dst, void *arg), void *arg)
+{
+    return put(ob, NULL, n, nframes, timeout_ms, fill, arg);
+}
+
+vg_status vg_outbox_put_frames(vg_outbox *ob, const uint8_t *bytes, size_t n, uint32_t nframes,
+                               uint32_t *dropped)
+{
+    bool wake = false;
+    vg_status st = VG_OK;
+    *dropped = 0;
+
+    pthread_mutex_lock(&ob->mu);
+    if (ob->closed) {
+        st = VG_ERR_CLOSED;
+        goto out;
+    }
+    size_t take = n;
+    uint32_t frames = nframes;
+    if (!fits(ob, n)) { /* keep the whole frames that fit */
+        size_t room = ob->max_bytes > used(ob) ? ob->max_bytes - used(ob) : 0;
+        take = 0;
+        frames = 0;
+        while (take < n) {
+            size_t len = VG_FRAME_HEADER + vg_be32(bytes + take);
+            if (len > room - take)
+                break;
+            take += len;
+            frames++;
+        }
+    }
+    if (take > 0 && append_locked(ob, bytes, take, frames, NULL, NULL, &wake) != VG_OK) {
+        st = VG_ERR_NOMEM;
+        frames = 0;
+    }
+    *dropped = nframes - frames;
+    ob->dropped += *dropped;
+out:
+    pthread_mutex_unlock(&ob->mu);
+    if (wake)
+        signal_owner(ob);
+    return st;
+}
+
+uint64_t vg_outbox_take(vg_outbox *ob, vg_buf *into)
+{
+    pthread_mutex_lock(&ob->mu);
+    vg_buf empty = *into;
+    *into = ob->pending;
+    ob->pending = empty;
+    ob->pending.len = 0;
+    uint64_t frames = ob->pending_frames;
+    ob->pending_frames = 0;
+    ob->parked = false;
+    atomic_store_explicit(&ob->inflight, into->len, memory_order_relaxed);
+    if (ob->waiters > 0)
+        pthread_cond_broadcast(&ob->room);
+    pthread_mutex_unlock(&ob->mu);
+    return frames;
+}
+
+void vg_outbox_set_inflight(vg_outbox *ob, size_t bytes)
+{
+    atomic_store_explicit(&ob->inflight, bytes, memory_order_relaxed);
+}
+
+int vg_outbox_park(vg_outbox *ob)
+{
+    pthread_mutex_lock(&ob->mu);
+    int idle = ob->pending.len == 0;
+    ob->parked = idle;
+    pthread_mutex_unlock(&ob->mu);
+    return idle;
+}
+
+void vg_outbox_wake(vg_outbox *ob) { signal_owner(ob); }
+
+void vg_outbox_close(vg_outbox *ob)
+{
+    pthread_mutex_lock(&ob->mu);
+    ob->closed = true;
+    pthread_cond_broadcast(&ob->room);
+    pthread_mutex_unlock(&ob->mu);
+    signal_owner(ob);
+}
+
+uint64_t vg_outbox_dropped(vg_outbox *ob)
+{
+    pthread_mutex_lock(&ob->mu);
+    uint64_t d = ob->dropped;
+    pthread_mutex_unlock(&ob->mu);
+    return d;
+}
+
+size_t vg_outbox_bytes(vg_outbox *ob)
+{
+    pthread_mutex_lock(&ob->mu);
+    size_t u = used(ob);
+    pthread_mutex_unlock(&ob->mu);
+    return u;
+}

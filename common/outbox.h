@@ -1,0 +1,70 @@
+/* A bounded queue of whole frames from any number of producer threads to the
+ * one thread that owns a socket.
+ *
+ * Producers append bytes under a mutex; the owner swaps the whole queue out
+ * in O(1) (vg_outbox_take) and writes it without the lock. The owner is woken
+ * through an eventfd only when it has said it is about to sleep
+ * (vg_outbox_park), so a burst of appends costs one wake-up, not one each. */
+#ifndef VG_OUTBOX_H
+#define VG_OUTBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "status.h"
+
+typedef struct vg_outbox vg_outbox;
+
+/* max_bytes bounds queued plus in-flight bytes; an empty outbox accepts one
+ * put of any size so that a single large frame always makes progress.
+ * Returns NULL on failure (memory or file descriptors), errno set. */
+vg_outbox *vg_outbox_create(size_t max_bytes);
+void vg_outbox_destroy(vg_outbox *ob);
+
+/* The eventfd the owner polls for POLLIN; vg_outbox_drain_wakeup clears it. */
+int vg_outbox_fd(const vg_outbox *ob);
+void vg_outbox_drain_wakeup(vg_outbox *ob);
+
+/* Producer: appends n bytes holding nframes whole frames, all or nothing.
+ * Waits up to timeout_ms for room (0: never waits; <0: no limit). Returns
+ * VG_OK, VG_ERR_FULL (no room in time), VG_ERR_CLOSED or VG_ERR_NOMEM. */
+vg_status vg_outbox_put(vg_outbox *ob, const void *bytes, size_t n, uint32_t nframes,
+                        int timeout_ms);
+
+/* Producer: like vg_outbox_put, but reserves n bytes and lets fill(dst, arg)
+ * encode the frames in place, under the lock, saving a copy. */
+vg_status vg_outbox_put_with(vg_outbox *ob, size_t n, uint32_t nframes, int timeout_ms,
+                             void (*fill)(uint8_t *dst, void *arg), void *arg);
+
+/* Producer, never waits: appends the longest prefix of the n bytes of whole
+ * frames that fits and reports in *dropped how many frames did not. Returns
+ * VG_OK (possibly with drops), VG_ERR_CLOSED or VG_ERR_NOMEM (all dropped). */
+vg_status vg_outbox_put_frames(vg_outbox *ob, const uint8_t *bytes, size_t n,
+                               uint32_t nframes, uint32_t *dropped);
+
+/* Owner: moves everything queued into *into, which must be empty, by swapping
+ * storage. Returns the number of frames moved. */
+uint64_t vg_outbox_take(vg_outbox *ob, vg_buf *into);
+
+/* Owner: reports bytes taken but not yet written, which still count against
+ * max_bytes. */
+void vg_outbox_set_inflight(vg_outbox *ob, size_t bytes);
+
+/* Owner, before sleeping: returns 1 if nothing is queued, and arms the
+ * wake-up so the next put signals the eventfd; 0 if there is work to take. */
+int vg_outbox_park(vg_outbox *ob);
+
+/* Wakes the owner unconditionally (it has other work: a stop, a subscription). */
+void vg_outbox_wake(vg_outbox *ob);
+
+/* Refuses further puts (VG_ERR_CLOSED), releases waiting producers, wakes the owner. */
+void vg_outbox_close(vg_outbox *ob);
+
+/* Frames refused for lack of room since creation. */
+uint64_t vg_outbox_dropped(vg_outbox *ob);
+
+/* Queued plus in-flight bytes. */
+size_t vg_outbox_bytes(vg_outbox *ob);
+
+#endif

@@ -1,0 +1,23 @@
+#include "proto.h"
+
+const char *vg_errcode_name(uint64_t code)
+{
+    switch (code) {
+    case VG_E_BAD_FRAME: return "bad_frame";
+    case VG_E_TOO_LARGE: return "too_large";
+    case VG_E_UNKNOWN_TYPE: return "unknown_type";
+    case VG_E_BAD_TOPIC: return "bad_topic";
+    case VG_E_PROTOCOL: return "protocol";
+    case VG_E_VERSION: return "version";
+    case VG_E_AUTH: return "auth";
+    case VG_E_LIMIT: return "limit";
+    case VG_E_SHUTDOWN: return "shutdown";
+    case VG_E_DUPLICATE_SID: return "duplicate_sid";
+    case VG_E_NO_SUCH_SID: return "no_such_sid";
+    case VG_E_TIMEOUT: return "timeout";
+    case VG_E_SLOW_CONSUMER: return "slow_consumer";
+    case VG_E_INTERNAL: return "internal";
+    case VG_E_PERMISSION: return "permission";
+    }
+    return "unknown";
+}

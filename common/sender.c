@@ -1,0 +1,131 @@
+#include "sender.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "frame.h"
+
+#define SHRINK_ABOVE (1024 * 1024)
+
+static void bulk_reset(vg_sender *s)
+{
+    s->bulk.len = 0;
+    s->off = s->frame_start = s->frame_end = 0;
+    if (s->bulk.cap > SHRINK_ABOVE) /* a burst has passed: give the memory back */
+        vg_buf_free(&s->bulk);
+}
+
+static void bulk_begin(vg_sender *s)
+{
+    s->off = s->frame_start = 0;
+    s->frame_end = s->bulk.len >= VG_FRAME_HEADER ? VG_FRAME_HEADER + vg_be32(s->bulk.data) : 0;
+}
+
+/* Accounts for w bytes written; control bytes come first when ctl_first. */
+static void consume(vg_sender *s, size_t w, bool ctl_first)
+{
+    if (ctl_first) {
+        size_t c = s->ctl.len - s->ctl_off;
+        if (c > w)
+            c = w;
+        s->ctl_off += c;
+        w -= c;
+        if (s->ctl_off == s->ctl.len)
+            s->ctl.len = s->ctl_off = 0;
+    }
+    s->off += w;
+    while (s->bulk.len > 0 && s->off >= s->frame_end) {
+        s->frames_written++;
+        s->frame_start = s->frame_end;
+        if (s->frame_start >= s->bulk.len) {
+            bulk_reset(s);
+            break;
+        }
+        s->frame_end = s->frame_start + VG_FRAME_HEADER + vg_be32(s->bulk.data + s->frame_start);
+    }
+}
+
+static vg_status flush(vg_sender *s, int fd, vg_outbox *ob, size_t budget, bool with_bulk)
+{
+    size_t total = 0;
+    vg_status st = VG_OK;
+    for (;;) {
+        if (with_bulk && s->bulk.len == 0 && ob != NULL && vg_outbox_take(ob, &s->bulk) > 0)
+            bulk_begin(s);
+        bool has_ctl = s->ctl.len > s->ctl_off;
+        bool has_bulk = with_bulk && s->bulk.len > s->off;
+        if (!has_ctl && !has_bulk) {
+            s->blocked = false;
+            st = VG_OK;
+            break;
+        }
+
+        struct iovec iov[2];
+        int n = 0;
+        bool ctl_first = false;
+        if (has_ctl && (s->off == s->frame_start || !with_bulk)) {
+            iov[n++] = (struct iovec){s->ctl.data + s->ctl_off, s->ctl.len - s->ctl_off};
+            ctl_first = true;
+            if (has_bulk)
+                iov[n++] = (struct iovec){s->bulk.data + s->off, s->bulk.len - s->off};
+        } else if (has_ctl) { /* finish the frame in progress, then control */
+            iov[n++] = (struct iovec){s->bulk.data + s->off, s->frame_end - s->off};
+        } else {
+            iov[n++] = (struct iovec){s->bulk.data + s->off, s->bulk.len - s->off};
+        }
+        size_t want = iov[0].iov_len + (n > 1 ? iov[1].iov_len : 0);
+
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t w = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                s->blocked = true;
+                st = VG_AGAIN;
+                break;
+            }
+            st = VG_ERR_IO;
+            break;
+        }
+        if (s->blocked && w > 0)
+            s->window_opened = true;
+        s->blocked = (size_t)w < want;
+        consume(s, (size_t)w, ctl_first);
+        total += (size_t)w;
+        if (s->blocked || total >= budget) {
+            st = VG_AGAIN;
+            break;
+        }
+    }
+    if (ob != NULL)
+        vg_outbox_set_inflight(ob, s->bulk.len - s->off);
+    return st;
+}
+
+vg_status vg_sender_flush(vg_sender *s, int fd, vg_outbox *ob, size_t budget)
+{
+    return flush(s, fd, ob, budget, true);
+}
+
+vg_status vg_sender_flush_ctl(vg_sender *s, int fd)
+{
+    return flush(s, fd, NULL, SIZE_MAX, false);
+}
+
+void vg_sender_rewind(vg_sender *s)
+{
+    s->ctl.len = s->ctl_off = 0;
+    s->off = s->frame_start;
+    s->blocked = false;
+    s->window_opened = false;
+}
+
+void vg_sender_free(vg_sender *s)
+{
+    vg_buf_free(&s->ctl);
+    vg_buf_free(&s->bulk);
+    memset(s, 0, sizeof *s);
+}

@@ -1,0 +1,54 @@
+/* The writing half of a connection, owned by one thread.
+ *
+ * Two streams share the socket: control frames (PING, PONG, OK, ERR, SUB)
+ * that the owner makes itself, and bulk frames taken from an outbox. A control
+ * frame goes out at the next frame boundary of the bulk stream, so a PONG is
+ * never stuck behind megabytes of queued messages (nats-server #7615) and
+ * never splits a frame. Writes gather both streams into one sendmsg. */
+#ifndef VG_SENDER_H
+#define VG_SENDER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "outbox.h"
+#include "status.h"
+
+typedef struct {
+    vg_buf ctl; /* owner appends whole control frames here */
+    size_t ctl_off;
+    vg_buf bulk;
+    size_t off;         /* next bulk byte to write */
+    size_t frame_start; /* start of the bulk frame containing off */
+    size_t frame_end;
+    uint64_t frames_written; /* bulk frames completely handed to the kernel */
+    bool blocked;            /* the kernel refused bytes on the last attempt */
+    bool window_opened;      /* bytes accepted after being blocked; the owner clears it */
+} vg_sender;
+
+/* Writes control frames and bulk frames (taking more from ob, which may be
+ * NULL, whenever the bulk stream runs dry) until everything is written
+ * (VG_OK), the socket is full or budget bytes were written (VG_AGAIN), or an
+ * error (VG_ERR_IO, errno set). */
+vg_status vg_sender_flush(vg_sender *s, int fd, vg_outbox *ob, size_t budget);
+
+/* Writes control frames only, leaving bulk frames queued (during a handshake). */
+vg_status vg_sender_flush_ctl(vg_sender *s, int fd);
+
+/* True when bytes wait to be written (not counting the outbox). */
+static inline bool vg_sender_busy(const vg_sender *s)
+{
+    return s->ctl.len > s->ctl_off || s->bulk.len > s->off;
+}
+
+/* After a lost connection: drops control frames and rewinds the bulk stream
+ * to the start of a partly written frame, so the next connection sends whole
+ * frames only. Frames already written are gone. */
+void vg_sender_rewind(vg_sender *s);
+
+/* Frees the buffers. */
+void vg_sender_free(vg_sender *s);
+
+#endif

@@ -1,0 +1,46 @@
+/* Socket helpers: addresses, listening, non-blocking connects, options. */
+#ifndef VG_SOCK_H
+#define VG_SOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "status.h"
+
+typedef struct {
+    struct sockaddr_storage ss;
+    socklen_t len;
+} vg_addr;
+
+#define VG_ADDR_STRLEN 64
+
+/* Parses "HOST:PORT" ("[::1]:7222" for IPv6; HOST may be a name such as
+ * localhost, resolved once here). *why names the problem on VG_ERR_ARG. */
+vg_status vg_addr_parse(const char *hostport, vg_addr *out, const char **why);
+
+/* Renders "1.2.3.4:5678" or "[::1]:5678" into buf (VG_ADDR_STRLEN bytes). */
+const char *vg_addr_format(const vg_addr *a, char *buf);
+
+/* Local (want_peer=0) or peer address of fd, formatted. */
+const char *vg_sock_name(int fd, int want_peer, char *buf);
+
+/* A non-blocking, close-on-exec listening socket bound to a. */
+vg_status vg_listen(const vg_addr *a, int backlog, int *fd_out);
+
+/* Starts a non-blocking connect. VG_OK: connected at once; VG_AGAIN: wait for
+ * POLLOUT then call vg_connect_finish; VG_ERR_IO: failed (errno set). */
+vg_status vg_connect_start(const vg_addr *a, int *fd_out);
+
+/* After POLLOUT on a connecting socket: VG_OK, or VG_ERR_IO with errno set. */
+vg_status vg_connect_finish(int fd);
+
+/* Low-latency options every vigil connection uses (TCP_NODELAY, non-blocking). */
+void vg_sock_tune(int fd);
+
+/* TCP keep-alive (idle, interval, count) and TCP_USER_TIMEOUT, in milliseconds;
+ * 0 leaves a setting alone. Failures are ignored: these are a second line of defence. */
+void vg_sock_keepalive(int fd, int64_t idle_ms, int64_t interval_ms, int count,
+                       int64_t user_timeout_ms);
+
+#endif

@@ -1,0 +1,206 @@
+/* pub: publish messages to a topic and wait until the broker confirms them. */
+#include <errno.h>
+#include <stdbool.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "args.h"
+#include "cli.h"
+#include "client.h"
+#include "clock.h"
+#include "log.h"
+#include "proto.h"
+#include "topic.h"
+
+static const char usage[] =
+    "pub [--server HOST:PORT] [--type 1|2] [--count N] [--interval SECS] TOPIC MESSAGE";
+
+static void help(void)
+{
+    printf("usage: %s\n\n"
+           "Publishes MESSAGE to TOPIC and exits 0 once the broker has confirmed that it\n"
+           "received every message (a PING/PONG round trip after the last one).\n"
+           "MESSAGE '-' reads standard input and publishes each line as a message.\n"
+           "In MESSAGE, {n} is replaced by the message's number (1, 2, ...).\n\n"
+           "Options:\n"
+           "  --type 1|2             MSG_TYPE1 (default) or MSG_TYPE2\n"
+           "  --count N              publish N times (default 1); 0: until interrupted\n"
+           "  --interval SECS        pause between messages, decimal seconds (default 0)\n"
+           "  --timeout SECS         how long to wait for the final confirmation\n"
+           "                         (default 10)\n",
+           usage);
+    vg_cli_client_help();
+    printf("\nEvents go to stderr, one per line (level=... event=... key=value).\n"
+           "Exit status: 0 when every message was confirmed, 1 when some were not\n"
+           "(lost with a connection, or no confirmation in time), 2 on a usage error.\n");
+}
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+/* Expands {n} in the template into buf. */
+static size_t render(const char *tmpl, uint64_t n, char **buf, size_t *cap)
+{
+    char num[24];
+    int numlen = snprintf(num, sizeof num, "%llu", (unsigned long long)n);
+    size_t len = 0;
+    for (const char *p = tmpl; *p;) {
+        const char *piece = p;
+        size_t plen = 1;
+        if (strncmp(p, "{n}", 3) == 0) {
+            piece = num;
+            plen = (size_t)numlen;
+            p += 3;
+        } else {
+            p++;
+        }
+        if (len + plen + 1 > *cap) {
+            size_t ncap = (*cap ? *cap * 2 : 256) + plen;
+            char *nb = realloc(*buf, ncap);
+            if (nb == NULL)
+                return SIZE_MAX;
+            *buf = nb;
+            *cap = ncap;
+        }
+        memcpy(*buf + len, piece, plen);
+        len += plen;
+    }
+    return len;
+}
+
+/* Publishes, waiting for room in slices so that SIGINT is noticed. */
+static vg_status publish(vg_client *c, vg_frame_type type, const char *topic, const char *p,
+                         size_t len)
+{
+    for (;;) {
+        vg_status st = vg_client_publish(c, type, topic, strlen(topic), p, len, 200);
+        if (st != VG_ERR_FULL || interrupted)
+            return st;
+    }
+}
+
+/* Sleeps until the absolute monotonic time, or a signal. */
+static void sleep_until(const struct timespec *t)
+{
+    while (!interrupted && clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, t, NULL) == EINTR)
+        ;
+}
+
+int main(int argc, char **argv)
+{
+    enum { OPT_TYPE = VG_OPT_FIRST_OWN, OPT_COUNT, OPT_INTERVAL, OPT_TIMEOUT };
+    static const struct option own[] = {
+        {"type", required_argument, NULL, OPT_TYPE},
+        {"count", required_argument, NULL, OPT_COUNT},
+        {"interval", required_argument, NULL, OPT_INTERVAL},
+        {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {NULL, 0, NULL, 0},
+    };
+    struct option opts[32];
+    vg_cli_merge(opts, own);
+    vg_client_opts co;
+    vg_client_opts_defaults(&co);
+    co.name = "pub";
+    vg_frame_type type = VG_FRAME_MSG_TYPE1;
+    int64_t count = 1, interval_ms = 0, timeout_ms = 10000, v;
+    int o;
+    opterr = 0;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case OPT_TYPE:
+            if (!vg_parse_int(optarg, 1, 2, &v))
+                vg_usage_error("pub", usage, "--type must be 1 or 2, got '%s'", optarg);
+            type = v == 1 ? VG_FRAME_MSG_TYPE1 : VG_FRAME_MSG_TYPE2;
+            break;
+        case OPT_COUNT:
+            if (!vg_parse_int(optarg, 0, INT64_MAX, &count))
+                vg_usage_error("pub", usage, "--count must be 0 or more, got '%s'", optarg);
+            break;
+        case OPT_INTERVAL:
+            if (!vg_parse_seconds(optarg, 86400000, &interval_ms))
+                vg_usage_error("pub", usage, "--interval must be decimal seconds, got '%s'", optarg);
+            break;
+        case OPT_TIMEOUT:
+            if (!vg_parse_seconds(optarg, 86400000, &timeout_ms))
+                vg_usage_error("pub", usage, "--timeout must be decimal seconds, got '%s'", optarg);
+            break;
+        default:
+            if (!vg_cli_client_option(o, optarg, &co, "pub", usage, help))
+                vg_usage_error("pub", usage, "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (argc - optind != 2)
+        vg_usage_error("pub", usage, "expected TOPIC and MESSAGE");
+    const char *topic = argv[optind], *message = argv[optind + 1];
+    const char *why;
+    if (vg_topic_check(topic, strlen(topic), VG_TOPIC_MAX_LEN, VG_TOPIC_MAX_LEN, &why) != VG_OK)
+        vg_usage_error("pub", usage, "invalid topic '%s': %s", topic, why);
+
+    struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: sleeps and reads stop */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    vg_client *c;
+    vg_status st = vg_client_start(&c, &co, &why);
+    if (st == VG_ERR_ARG)
+        vg_usage_error("pub", usage, "--server %s: %s", co.servers, why);
+    if (st != VG_OK) {
+        vg_log(VG_LOG_ERROR, "start_failed", "error=\"%s\"", why);
+        return 1;
+    }
+
+    char *buf = NULL;
+    size_t cap = 0;
+    struct timespec next;
+    clock_gettime(CLOCK_MONOTONIC, &next);
+    st = VG_OK;
+    for (uint64_t i = 1; st == VG_OK && !interrupted && (count == 0 || i <= (uint64_t)count); i++) {
+        size_t len;
+        if (strcmp(message, "-") == 0) {
+            ssize_t got = getline(&buf, &cap, stdin);
+            if (got < 0)
+                break;
+            len = (size_t)got;
+            if (len > 0 && buf[len - 1] == '\n')
+                len--;
+        } else {
+            len = render(message, i, &buf, &cap);
+            if (len == SIZE_MAX) {
+                st = VG_ERR_NOMEM;
+                break;
+            }
+        }
+        st = publish(c, type, topic, buf, len);
+        if (interval_ms > 0) {
+            next.tv_sec += interval_ms / 1000;
+            next.tv_nsec += (interval_ms % 1000) * 1000000;
+            if (next.tv_nsec >= 1000000000) {
+                next.tv_sec++;
+                next.tv_nsec -= 1000000000;
+            }
+            sleep_until(&next);
+        }
+    }
+    free(buf);
+    if (st != VG_OK && !(st == VG_ERR_FULL && interrupted))
+        vg_log(VG_LOG_ERROR, "publish_failed", "error=\"%s\"", vg_strerror(st));
+
+    vg_status fst = vg_client_flush(c, (int)timeout_ms);
+    vg_client_stats stats;
+    vg_client_get_stats(c, &stats);
+    vg_client_destroy(c);
+    bool ok = st == VG_OK && fst == VG_OK && stats.lost == 0 && stats.confirmed == stats.published;
+    vg_log(ok ? VG_LOG_INFO : VG_LOG_ERROR, ok ? "done" : "unconfirmed",
+           "published=%llu confirmed=%llu lost=%llu%s", (unsigned long long)stats.published,
+           (unsigned long long)stats.confirmed, (unsigned long long)stats.lost,
+           fst == VG_ERR_TIMEOUT ? " error=\"no confirmation in time\"" : "");
+    return ok ? 0 : 1;
+}

@@ -1,0 +1,189 @@
+/* sub: print the messages published to one or more topics. */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "args.h"
+#include "cli.h"
+#include "client.h"
+#include "log.h"
+
+static const char usage[] = "sub [--server HOST:PORT] [--count N] [OPTIONS] TOPIC...";
+
+static void help(void)
+{
+    printf("usage: %s\n\n"
+           "Subscribes to each TOPIC and prints every message received, one per line:\n"
+           "  TOPIC TYPE PAYLOAD\n"
+           "where TYPE is MSG_TYPE1 or MSG_TYPE2. Bytes of the payload below 0x20,\n"
+           "0x7f and backslash are escaped (\\n, \\t, \\\\, \\xNN); other bytes are\n"
+           "written as they are. stdout is flushed after each read from the socket.\n\n"
+           "Options:\n"
+           "  --count N              exit 0 after N messages (default: run until\n"
+           "                         interrupted)\n",
+           usage);
+    vg_cli_client_help();
+    printf("\nEvents go to stderr, one per line (level=... event=... key=value).\n"
+           "Exit status: 0 on --count reached or SIGINT/SIGTERM, 1 if a subscription\n"
+           "is refused or the connection is given up, 2 on a usage error.\n");
+}
+
+typedef struct {
+    uint64_t limit; /* 0: none */
+    uint64_t seen;
+    int done_fd;
+    atomic_int exit_code; /* -1 while running */
+} sub_state;
+
+static void finish(sub_state *s, int code)
+{
+    int expected = -1;
+    if (atomic_compare_exchange_strong(&s->exit_code, &expected, code)) {
+        uint64_t one = 1;
+        ssize_t ignored = write(s->done_fd, &one, sizeof one);
+        (void)ignored;
+    }
+}
+
+static void print_escaped(const uint8_t *p, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t plain = 0; /* start of the run of bytes that need no escape */
+    for (size_t i = 0; i < n; i++) {
+        uint8_t b = p[i];
+        if (b >= 0x20 && b != 0x7f && b != '\\')
+            continue;
+        fwrite(p + plain, 1, i - plain, stdout);
+        plain = i + 1;
+        char e[4] = {'\\', 0, 0, 0};
+        size_t len = 2;
+        switch (b) {
+        case '\n': e[1] = 'n'; break;
+        case '\t': e[1] = 't'; break;
+        case '\r': e[1] = 'r'; break;
+        case '\\': e[1] = '\\'; break;
+        default:
+            e[1] = 'x', e[2] = hex[b >> 4], e[3] = hex[b & 15];
+            len = 4;
+        }
+        fwrite(e, 1, len, stdout);
+    }
+    fwrite(p + plain, 1, n - plain, stdout);
+}
+
+static void on_msg(void *ud, const vg_msg *m)
+{
+    sub_state *s = ud;
+    if (s->limit != 0 && s->seen >= s->limit)
+        return;
+    fwrite(m->topic, 1, m->topic_len, stdout);
+    fputs(m->type == VG_FRAME_MSG_TYPE1 ? " MSG_TYPE1 " : " MSG_TYPE2 ", stdout);
+    print_escaped(m->payload, m->payload_len);
+    putchar('\n');
+    if (++s->seen == s->limit) {
+        fflush(stdout);
+        finish(s, 0);
+    }
+}
+
+static void on_batch_end(void *ud)
+{
+    (void)ud;
+    fflush(stdout);
+}
+
+static void on_sub_error(void *ud, const char *topic, uint64_t code, const char *reason)
+{
+    (void)topic, (void)code, (void)reason; /* the client library has logged it */
+    finish(ud, 1);
+}
+
+static void on_closed(void *ud, const char *reason)
+{
+    (void)reason;
+    finish(ud, 1);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option own[] = {
+        {"count", required_argument, NULL, VG_OPT_FIRST_OWN},
+        {NULL, 0, NULL, 0},
+    };
+    struct option opts[32];
+    vg_cli_merge(opts, own);
+    sub_state s = {.done_fd = -1};
+    atomic_init(&s.exit_code, -1);
+    vg_client_opts co;
+    vg_client_opts_defaults(&co);
+    co.name = "sub";
+    int64_t n;
+    int o;
+    opterr = 0;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (o == VG_OPT_FIRST_OWN) {
+            if (!vg_parse_int(optarg, 1, INT64_MAX, &n))
+                vg_usage_error("sub", usage, "--count must be a positive integer, got '%s'", optarg);
+            s.limit = (uint64_t)n;
+        } else if (!vg_cli_client_option(o, optarg, &co, "sub", usage, help)) {
+            vg_usage_error("sub", usage, "unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc)
+        vg_usage_error("sub", usage, "missing TOPIC");
+
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL); /* before the I/O thread exists */
+    int sig_fd = signalfd(-1, &stop, SFD_CLOEXEC);
+    s.done_fd = eventfd(0, EFD_CLOEXEC);
+    if (sig_fd < 0 || s.done_fd < 0) {
+        vg_log(VG_LOG_ERROR, "start_failed", "error=\"%s\"", strerror(errno));
+        return 1;
+    }
+    static char outbuf[64 * 1024];
+    setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
+
+    co.ud = &s;
+    co.on_msg = on_msg;
+    co.on_batch_end = on_batch_end;
+    co.on_sub_error = on_sub_error;
+    co.on_closed = on_closed;
+    vg_client *c;
+    const char *why;
+    vg_status st = vg_client_start(&c, &co, &why);
+    if (st == VG_ERR_ARG)
+        vg_usage_error("sub", usage, "--server %s: %s", co.servers, why);
+    if (st != VG_OK) {
+        vg_log(VG_LOG_ERROR, "start_failed", "error=\"%s\"", why);
+        return 1;
+    }
+    for (int i = optind; i < argc; i++) {
+        st = vg_client_subscribe(c, argv[i], NULL);
+        if (st != VG_OK) {
+            char q[80];
+            vg_log(VG_LOG_ERROR, "subscribe_failed", "topic=%s reason=\"%s\"",
+                   vg_log_quote(q, sizeof q, argv[i], strlen(argv[i])), vg_strerror(st));
+            vg_client_destroy(c);
+            return 2;
+        }
+    }
+
+    struct pollfd p[2] = {{.fd = sig_fd, .events = POLLIN}, {.fd = s.done_fd, .events = POLLIN}};
+    while (poll(p, 2, -1) < 0 && errno == EINTR)
+        ;
+    if (p[0].revents & POLLIN)
+        finish(&s, 0);
+    vg_client_destroy(c);
+    fflush(stdout);
+    return atomic_load(&s.exit_code);
+}
