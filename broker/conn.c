@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "decoder.h"
 #include "frame.h"
 #include "log.h"
@@ -54,6 +55,8 @@ struct vg_conn {
     vg_sender tx;
     vg_decoder *rx;
     bool connected;
+    atomic_bool dropping;  /* its outbox overflowed; logged once per episode */
+    uint64_t drops_before; /* outbox drop count when the episode began (owner only) */
 
     conn_sub *subs;
     size_t nsubs, subs_cap;
@@ -62,6 +65,7 @@ struct vg_conn {
 
     const char *end_reason; /* set once: why the connection is ending */
     bool end_evict;
+    bool sent_fatal_err;
     char end_detail[160];
 
     vg_conn *prev, *next; /* registry, under srv->mu */
@@ -112,8 +116,10 @@ static void send_err(vg_conn *c, vg_errcode code, const char *why, uint64_t sid)
         end(c, "internal", true, "out of memory");
         return;
     }
-    if (vg_errcode_is_fatal(code, sid))
+    if (vg_errcode_is_fatal(code, sid)) {
+        c->sent_fatal_err = code != VG_E_SHUTDOWN;
         end(c, vg_errcode_name(code), true, why);
+    }
 }
 
 static void send_ok(vg_conn *c, uint64_t sid)
@@ -274,6 +280,9 @@ static void deliver(vg_conn *c, run *r)
         vg_conn *sub = c->scratch[i];
         uint32_t dropped;
         vg_outbox_put_frames(sub->outbox, r->start, r->len, r->frames, &dropped);
+        if (dropped > 0 && !atomic_exchange(&sub->dropping, true))
+            vg_log(VG_LOG_WARN, "slow_consumer", "state=dropping client=%llu addr=%s max_outbox=%zu",
+                   (unsigned long long)sub->id, sub->addr, c->srv->cfg.max_outbox);
         vg_conn_release(sub);
     }
     r->frames = 0;
@@ -361,6 +370,30 @@ static void read_and_handle(vg_conn *c)
 
 /* ---- the thread ---- */
 
+#define LINGER_MS 1000
+#define LINGER_BYTES (1024 * 1024)
+
+/* After a fatal ERR: closing with unread input would make the kernel send a
+ * reset that can destroy the ERR before the client reads it. So stop
+ * sending, then discard input until the client closes, for a bounded time. */
+static void linger(vg_conn *c)
+{
+    char sink[16384];
+    size_t total = 0;
+    int64_t deadline = vg_now_ms() + LINGER_MS;
+    shutdown(c->fd, SHUT_WR);
+    while (total < LINGER_BYTES) {
+        int64_t left = deadline - vg_now_ms();
+        struct pollfd p = {.fd = c->fd, .events = POLLIN};
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+            break;
+        ssize_t n = recv(c->fd, sink, sizeof sink, 0);
+        if (n <= 0)
+            break;
+        total += (size_t)n;
+    }
+}
+
 static void finish(vg_conn *c)
 {
     vg_server *srv = c->srv;
@@ -376,6 +409,8 @@ static void finish(vg_conn *c)
         vg_log(VG_LOG_INFO, "client_closed", "reason=%s client=%llu addr=%s%s%s", c->end_reason,
                (unsigned long long)c->id, c->addr, c->end_detail[0] ? " error=" : "",
                c->end_detail);
+    if (c->sent_fatal_err)
+        linger(c);
     close(c->fd);
 
     pthread_mutex_lock(&srv->mu);
@@ -389,6 +424,16 @@ static void finish(vg_conn *c)
         pthread_cond_broadcast(&srv->drained);
     pthread_mutex_unlock(&srv->mu);
     vg_conn_release(c);
+}
+
+/* The outbox has drained after dropping messages: say how many were lost. */
+static void log_recovered(vg_conn *c)
+{
+    uint64_t total = vg_outbox_dropped(c->outbox);
+    atomic_store(&c->dropping, false);
+    vg_log(VG_LOG_WARN, "slow_consumer", "state=recovered client=%llu addr=%s dropped=%llu",
+           (unsigned long long)c->id, c->addr, (unsigned long long)(total - c->drops_before));
+    c->drops_before = total;
 }
 
 static void *conn_main(void *arg)
@@ -410,6 +455,8 @@ static void *conn_main(void *arg)
             end(c, "slow_consumer", true, "peer does not read its replies");
             break;
         }
+        if (st == VG_OK && atomic_load_explicit(&c->dropping, memory_order_relaxed))
+            log_recovered(c);
         if (st == VG_OK && !vg_outbox_park(c->outbox))
             continue; /* more was queued meanwhile */
 

@@ -79,8 +79,9 @@ struct vg_client {
     bool subs_dirty;      /* a SUB or UNSUB is waiting to be sent */
     uint64_t flush_target; /* a flush waits for frames up to here */
     uint64_t confirmed, lost, received;
+    uint64_t handshakes;
     bool closed;
-    pthread_cond_t cv; /* broadcast when confirmed, lost or closed change */
+    pthread_cond_t cv; /* broadcast when confirmed, lost, handshakes or closed change */
 
     /* I/O thread only */
     conn_state state;
@@ -277,17 +278,42 @@ vg_status vg_client_publish(vg_client *c, vg_frame_type type, const char *topic,
     return st;
 }
 
+static struct timespec deadline_after(int timeout_ms)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += timeout_ms / 1000;
+    t.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+    if (t.tv_nsec >= 1000000000) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000;
+    }
+    return t;
+}
+
+vg_status vg_client_wait_connected(vg_client *c, int timeout_ms)
+{
+    struct timespec deadline = deadline_after(timeout_ms);
+    vg_status st = VG_OK;
+    pthread_mutex_lock(&c->mu);
+    while (c->handshakes == 0) {
+        if (c->closed) {
+            st = VG_ERR_CLOSED;
+            break;
+        }
+        if (pthread_cond_timedwait(&c->cv, &c->mu, &deadline) == ETIMEDOUT && c->handshakes == 0) {
+            st = c->closed ? VG_ERR_CLOSED : VG_ERR_TIMEOUT;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return st;
+}
+
 vg_status vg_client_flush(vg_client *c, int timeout_ms)
 {
     uint64_t target = atomic_load(&c->published);
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-    if (deadline.tv_nsec >= 1000000000) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000;
-    }
+    struct timespec deadline = deadline_after(timeout_ms);
     vg_status st = VG_OK;
     pthread_mutex_lock(&c->mu);
     if (target > c->flush_target)
@@ -403,6 +429,10 @@ static void handshake_done(vg_client *c, const vg_frame *f)
     vg_decoder_set_max_frame(c->rx, vg_max_frame_for(f->max_payload));
     c->state = ST_CONNECTED;
     c->last_mark = c->tx.frames_written;
+    pthread_mutex_lock(&c->mu);
+    c->handshakes++;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
     char server[80];
     vg_log(VG_LOG_INFO, "connected", "server=%s broker=%s client_id=%llu", c->server_str,
            vg_log_quote(server, sizeof server, f->name, f->name_len),
@@ -601,6 +631,28 @@ static void read_and_handle(vg_client *c)
         c->opts.on_batch_end(c->opts.ud);
 }
 
+/* A write failed (EPIPE, ECONNRESET): the broker may have said why in an ERR
+ * that is still unread, so read what is there before giving up. */
+static void write_failed(vg_client *c)
+{
+    char detail[64];
+    snprintf(detail, sizeof detail, "%s", strerror(errno));
+    for (int i = 0; i < 4 && c->fd >= 0; i++) {
+        uint8_t *space;
+        size_t avail;
+        if (vg_decoder_space(c->rx, &space, &avail) != VG_OK)
+            break;
+        ssize_t n = recv(c->fd, space, avail, MSG_DONTWAIT);
+        if (n <= 0)
+            break;
+        vg_decoder_commit(c->rx, (size_t)n);
+        if (!handle_frames(c))
+            return; /* already lost, with the reason read */
+    }
+    if (c->fd >= 0)
+        conn_lost(c, c->server_error ? c->server_error : "error", detail);
+}
+
 /* Writes what is due for the current state; fills *events for poll. Returns
  * false to run the loop again at once (more work was found). */
 static bool do_writes(vg_client *c, short *events)
@@ -623,7 +675,7 @@ static bool do_writes(vg_client *c, short *events)
             return false;
     }
     if (st == VG_ERR_IO) {
-        conn_lost(c, "error", strerror(errno));
+        write_failed(c);
         return false;
     }
     if (st == VG_AGAIN)

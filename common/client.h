@@ -59,6 +59,11 @@ vg_status vg_client_start(vg_client **out, const vg_client_opts *opts, const cha
  * publishes that were not written are dropped: call vg_client_flush first. */
 void vg_client_destroy(vg_client *c);
 
+/* Waits until the client has completed a handshake with a broker (at least
+ * once), so that vg_client_publish checks payloads against the broker's own
+ * maximum. VG_OK, VG_ERR_TIMEOUT or VG_ERR_CLOSED. */
+vg_status vg_client_wait_connected(vg_client *c, int timeout_ms);
+
 /* Subscribes to topic, now and after every reconnect. Returns at once; the
  * broker's answer arrives later (a refusal through on_sub_error). *sid, if
  * not NULL, receives the id used by vg_client_unsubscribe. */

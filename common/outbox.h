@@ -17,7 +17,8 @@
 typedef struct vg_outbox vg_outbox;
 
 /* max_bytes bounds queued plus in-flight bytes; an empty outbox accepts one
- * put of any size so that a single large frame always makes progress.
+ * put of any size (one frame, or one read's run of frames) so that a large
+ * frame always makes progress.
  * Returns NULL on failure (memory or file descriptors), errno set. */
 vg_outbox *vg_outbox_create(size_t max_bytes);
 void vg_outbox_destroy(vg_outbox *ob);
@@ -48,7 +49,7 @@ vg_status vg_outbox_put_frames(vg_outbox *ob, const uint8_t *bytes, size_t n,
 uint64_t vg_outbox_take(vg_outbox *ob, vg_buf *into);
 
 /* Owner: reports bytes taken but not yet written, which still count against
- * max_bytes. */
+ * max_bytes. Waiting producers are woken by the next take, not by this. */
 void vg_outbox_set_inflight(vg_outbox *ob, size_t bytes);
 
 /* Owner, before sleeping: returns 1 if nothing is queued, and arms the
@@ -61,7 +62,8 @@ void vg_outbox_wake(vg_outbox *ob);
 /* Refuses further puts (VG_ERR_CLOSED), releases waiting producers, wakes the owner. */
 void vg_outbox_close(vg_outbox *ob);
 
-/* Frames refused for lack of room since creation. */
+/* Frames dropped by vg_outbox_put_frames since creation (vg_outbox_put does
+ * not drop: its caller gets VG_ERR_FULL and still holds the frame). */
 uint64_t vg_outbox_dropped(vg_outbox *ob);
 
 /* Queued plus in-flight bytes. */

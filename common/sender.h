@@ -34,7 +34,9 @@ typedef struct {
  * error (VG_ERR_IO, errno set). */
 vg_status vg_sender_flush(vg_sender *s, int fd, vg_outbox *ob, size_t budget);
 
-/* Writes control frames only, leaving bulk frames queued (during a handshake). */
+/* Writes control frames only, leaving bulk frames queued: for a handshake on
+ * a fresh connection, when the bulk stream is at a frame boundary (after
+ * vg_sender_rewind). */
 vg_status vg_sender_flush_ctl(vg_sender *s, int fd);
 
 /* True when bytes wait to be written (not counting the outbox). */

@@ -23,14 +23,15 @@ static void help(void)
     printf("usage: %s\n\n"
            "Publishes MESSAGE to TOPIC and exits 0 once the broker has confirmed that it\n"
            "received every message (a PING/PONG round trip after the last one).\n"
-           "MESSAGE '-' reads standard input and publishes each line as a message.\n"
+           "MESSAGE '-' reads standard input and publishes each line as a message\n"
+           "(all lines, or the first N with --count N).\n"
            "In MESSAGE, {n} is replaced by the message's number (1, 2, ...).\n\n"
            "Options:\n"
            "  --type 1|2             MSG_TYPE1 (default) or MSG_TYPE2\n"
            "  --count N              publish N times (default 1); 0: until interrupted\n"
            "  --interval SECS        pause between messages, decimal seconds (default 0)\n"
-           "  --timeout SECS         how long to wait for the final confirmation\n"
-           "                         (default 10)\n",
+           "  --timeout SECS         how long to wait for a broker at start, and for the\n"
+           "                         final confirmation (default 10)\n",
            usage);
     vg_cli_client_help();
     printf("\nEvents go to stderr, one per line (level=... event=... key=value).\n"
@@ -110,7 +111,7 @@ int main(int argc, char **argv)
     vg_client_opts_defaults(&co);
     co.name = "pub";
     vg_frame_type type = VG_FRAME_MSG_TYPE1;
-    int64_t count = 1, interval_ms = 0, timeout_ms = 10000, v;
+    int64_t count = -1, interval_ms = 0, timeout_ms = 10000, v; /* count -1: not given */
     int o;
     opterr = 0;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -141,6 +142,9 @@ int main(int argc, char **argv)
         vg_usage_error("pub", usage, "expected TOPIC and MESSAGE");
     const char *topic = argv[optind], *message = argv[optind + 1];
     const char *why;
+    bool from_stdin = strcmp(message, "-") == 0;
+    if (count < 0)
+        count = from_stdin ? 0 : 1; /* stdin: every line, unless --count limits it */
     if (vg_topic_check(topic, strlen(topic), VG_TOPIC_MAX_LEN, VG_TOPIC_MAX_LEN, &why) != VG_OK)
         vg_usage_error("pub", usage, "invalid topic '%s': %s", topic, why);
 
@@ -157,6 +161,16 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    /* Publish only once a broker has said how large a payload it takes. */
+    st = vg_client_wait_connected(c, (int)timeout_ms);
+    if (st != VG_OK) {
+        vg_log(VG_LOG_ERROR, "connect_failed", "error=\"%s\" timeout_ms=%lld",
+               st == VG_ERR_TIMEOUT ? "no broker reachable in time" : "connection given up",
+               (long long)timeout_ms);
+        vg_client_destroy(c);
+        return 1;
+    }
+
     char *buf = NULL;
     size_t cap = 0;
     struct timespec next;
@@ -164,7 +178,7 @@ int main(int argc, char **argv)
     st = VG_OK;
     for (uint64_t i = 1; st == VG_OK && !interrupted && (count == 0 || i <= (uint64_t)count); i++) {
         size_t len;
-        if (strcmp(message, "-") == 0) {
+        if (from_stdin) {
             ssize_t got = getline(&buf, &cap, stdin);
             if (got < 0)
                 break;
