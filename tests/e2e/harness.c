@@ -1,0 +1,429 @@
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proto.h"
+
+#define MAX_ARGS 64
+#define MAX_LIVE 256
+
+/* Every child not yet freed. A wait on one child also drains the others'
+ * pipes: a child blocked writing to a full pipe would stall for real. */
+static h_proc *live[MAX_LIVE];
+
+int64_t h_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+const char *h_bin(const char *which)
+{
+    const char *var = strcmp(which, "broker") == 0 ? "VIGIL_BROKER"
+                      : strcmp(which, "pub") == 0  ? "VIGIL_PUB"
+                                                   : "VIGIL_SUB";
+    const char *path = getenv(var);
+    cr_assert(path != NULL, "%s is not set: run the tests through ctest", var);
+    return path;
+}
+
+h_proc *h_spawn(const char *name, const char *const argv[])
+{
+    int out[2], err[2];
+    cr_assert(pipe2(out, O_CLOEXEC) == 0 && pipe2(err, O_CLOEXEC) == 0);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        dup2(out[1], 1);
+        dup2(err[1], 2);
+        /* The test worker may block signals; the child must not inherit that. */
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execv(argv[0], (char *const *)argv);
+        dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(out[1]);
+    close(err[1]);
+    fcntl(out[0], F_SETFL, O_NONBLOCK);
+    fcntl(err[0], F_SETFL, O_NONBLOCK);
+    h_proc *p = calloc(1, sizeof *p);
+    cr_assert(p != NULL);
+    p->pid = pid;
+    p->pid_fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    cr_assert(p->pid_fd >= 0, "pidfd_open: %s", strerror(errno));
+    p->out_fd = out[0];
+    p->err_fd = err[0];
+    p->name = name;
+    p->out = calloc(1, 1);
+    p->err = calloc(1, 1);
+    p->out_cap = p->err_cap = 1;
+    for (int i = 0; i < MAX_LIVE; i++) {
+        if (live[i] == NULL) {
+            live[i] = p;
+            break;
+        }
+    }
+    return p;
+}
+
+/* Appends what fd has to the buffer; returns false at EOF. */
+static bool drain(int *fd, char **buf, size_t *len, size_t *cap)
+{
+    char chunk[65536];
+    for (;;) {
+        ssize_t n = read(*fd, chunk, sizeof chunk);
+        if (n > 0) {
+            if (*len + (size_t)n + 1 > *cap) {
+                while (*len + (size_t)n + 1 > *cap)
+                    *cap *= 2;
+                *buf = realloc(*buf, *cap);
+                cr_assert(*buf != NULL);
+            }
+            memcpy(*buf + *len, chunk, (size_t)n);
+            *len += (size_t)n;
+            (*buf)[*len] = '\0';
+            continue;
+        }
+        if (n == 0) {
+            close(*fd);
+            *fd = -1;
+            return false;
+        }
+        return true; /* EAGAIN */
+    }
+}
+
+static void reap(h_proc *p)
+{
+    if (!p->exited && waitpid(p->pid, &p->status, WNOHANG) == p->pid)
+        p->exited = true;
+}
+
+static void drain_all(h_proc *p)
+{
+    if (p->out_fd >= 0)
+        drain(&p->out_fd, &p->out, &p->out_len, &p->out_cap);
+    if (p->err_fd >= 0)
+        drain(&p->err_fd, &p->err, &p->err_len, &p->err_cap);
+    reap(p);
+}
+
+void h_pump(h_proc *p, int timeout_ms)
+{
+    /* Wake on output from any live child, or the exit of p. */
+    struct pollfd fds[2 * MAX_LIVE + 1];
+    nfds_t n = 0;
+    for (int i = 0; i < MAX_LIVE; i++) {
+        if (live[i] == NULL)
+            continue;
+        fds[n++] = (struct pollfd){.fd = live[i]->out_fd, .events = POLLIN};
+        fds[n++] = (struct pollfd){.fd = live[i]->err_fd, .events = POLLIN};
+    }
+    fds[n++] = (struct pollfd){.fd = p->exited ? -1 : p->pid_fd, .events = POLLIN};
+    poll(fds, n, timeout_ms);
+    for (int i = 0; i < MAX_LIVE; i++)
+        if (live[i] != NULL && live[i] != p)
+            drain_all(live[i]);
+    drain_all(p);
+}
+
+int h_count(const char *s, const char *needle)
+{
+    int n = 0;
+    size_t step = strlen(needle);
+    for (const char *q = strstr(s, needle); q != NULL; q = strstr(q + step, needle))
+        n++;
+    return n;
+}
+
+static bool wait_text(h_proc *p, bool out, const char *needle, int n, int timeout_ms)
+{
+    int64_t deadline = h_now_ms() + timeout_ms;
+    for (;;) {
+        if (h_count(out ? p->out : p->err, needle) >= n)
+            return true;
+        int64_t left = deadline - h_now_ms();
+        if (left <= 0)
+            return false;
+        if (p->out_fd < 0 && p->err_fd < 0) /* nothing more will come */
+            return false;
+        h_pump(p, left > 50 ? 50 : (int)left);
+    }
+}
+
+bool h_wait_out(h_proc *p, const char *needle, int timeout_ms)
+{
+    return wait_text(p, true, needle, 1, timeout_ms);
+}
+
+bool h_wait_err(h_proc *p, const char *needle, int timeout_ms)
+{
+    return wait_text(p, false, needle, 1, timeout_ms);
+}
+
+bool h_wait_err_count(h_proc *p, const char *needle, int n, int timeout_ms)
+{
+    return wait_text(p, false, needle, n, timeout_ms);
+}
+
+bool h_wait_exit(h_proc *p, int timeout_ms)
+{
+    int64_t deadline = h_now_ms() + timeout_ms;
+    for (;;) {
+        h_pump(p, 0);
+        if (p->exited) {
+            while (p->out_fd >= 0 || p->err_fd >= 0) /* collect the last words */
+                h_pump(p, 100);
+            return true;
+        }
+        if (h_now_ms() >= deadline)
+            return false;
+        int64_t left = deadline - h_now_ms();
+        h_pump(p, left > 100 ? 100 : (int)left);
+    }
+}
+
+int h_exit_code(const h_proc *p)
+{
+    if (!p->exited || !WIFEXITED(p->status))
+        return -1;
+    return WEXITSTATUS(p->status);
+}
+
+void h_signal(h_proc *p, int sig)
+{
+    if (!p->exited)
+        kill(p->pid, sig);
+}
+
+void h_free(h_proc *p)
+{
+    if (p == NULL)
+        return;
+    for (int i = 0; i < MAX_LIVE; i++)
+        if (live[i] == p)
+            live[i] = NULL;
+    if (!p->exited) {
+        kill(p->pid, SIGKILL);
+        waitpid(p->pid, &p->status, 0);
+    }
+    if (p->out_fd >= 0)
+        close(p->out_fd);
+    if (p->err_fd >= 0)
+        close(p->err_fd);
+    close(p->pid_fd);
+    free(p->out);
+    free(p->err);
+    free(p);
+}
+
+/* Collects a NULL-terminated vararg list after fixed leading arguments. */
+static size_t collect(const char **argv, size_t n, va_list ap)
+{
+    const char *a;
+    while ((a = va_arg(ap, const char *)) != NULL) {
+        cr_assert(n < MAX_ARGS - 1, "too many arguments");
+        argv[n++] = a;
+    }
+    argv[n] = NULL;
+    return n;
+}
+
+h_proc *h_broker(int *port, ...)
+{
+    const char *argv[MAX_ARGS] = {h_bin("broker"), "--listen", "127.0.0.1:0"};
+    va_list ap;
+    va_start(ap, port);
+    collect(argv, 3, ap);
+    va_end(ap);
+    h_proc *b = h_spawn("broker", argv);
+    cr_assert(h_wait_err(b, "event=listening", 10000), "broker did not start: %s", b->err);
+    const char *addr = strstr(b->err, "addr=127.0.0.1:");
+    cr_assert(addr != NULL);
+    *port = atoi(addr + strlen("addr=127.0.0.1:"));
+    cr_assert(*port > 0);
+    return b;
+}
+
+static char *server_arg(int port)
+{
+    static _Thread_local char s[32];
+    snprintf(s, sizeof s, "127.0.0.1:%d", port);
+    return s;
+}
+
+h_proc *h_sub(int port, ...)
+{
+    const char *argv[MAX_ARGS] = {h_bin("sub"), "--server", server_arg(port)};
+    va_list ap;
+    va_start(ap, port);
+    size_t n = collect(argv, 3, ap);
+    va_end(ap);
+    int topics = 0;
+    for (size_t i = 3; i < n; i++) {
+        if (strncmp(argv[i], "--", 2) == 0) {
+            if (strchr(argv[i], '=') == NULL && i + 1 < n)
+                i++; /* the option's value */
+            continue;
+        }
+        topics++;
+    }
+    h_proc *s = h_spawn("sub", argv);
+    cr_assert(h_wait_err_count(s, "event=subscribed", topics, 10000),
+              "sub did not subscribe: %s", s->err);
+    return s;
+}
+
+int h_pub(int port, ...)
+{
+    const char *argv[MAX_ARGS] = {h_bin("pub"), "--server", server_arg(port)};
+    va_list ap;
+    va_start(ap, port);
+    collect(argv, 3, ap);
+    va_end(ap);
+    h_proc *p = h_spawn("pub", argv);
+    int code = h_wait_exit(p, 30000) ? h_exit_code(p) : -1;
+    if (code != 0)
+        cr_log_info("pub exited %d: %s", code, p->err);
+    h_free(p);
+    return code;
+}
+
+void h_assert_serves(int port)
+{
+    static int seq;
+    char topic[64], msg[64], line[160];
+    snprintf(topic, sizeof topic, "health.%d.%d", getpid(), ++seq);
+    snprintf(msg, sizeof msg, "still-serving-%d", seq);
+    snprintf(line, sizeof line, "%s MSG_TYPE1 %s\n", topic, msg);
+    h_proc *s = h_sub(port, "--count", "1", topic, NULL);
+    cr_assert_eq(h_pub(port, topic, msg, NULL), 0, "broker no longer serves publishers");
+    cr_assert(h_wait_out(s, line, 10000), "broker no longer serves subscribers: %s", s->out);
+    cr_assert(h_wait_exit(s, 10000));
+    cr_assert_eq(h_exit_code(s), 0);
+    h_free(s);
+}
+
+/* ---- raw client ---- */
+
+h_raw h_raw_connect(int port) { return h_raw_connect_small(port, 0); }
+
+h_raw h_raw_connect_small(int port, int rcvbuf)
+{
+    h_raw r = {.fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
+    cr_assert(r.fd >= 0);
+    if (rcvbuf > 0)
+        setsockopt(r.fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert(connect(r.fd, (struct sockaddr *)&a, sizeof a) == 0, "connect: %s", strerror(errno));
+    r.dec = vg_decoder_create(65536, 64u << 20);
+    cr_assert(r.dec != NULL);
+    return r;
+}
+
+void h_raw_close(h_raw *r)
+{
+    if (r->fd >= 0)
+        close(r->fd);
+    r->fd = -1;
+    vg_decoder_destroy(r->dec);
+    r->dec = NULL;
+}
+
+void h_raw_send(h_raw *r, const void *bytes, size_t n)
+{
+    const char *p = bytes;
+    while (n > 0) {
+        ssize_t w = send(r->fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return; /* the broker may already have closed: tests check for that */
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+void h_raw_send_buf(h_raw *r, vg_buf *b)
+{
+    h_raw_send(r, b->data, b->len);
+    b->len = 0;
+}
+
+void h_raw_handshake(h_raw *r)
+{
+    vg_buf b = {0};
+    cr_assert(vg_frame_put_connect(&b, VG_PROTO_VERSION, "raw-test", NULL) == VG_OK);
+    h_raw_send_buf(r, &b);
+    vg_buf_free(&b);
+    vg_frame f;
+    cr_assert(h_raw_read(r, &f, 5000), "no INFO after CONNECT");
+    cr_assert_eq(f.type, VG_FRAME_INFO);
+}
+
+bool h_raw_read(h_raw *r, vg_frame *f, int timeout_ms)
+{
+    int64_t deadline = h_now_ms() + timeout_ms;
+    for (;;) {
+        const char *why;
+        vg_status st = vg_decoder_next(r->dec, f, &why);
+        if (st == VG_OK)
+            return true;
+        cr_assert_eq(st, VG_AGAIN, "broker sent a bad frame: %s", why);
+        int64_t left = deadline - h_now_ms();
+        if (left <= 0)
+            return false;
+        struct pollfd p = {.fd = r->fd, .events = POLLIN};
+        if (poll(&p, 1, (int)left) <= 0)
+            continue;
+        uint8_t *space;
+        size_t avail;
+        cr_assert(vg_decoder_space(r->dec, &space, &avail) == VG_OK);
+        ssize_t n = recv(r->fd, space, avail, 0);
+        if (n <= 0)
+            return false;
+        vg_decoder_commit(r->dec, (size_t)n);
+    }
+}
+
+bool h_raw_wait_eof(h_raw *r, int timeout_ms)
+{
+    int64_t deadline = h_now_ms() + timeout_ms;
+    char buf[65536];
+    for (;;) {
+        int64_t left = deadline - h_now_ms();
+        if (left <= 0)
+            return false;
+        struct pollfd p = {.fd = r->fd, .events = POLLIN};
+        if (poll(&p, 1, (int)left) <= 0)
+            continue;
+        ssize_t n = recv(r->fd, buf, sizeof buf, 0);
+        if (n == 0 || (n < 0 && errno == ECONNRESET))
+            return true;
+    }
+}

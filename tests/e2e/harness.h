@@ -1,0 +1,97 @@
+/* End-to-end test harness: real broker/pub/sub processes on 127.0.0.1 and
+ * ephemeral ports, readiness read from their logs, every wait bounded.
+ *
+ * Children get PR_SET_PDEATHSIG, so they die with the test worker even if a
+ * test fails half-way. Never cr_assert from a thread; these helpers run on
+ * the test's own thread. */
+#ifndef VG_HARNESS_H
+#define VG_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "decoder.h"
+#include "frame.h"
+
+typedef struct {
+    pid_t pid;
+    int out_fd, err_fd;
+    int pid_fd; /* pidfd: readable once the child exits */
+    char *out, *err; /* everything the child wrote so far, NUL-terminated */
+    size_t out_len, err_len, out_cap, err_cap;
+    bool exited;
+    int status; /* waitpid status once exited */
+    const char *name;
+} h_proc;
+
+/* Paths of the programs under test, from the environment set by ctest. */
+const char *h_bin(const char *which); /* "broker", "pub", "sub" */
+
+/* Starts argv (NULL-terminated; argv[0] a path) with stdout/stderr captured. */
+h_proc *h_spawn(const char *name, const char *const argv[]);
+
+/* Starts a broker on 127.0.0.1:0 plus extra args (NULL-terminated list) and
+ * waits for its event=listening line; *port receives the bound port. */
+h_proc *h_broker(int *port, ...);
+
+/* Starts "sub --server 127.0.0.1:port [extra...] TOPIC..." (args NULL
+ * terminated, extras before the topics as given) and waits until every
+ * topic is acknowledged (event=subscribed). */
+h_proc *h_sub(int port, ...);
+
+/* Runs "pub --server 127.0.0.1:port args..." to completion (bounded) and
+ * returns its exit status (or -1 on timeout, after killing it). */
+int h_pub(int port, ...);
+
+/* Reads whatever the child wrote, waiting up to timeout_ms for something. */
+void h_pump(h_proc *p, int timeout_ms);
+
+/* Waits until stdout (h_wait_out) or stderr (h_wait_err) contains needle. */
+bool h_wait_out(h_proc *p, const char *needle, int timeout_ms);
+bool h_wait_err(h_proc *p, const char *needle, int timeout_ms);
+
+/* Waits until the child's stderr contains needle at least n times. */
+bool h_wait_err_count(h_proc *p, const char *needle, int n, int timeout_ms);
+
+/* Occurrences of needle in s. */
+int h_count(const char *s, const char *needle);
+
+/* Waits for the child to exit; returns false on timeout. */
+bool h_wait_exit(h_proc *p, int timeout_ms);
+int h_exit_code(const h_proc *p); /* -1 if killed by a signal */
+
+void h_signal(h_proc *p, int sig);
+
+/* Kills (SIGKILL) if still running, reaps, frees. */
+void h_free(h_proc *p);
+
+/* Milliseconds on the monotonic clock. */
+int64_t h_now_ms(void);
+
+/* Asserts the broker still serves a fresh pub/sub pair end to end. */
+void h_assert_serves(int port);
+
+/* ---- raw protocol client, for hostile-input tests ---- */
+
+typedef struct {
+    int fd;
+    vg_decoder *dec;
+} h_raw;
+
+h_raw h_raw_connect(int port);
+/* The same with a small receive buffer, so that a client that stops reading
+ * closes its TCP window quickly. */
+h_raw h_raw_connect_small(int port, int rcvbuf);
+void h_raw_close(h_raw *r);
+void h_raw_send(h_raw *r, const void *bytes, size_t n);
+void h_raw_send_buf(h_raw *r, vg_buf *b); /* sends and empties b */
+/* Sends CONNECT and asserts INFO comes back. */
+void h_raw_handshake(h_raw *r);
+/* Reads the next frame (valid until the next read); false on EOF/timeout. */
+bool h_raw_read(h_raw *r, vg_frame *f, int timeout_ms);
+/* True if the peer closes the connection within timeout_ms (frames before EOF are skipped). */
+bool h_raw_wait_eof(h_raw *r, int timeout_ms);
+
+#endif
