@@ -220,17 +220,38 @@ void h_signal(h_proc *p, int sig)
         kill(p->pid, sig);
 }
 
+/* A sanitizer report in a child's stderr fails the test, and is copied to
+ * the test's own stderr where ctest also looks for it. */
+static void check_sanitizers(const h_proc *p)
+{
+    static const char *const marks[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                                        "WARNING: ThreadSanitizer", "runtime error:"};
+    for (size_t i = 0; i < sizeof marks / sizeof *marks; i++) {
+        if (strstr(p->err, marks[i]) != NULL) {
+            fprintf(stderr, "---- %s (pid %d) stderr ----\n%s\n", p->name, (int)p->pid, p->err);
+            cr_assert_fail("%s reported: %s", p->name, marks[i]);
+        }
+    }
+}
+
 void h_free(h_proc *p)
 {
     if (p == NULL)
         return;
+    /* A polite stop first, so the child exits normally and leak checks run. */
+    if (!p->exited) {
+        kill(p->pid, SIGTERM);
+        h_wait_exit(p, 5000);
+    }
     for (int i = 0; i < MAX_LIVE; i++)
         if (live[i] == p)
             live[i] = NULL;
     if (!p->exited) {
         kill(p->pid, SIGKILL);
         waitpid(p->pid, &p->status, 0);
+        p->exited = true;
     }
+    check_sanitizers(p);
     if (p->out_fd >= 0)
         close(p->out_fd);
     if (p->err_fd >= 0)
