@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "conn.h"
 #include "log.h"
 #include "proto.h"
@@ -50,11 +51,7 @@ vg_status vg_server_open(vg_server *srv, const vg_broker_config *cfg)
     if (srv->subs == NULL)
         goto fail_listen;
     pthread_mutex_init(&srv->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&srv->drained, &ca);
-    pthread_condattr_destroy(&ca);
+    vg_cond_init(&srv->drained);
     pthread_attr_init(&srv->thread_attr);
     pthread_attr_setdetachstate(&srv->thread_attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&srv->thread_attr, cfg->thread_stack);
@@ -104,14 +101,7 @@ static bool accept_pending(vg_server *srv, bool *warned)
 
 static void wait_drained(vg_server *srv, int drain_ms)
 {
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += drain_ms / 1000;
-    deadline.tv_nsec += (long)(drain_ms % 1000) * 1000000;
-    if (deadline.tv_nsec >= 1000000000) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000;
-    }
+    struct timespec deadline = vg_deadline_after(drain_ms);
     pthread_mutex_lock(&srv->mu);
     while (srv->nconns > 0)
         if (pthread_cond_timedwait(&srv->drained, &srv->mu, &deadline) == ETIMEDOUT)

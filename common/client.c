@@ -153,11 +153,7 @@ vg_status vg_client_start(vg_client **out, const vg_client_opts *opts, const cha
     if (c->name == NULL || c->outbox == NULL || c->rx == NULL)
         goto fail;
     pthread_mutex_init(&c->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    vg_cond_init(&c->cv);
     if (pthread_create(&c->thread, NULL, io_main, c) != 0) {
         *why = "cannot start the I/O thread";
         pthread_cond_destroy(&c->cv);
@@ -278,22 +274,9 @@ vg_status vg_client_publish(vg_client *c, vg_frame_type type, const char *topic,
     return st;
 }
 
-static struct timespec deadline_after(int timeout_ms)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    t.tv_sec += timeout_ms / 1000;
-    t.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-    if (t.tv_nsec >= 1000000000) {
-        t.tv_sec++;
-        t.tv_nsec -= 1000000000;
-    }
-    return t;
-}
-
 vg_status vg_client_wait_connected(vg_client *c, int timeout_ms)
 {
-    struct timespec deadline = deadline_after(timeout_ms);
+    struct timespec deadline = vg_deadline_after(timeout_ms);
     vg_status st = VG_OK;
     pthread_mutex_lock(&c->mu);
     while (c->handshakes == 0) {
@@ -313,7 +296,7 @@ vg_status vg_client_wait_connected(vg_client *c, int timeout_ms)
 vg_status vg_client_flush(vg_client *c, int timeout_ms)
 {
     uint64_t target = atomic_load(&c->published);
-    struct timespec deadline = deadline_after(timeout_ms);
+    struct timespec deadline = vg_deadline_after(timeout_ms);
     vg_status st = VG_OK;
     pthread_mutex_lock(&c->mu);
     if (target > c->flush_target)

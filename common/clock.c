@@ -10,3 +10,31 @@ int64_t vg_now_ns(void)
 }
 
 int64_t vg_now_ms(void) { return vg_now_ns() / 1000000; }
+
+void vg_timespec_add_ms(struct timespec *t, int64_t ms)
+{
+    t->tv_sec += ms / 1000;
+    t->tv_nsec += (long)(ms % 1000) * 1000000;
+    if (t->tv_nsec >= 1000000000) {
+        t->tv_sec++;
+        t->tv_nsec -= 1000000000;
+    }
+}
+
+struct timespec vg_deadline_after(int64_t ms)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    vg_timespec_add_ms(&t, ms);
+    return t;
+}
+
+int vg_cond_init(pthread_cond_t *cv)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+    return rc;
+}

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "frame.h"
 
 struct vg_outbox {
@@ -35,12 +36,7 @@ vg_outbox *vg_outbox_create(size_t max_bytes)
     ob->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (ob->efd < 0)
         goto fail_free;
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    int rc = pthread_cond_init(&ob->room, &ca);
-    pthread_condattr_destroy(&ca);
-    if (rc != 0)
+    if (vg_cond_init(&ob->room) != 0)
         goto fail_close;
     pthread_mutex_init(&ob->mu, NULL);
     return ob;
@@ -110,23 +106,10 @@ static vg_status append_locked(vg_outbox *ob, const void *bytes, size_t n, uint3
     return VG_OK;
 }
 
-static void deadline_after(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000;
-    if (ts->tv_nsec >= 1000000000) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000;
-    }
-}
-
 static vg_status put(vg_outbox *ob, const void *bytes, size_t n, uint32_t nframes, int timeout_ms,
                      void (*fill)(uint8_t *, void *), void *arg)
 {
-    struct timespec deadline;
-    if (timeout_ms > 0)
-        deadline_after(&deadline, timeout_ms);
+    struct timespec deadline = vg_deadline_after(timeout_ms > 0 ? timeout_ms : 0);
     bool wake = false;
     vg_status st;
 

@@ -194,12 +194,7 @@ int main(int argc, char **argv)
         }
         st = publish(c, type, topic, buf, len);
         if (interval_ms > 0) {
-            next.tv_sec += interval_ms / 1000;
-            next.tv_nsec += (interval_ms % 1000) * 1000000;
-            if (next.tv_nsec >= 1000000000) {
-                next.tv_sec++;
-                next.tv_nsec -= 1000000000;
-            }
+            vg_timespec_add_ms(&next, interval_ms);
             sleep_until(&next);
         }
     }
