@@ -10,7 +10,14 @@
  * Lifetime: the thread holds a reference; a publisher holds one per
  * subscriber while delivering (taken inside vg_subtable_match). When the
  * connection ends, the thread closes the outbox and leaves the subscription
- * table before dropping its reference, so no new delivery can start. */
+ * table before dropping its reference, so no new delivery can start.
+ *
+ * Liveness: the thread sleeps in poll until the heartbeat's next deadline.
+ * Signs of life are bytes from the client and the kernel taking more of our
+ * output after refusing it (the client's window opened: it is reading). A
+ * client silent for time + probes x interval is evicted (reason=heartbeat);
+ * one whose output has not moved for that long while we have data for it is
+ * evicted as a slow consumer even if it keeps sending. */
 #include "conn.h"
 
 #include <errno.h>
@@ -26,6 +33,7 @@
 #include "clock.h"
 #include "decoder.h"
 #include "frame.h"
+#include "liveness.h"
 #include "log.h"
 #include "outbox.h"
 #include "proto.h"
@@ -54,6 +62,9 @@ struct vg_conn {
     vg_outbox *outbox;
     vg_sender tx;
     vg_decoder *rx;
+    vg_liveness *live;
+    uint64_t progress_bytes; /* tx.bytes_written when output last moved */
+    int64_t progress_at;     /* ... and when; or when there was nothing to send */
     bool connected;
     atomic_bool dropping;  /* its outbox overflowed; logged once per episode */
     uint64_t drops_before; /* outbox drop count when the episode began (owner only) */
@@ -88,6 +99,7 @@ void vg_conn_release(vg_conn *c)
         return;
     vg_outbox_destroy(c->outbox);
     vg_decoder_destroy(c->rx);
+    vg_liveness_destroy(c->live);
     vg_sender_free(&c->tx);
     for (size_t i = 0; i < c->nsubs; i++)
         free(c->subs[i].topic);
@@ -362,6 +374,7 @@ static void read_and_handle(vg_conn *c)
             return;
         }
         vg_decoder_commit(c->rx, (size_t)n);
+        vg_liveness_heard(c->live, vg_now_ms());
         handle_frames(c);
         if ((size_t)n < avail)
             return; /* the socket is very likely drained */
@@ -436,6 +449,48 @@ static void log_recovered(vg_conn *c)
     c->drops_before = total;
 }
 
+/* Runs the heartbeat and the stall check after a flush; returns the time the
+ * thread must wake next, or ends the connection. */
+static int64_t check_liveness(vg_conn *c, int64_t now)
+{
+    if (c->tx.window_opened) {
+        c->tx.window_opened = false;
+        vg_liveness_heard(c->live, now);
+    }
+    if (!vg_sender_busy(&c->tx) || c->tx.bytes_written != c->progress_bytes) {
+        c->progress_bytes = c->tx.bytes_written;
+        c->progress_at = now;
+    }
+    int64_t bound = vg_keepalive_bound_ms(&c->srv->cfg.keepalive);
+    char detail[64];
+    if (bound > 0 && vg_sender_busy(&c->tx) && now - c->progress_at >= bound) {
+        snprintf(detail, sizeof detail, "output stuck for %lld ms", (long long)(now - c->progress_at));
+        end(c, "slow_consumer", true, detail);
+        return now;
+    }
+
+    int64_t next;
+    vg_live_action a;
+    while ((a = vg_liveness_tick(c->live, now, &next)) == VG_LIVE_PROBE) {
+        if (c->connected && vg_frame_put_ping(&c->tx.ctl) != VG_OK) {
+            end(c, "internal", true, "out of memory");
+            return now;
+        }
+    }
+    if (a == VG_LIVE_DEAD) {
+        snprintf(detail, sizeof detail, "silent for %lld ms",
+                 (long long)(now - vg_liveness_last_heard(c->live)));
+        if (c->connected)
+            end(c, "heartbeat", true, detail);
+        else
+            send_err(c, VG_E_TIMEOUT, "no CONNECT in time", 0);
+        return now;
+    }
+    if (bound > 0 && vg_sender_busy(&c->tx) && c->progress_at + bound < next)
+        next = c->progress_at + bound;
+    return next;
+}
+
 static void *conn_main(void *arg)
 {
     vg_conn *c = arg;
@@ -455,6 +510,12 @@ static void *conn_main(void *arg)
             end(c, "slow_consumer", true, "peer does not read its replies");
             break;
         }
+        int64_t now = vg_now_ms();
+        int64_t wake = check_liveness(c, now);
+        if (c->end_reason != NULL)
+            continue; /* one last flush of an ERR, if one was queued */
+        if (vg_sender_busy(&c->tx) && st == VG_OK)
+            continue; /* the heartbeat queued a PING */
         if (st == VG_OK && atomic_load_explicit(&c->dropping, memory_order_relaxed))
             log_recovered(c);
         if (st == VG_OK && !vg_outbox_park(c->outbox))
@@ -464,7 +525,7 @@ static void *conn_main(void *arg)
             {.fd = c->fd, .events = POLLIN | (st == VG_AGAIN ? POLLOUT : 0)},
             {.fd = vg_outbox_fd(c->outbox), .events = POLLIN},
         };
-        if (poll(p, 2, -1) < 0) {
+        if (poll(p, 2, vg_poll_timeout(wake, now)) < 0) {
             if (errno == EINTR)
                 continue;
             end(c, "error", false, strerror(errno));
@@ -491,7 +552,8 @@ vg_status vg_conn_start(vg_server *srv, int fd)
     strcpy(c->name, "-");
     c->outbox = vg_outbox_create(srv->cfg.max_outbox);
     c->rx = vg_decoder_create(READ_CHUNK, VG_HANDSHAKE_MAX_FRAME);
-    if (c->outbox == NULL || c->rx == NULL)
+    c->live = vg_liveness_create(&srv->cfg.keepalive, vg_now_ms());
+    if (c->outbox == NULL || c->rx == NULL || c->live == NULL)
         goto fail_conn;
 
     pthread_mutex_lock(&srv->mu);
@@ -523,6 +585,7 @@ vg_status vg_conn_start(vg_server *srv, int fd)
 fail_conn:
     vg_outbox_destroy(c->outbox);
     vg_decoder_destroy(c->rx);
+    vg_liveness_destroy(c->live);
     free(c);
 fail_fd:
     close(fd);

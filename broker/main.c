@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "cli.h"
 #include "log.h"
 #include "proto.h"
 #include "server.h"
@@ -28,12 +29,13 @@ static void help(void)
            "                         suffixes K, M, G)\n"
            "  --max-outbox BYTES     bytes queued to one client before messages to it\n"
            "                         are dropped (default 16MiB)\n"
-           "  --log-level LEVEL      error, warn, info (default) or debug\n"
-           "  --help                 show this help\n"
-           "  --version              show the version\n\n"
-           "Logs go to stderr, one event per line (level=... event=... key=value).\n"
-           "SIGINT or SIGTERM: stop accepting, close clients cleanly, exit 0.\n",
+           "The broker PINGs every client that falls silent and evicts one that does\n"
+           "not answer (event=evict reason=heartbeat), or whose outbound data has not\n"
+           "moved for the same bound (reason=slow_consumer):\n",
            usage, VG_DEFAULT_SERVER);
+    vg_cli_common_help();
+    printf("\nLogs go to stderr, one event per line (level=... event=... key=value).\n"
+           "SIGINT or SIGTERM: stop accepting, close clients cleanly, exit 0.\n");
 }
 
 /* Thousands of connections each need a socket and an eventfd; the default
@@ -49,20 +51,18 @@ static void raise_fd_limit(void)
 
 static void parse_args(int argc, char **argv, vg_broker_config *cfg)
 {
-    enum { OPT_LISTEN = 1, OPT_MAX_PAYLOAD, OPT_MAX_OUTBOX, OPT_LOG_LEVEL, OPT_HELP, OPT_VERSION };
-    static const struct option opts[] = {
+    enum { OPT_LISTEN = VG_OPT_FIRST_OWN, OPT_MAX_PAYLOAD, OPT_MAX_OUTBOX };
+    static const struct option own[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
         {"max-payload", required_argument, NULL, OPT_MAX_PAYLOAD},
         {"max-outbox", required_argument, NULL, OPT_MAX_OUTBOX},
-        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-        {"help", no_argument, NULL, OPT_HELP},
-        {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
     };
+    struct option opts[VG_CLI_MAX_OPTIONS];
+    vg_cli_merge(opts, own, false);
     const char *prog = "broker";
     const char *why;
     uint64_t bytes;
-    vg_log_level level;
     opterr = 0;
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -81,21 +81,12 @@ static void parse_args(int argc, char **argv, vg_broker_config *cfg)
                 vg_usage_error(prog, usage, "--max-outbox must be at least 64KiB, got '%s'", optarg);
             cfg->max_outbox = bytes;
             break;
-        case OPT_LOG_LEVEL:
-            if (!vg_log_parse_level(optarg, &level))
-                vg_usage_error(prog, usage, "--log-level must be error, warn, info or debug");
-            vg_log_set_level(level);
-            break;
-        case OPT_HELP:
-            help();
-            exit(0);
-        case OPT_VERSION:
-            printf("broker (vigil) %s, protocol %d\n", VG_VERSION, VG_PROTO_VERSION);
-            exit(0);
         default:
-            vg_usage_error(prog, usage, "unknown or incomplete option '%s'", argv[optind - 1]);
+            if (!vg_cli_common_option(o, optarg, &cfg->keepalive, prog, usage, help))
+                vg_usage_error(prog, usage, "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
+    vg_cli_check_keepalive(&cfg->keepalive, prog, usage);
     if (optind < argc)
         vg_usage_error(prog, usage, "unexpected argument '%s'", argv[optind]);
 }

@@ -23,6 +23,7 @@ void vg_broker_config_defaults(vg_broker_config *cfg)
     cfg->max_outbox = 16u << 20;
     cfg->topic_max_len = VG_DEFAULT_TOPIC_MAX_LEN;
     cfg->topic_max_tokens = VG_DEFAULT_TOPIC_MAX_TOKENS;
+    cfg->keepalive = VG_KEEPALIVE_DEFAULT;
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
     cfg->thread_stack = 1u << 20; /* sanitizers need far deeper stacks */
 #elif defined(__has_feature)
@@ -57,8 +58,11 @@ vg_status vg_server_open(vg_server *srv, const vg_broker_config *cfg)
     pthread_attr_setstacksize(&srv->thread_attr, cfg->thread_stack);
 
     vg_sock_name(srv->listen_fd, 0, srv->listen_str);
-    vg_log(VG_LOG_INFO, "listening", "addr=%s max_payload=%llu", srv->listen_str,
-           (unsigned long long)cfg->max_payload);
+    const vg_keepalive *k = &cfg->keepalive;
+    vg_log(VG_LOG_INFO, "listening",
+           "addr=%s max_payload=%llu keepalive_ms=%lld/%lld/%d dead_after_ms=%lld", srv->listen_str,
+           (unsigned long long)cfg->max_payload, (long long)k->time_ms, (long long)k->interval_ms,
+           k->probes, (long long)vg_keepalive_bound_ms(k));
     return VG_OK;
 
 fail_listen:
@@ -76,6 +80,10 @@ static bool accept_pending(vg_server *srv, bool *warned)
         if (fd >= 0) {
             *warned = false;
             vg_sock_tune(fd);
+            const vg_keepalive *k = &srv->cfg.keepalive;
+            if (k->time_ms > 0) /* a second layer under the heartbeat: docs/liveness.md */
+                vg_sock_keepalive(fd, k->time_ms, k->interval_ms, k->probes,
+                                  vg_keepalive_bound_ms(k) + k->interval_ms);
             vg_conn_start(srv, fd);
             continue;
         }

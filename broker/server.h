@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "liveness.h"
 #include "sock.h"
 #include "status.h"
 #include "subtable.h"
@@ -23,6 +24,7 @@ typedef struct {
     size_t topic_max_len;
     size_t topic_max_tokens;
     size_t thread_stack;
+    vg_keepalive keepalive;
 } vg_broker_config;
 
 struct vg_conn;

@@ -8,6 +8,14 @@
  * the delivery counters and the closed flag. No lock is held across a
  * socket call or a callback.
  *
+ * Recovery: a connection found dead (EOF, a socket error, a fatal ERR, or the
+ * heartbeat) is closed and the client waits a backoff delay (BACKOFF state,
+ * interruptible: it sleeps in poll on the outbox's eventfd), then connects to
+ * the next server of its list. The backoff resets only when a handshake
+ * completes. After INFO it sends SUB for every subscription, as control
+ * frames ahead of queued publishes, and logs event=reconnected once the
+ * broker has answered all of them.
+ *
  * Delivery accounting counts MSG frames. A PING sent after frame k has been
  * written records the mark k; its PONG proves the broker processed frames up
  * to k (the broker handles a connection's frames in order). When a connection
@@ -27,6 +35,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sys/random.h>
+
+#include "backoff.h"
 #include "clock.h"
 #include "decoder.h"
 #include "log.h"
@@ -38,10 +49,10 @@
 
 #define READ_CHUNK (64 * 1024)
 #define FLUSH_BUDGET (1024 * 1024)
-#define CONNECT_TIMEOUT_MS 5000
-#define MAX_MARKS 64
+#define HANDSHAKE_TIMEOUT_MS 10000 /* with heartbeats off; else max(bound, 2 s) */
+#define MAX_MARKS 128              /* > the largest --keepalive-probes + one flush PING */
 
-typedef enum { ST_IDLE, ST_CONNECTING, ST_HANDSHAKE, ST_CONNECTED, ST_CLOSED } conn_state;
+typedef enum { ST_IDLE, ST_BACKOFF, ST_CONNECTING, ST_HANDSHAKE, ST_CONNECTED, ST_CLOSED } conn_state;
 
 typedef enum {
     SUB_PENDING,    /* SUB to be sent on this connection */
@@ -86,7 +97,14 @@ struct vg_client {
     /* I/O thread only */
     conn_state state;
     int fd;
-    int64_t deadline; /* connect/handshake deadline */
+    int64_t deadline; /* end of the backoff wait, or of the connect/handshake */
+    vg_backoff *backoff;
+    vg_liveness *live;
+    uint64_t rng;         /* xorshift state for backoff jitter */
+    bool reconnecting;    /* a connection was lost since the last handshake */
+    unsigned resub_wait;  /* resubscriptions not yet answered */
+    unsigned resub_ok;
+    unsigned lost_attempts; /* attempts the last reconnect took */
     vg_sender tx;
     vg_decoder *rx;
     uint64_t marks[MAX_MARKS]; /* FIFO of frame counts covered by PINGs in flight */
@@ -103,6 +121,10 @@ void vg_client_opts_defaults(vg_client_opts *o)
     o->servers = env && *env ? env : VG_DEFAULT_SERVER;
     o->name = "vigil-client";
     o->max_buffer = 8u << 20;
+    o->keepalive = VG_KEEPALIVE_DEFAULT;
+    o->backoff_base_ms = 200;
+    o->backoff_max_ms = 10000;
+    o->max_reconnects = -1;
 }
 
 /* ---- setup ---- */
@@ -150,8 +172,13 @@ vg_status vg_client_start(vg_client **out, const vg_client_opts *opts, const cha
     c->name = strdup(opts->name ? opts->name : "vigil-client");
     c->outbox = vg_outbox_create(opts->max_buffer);
     c->rx = vg_decoder_create(READ_CHUNK, VG_HANDSHAKE_MAX_FRAME);
-    if (c->name == NULL || c->outbox == NULL || c->rx == NULL)
+    c->backoff = vg_backoff_create(opts->backoff_base_ms, opts->backoff_max_ms);
+    c->live = vg_liveness_create(&opts->keepalive, vg_now_ms());
+    if (c->name == NULL || c->outbox == NULL || c->rx == NULL || c->backoff == NULL ||
+        c->live == NULL)
         goto fail;
+    if (getrandom(&c->rng, sizeof c->rng, 0) != sizeof c->rng || c->rng == 0)
+        c->rng = (uint64_t)vg_now_ns() | 1;
     pthread_mutex_init(&c->mu, NULL);
     vg_cond_init(&c->cv);
     if (pthread_create(&c->thread, NULL, io_main, c) != 0) {
@@ -166,6 +193,8 @@ vg_status vg_client_start(vg_client **out, const vg_client_opts *opts, const cha
 fail:
     vg_outbox_destroy(c->outbox);
     vg_decoder_destroy(c->rx);
+    vg_backoff_destroy(c->backoff);
+    vg_liveness_destroy(c->live);
     free(c->name);
     free(c->servers);
     free(c);
@@ -183,6 +212,8 @@ void vg_client_destroy(vg_client *c)
         close(c->fd);
     vg_outbox_destroy(c->outbox);
     vg_decoder_destroy(c->rx);
+    vg_backoff_destroy(c->backoff);
+    vg_liveness_destroy(c->live);
     vg_sender_free(&c->tx);
     for (size_t i = 0; i < c->nsubs; i++)
         free(c->subs[i].topic);
@@ -375,10 +406,32 @@ static void conn_lost(vg_client *c, const char *reason, const char *detail)
         char q[140];
         snprintf(d, sizeof d, " detail=%s", vg_log_quote(q, sizeof q, detail, strlen(detail)));
     }
-    vg_log(was_connected ? VG_LOG_WARN : VG_LOG_INFO, was_connected ? "disconnected" : "connect_failed",
-           "reason=%s server=%s unconfirmed=%llu%s", reason, c->server_str,
-           (unsigned long long)unconfirmed, d);
-    close_for_good(c, reason);
+    c->reconnecting = c->reconnecting || was_connected;
+    unsigned attempt = vg_backoff_attempts(c->backoff) + 1;
+    /* auth and version refusals will not change by retrying */
+    bool permanent = strcmp(reason, "auth") == 0 || strcmp(reason, "version") == 0;
+    bool give_up = permanent || (c->opts.max_reconnects >= 0 &&
+                                 vg_backoff_attempts(c->backoff) >= (unsigned)c->opts.max_reconnects);
+    int64_t delay = 0;
+    if (!give_up) {
+        c->rng ^= c->rng << 13, c->rng ^= c->rng >> 7, c->rng ^= c->rng << 17;
+        delay = vg_backoff_next(c->backoff, (uint32_t)(c->rng >> 32));
+    }
+    char retry[48] = " retry=none";
+    if (!give_up)
+        snprintf(retry, sizeof retry, " retry_in_ms=%lld", (long long)delay);
+    if (was_connected)
+        vg_log(VG_LOG_WARN, "disconnected", "reason=%s server=%s unconfirmed=%llu%s%s", reason,
+               c->server_str, (unsigned long long)unconfirmed, retry, d);
+    else
+        vg_log(VG_LOG_WARN, "connect_failed", "reason=%s server=%s attempt=%u%s%s", reason,
+               c->server_str, attempt, retry, d);
+    if (give_up) {
+        close_for_good(c, reason);
+        return;
+    }
+    c->state = ST_BACKOFF;
+    c->deadline = vg_now_ms() + delay;
 }
 
 static void start_connect(vg_client *c, int64_t now)
@@ -387,7 +440,8 @@ static void start_connect(vg_client *c, int64_t now)
     c->next_server = (c->next_server + 1) % c->nservers;
     vg_addr_format(a, c->server_str);
     c->server_error = NULL;
-    c->deadline = now + CONNECT_TIMEOUT_MS;
+    int64_t bound = vg_keepalive_bound_ms(&c->opts.keepalive);
+    c->deadline = now + (bound > 0 ? (bound > 2000 ? bound : 2000) : HANDSHAKE_TIMEOUT_MS);
     vg_status st = vg_connect_start(a, &c->fd);
     c->state = ST_CONNECTING;
     if (st == VG_ERR_IO) {
@@ -406,20 +460,41 @@ static void begin_handshake(vg_client *c)
     c->state = ST_HANDSHAKE;
 }
 
+static void log_reconnected(vg_client *c)
+{
+    c->reconnecting = false;
+    vg_log(VG_LOG_INFO, "reconnected", "server=%s attempts=%u resubscribed=%u", c->server_str,
+           c->lost_attempts, c->resub_ok);
+}
+
 static void handshake_done(vg_client *c, const vg_frame *f)
 {
     atomic_store(&c->max_payload, f->max_payload);
     vg_decoder_set_max_frame(c->rx, vg_max_frame_for(f->max_payload));
     c->state = ST_CONNECTED;
     c->last_mark = c->tx.frames_written;
+    c->lost_attempts = vg_backoff_attempts(c->backoff);
+    vg_backoff_reset(c->backoff); /* only now: a refused handshake keeps backing off */
+    vg_liveness_heard(c->live, vg_now_ms());
+    const vg_keepalive *k = &c->opts.keepalive;
+    if (k->time_ms > 0) /* a second layer under the heartbeat: see docs/liveness.md */
+        vg_sock_keepalive(c->fd, k->time_ms, k->interval_ms, k->probes,
+                          vg_keepalive_bound_ms(k) + k->interval_ms);
     pthread_mutex_lock(&c->mu);
     c->handshakes++;
+    c->resub_wait = 0;
+    c->resub_ok = 0;
+    for (size_t i = 0; i < c->nsubs; i++)
+        c->resub_wait += c->subs[i].state == SUB_PENDING;
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     char server[80];
-    vg_log(VG_LOG_INFO, "connected", "server=%s broker=%s client_id=%llu", c->server_str,
-           vg_log_quote(server, sizeof server, f->name, f->name_len),
-           (unsigned long long)f->client_id);
+    vg_log_quote(server, sizeof server, f->name, f->name_len);
+    if (!c->reconnecting)
+        vg_log(VG_LOG_INFO, "connected", "server=%s broker=%s client_id=%llu", c->server_str,
+               server, (unsigned long long)f->client_id);
+    else if (c->resub_wait == 0)
+        log_reconnected(c);
 }
 
 /* Queues SUB/UNSUB frames for subscriptions that need them. */
@@ -449,21 +524,32 @@ fail_nomem:
     pthread_mutex_unlock(&c->mu);
 }
 
+/* Frames that will have been written when a PING queued now goes out: it
+ * waits for the frame in progress to complete. */
+static uint64_t mark_now(const vg_client *c)
+{
+    return c->tx.frames_written + (c->tx.off > c->tx.frame_start ? 1 : 0);
+}
+
+/* Queues a PING and remembers the frames its PONG will confirm. */
+static bool queue_ping(vg_client *c)
+{
+    if (c->nmarks == MAX_MARKS || vg_frame_put_ping(&c->tx.ctl) != VG_OK)
+        return false;
+    uint64_t mark = mark_now(c);
+    c->marks[(c->marks_head + c->nmarks++) % MAX_MARKS] = mark;
+    c->last_mark = mark;
+    return true;
+}
+
 /* Queues a PING when a flush waits for frames that are all written (or will
  * be, once the frame in progress completes). Returns true if it queued one. */
 static bool ping_for_flush(vg_client *c)
 {
-    uint64_t mark = c->tx.frames_written + (c->tx.off > c->tx.frame_start ? 1 : 0);
     pthread_mutex_lock(&c->mu);
-    bool want = c->flush_target > c->last_mark && mark >= c->flush_target;
+    bool want = c->flush_target > c->last_mark && mark_now(c) >= c->flush_target;
     pthread_mutex_unlock(&c->mu);
-    if (!want || c->nmarks == MAX_MARKS)
-        return false;
-    if (vg_frame_put_ping(&c->tx.ctl) != VG_OK)
-        return false;
-    c->marks[(c->marks_head + c->nmarks++) % MAX_MARKS] = mark;
-    c->last_mark = mark;
-    return true;
+    return want && queue_ping(c);
 }
 
 static void on_pong(vg_client *c)
@@ -497,15 +583,22 @@ static void on_ok(vg_client *c, uint64_t sid)
     client_sub *s = find_sub(c, sid);
     if (s != NULL && s->state == SUB_SENT) {
         s->state = SUB_ACTIVE;
-        subscribed = true;
+        subscribed = !c->reconnecting;
+        if (c->reconnecting && c->resub_wait > 0) {
+            c->resub_wait--;
+            c->resub_ok++;
+        }
         vg_log_quote(topic, sizeof topic, s->topic, s->len);
     } else if (s != NULL && s->state == SUB_UNSUB_SENT) {
         free(s->topic);
         *s = c->subs[--c->nsubs];
     }
+    bool resubscribed = c->reconnecting && c->resub_wait == 0 && c->state == ST_CONNECTED;
     pthread_mutex_unlock(&c->mu);
     if (subscribed)
         vg_log(VG_LOG_INFO, "subscribed", "topic=%s sid=%llu", topic, (unsigned long long)sid);
+    if (resubscribed)
+        log_reconnected(c);
 }
 
 static void on_err(vg_client *c, const vg_frame *f)
@@ -519,6 +612,8 @@ static void on_err(vg_client *c, const vg_frame *f)
         if (s != NULL) {
             memcpy(topic, s->topic, s->len);
             topic[s->len] = '\0';
+            if (c->reconnecting && s->state == SUB_SENT && c->resub_wait > 0)
+                c->resub_wait--; /* reported below, and not counted as resubscribed */
             s->state = SUB_FAILED;
         }
         pthread_mutex_unlock(&c->mu);
@@ -545,7 +640,8 @@ static bool handle_frames(vg_client *c)
     vg_status st;
     uint64_t received = 0;
     while ((st = vg_decoder_next(c->rx, &f, &why)) == VG_OK) {
-        if (c->state == ST_HANDSHAKE && f.type != VG_FRAME_INFO && f.type != VG_FRAME_ERR) {
+        if (c->state == ST_HANDSHAKE && f.type != VG_FRAME_INFO && f.type != VG_FRAME_ERR &&
+            f.type != VG_FRAME_PING) {
             conn_lost(c, "protocol", "expected INFO");
             return false;
         }
@@ -610,6 +706,9 @@ static void read_and_handle(vg_client *c)
         return;
     }
     vg_decoder_commit(c->rx, (size_t)n);
+    /* Bytes from the peer are life; if they are not valid frames, the
+     * connection ends just below anyway. */
+    vg_liveness_heard(c->live, vg_now_ms());
     if (handle_frames(c) && c->opts.on_batch_end != NULL)
         c->opts.on_batch_end(c->opts.ud);
 }
@@ -636,6 +735,30 @@ static void write_failed(vg_client *c)
         conn_lost(c, c->server_error ? c->server_error : "error", detail);
 }
 
+/* Runs the heartbeat; false if the connection was declared dead. */
+static bool heartbeat(vg_client *c, int64_t now, int64_t *next)
+{
+    vg_live_action a;
+    while ((a = vg_liveness_tick(c->live, now, next)) == VG_LIVE_PROBE) {
+        int n = vg_liveness_unanswered(c->live);
+        int64_t silent = now - vg_liveness_last_heard(c->live);
+        if (n > 1)
+            vg_log(VG_LOG_WARN, "heartbeat_missed", "server=%s unanswered=%d silent_ms=%lld",
+                   c->server_str, n - 1, (long long)silent);
+        else
+            vg_log(VG_LOG_DEBUG, "ping", "server=%s silent_ms=%lld", c->server_str, (long long)silent);
+        queue_ping(c);
+    }
+    if (a == VG_LIVE_DEAD) {
+        char detail[64];
+        snprintf(detail, sizeof detail, "silent for %lld ms",
+                 (long long)(now - vg_liveness_last_heard(c->live)));
+        conn_lost(c, "heartbeat", detail);
+        return false;
+    }
+    return true;
+}
+
 /* Writes what is due for the current state; fills *events for poll. Returns
  * false to run the loop again at once (more work was found). */
 static bool do_writes(vg_client *c, short *events)
@@ -652,6 +775,10 @@ static bool do_writes(vg_client *c, short *events)
         sync_subs(c);
         ping_for_flush(c);
         st = vg_sender_flush(&c->tx, c->fd, c->outbox, FLUSH_BUDGET);
+        if (c->tx.window_opened) { /* the broker is reading what we send */
+            c->tx.window_opened = false;
+            vg_liveness_heard(c->live, vg_now_ms());
+        }
         if (st == VG_OK && ping_for_flush(c))
             return false;
         if (st == VG_OK && !vg_outbox_park(c->outbox))
@@ -671,24 +798,28 @@ static void *io_main(void *arg)
     vg_client *c = arg;
     while (!atomic_load(&c->stop)) {
         int64_t now = vg_now_ms();
-        if (c->state == ST_IDLE) {
+        if (c->state == ST_IDLE || (c->state == ST_BACKOFF && now >= c->deadline)) {
             start_connect(c, now);
             continue;
         }
         struct pollfd p[2] = {{.fd = vg_outbox_fd(c->outbox), .events = POLLIN}, {.fd = -1}};
-        int timeout = -1;
-        if (c->state != ST_CLOSED) {
+        int64_t wake = INT64_MAX; /* when a timer needs the loop next */
+        if (c->state == ST_BACKOFF) {
+            wake = c->deadline;
+        } else if (c->state != ST_CLOSED) {
             if (c->state != ST_CONNECTED && now >= c->deadline) {
                 conn_lost(c, "timeout", "no handshake in time");
                 continue;
             }
+            if (c->state == ST_CONNECTED && !heartbeat(c, now, &wake))
+                continue;
             if (!do_writes(c, &p[1].events))
                 continue;
             p[1].fd = c->fd;
             if (c->state != ST_CONNECTED)
-                timeout = (int)(c->deadline - now);
+                wake = c->deadline;
         }
-        if (poll(p, 2, timeout) < 0 && errno != EINTR)
+        if (poll(p, 2, vg_poll_timeout(wake, now)) < 0 && errno != EINTR)
             break;
         if (p[0].revents & POLLIN)
             vg_outbox_drain_wakeup(c->outbox);

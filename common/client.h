@@ -4,7 +4,9 @@
  * CONNECT/INFO handshake, (re)subscribes, writes queued publishes in large
  * batches, answers PINGs and hands received messages to a callback. The
  * application thread publishes into a bounded outbox and never touches the
- * socket. Callbacks run on the I/O thread and must not call back into the
+ * socket. A connection found dead (EOF, error, or heartbeat silence) is
+ * replaced with exponential backoff and full jitter; subscriptions are
+ * renewed before any queued publish is sent. Callbacks run on the I/O thread and must not call back into the
  * client except vg_client_stats. */
 #ifndef VG_CLIENT_H
 #define VG_CLIENT_H
@@ -13,6 +15,7 @@
 #include <stdint.h>
 
 #include "frame.h"
+#include "liveness.h"
 #include "status.h"
 
 typedef struct vg_client vg_client;
@@ -29,6 +32,10 @@ typedef struct {
     const char *servers; /* "HOST:PORT[,HOST:PORT...]" */
     const char *name;    /* sent in CONNECT, shown in the broker's log */
     size_t max_buffer;   /* bytes of publishes queued before vg_client_publish waits */
+    vg_keepalive keepalive;
+    int64_t backoff_base_ms; /* reconnect delays: full jitter over [0, min(max, base*2^n)] */
+    int64_t backoff_max_ms;
+    int64_t max_reconnects;  /* failed attempts in a row before giving up; -1: never */
     void *ud;
     /* Each received message; the pointers are valid during the call only. */
     void (*on_msg)(void *ud, const vg_msg *m);
@@ -36,7 +43,8 @@ typedef struct {
     void (*on_batch_end)(void *ud);
     /* A subscription the broker refused (code is a vg_errcode). */
     void (*on_sub_error)(void *ud, const char *topic, uint64_t code, const char *reason);
-    /* The client has given up for good; no more callbacks follow. */
+    /* The client has given up for good (--max-reconnects reached, or the broker
+ * refused it for a reason retrying cannot fix); no more callbacks follow. */
     void (*on_closed)(void *ud, const char *reason);
 } vg_client_opts;
 
@@ -48,7 +56,8 @@ typedef struct {
 } vg_client_stats;
 
 /* Fills opts with defaults: VIGIL_SERVER from the environment or
- * 127.0.0.1:7222, an 8 MiB buffer, no callbacks. */
+ * 127.0.0.1:7222, an 8 MiB buffer, heartbeats 10 s/5 s/3, backoff 0.2 s to
+ * 10 s, retry for ever, no callbacks. */
 void vg_client_opts_defaults(vg_client_opts *opts);
 
 /* Validates opts (an unparsable server list is VG_ERR_ARG with *why set) and

@@ -38,3 +38,11 @@ int vg_cond_init(pthread_cond_t *cv)
     pthread_condattr_destroy(&ca);
     return rc;
 }
+
+int vg_poll_timeout(int64_t deadline_ms, int64_t now_ms)
+{
+    if (deadline_ms == INT64_MAX)
+        return -1;
+    int64_t d = deadline_ms - now_ms;
+    return d <= 0 ? 0 : d > INT32_MAX ? INT32_MAX : (int)d;
+}

@@ -14,6 +14,9 @@ int64_t vg_now_ms(void);
 /* The same clock in nanoseconds, for latency measurements. */
 int64_t vg_now_ns(void);
 
+/* The poll(2) timeout that sleeps until deadline (INT64_MAX: for ever). */
+int vg_poll_timeout(int64_t deadline_ms, int64_t now_ms);
+
 /* Adds ms milliseconds to *t, normalising tv_nsec. */
 void vg_timespec_add_ms(struct timespec *t, int64_t ms);
 

@@ -94,6 +94,7 @@ static vg_status flush(vg_sender *s, int fd, vg_outbox *ob, size_t budget, bool 
             s->window_opened = true;
         s->blocked = (size_t)w < want;
         consume(s, (size_t)w, ctl_first);
+        s->bytes_written += (size_t)w;
         total += (size_t)w;
         if (s->blocked || total >= budget) {
             st = VG_AGAIN;

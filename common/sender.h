@@ -24,6 +24,7 @@ typedef struct {
     size_t frame_start; /* start of the bulk frame containing off */
     size_t frame_end;
     uint64_t frames_written; /* bulk frames completely handed to the kernel */
+    uint64_t bytes_written;  /* all bytes handed to the kernel */
     bool blocked;            /* the kernel refused bytes on the last attempt */
     bool window_opened;      /* bytes accepted after being blocked; the owner clears it */
 } vg_sender;

@@ -34,6 +34,7 @@ static void help(void)
            "                         final confirmation (default 10)\n",
            usage);
     vg_cli_client_help();
+    vg_cli_common_help();
     printf("\nEvents go to stderr, one per line (level=... event=... key=value).\n"
            "Exit status: 0 when every message was confirmed, 1 when some were not\n"
            "(lost with a connection, or no confirmation in time), 2 on a usage error.\n");
@@ -105,8 +106,8 @@ int main(int argc, char **argv)
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {NULL, 0, NULL, 0},
     };
-    struct option opts[32];
-    vg_cli_merge(opts, own);
+    struct option opts[VG_CLI_MAX_OPTIONS];
+    vg_cli_merge(opts, own, true);
     vg_client_opts co;
     vg_client_opts_defaults(&co);
     co.name = "pub";
@@ -134,10 +135,12 @@ int main(int argc, char **argv)
                 vg_usage_error("pub", usage, "--timeout must be decimal seconds, got '%s'", optarg);
             break;
         default:
-            if (!vg_cli_client_option(o, optarg, &co, "pub", usage, help))
+            if (!vg_cli_client_option(o, optarg, &co, "pub", usage) &&
+                !vg_cli_common_option(o, optarg, &co.keepalive, "pub", usage, help))
                 vg_usage_error("pub", usage, "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
+    vg_cli_check_keepalive(&co.keepalive, "pub", usage);
     if (argc - optind != 2)
         vg_usage_error("pub", usage, "expected TOPIC and MESSAGE");
     const char *topic = argv[optind], *message = argv[optind + 1];

@@ -30,6 +30,7 @@ static void help(void)
            "                         interrupted)\n",
            usage);
     vg_cli_client_help();
+    vg_cli_common_help();
     printf("\nEvents go to stderr, one per line (level=... event=... key=value).\n"
            "Exit status: 0 on --count reached or SIGINT/SIGTERM, 1 if a subscription\n"
            "is refused or the connection is given up, 2 on a usage error.\n");
@@ -117,8 +118,8 @@ int main(int argc, char **argv)
         {"count", required_argument, NULL, VG_OPT_FIRST_OWN},
         {NULL, 0, NULL, 0},
     };
-    struct option opts[32];
-    vg_cli_merge(opts, own);
+    struct option opts[VG_CLI_MAX_OPTIONS];
+    vg_cli_merge(opts, own, true);
     sub_state s = {.done_fd = -1};
     atomic_init(&s.exit_code, -1);
     vg_client_opts co;
@@ -132,10 +133,12 @@ int main(int argc, char **argv)
             if (!vg_parse_int(optarg, 1, INT64_MAX, &n))
                 vg_usage_error("sub", usage, "--count must be a positive integer, got '%s'", optarg);
             s.limit = (uint64_t)n;
-        } else if (!vg_cli_client_option(o, optarg, &co, "sub", usage, help)) {
+        } else if (!vg_cli_client_option(o, optarg, &co, "sub", usage) &&
+                   !vg_cli_common_option(o, optarg, &co.keepalive, "sub", usage, help)) {
             vg_usage_error("sub", usage, "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
+    vg_cli_check_keepalive(&co.keepalive, "sub", usage);
     if (optind >= argc)
         vg_usage_error("sub", usage, "missing TOPIC");
 

@@ -125,7 +125,7 @@ static void reap(h_proc *p)
 
 static void drain_all(h_proc *p)
 {
-    if (p->out_fd >= 0)
+    if (p->out_fd >= 0 && !p->throttled)
         drain(&p->out_fd, &p->out, &p->out_len, &p->out_cap);
     if (p->err_fd >= 0)
         drain(&p->err_fd, &p->err, &p->err_len, &p->err_cap);
@@ -140,7 +140,7 @@ void h_pump(h_proc *p, int timeout_ms)
     for (int i = 0; i < MAX_LIVE; i++) {
         if (live[i] == NULL)
             continue;
-        fds[n++] = (struct pollfd){.fd = live[i]->out_fd, .events = POLLIN};
+        fds[n++] = (struct pollfd){.fd = live[i]->throttled ? -1 : live[i]->out_fd, .events = POLLIN};
         fds[n++] = (struct pollfd){.fd = live[i]->err_fd, .events = POLLIN};
     }
     fds[n++] = (struct pollfd){.fd = p->exited ? -1 : p->pid_fd, .events = POLLIN};
@@ -290,6 +290,61 @@ h_proc *h_broker(int *port, ...)
     return b;
 }
 
+h_proc *h_broker_at(int port, ...)
+{
+    char listen_at[32];
+    snprintf(listen_at, sizeof listen_at, "127.0.0.1:%d", port);
+    const char *argv[MAX_ARGS] = {h_bin("broker"), "--listen", listen_at};
+    va_list ap;
+    va_start(ap, port);
+    collect(argv, 3, ap);
+    va_end(ap);
+    for (int attempt = 0;; attempt++) {
+        h_proc *b = h_spawn("broker", argv);
+        if (h_wait_err(b, "event=listening", 10000))
+            return b;
+        cr_assert(attempt < 50 && strstr(b->err, "listen_failed") != NULL,
+                  "broker did not restart on port %d: %s", port, b->err);
+        h_wait_exit(b, 1000);
+        h_free(b);
+        struct pollfd none = {.fd = -1};
+        poll(&none, 1, 100); /* the port is held by a socket the kernel is tearing down */
+    }
+}
+
+size_t h_read_some(h_proc *p, size_t max)
+{
+    if (p->out_fd < 0)
+        return 0;
+    char chunk[65536];
+    ssize_t n = read(p->out_fd, chunk, max < sizeof chunk ? max : sizeof chunk);
+    if (n <= 0)
+        return 0;
+    if (p->out_len + (size_t)n + 1 > p->out_cap) {
+        while (p->out_len + (size_t)n + 1 > p->out_cap)
+            p->out_cap *= 2;
+        p->out = realloc(p->out, p->out_cap);
+        cr_assert(p->out != NULL);
+    }
+    memcpy(p->out + p->out_len, chunk, (size_t)n);
+    p->out_len += (size_t)n;
+    p->out[p->out_len] = '\0';
+    return (size_t)n;
+}
+
+unsigned h_client_id(const h_proc *broker, const char *name)
+{
+    char needle[160];
+    snprintf(needle, sizeof needle, " name=%s\n", name);
+    const char *hit = strstr(broker->err, needle);
+    if (hit == NULL)
+        return 0;
+    while (hit > broker->err && hit[-1] != '\n')
+        hit--; /* start of that line */
+    const char *id = strstr(hit, " client=");
+    return id ? (unsigned)atoi(id + strlen(" client=")) : 0;
+}
+
 static char *server_arg(int port)
 {
     static _Thread_local char s[32];
@@ -317,6 +372,16 @@ h_proc *h_sub(int port, ...)
     cr_assert(h_wait_err_count(s, "event=subscribed", topics, 10000),
               "sub did not subscribe: %s", s->err);
     return s;
+}
+
+h_proc *h_pub_start(int port, ...)
+{
+    const char *argv[MAX_ARGS] = {h_bin("pub"), "--server", server_arg(port)};
+    va_list ap;
+    va_start(ap, port);
+    collect(argv, 3, ap);
+    va_end(ap);
+    return h_spawn("pub", argv);
 }
 
 int h_pub(int port, ...)

@@ -22,6 +22,7 @@ typedef struct {
     char *out, *err; /* everything the child wrote so far, NUL-terminated */
     size_t out_len, err_len, out_cap, err_cap;
     bool exited;
+    bool throttled; /* stdout is read only by h_read_some: a deliberately slow reader */
     int status; /* waitpid status once exited */
     const char *name;
 } h_proc;
@@ -40,6 +41,20 @@ h_proc *h_broker(int *port, ...);
  * terminated, extras before the topics as given) and waits until every
  * topic is acknowledged (event=subscribed). */
 h_proc *h_sub(int port, ...);
+
+/* Starts a broker on 127.0.0.1:port exactly (e.g. a restart after kill -9),
+ * retrying briefly if the port is not free yet. */
+h_proc *h_broker_at(int port, ...);
+
+/* Starts "pub --server 127.0.0.1:port args..." without waiting for it. */
+h_proc *h_pub_start(int port, ...);
+
+/* Reads at most max bytes of a throttled child's stdout, if any are ready. */
+size_t h_read_some(h_proc *p, size_t max);
+
+/* The client id the broker gave the connection named name (from its
+ * event=client_connected line), or 0 if not seen. */
+unsigned h_client_id(const h_proc *broker, const char *name);
 
 /* Runs "pub --server 127.0.0.1:port args..." to completion (bounded) and
  * returns its exit status (or -1 on timeout, after killing it). */

@@ -1,0 +1,246 @@
+/* Liveness end to end: dead brokers, black-holed connections, stopped
+ * processes, and the busy link that must not be mistaken for a dead one.
+ *
+ * Small keep-alive settings make a silent peer dead after BOUND_MS = time +
+ * probes x interval. A detection must be seen within BOUND_MS + SLACK_MS of
+ * the fault: the slack covers log polling (50 ms), scheduling, and the
+ * sanitizer builds, which run several times slower. */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+#define KA "--keepalive-time", "0.5", "--keepalive-interval", "0.25", "--keepalive-probes", "2"
+#define BOUND_MS 1000
+#define SLACK_MS 1000
+#define FAST_RETRY "--backoff-base", "0.05", "--backoff-max", "0.2"
+#define WAIT 10000
+
+static h_proc *proxy(int upstream, int *port)
+{
+    char up[32];
+    snprintf(up, sizeof up, "127.0.0.1:%d", upstream);
+    const char *argv[] = {getenv("VIGIL_PROXY"), "--listen", "127.0.0.1:0", "--upstream", up, NULL};
+    cr_assert(argv[0] != NULL, "VIGIL_PROXY is not set");
+    h_proc *p = h_spawn("proxy", argv);
+    cr_assert(h_wait_err(p, "event=listening", WAIT));
+    *port = atoi(strstr(p->err, "addr=127.0.0.1:") + strlen("addr=127.0.0.1:"));
+    return p;
+}
+
+/* Publishes one message directly to the broker at port and waits for sub to print it. */
+static void expect_delivery(int port, h_proc *sub, const char *topic, const char *msg)
+{
+    char line[128];
+    snprintf(line, sizeof line, "%s MSG_TYPE1 %s\n", topic, msg);
+    cr_assert_eq(h_pub(port, topic, msg, NULL), 0);
+    cr_assert(h_wait_out(sub, line, WAIT), "subscriber did not get '%s': %s", msg, sub->out);
+}
+
+/* 1. kill -9: the FIN arrives, so the subscriber notices at once (EOF). */
+Test(recovery, broker_killed_subscriber_reconnects_and_resubscribes)
+{
+    int port;
+    h_proc *b = h_broker(&port, NULL);
+    /* Default heartbeats (dead after 25 s): detection here must come from EOF. */
+    h_proc *s = h_sub(port, FAST_RETRY, "news", NULL);
+    expect_delivery(port, s, "news", "before");
+
+    h_signal(b, SIGKILL);
+    int64_t t0 = h_now_ms();
+    cr_assert(h_wait_exit(b, WAIT));
+    cr_assert(h_wait_err(s, "event=disconnected reason=eof", 2000), "%s", s->err);
+    cr_log_info("EOF noticed after %lld ms", (long long)(h_now_ms() - t0));
+    h_free(b);
+
+    b = h_broker_at(port, NULL);
+    cr_assert(h_wait_err(s, "event=reconnected", WAIT), "%s", s->err);
+    cr_assert(strstr(s->err, "resubscribed=1") != NULL, "%s", s->err);
+    expect_delivery(port, s, "news", "after");
+    h_free(s), h_free(b);
+}
+
+/* 2. The incident: the path goes silent, no FIN, the broker is replaced. */
+Test(recovery, blackholed_connection_is_declared_dead_within_the_bound)
+{
+    int port, pport;
+    h_proc *b = h_broker(&port, KA, NULL);
+    h_proc *px = proxy(port, &pport);
+    h_proc *s = h_sub(pport, KA, FAST_RETRY, "news", NULL);
+    expect_delivery(port, s, "news", "before");
+
+    h_signal(px, SIGUSR1);
+    cr_assert(h_wait_err(px, "event=blackholed connections=1", WAIT));
+    int64_t t0 = h_now_ms();
+    h_signal(b, SIGKILL);
+    h_wait_exit(b, WAIT);
+    h_free(b);
+    b = h_broker_at(port, KA, NULL);
+
+    cr_assert(h_wait_err(s, "event=disconnected reason=heartbeat", BOUND_MS + SLACK_MS),
+              "not declared dead within %d ms + %d ms slack: %s", BOUND_MS, SLACK_MS, s->err);
+    int64_t detected = h_now_ms() - t0;
+    cr_log_info("declared dead %lld ms after the black hole (bound %d ms)", (long long)detected, BOUND_MS);
+    cr_assert(h_wait_err(s, "event=reconnected", WAIT), "%s", s->err);
+    cr_assert(strstr(s->err, "resubscribed=1") != NULL);
+    expect_delivery(port, s, "news", "after");
+    h_free(s), h_free(px), h_free(b);
+}
+
+/* 2b. The same with heartbeats off: the bug, reproduced. */
+Test(recovery, without_heartbeats_the_subscriber_stays_stuck)
+{
+    int port, pport;
+    h_proc *b = h_broker(&port, NULL);
+    h_proc *px = proxy(port, &pport);
+    h_proc *s = h_sub(pport, "--keepalive-time", "0", FAST_RETRY, "news", NULL);
+    expect_delivery(port, s, "news", "before");
+
+    h_signal(px, SIGUSR1);
+    cr_assert(h_wait_err(px, "event=blackholed connections=1", WAIT));
+    h_signal(b, SIGKILL);
+    h_wait_exit(b, WAIT);
+    h_free(b);
+    b = h_broker_at(port, NULL);
+    cr_assert_eq(h_pub(port, "news", "after", NULL), 0);
+
+    /* Three times the bound the heartbeat would have needed: still nothing. */
+    cr_assert(!h_wait_err(s, "event=disconnected", 3 * BOUND_MS),
+              "with heartbeats off the subscriber should not notice: %s", s->err);
+    cr_assert(strstr(s->out, "after") == NULL);
+    cr_assert_str_eq(s->out, "news MSG_TYPE1 before\n");
+    h_free(s), h_free(px), h_free(b);
+}
+
+/* 3. A stopped broker: its kernel still ACKs, so only the heartbeat can tell. */
+Test(recovery, stopped_broker_is_detected_by_subscriber_and_publisher)
+{
+    int port;
+    h_proc *b = h_broker(&port, KA, NULL);
+    h_proc *s = h_sub(port, KA, FAST_RETRY, "ticks", NULL);
+    h_proc *p = h_pub_start(port, KA, FAST_RETRY, "--count", "0", "--interval", "0.05", "ticks", "t-{n}", NULL);
+    cr_assert(h_wait_out(s, "ticks MSG_TYPE1 t-3\n", WAIT), "%s", s->out);
+
+    h_signal(b, SIGSTOP);
+    cr_assert(h_wait_err(s, "event=disconnected reason=heartbeat", BOUND_MS + SLACK_MS),
+              "subscriber: %s", s->err);
+    cr_assert(h_wait_err(p, "event=disconnected reason=heartbeat", BOUND_MS + SLACK_MS),
+              "publisher: %s", p->err);
+
+    h_signal(b, SIGCONT);
+    cr_assert(h_wait_err(s, "event=reconnected", WAIT), "%s", s->err);
+    cr_assert(h_wait_err(p, "event=reconnected", WAIT), "%s", p->err);
+    int lines = h_count(s->out, "\n");
+    int64_t deadline = h_now_ms() + WAIT;
+    while (h_count(s->out, "\n") < lines + 5 && h_now_ms() < deadline)
+        h_pump(s, 100);
+    cr_assert(h_count(s->out, "\n") >= lines + 5, "messages did not flow again: %s", s->out);
+    h_free(p), h_free(s), h_free(b);
+}
+
+/* 4. A stopped subscriber is evicted; the others miss nothing meanwhile. */
+Test(recovery, stopped_subscriber_is_evicted_and_others_keep_receiving)
+{
+    int port;
+    h_proc *b = h_broker(&port, KA, NULL);
+    h_proc *frozen = h_sub(port, KA, "--name", "frozen", "feed", NULL);
+    h_proc *healthy = h_sub(port, KA, "--name", "healthy", "feed", NULL);
+    h_proc *p = h_pub_start(port, KA, "--count", "0", "--interval", "0.02", "feed", "m-{n}", NULL);
+    cr_assert(h_wait_out(healthy, "feed MSG_TYPE1 m-5\n", WAIT));
+
+    unsigned id = h_client_id(b, "frozen");
+    cr_assert(id != 0, "%s", b->err);
+    char evict[64];
+    snprintf(evict, sizeof evict, "event=evict reason=heartbeat client=%u ", id);
+    h_signal(frozen, SIGSTOP);
+    cr_assert(h_wait_err(b, evict, BOUND_MS + SLACK_MS), "not evicted in time: %s", b->err);
+
+    h_signal(p, SIGINT); /* stop publishing; pub confirms and reports */
+    cr_assert(h_wait_exit(p, WAIT));
+    cr_assert_eq(h_exit_code(p), 0, "%s", p->err);
+    const char *done = strstr(p->err, "event=done published=");
+    cr_assert(done != NULL);
+    int published = atoi(done + strlen("event=done published="));
+    char last[64];
+    snprintf(last, sizeof last, "feed MSG_TYPE1 m-%d\n", published);
+    cr_assert(h_wait_out(healthy, last, WAIT), "healthy subscriber missed the end");
+    for (int n = 1; n <= published; n++) {
+        char line[64];
+        snprintf(line, sizeof line, "feed MSG_TYPE1 m-%d\n", n);
+        cr_assert(strstr(healthy->out, line) != NULL, "healthy subscriber missed m-%d", n);
+    }
+    cr_assert_eq(h_count(healthy->out, "\n"), published);
+
+    h_signal(frozen, SIGCONT); /* it finds its connection gone and comes back */
+    cr_assert(h_wait_err(frozen, "event=reconnected", WAIT), "%s", frozen->err);
+    h_free(frozen), h_free(healthy), h_free(b);
+}
+
+/* 5. A long-running publisher rides out a broker restart. */
+Test(recovery, long_running_publisher_resumes_after_broker_restart)
+{
+    int port;
+    h_proc *b = h_broker(&port, NULL);
+    h_proc *s = h_sub(port, FAST_RETRY, "stream", NULL);
+    h_proc *p = h_pub_start(port, FAST_RETRY, "--count", "0", "--interval", "0.05", "stream", "r-{n}", NULL);
+    cr_assert(h_wait_out(s, "stream MSG_TYPE1 r-5\n", WAIT), "%s", s->out);
+
+    h_signal(b, SIGKILL);
+    h_wait_exit(b, WAIT);
+    int before = h_count(s->out, "\n");
+    h_free(b);
+    b = h_broker_at(port, NULL);
+    cr_assert(h_wait_err(p, "event=reconnected", WAIT), "%s", p->err);
+    cr_assert(h_wait_err(s, "event=reconnected", WAIT), "%s", s->err);
+
+    int64_t deadline = h_now_ms() + WAIT;
+    while (h_count(s->out, "\n") < before + 10 && h_now_ms() < deadline)
+        h_pump(s, 100);
+    cr_assert(h_count(s->out, "\n") >= before + 10, "publishing did not resume: %s", s->out);
+    cr_assert(p->exited == false, "the publisher gave up: %s", p->err);
+    h_free(p), h_free(s), h_free(b);
+}
+
+/* 6. A busy, slow subscriber with a long queue is alive, and must be seen so. */
+Test(recovery, slow_reader_under_a_flood_is_not_declared_dead)
+{
+    int port;
+    h_proc *b = h_broker(&port, "--keepalive-time", "0.3", "--keepalive-interval", "0.2",
+                         "--keepalive-probes", "2", "--max-outbox", "1M", NULL);
+    h_proc *s = h_sub(port, "--keepalive-time", "0.3", "--keepalive-interval", "0.2",
+                      "--keepalive-probes", "2", "flood", NULL);
+    s->throttled = true; /* its stdout is read slowly: it blocks, so it reads slowly */
+    static char msg[1100];
+    memset(msg, 'x', 1000);
+    strcpy(msg + 1000, "-{n}");
+    h_proc *p = h_pub_start(port, "--keepalive-time", "0.3", "--keepalive-interval", "0.2",
+                            "--keepalive-probes", "2", "--count", "0", "flood", msg, NULL);
+
+    /* About six dead-bounds (0.7 s each) of flood, read at ~640 KB/s. */
+    size_t got = 0;
+    int64_t end = h_now_ms() + 4000;
+    while (h_now_ms() < end) {
+        got += h_read_some(s, 32768);
+        int64_t next = h_now_ms() + 50;
+        while (h_now_ms() < next)
+            h_pump(b, (int)(next - h_now_ms()));
+    }
+    cr_assert(got > 1000000, "the subscriber hardly read anything (%zu bytes)", got);
+    cr_assert(strstr(b->err, "event=evict") == NULL, "broker evicted a live client: %s", b->err);
+    cr_assert(strstr(s->err, "event=disconnected") == NULL, "subscriber: %s", s->err);
+    cr_assert(strstr(p->err, "event=disconnected") == NULL, "publisher: %s", p->err);
+    cr_assert(strstr(b->err, "event=slow_consumer state=dropping") != NULL,
+              "the queue to the subscriber never filled: the test did not test anything");
+
+    h_signal(p, SIGINT);
+    h_wait_exit(p, WAIT);
+    s->throttled = false;
+    /* Once the backlog has drained, the same connection still delivers. */
+    cr_assert(h_wait_err(b, "event=slow_consumer state=recovered", WAIT), "%s", b->err);
+    expect_delivery(port, s, "flood", "still-connected");
+    cr_assert(strstr(s->err, "event=reconnected") == NULL, "%s", s->err);
+    h_free(p), h_free(s), h_free(b);
+}
