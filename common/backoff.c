@@ -24,11 +24,12 @@ int64_t vg_backoff_next(vg_backoff *b, uint32_t random)
 {
     int64_t window = b->base_ms;
     for (unsigned i = 0; i < b->attempts && window < b->cap_ms; i++)
-        window *= 2;
+        window = window > b->cap_ms / 2 ? b->cap_ms : window * 2; /* never overflows */
     if (window > b->cap_ms)
         window = b->cap_ms;
     b->attempts++;
-    return (int64_t)(((uint64_t)random * (uint64_t)(window + 1)) >> 32); /* uniform in [0, window] */
+    /* uniform in [0, window]; 128-bit so that any cap scales without wrapping */
+    return (int64_t)(((unsigned __int128)random * (uint64_t)(window + (window < INT64_MAX))) >> 32);
 }
 
 unsigned vg_backoff_attempts(const vg_backoff *b) { return b->attempts; }

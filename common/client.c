@@ -1,6 +1,7 @@
 /* The client connection: an I/O thread and a small state machine.
  *
- *   IDLE -> CONNECTING -> HANDSHAKE -> CONNECTED -> (lost) -> CLOSED
+ *   IDLE -> CONNECTING -> HANDSHAKE -> CONNECTED -> (lost) -> BACKOFF -> CONNECTING ...
+ *                                                         \-> CLOSED (gave up)
  *
  * Threads: the application calls publish/subscribe/flush; the I/O thread owns
  * the socket, the sender, the decoder and the PING bookkeeping. They share the
@@ -19,7 +20,8 @@
  * Delivery accounting counts MSG frames. A PING sent after frame k has been
  * written records the mark k; its PONG proves the broker processed frames up
  * to k (the broker handles a connection's frames in order). When a connection
- * dies, frames written but not yet covered by a PONG are counted as lost:
+ * dies, frames written but not yet covered by a PONG are counted as
+ * unconfirmed: possibly lost, maybe delivered;
  * vigil is at-most-once, and says so. */
 #include "client.h"
 
@@ -89,10 +91,10 @@ struct vg_client {
     uint64_t next_sid;
     bool subs_dirty;      /* a SUB or UNSUB is waiting to be sent */
     uint64_t flush_target; /* a flush waits for frames up to here */
-    uint64_t confirmed, lost, received;
+    uint64_t confirmed, unconfirmed, received;
     uint64_t handshakes;
     bool closed;
-    pthread_cond_t cv; /* broadcast when confirmed, lost, handshakes or closed change */
+    pthread_cond_t cv; /* broadcast when confirmed, unconfirmed, handshakes or closed change */
 
     /* I/O thread only */
     conn_state state;
@@ -335,13 +337,13 @@ vg_status vg_client_flush(vg_client *c, int timeout_ms)
     pthread_mutex_unlock(&c->mu);
     vg_outbox_wake(c->outbox);
     pthread_mutex_lock(&c->mu);
-    while (c->confirmed + c->lost < target) {
+    while (c->confirmed + c->unconfirmed < target) {
         if (c->closed) {
             st = VG_ERR_CLOSED;
             break;
         }
         if (pthread_cond_timedwait(&c->cv, &c->mu, &deadline) == ETIMEDOUT &&
-            c->confirmed + c->lost < target) {
+            c->confirmed + c->unconfirmed < target) {
             st = VG_ERR_TIMEOUT;
             break;
         }
@@ -355,7 +357,7 @@ void vg_client_get_stats(vg_client *c, vg_client_stats *out)
     out->published = atomic_load(&c->published);
     pthread_mutex_lock(&c->mu);
     out->confirmed = c->confirmed;
-    out->lost = c->lost;
+    out->unconfirmed = c->unconfirmed;
     out->received = c->received;
     pthread_mutex_unlock(&c->mu);
 }
@@ -387,8 +389,8 @@ static void conn_lost(vg_client *c, const char *reason, const char *detail)
     vg_decoder_reset(c->rx, VG_HANDSHAKE_MAX_FRAME);
 
     pthread_mutex_lock(&c->mu);
-    uint64_t unconfirmed = c->tx.frames_written - (c->confirmed + c->lost);
-    c->lost += unconfirmed;
+    uint64_t unconfirmed = c->tx.frames_written - (c->confirmed + c->unconfirmed);
+    c->unconfirmed += unconfirmed;
     c->last_mark = c->tx.frames_written;
     for (size_t i = 0; i < c->nsubs; i++) {
         if (c->subs[i].state == SUB_SENT || c->subs[i].state == SUB_ACTIVE)
@@ -560,8 +562,8 @@ static void on_pong(vg_client *c)
     c->marks_head = (c->marks_head + 1) % MAX_MARKS;
     c->nmarks--;
     pthread_mutex_lock(&c->mu);
-    if (mark > c->confirmed + c->lost) {
-        c->confirmed = mark - c->lost;
+    if (mark > c->confirmed + c->unconfirmed) {
+        c->confirmed = mark - c->unconfirmed;
         pthread_cond_broadcast(&c->cv);
     }
     pthread_mutex_unlock(&c->mu);

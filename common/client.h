@@ -51,7 +51,8 @@ typedef struct {
 typedef struct {
     uint64_t published; /* messages accepted by vg_client_publish */
     uint64_t confirmed; /* ... that the broker acknowledged receiving (PING/PONG after them) */
-    uint64_t lost;      /* ... written to a connection that died before acknowledging them */
+    uint64_t unconfirmed; /* ... written to a connection that died before the broker
+                             confirmed them: possibly lost (at-most-once) */
     uint64_t received;
 } vg_client_stats;
 
@@ -87,7 +88,7 @@ vg_status vg_client_publish(vg_client *c, vg_frame_type type, const char *topic,
                             int timeout_ms);
 
 /* Waits until every message published so far is either confirmed by the
- * broker or known lost (stats say which). VG_OK, VG_ERR_TIMEOUT or VG_ERR_CLOSED. */
+ * broker or written to a connection that died unconfirmed (stats say which). VG_OK, VG_ERR_TIMEOUT or VG_ERR_CLOSED. */
 vg_status vg_client_flush(vg_client *c, int timeout_ms);
 
 void vg_client_get_stats(vg_client *c, vg_client_stats *out);

@@ -50,9 +50,11 @@ vg_live_action vg_liveness_tick(vg_liveness *l, int64_t now_ms, int64_t *next_ms
         return VG_LIVE_DEAD;
     }
     l->sent++;
-    /* From when the probe was due, or from now if we woke more than an
-     * interval late, so the peer always has a full interval to answer. */
-    int64_t base = now_ms - l->next_at > l->k.interval_ms ? now_ms : l->next_at;
+    /* On time (or nearly): keep the schedule, so probe k goes out at
+     * t0 + T + (k-1)·I exactly. Woken more than half an interval late (a
+     * stalled thread, a suspended laptop): restart the interval from now, so
+     * the peer always has at least half an interval to answer this probe. */
+    int64_t base = (now_ms - l->next_at) * 2 > l->k.interval_ms ? now_ms : l->next_at;
     l->next_at = base + l->k.interval_ms;
     *next_ms = l->next_at;
     return VG_LIVE_PROBE;

@@ -4,9 +4,10 @@
  * With keep-alive time T, interval I and probes P, after the last sign of
  * life at t0 the machine asks for probe k (k = 1..P) at t0 + T + (k-1)·I and
  * declares the peer dead at t0 + T + P·I, unless a sign of life comes first.
- * Each probe is scheduled from the moment the previous one was actually due
- * to be sent, so a thread that wakes late (or a laptop that resumes from
- * suspend) still gives the peer a full interval to answer each probe. */
+ * A tick that comes more than half an interval late (a stalled thread, a
+ * laptop resuming from suspend) restarts the interval from its own time, so
+ * the peer always has at least half an interval to answer each probe, and a
+ * long sleep never turns into several probes and a verdict in one instant. */
 #ifndef VG_LIVENESS_H
 #define VG_LIVENESS_H
 

@@ -37,7 +37,8 @@ static void help(void)
     vg_cli_common_help();
     printf("\nEvents go to stderr, one per line (level=... event=... key=value).\n"
            "Exit status: 0 when every message was confirmed, 1 when some were not\n"
-           "(lost with a connection, or no confirmation in time), 2 on a usage error.\n");
+           "(written to a connection that died before the broker confirmed them, or\n"
+           "no confirmation in time), 2 on a usage error. Delivery is at most once.\n");
 }
 
 static volatile sig_atomic_t interrupted;
@@ -209,10 +210,10 @@ int main(int argc, char **argv)
     vg_client_stats stats;
     vg_client_get_stats(c, &stats);
     vg_client_destroy(c);
-    bool ok = st == VG_OK && fst == VG_OK && stats.lost == 0 && stats.confirmed == stats.published;
+    bool ok = st == VG_OK && fst == VG_OK && stats.unconfirmed == 0 && stats.confirmed == stats.published;
     vg_log(ok ? VG_LOG_INFO : VG_LOG_ERROR, ok ? "done" : "unconfirmed",
-           "published=%llu confirmed=%llu lost=%llu%s", (unsigned long long)stats.published,
-           (unsigned long long)stats.confirmed, (unsigned long long)stats.lost,
+           "published=%llu confirmed=%llu unconfirmed=%llu%s", (unsigned long long)stats.published,
+           (unsigned long long)stats.confirmed, (unsigned long long)stats.unconfirmed,
            fst == VG_ERR_TIMEOUT ? " error=\"no confirmation in time\"" : "");
     return ok ? 0 : 1;
 }
