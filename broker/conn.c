@@ -470,8 +470,16 @@ static int64_t check_liveness(vg_conn *c, int64_t now)
     }
 
     int64_t next;
-    vg_live_action a;
-    while ((a = vg_liveness_tick(c->live, now, &next)) == VG_LIVE_PROBE) {
+    vg_live_action a = vg_liveness_tick(c->live, now, &next);
+    if (a == VG_LIVE_DEAD) {
+        /* If this thread was the slow one, the answer may be waiting unread:
+         * read before judging. */
+        read_and_handle(c);
+        if (c->end_reason != NULL)
+            return now;
+        a = vg_liveness_tick(c->live, now, &next);
+    }
+    for (; a == VG_LIVE_PROBE; a = vg_liveness_tick(c->live, now, &next)) {
         if (c->connected && vg_frame_put_ping(&c->tx.ctl) != VG_OK) {
             end(c, "internal", true, "out of memory");
             return now;

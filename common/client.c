@@ -740,8 +740,16 @@ static void write_failed(vg_client *c)
 /* Runs the heartbeat; false if the connection was declared dead. */
 static bool heartbeat(vg_client *c, int64_t now, int64_t *next)
 {
-    vg_live_action a;
-    while ((a = vg_liveness_tick(c->live, now, next)) == VG_LIVE_PROBE) {
+    vg_live_action a = vg_liveness_tick(c->live, now, next);
+    if (a == VG_LIVE_DEAD) {
+        /* If this thread was the slow one, the answer may be waiting unread:
+         * read before judging. */
+        read_and_handle(c);
+        if (c->state != ST_CONNECTED)
+            return false;
+        a = vg_liveness_tick(c->live, now, next);
+    }
+    for (; a == VG_LIVE_PROBE; a = vg_liveness_tick(c->live, now, next)) {
         int n = vg_liveness_unanswered(c->live);
         int64_t silent = now - vg_liveness_last_heard(c->live);
         if (n > 1)
