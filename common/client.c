@@ -51,7 +51,7 @@
 
 #define READ_CHUNK (64 * 1024)
 #define FLUSH_BUDGET (1024 * 1024)
-#define HANDSHAKE_TIMEOUT_MS 10000 /* with heartbeats off; else max(bound, 2 s) */
+#define HANDSHAKE_TIMEOUT_MS 10000 /* with heartbeats off; else max(bound, 1 s) */
 #define MAX_MARKS 128              /* > the largest --keepalive-probes + one flush PING */
 
 typedef enum { ST_IDLE, ST_BACKOFF, ST_CONNECTING, ST_HANDSHAKE, ST_CONNECTED, ST_CLOSED } conn_state;
@@ -443,7 +443,7 @@ static void start_connect(vg_client *c, int64_t now)
     vg_addr_format(a, c->server_str);
     c->server_error = NULL;
     int64_t bound = vg_keepalive_bound_ms(&c->opts.keepalive);
-    c->deadline = now + (bound > 0 ? (bound > 2000 ? bound : 2000) : HANDSHAKE_TIMEOUT_MS);
+    c->deadline = now + (bound > 0 ? (bound > 1000 ? bound : 1000) : HANDSHAKE_TIMEOUT_MS);
     vg_status st = vg_connect_start(a, &c->fd);
     c->state = ST_CONNECTING;
     if (st == VG_ERR_IO) {

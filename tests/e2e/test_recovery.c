@@ -12,8 +12,11 @@
 #include <criterion/criterion.h>
 #include <signal.h>
 #include <stdio.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -229,7 +232,9 @@ Test(recovery, long_running_publisher_resumes_after_broker_restart)
 Test(recovery, slow_reader_under_a_flood_is_not_declared_dead)
 {
     int port;
-#define TINY "--keepalive-time", secs(0.3), "--keepalive-interval", secs(0.2), "--keepalive-probes", "2"
+    /* Dead after 0.5 + 3 x 0.3 = 1.4 s of silence: tiny, yet not so tiny that
+     * two busy cores alone can starve a live reader for that long. */
+#define TINY "--keepalive-time", secs(0.5), "--keepalive-interval", secs(0.3), "--keepalive-probes", "3"
     h_proc *b = h_broker(&port, TINY, "--max-outbox", "1M", NULL);
     h_proc *s = h_sub(port, TINY, "flood", NULL);
     s->throttled = true; /* its stdout is read slowly: it blocks, so it reads slowly */
@@ -238,9 +243,9 @@ Test(recovery, slow_reader_under_a_flood_is_not_declared_dead)
     strcpy(msg + 1000, "-{n}");
     h_proc *p = h_pub_start(port, TINY, "--count", "0", "flood", msg, NULL);
 
-    /* About six dead-bounds (0.7 s each) of flood, read at ~640 KB/s. */
+    /* Over four dead-bounds of flood (6 s), read at ~640 KB/s. */
     size_t got = 0;
-    int64_t end = h_now_ms() + (int64_t)(4000 * scale());
+    int64_t end = h_now_ms() + (int64_t)(6000 * scale());
     while (h_now_ms() < end) {
         got += h_read_some(s, 32768);
         int64_t next = h_now_ms() + 50;
@@ -262,4 +267,26 @@ Test(recovery, slow_reader_under_a_flood_is_not_declared_dead)
     expect_delivery(port, s, "flood", "still-connected");
     cr_assert(strstr(s->err, "event=reconnected") == NULL, "%s", s->err);
     h_free(p), h_free(s), h_free(b);
+}
+
+/* A listener that completes TCP connects but never speaks: each attempt must
+ * count, because the backoff resets only on a completed handshake. */
+Test(recovery, a_bare_tcp_connect_does_not_reset_the_backoff)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    cr_assert(bind(lfd, (struct sockaddr *)&a, sizeof a) == 0 && listen(lfd, 16) == 0);
+    cr_assert(getsockname(lfd, (struct sockaddr *)&a, &len) == 0);
+    int port = ntohs(a.sin_port);
+
+    char server[32];
+    snprintf(server, sizeof server, "127.0.0.1:%d", port);
+    const char *argv[] = {h_bin("sub"), "--server", server, KA, FAST_RETRY, "news", NULL};
+    h_proc *s = h_spawn("sub", argv);
+    cr_assert(h_wait_err(s, "event=connect_failed reason=timeout server=127.0.0.1", 4 * WAIT), "%s", s->err);
+    cr_assert(h_wait_err(s, "attempt=3 ", 4 * WAIT), "the attempt count was reset: %s", s->err);
+    cr_assert(strstr(s->err, "event=connected") == NULL);
+    h_free(s);
+    close(lfd);
 }
