@@ -90,11 +90,12 @@ h_proc *h_spawn(const char *name, const char *const argv[])
     return p;
 }
 
-/* Appends what fd has to the buffer; returns false at EOF. */
+/* Appends what fd has to the buffer, at most 1 MiB per call so that a child
+ * writing as fast as we read cannot keep us here; returns false at EOF. */
 static bool drain(int *fd, char **buf, size_t *len, size_t *cap)
 {
     char chunk[65536];
-    for (;;) {
+    for (int i = 0; i < 16; i++) {
         ssize_t n = read(*fd, chunk, sizeof chunk);
         if (n > 0) {
             if (*len + (size_t)n + 1 > *cap) {
@@ -115,6 +116,7 @@ static bool drain(int *fd, char **buf, size_t *len, size_t *cap)
         }
         return true; /* EAGAIN */
     }
+    return true;
 }
 
 static void reap(h_proc *p)
@@ -160,12 +162,25 @@ int h_count(const char *s, const char *needle)
     return n;
 }
 
+/* Waits for n occurrences of needle (non-empty). Only text not yet searched
+ * is scanned on each pass: a child's output can run to megabytes, and
+ * rescanning it all after every read made waits quadratic. */
 static bool wait_text(h_proc *p, bool out, const char *needle, int n, int timeout_ms)
 {
     int64_t deadline = h_now_ms() + timeout_ms;
+    size_t nl = strlen(needle), from = 0;
+    int found = 0;
     for (;;) {
-        if (h_count(out ? p->out : p->err, needle) >= n)
+        const char *buf = out ? p->out : p->err;
+        size_t len = out ? p->out_len : p->err_len;
+        for (const char *q = strstr(buf + from, needle); q != NULL; q = strstr(q + nl, needle)) {
+            found++;
+            from = (size_t)(q - buf) + nl;
+        }
+        if (found >= n)
             return true;
+        if (len >= nl && from < len - nl + 1)
+            from = len - nl + 1; /* a match may still straddle the end */
         int64_t left = deadline - h_now_ms();
         if (left <= 0)
             return false;
@@ -196,7 +211,8 @@ bool h_wait_exit(h_proc *p, int timeout_ms)
     for (;;) {
         h_pump(p, 0);
         if (p->exited) {
-            while (p->out_fd >= 0 || p->err_fd >= 0) /* collect the last words */
+            int64_t last = h_now_ms() + 2000; /* collect the last words, briefly */
+            while ((p->out_fd >= 0 || p->err_fd >= 0) && h_now_ms() < last)
                 h_pump(p, 100);
             return true;
         }
