@@ -244,6 +244,10 @@ static void handle_connect(vg_conn *c, const vg_frame *f)
     vg_log_quote(c->name, sizeof c->name, f->name, f->name_len);
     vg_decoder_set_max_frame(c->rx, vg_max_frame_for(c->srv->cfg.max_payload));
     c->connected = true;
+    /* Publishers may now write to this socket themselves while this thread
+     * sleeps with nothing queued (see outbox.h); it is closed only after the
+     * outbox is, in finish(). */
+    vg_outbox_set_direct_fd(c->outbox, c->fd);
     vg_log(VG_LOG_INFO, "client_connected", "client=%llu addr=%s name=%s",
            (unsigned long long)c->id, c->addr, c->name);
 }

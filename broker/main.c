@@ -28,7 +28,7 @@ static void help(void)
            "  --max-payload BYTES    largest message payload accepted (default 1MiB;\n"
            "                         suffixes K, M, G)\n"
            "  --max-outbox BYTES     bytes queued to one client before messages to it\n"
-           "                         are dropped (default 16MiB)\n"
+           "                         are dropped (default 64MiB)\n"
            "The broker PINGs every client that falls silent and evicts one that does\n"
            "not answer (event=evict reason=heartbeat), or whose outbound data has not\n"
            "moved for the same bound (reason=slow_consumer):\n",

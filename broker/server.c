@@ -20,7 +20,7 @@ void vg_broker_config_defaults(vg_broker_config *cfg)
     memset(cfg, 0, sizeof *cfg);
     vg_addr_parse(VG_DEFAULT_SERVER, &cfg->listen, NULL);
     cfg->max_payload = VG_DEFAULT_MAX_PAYLOAD;
-    cfg->max_outbox = 16u << 20;
+    cfg->max_outbox = 64u << 20; /* as nats-server's max_pending */
     cfg->topic_max_len = VG_DEFAULT_TOPIC_MAX_LEN;
     cfg->topic_max_tokens = VG_DEFAULT_TOPIC_MAX_TOKENS;
     cfg->keepalive = VG_KEEPALIVE_DEFAULT;

@@ -94,7 +94,8 @@ struct vg_client {
     uint64_t confirmed, unconfirmed, received;
     uint64_t handshakes;
     bool closed;
-    pthread_cond_t cv; /* broadcast when confirmed, unconfirmed, handshakes or closed change */
+    pthread_cond_t cv; /* broadcast when confirmed, unconfirmed, handshakes, a
+                          subscription's state or closed change */
 
     /* I/O thread only */
     conn_state state;
@@ -275,6 +276,37 @@ vg_status vg_client_unsubscribe(vg_client *c, uint64_t sid)
     return st;
 }
 
+static client_sub *find_sub(vg_client *c, uint64_t sid);
+
+vg_status vg_client_wait_subscribed(vg_client *c, uint64_t sid, int timeout_ms)
+{
+    struct timespec deadline = vg_deadline_after(timeout_ms);
+    vg_status st;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        client_sub *s = find_sub(c, sid);
+        if (s == NULL || s->state >= SUB_LEAVING) {
+            st = VG_ERR_ARG;
+            break;
+        }
+        if (s->state == SUB_ACTIVE || s->state == SUB_FAILED) {
+            st = s->state == SUB_ACTIVE ? VG_OK : VG_ERR_REFUSED;
+            break;
+        }
+        if (c->closed) {
+            st = VG_ERR_CLOSED;
+            break;
+        }
+        if (pthread_cond_timedwait(&c->cv, &c->mu, &deadline) == ETIMEDOUT) {
+            s = find_sub(c, sid);
+            st = s && s->state == SUB_ACTIVE ? VG_OK : VG_ERR_TIMEOUT;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return st;
+}
+
 typedef struct {
     vg_frame_type type;
     const char *topic;
@@ -379,6 +411,9 @@ static void close_for_good(vg_client *c, const char *reason)
 /* The connection is gone: account for what it took with it. */
 static void conn_lost(vg_client *c, const char *reason, const char *detail)
 {
+    /* Frames the application wrote directly to this connection count as
+     * written (and so unconfirmed); none may go to a reused descriptor. */
+    c->tx.frames_written += vg_outbox_stop_direct(c->outbox);
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -475,6 +510,7 @@ static void handshake_done(vg_client *c, const vg_frame *f)
     vg_decoder_set_max_frame(c->rx, vg_max_frame_for(f->max_payload));
     c->state = ST_CONNECTED;
     c->last_mark = c->tx.frames_written;
+    vg_outbox_set_direct_fd(c->outbox, c->fd); /* publish may now write while we sleep */
     c->lost_attempts = vg_backoff_attempts(c->backoff);
     vg_backoff_reset(c->backoff); /* only now: a refused handshake keeps backing off */
     vg_liveness_heard(c->live, vg_now_ms());
@@ -596,6 +632,7 @@ static void on_ok(vg_client *c, uint64_t sid)
         *s = c->subs[--c->nsubs];
     }
     bool resubscribed = c->reconnecting && c->resub_wait == 0 && c->state == ST_CONNECTED;
+    pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     if (subscribed)
         vg_log(VG_LOG_INFO, "subscribed", "topic=%s sid=%llu", topic, (unsigned long long)sid);
@@ -618,6 +655,7 @@ static void on_err(vg_client *c, const vg_frame *f)
                 c->resub_wait--; /* reported below, and not counted as resubscribed */
             s->state = SUB_FAILED;
         }
+        pthread_cond_broadcast(&c->cv);
         pthread_mutex_unlock(&c->mu);
         char q[80];
         vg_log(VG_LOG_ERROR, "subscribe_failed", "topic=%s sid=%llu code=%s reason=%s",

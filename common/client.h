@@ -80,6 +80,10 @@ vg_status vg_client_wait_connected(vg_client *c, int timeout_ms);
 vg_status vg_client_subscribe(vg_client *c, const char *topic, uint64_t *sid);
 vg_status vg_client_unsubscribe(vg_client *c, uint64_t sid);
 
+/* Waits until the broker has accepted subscription sid (VG_OK) or refused it
+ * (VG_ERR_REFUSED); VG_ERR_TIMEOUT, VG_ERR_CLOSED, or VG_ERR_ARG if unknown. */
+vg_status vg_client_wait_subscribed(vg_client *c, uint64_t sid, int timeout_ms);
+
 /* Queues a message. Waits up to timeout_ms (<0: for ever) for room when the
  * buffer is full. VG_ERR_BAD_TOPIC, VG_ERR_TOO_LARGE (payload above the
  * broker's maximum), VG_ERR_FULL (timed out), VG_ERR_CLOSED. */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,6 +25,11 @@ struct vg_outbox {
     int waiters;
     bool parked;
     bool closed;
+    bool owner_writes; /* the owner holds the socket: no direct writes */
+    int direct_fd;     /* -1: direct writes forbidden */
+    size_t head_sent;  /* bytes of the first pending frame already written directly */
+    int64_t last_direct_ns;
+    uint64_t direct_frames;
     int efd;
 };
 
@@ -33,6 +39,8 @@ vg_outbox *vg_outbox_create(size_t max_bytes)
     if (ob == NULL)
         return NULL;
     ob->max_bytes = max_bytes;
+    ob->owner_writes = true;
+    ob->direct_fd = -1;
     ob->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (ob->efd < 0)
         goto fail_free;
@@ -86,10 +94,9 @@ static bool fits(vg_outbox *ob, size_t n)
     return u == 0 || (n <= ob->max_bytes && u <= ob->max_bytes - n);
 }
 
-/* Appends under the lock (copying bytes, or letting fill write them) and
- * notes whether a parked owner needs waking. */
+/* Appends under the lock, copying bytes or letting fill write them. */
 static vg_status append_locked(vg_outbox *ob, const void *bytes, size_t n, uint32_t nframes,
-                               void (*fill)(uint8_t *, void *), void *arg, bool *wake)
+                               void (*fill)(uint8_t *, void *), void *arg)
 {
     if (vg_buf_reserve(&ob->pending, n) != VG_OK)
         return VG_ERR_NOMEM;
@@ -99,11 +106,53 @@ static vg_status append_locked(vg_outbox *ob, const void *bytes, size_t n, uint3
         memcpy(ob->pending.data + ob->pending.len, bytes, n);
     ob->pending.len += n;
     ob->pending_frames += nframes;
-    if (ob->parked) {
-        ob->parked = false;
-        *wake = true;
-    }
     return VG_OK;
+}
+
+/* A direct write within this long of the previous one means a burst: the
+ * frame is queued instead, and the owner writes the burst in batches. An
+ * isolated message (one in flight: each waits for a round trip of tens of
+ * microseconds) always goes direct. */
+#define DIRECT_GAP_NS 10000
+
+/* With the owner parked, writes what is queued straight to its socket; keeps
+ * whatever the kernel does not take, as whole frames. Under the lock. */
+static void write_direct(vg_outbox *ob)
+{
+    if (ob->owner_writes || ob->direct_fd < 0 || ob->closed || ob->pending.len == 0)
+        return;
+    int64_t now = vg_now_ns(); /* read only when the direct path is open */
+    if (now - ob->last_direct_ns < DIRECT_GAP_NS)
+        return;
+    ob->last_direct_ns = now;
+    ssize_t w = send(ob->direct_fd, ob->pending.data + ob->head_sent,
+                     ob->pending.len - ob->head_sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (w <= 0)
+        return; /* full, or an error the owner will meet on its own write */
+    size_t sent = ob->head_sent + (size_t)w, whole = 0;
+    while (whole < ob->pending.len) {
+        size_t len = VG_FRAME_HEADER + vg_be32(ob->pending.data + whole);
+        if (whole + len > sent)
+            break;
+        whole += len;
+        ob->direct_frames++;
+        ob->pending_frames--;
+    }
+    memmove(ob->pending.data, ob->pending.data + whole, ob->pending.len - whole);
+    ob->pending.len -= whole;
+    ob->head_sent = sent - whole;
+}
+
+/* After an append: try the direct path, then wake a parked owner if
+ * anything is left for it. Under the lock; returns whether to signal. */
+static bool after_append(vg_outbox *ob)
+{
+    write_direct(ob);
+    if (ob->pending.len > 0 && ob->parked) {
+        ob->parked = false;
+        return true;
+    }
+    return false;
 }
 
 static vg_status put(vg_outbox *ob, const void *bytes, size_t n, uint32_t nframes, int timeout_ms,
@@ -120,7 +169,8 @@ static vg_status put(vg_outbox *ob, const void *bytes, size_t n, uint32_t nframe
             break;
         }
         if (fits(ob, n)) {
-            st = append_locked(ob, bytes, n, nframes, fill, arg, &wake);
+            st = append_locked(ob, bytes, n, nframes, fill, arg);
+            wake = st == VG_OK && after_append(ob);
             break;
         }
         if (timeout_ms == 0) {
@@ -180,10 +230,11 @@ vg_status vg_outbox_put_frames(vg_outbox *ob, const uint8_t *bytes, size_t n, ui
             frames++;
         }
     }
-    if (take > 0 && append_locked(ob, bytes, take, frames, NULL, NULL, &wake) != VG_OK) {
+    if (take > 0 && append_locked(ob, bytes, take, frames, NULL, NULL) != VG_OK) {
         st = VG_ERR_NOMEM;
         frames = 0;
     }
+    wake = after_append(ob);
     *dropped = nframes - frames;
     ob->dropped += *dropped;
 out:
@@ -193,19 +244,43 @@ out:
     return st;
 }
 
-uint64_t vg_outbox_take(vg_outbox *ob, vg_buf *into)
+vg_take vg_outbox_claim(vg_outbox *ob, vg_buf *into)
 {
     pthread_mutex_lock(&ob->mu);
     vg_buf empty = *into;
     *into = ob->pending;
     ob->pending = empty;
     ob->pending.len = 0;
-    uint64_t frames = ob->pending_frames;
+    vg_take t = {ob->pending_frames, ob->head_sent, ob->direct_frames};
     ob->pending_frames = 0;
+    ob->head_sent = 0;
+    ob->direct_frames = 0;
     ob->parked = false;
-    atomic_store_explicit(&ob->inflight, into->len, memory_order_relaxed);
+    ob->owner_writes = true;
+    atomic_store_explicit(&ob->inflight, into->len - t.skip, memory_order_relaxed);
     if (ob->waiters > 0)
         pthread_cond_broadcast(&ob->room);
+    pthread_mutex_unlock(&ob->mu);
+    return t;
+}
+
+uint64_t vg_outbox_take(vg_outbox *ob, vg_buf *into) { return vg_outbox_claim(ob, into).frames; }
+
+void vg_outbox_set_direct_fd(vg_outbox *ob, int fd)
+{
+    pthread_mutex_lock(&ob->mu);
+    ob->direct_fd = fd;
+    pthread_mutex_unlock(&ob->mu);
+}
+
+uint64_t vg_outbox_stop_direct(vg_outbox *ob)
+{
+    pthread_mutex_lock(&ob->mu);
+    ob->direct_fd = -1;
+    ob->owner_writes = true;
+    ob->head_sent = 0;
+    uint64_t frames = ob->direct_frames;
+    ob->direct_frames = 0;
     pthread_mutex_unlock(&ob->mu);
     return frames;
 }
@@ -220,6 +295,7 @@ int vg_outbox_park(vg_outbox *ob)
     pthread_mutex_lock(&ob->mu);
     int idle = ob->pending.len == 0;
     ob->parked = idle;
+    ob->owner_writes = !idle;
     pthread_mutex_unlock(&ob->mu);
     return idle;
 }

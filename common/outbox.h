@@ -4,7 +4,16 @@
  * Producers append bytes under a mutex; the owner swaps the whole queue out
  * in O(1) (vg_outbox_take) and writes it without the lock. The owner is woken
  * through an eventfd only when it has said it is about to sleep
- * (vg_outbox_park), so a burst of appends costs one wake-up, not one each. */
+ * (vg_outbox_park), so a burst of appends costs one wake-up, not one each.
+ *
+ * Direct writes: while the owner is parked with nothing queued and nothing
+ * half-written, a producer may write its frames straight to the owner's
+ * socket (vg_outbox_set_direct_fd), saving the owner a wake-up and a thread
+ * hop. The write happens under this outbox's mutex, so the owner, which
+ * reclaims the socket in vg_outbox_take before any write of its own, never
+ * writes at the same time. Bytes the kernel does not take stay queued as
+ * whole frames; the owner learns how much of the first one already went out
+ * (vg_take.skip) and how many frames went out whole (vg_take.direct_frames). */
 #ifndef VG_OUTBOX_H
 #define VG_OUTBOX_H
 
@@ -44,16 +53,35 @@ vg_status vg_outbox_put_with(vg_outbox *ob, size_t n, uint32_t nframes, int time
 vg_status vg_outbox_put_frames(vg_outbox *ob, const uint8_t *bytes, size_t n,
                                uint32_t nframes, uint32_t *dropped);
 
+typedef struct {
+    uint64_t frames;        /* frames moved into the caller's buffer */
+    size_t skip;            /* bytes of the first one already written directly */
+    uint64_t direct_frames; /* frames written whole by producers since the last take */
+} vg_take;
+
 /* Owner: moves everything queued into *into, which must be empty, by swapping
- * storage. Returns the number of frames moved. */
+ * storage, and reclaims the socket from producers until the next park. */
+vg_take vg_outbox_claim(vg_outbox *ob, vg_buf *into);
+
+/* vg_outbox_claim, returning only the number of frames moved. */
 uint64_t vg_outbox_take(vg_outbox *ob, vg_buf *into);
+
+/* Owner: lets producers write directly to fd while the owner is parked. */
+void vg_outbox_set_direct_fd(vg_outbox *ob, int fd);
+
+/* Owner, before closing the socket: forbids direct writes, forgets that part
+ * of the first queued frame went out (it will be sent again whole on the next
+ * connection), and returns the frames producers wrote whole since the last
+ * take. */
+uint64_t vg_outbox_stop_direct(vg_outbox *ob);
 
 /* Owner: reports bytes taken but not yet written, which still count against
  * max_bytes. Waiting producers are woken by the next take, not by this. */
 void vg_outbox_set_inflight(vg_outbox *ob, size_t bytes);
 
-/* Owner, before sleeping: returns 1 if nothing is queued, and arms the
- * wake-up so the next put signals the eventfd; 0 if there is work to take. */
+/* Owner, before sleeping, with nothing of its own left to write: returns 1
+ * if nothing is queued, arms the wake-up so the next put signals the eventfd,
+ * and hands the socket to producers for direct writes; 0 if there is work. */
 int vg_outbox_park(vg_outbox *ob);
 
 /* Wakes the owner unconditionally (it has other work: a stop, a subscription). */

@@ -17,9 +17,12 @@ static void bulk_reset(vg_sender *s)
         vg_buf_free(&s->bulk);
 }
 
-static void bulk_begin(vg_sender *s)
+/* Starts writing a batch whose first skip bytes a producer already wrote
+ * directly: mid-frame, so control frames wait for that frame to end. */
+static void bulk_begin(vg_sender *s, size_t skip)
 {
-    s->off = s->frame_start = 0;
+    s->frame_start = 0;
+    s->off = skip;
     s->frame_end = s->bulk.len >= VG_FRAME_HEADER ? VG_FRAME_HEADER + vg_be32(s->bulk.data) : 0;
 }
 
@@ -52,8 +55,12 @@ static vg_status flush(vg_sender *s, int fd, vg_outbox *ob, size_t budget, bool 
     size_t total = 0;
     vg_status st = VG_OK;
     for (;;) {
-        if (with_bulk && s->bulk.len == 0 && ob != NULL && vg_outbox_take(ob, &s->bulk) > 0)
-            bulk_begin(s);
+        if (with_bulk && s->bulk.len == 0 && ob != NULL) {
+            vg_take t = vg_outbox_claim(ob, &s->bulk);
+            s->frames_written += t.direct_frames;
+            if (s->bulk.len > 0)
+                bulk_begin(s, t.skip);
+        }
         bool has_ctl = s->ctl.len > s->ctl_off;
         bool has_bulk = with_bulk && s->bulk.len > s->off;
         if (!has_ctl && !has_bulk) {

@@ -874,3 +874,119 @@ Test(sender, peer_closed_is_io_error)
     vg_sender_free(&s);
     close(fds[0]);
 }
+
+/* ---- direct writes: producers writing to a parked owner's socket ---- */
+
+Test(direct, no_direct_write_until_the_owner_parks)
+{
+    int fds[2];
+    make_pair(fds);
+    vg_outbox *ob = vg_outbox_create(MIB);
+    vg_outbox_set_direct_fd(ob, fds[0]);
+    frames f;
+    make_frames(&f, 1, 10);
+    cr_assert_eq(vg_outbox_put(ob, f.bytes.data, f.bytes.len, 1, 0), VG_OK);
+    cr_assert_not(readable(fds[1]), "wrote although the owner never parked");
+    cr_assert_eq(vg_outbox_bytes(ob), f.bytes.len);
+    vg_outbox_destroy(ob);
+    vg_buf_free(&f.bytes);
+    close_pair(fds);
+}
+
+Test(direct, an_isolated_frame_goes_straight_to_a_parked_owners_socket)
+{
+    int fds[2];
+    make_pair(fds);
+    vg_outbox *ob = vg_outbox_create(MIB);
+    vg_outbox_set_direct_fd(ob, fds[0]);
+    cr_assert_eq(vg_outbox_park(ob), 1);
+    frames f;
+    make_frames(&f, 1, 10);
+    cr_assert_eq(vg_outbox_put(ob, f.bytes.data, f.bytes.len, 1, 0), VG_OK);
+    vg_buf sink = {0};
+    read_all(fds[1], &sink);
+    int want[] = {0};
+    expect_stream(&sink, &f, want, 1);
+    cr_assert_not(readable(vg_outbox_fd(ob)), "no wake-up is needed for a frame already sent");
+    vg_buf got = {0};
+    vg_take t = vg_outbox_claim(ob, &got);
+    cr_assert_eq(t.frames, 0);
+    cr_assert_eq(t.direct_frames, 1);
+    cr_assert_eq(got.len, 0);
+    vg_buf_free(&got), vg_buf_free(&sink), vg_buf_free(&f.bytes);
+    vg_outbox_destroy(ob);
+    close_pair(fds);
+}
+
+/* Whether the rest of a burst goes direct depends on timing (10 us); either
+ * way the stream must arrive whole, in order, and be counted. */
+Test(direct, a_burst_arrives_whole_in_order_and_counted)
+{
+    int fds[2];
+    make_pair(fds);
+    vg_outbox *ob = vg_outbox_create(MIB);
+    vg_outbox_set_direct_fd(ob, fds[0]);
+    cr_assert_eq(vg_outbox_park(ob), 1);
+    frames f;
+    make_frames(&f, 3, 10);
+    for (size_t i = 0; i < 3; i++)
+        cr_assert_eq(vg_outbox_put(ob, f.bytes.data + f.off[i], f.len[i], 1, 0), VG_OK);
+    vg_sender s = {0};
+    vg_buf sink = {0};
+    pump(&s, fds[0], ob, fds[1], &sink);
+    int want[] = {0, 1, 2};
+    expect_stream(&sink, &f, want, 3);
+    cr_assert_eq(s.frames_written, 3, "direct frames are counted as written");
+    vg_sender_free(&s), vg_buf_free(&sink), vg_buf_free(&f.bytes);
+    vg_outbox_destroy(ob);
+    close_pair(fds);
+}
+
+Test(direct, a_partial_direct_write_keeps_frames_whole_and_control_frames_on_a_boundary)
+{
+    int fds[2];
+    make_small_pair(fds);
+    vg_outbox *ob = vg_outbox_create(4 * MIB);
+    vg_outbox_set_direct_fd(ob, fds[0]);
+    cr_assert_eq(vg_outbox_park(ob), 1);
+    frames f;
+    make_frames(&f, 2, 300000); /* far more than the socket takes at once */
+    cr_assert_eq(vg_outbox_put(ob, f.bytes.data, f.bytes.len, 2, 0), VG_OK);
+    cr_assert(readable(fds[1]), "part of the first frame should have gone out directly");
+    cr_assert(readable(vg_outbox_fd(ob)), "the owner must be woken for the rest");
+
+    vg_sender s = {0};
+    cr_assert_eq(vg_frame_put_pong(&s.ctl), VG_OK); /* owed before the owner resumes */
+    vg_buf sink = {0};
+    pump(&s, fds[0], ob, fds[1], &sink);
+    int want[] = {0, -1, 1}; /* the PONG waits for the half-sent frame to end */
+    expect_stream(&sink, &f, want, 3);
+    cr_assert_eq(s.frames_written, 2);
+    vg_sender_free(&s), vg_buf_free(&sink), vg_buf_free(&f.bytes);
+    vg_outbox_destroy(ob);
+    close_pair(fds);
+}
+
+Test(direct, stop_direct_resends_a_half_sent_frame_whole)
+{
+    int old[2], fresh[2];
+    make_small_pair(old);
+    make_pair(fresh);
+    vg_outbox *ob = vg_outbox_create(4 * MIB);
+    vg_outbox_set_direct_fd(ob, old[0]);
+    cr_assert_eq(vg_outbox_park(ob), 1);
+    frames f;
+    make_frames(&f, 1, 300000);
+    cr_assert_eq(vg_outbox_put(ob, f.bytes.data, f.bytes.len, 1, 0), VG_OK);
+    cr_assert(readable(old[1]));
+    /* The connection dies: nothing of that frame may be taken as sent. */
+    cr_assert_eq(vg_outbox_stop_direct(ob), 0);
+    vg_sender s = {0};
+    vg_buf sink = {0};
+    pump(&s, fresh[0], ob, fresh[1], &sink);
+    int want[] = {0};
+    expect_stream(&sink, &f, want, 1);
+    vg_sender_free(&s), vg_buf_free(&sink), vg_buf_free(&f.bytes);
+    vg_outbox_destroy(ob);
+    close_pair(old), close_pair(fresh);
+}
