@@ -1,7 +1,14 @@
 #include "decoder.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Reads start small, enough for handshakes and heartbeats, so that thousands
+ * of idle connections each touch well under a page; the first read that
+ * fills the buffer switches to full-size chunks for the life of the
+ * connection. */
+#define SMALL_CHUNK 1024
 
 struct vg_decoder {
     uint8_t *buf;
@@ -10,6 +17,8 @@ struct vg_decoder {
     size_t wpos; /* end of received bytes */
     size_t chunk;
     size_t max_frame;
+    size_t offered; /* room offered by the last vg_decoder_space */
+    bool hot;       /* a read has filled the buffer: use full chunks */
 };
 
 vg_decoder *vg_decoder_create(size_t read_chunk, size_t max_frame)
@@ -55,7 +64,8 @@ vg_status vg_decoder_space(vg_decoder *d, uint8_t **space, size_t *avail)
     size_t held = d->wpos - d->rpos;
     /* How much of the stream must fit from rpos: a chunk, or the whole frame in
      * progress when its length is known (already checked against max_frame). */
-    size_t need = d->chunk;
+    size_t chunk = d->hot || d->chunk < SMALL_CHUNK ? d->chunk : SMALL_CHUNK;
+    size_t need = chunk;
     if (held >= VG_FRAME_HEADER) {
         size_t body = vg_be32(d->buf + d->rpos);
         if (body <= d->max_frame && VG_FRAME_HEADER + body > need)
@@ -64,26 +74,31 @@ vg_status vg_decoder_space(vg_decoder *d, uint8_t **space, size_t *avail)
 
     if (held == 0) {
         d->rpos = d->wpos = 0;
-        if (d->cap > d->chunk) { /* a large frame has passed: give the memory back */
+        if (d->cap > chunk) { /* a large frame has passed: give the memory back */
             free(d->buf);
             d->buf = NULL;
             d->cap = 0;
         }
-    } else if (d->rpos > 0 && (d->cap - d->wpos < d->chunk / 4 || d->rpos + need > d->cap)) {
+    } else if (d->rpos > 0 && (d->cap - d->wpos < chunk / 4 || d->rpos + need > d->cap)) {
         memmove(d->buf, d->buf + d->rpos, held);
         d->rpos = 0;
         d->wpos = held;
     }
     if (d->rpos + need > d->cap && resize(d, d->rpos + need) != VG_OK)
         return VG_ERR_NOMEM;
-    if (d->cap == d->wpos && resize(d, d->cap + d->chunk) != VG_OK)
+    if (d->cap == d->wpos && resize(d, d->cap + chunk) != VG_OK)
         return VG_ERR_NOMEM;
     *space = d->buf + d->wpos;
-    *avail = d->cap - d->wpos;
+    *avail = d->offered = d->cap - d->wpos;
     return VG_OK;
 }
 
-void vg_decoder_commit(vg_decoder *d, size_t n) { d->wpos += n; }
+void vg_decoder_commit(vg_decoder *d, size_t n)
+{
+    d->wpos += n;
+    if (n == d->offered && n > 0)
+        d->hot = true; /* there was more than we offered room for */
+}
 
 vg_status vg_decoder_next(vg_decoder *d, vg_frame *f, const char **why)
 {

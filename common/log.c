@@ -29,7 +29,7 @@ void vg_log(vg_log_level level, const char *event, const char *fmt, ...)
     if (!vg_log_enabled(level))
         return;
 
-    char line[1024];
+    char line[512]; /* every field is bounded; 512 keeps a thread's stack at two pages */
     struct timespec ts;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts); /* wall time for humans only; never a timer */
