@@ -57,7 +57,7 @@ typedef struct {
 } vg_client_stats;
 
 /* Fills opts with defaults: VIGIL_SERVER from the environment or
- * 127.0.0.1:7222, an 8 MiB buffer, heartbeats 10 s/5 s/3, backoff 0.2 s to
+ * 127.0.0.1:7222, an 8 MiB buffer, heartbeats 15 s/5 s/3, backoff 0.2 s to
  * 10 s, retry for ever, no callbacks. */
 void vg_client_opts_defaults(vg_client_opts *opts);
 

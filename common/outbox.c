@@ -158,7 +158,8 @@ static bool after_append(vg_outbox *ob)
 static vg_status put(vg_outbox *ob, const void *bytes, size_t n, uint32_t nframes, int timeout_ms,
                      void (*fill)(uint8_t *, void *), void *arg)
 {
-    struct timespec deadline = vg_deadline_after(timeout_ms > 0 ? timeout_ms : 0);
+    struct timespec deadline;
+    bool have_deadline = false; /* the clock is read only if we must wait */
     bool wake = false;
     vg_status st;
 
@@ -176,6 +177,10 @@ static vg_status put(vg_outbox *ob, const void *bytes, size_t n, uint32_t nframe
         if (timeout_ms == 0) {
             st = VG_ERR_FULL;
             break;
+        }
+        if (timeout_ms > 0 && !have_deadline) {
+            deadline = vg_deadline_after(timeout_ms);
+            have_deadline = true;
         }
         ob->waiters++;
         int rc = timeout_ms < 0 ? pthread_cond_wait(&ob->room, &ob->mu)

@@ -69,7 +69,7 @@ Test(recovery, broker_killed_subscriber_reconnects_and_resubscribes)
 {
     int port;
     h_proc *b = h_broker(&port, NULL);
-    /* Default heartbeats (dead after 25 s): detection here must come from EOF. */
+    /* Default heartbeats (dead after 30 s): detection here must come from EOF. */
     h_proc *s = h_sub(port, FAST_RETRY, "news", NULL);
     expect_delivery(port, s, "news", "before");
 

@@ -224,10 +224,10 @@ Test(liveness, sign_of_life_at_verdict_time_before_tick_prevents_dead)
 Test(liveness, keepalive_bound)
 {
     vg_keepalive def = VG_KEEPALIVE_DEFAULT;
-    cr_assert_eq(def.time_ms, 10000);
+    cr_assert_eq(def.time_ms, 15000);
     cr_assert_eq(def.interval_ms, 5000);
     cr_assert_eq(def.probes, 3);
-    cr_assert_eq(vg_keepalive_bound_ms(&def), 25000);
+    cr_assert_eq(vg_keepalive_bound_ms(&def), 30000);
 
     vg_keepalive k1 = {10000, 5000, 3};
     cr_assert_eq(vg_keepalive_bound_ms(&k1), 25000);
