@@ -22,7 +22,8 @@ struct vg_outbox {
     size_t max_bytes;
     _Atomic size_t inflight;
     uint64_t dropped;
-    int waiters;
+    _Atomic int waiters;
+    _Atomic int64_t drained_ns; /* when the owner last got bytes into its socket */
     bool parked;
     bool closed;
     bool owner_writes; /* the owner holds the socket: no direct writes */
@@ -182,10 +183,12 @@ static vg_status put(vg_outbox *ob, const void *bytes, size_t n, uint32_t nframe
             deadline = vg_deadline_after(timeout_ms);
             have_deadline = true;
         }
-        ob->waiters++;
-        int rc = timeout_ms < 0 ? pthread_cond_wait(&ob->room, &ob->mu)
+        atomic_fetch_add(&ob->waiters, 1);
+        int rc = 0;
+        if (!fits(ob, n)) /* again: set_inflight may have freed room unlocked */
+            rc = timeout_ms < 0 ? pthread_cond_wait(&ob->room, &ob->mu)
                                 : pthread_cond_timedwait(&ob->room, &ob->mu, &deadline);
-        ob->waiters--;
+        atomic_fetch_sub(&ob->waiters, 1);
         if (rc == ETIMEDOUT && !fits(ob, n) && !ob->closed) {
             st = VG_ERR_FULL;
             break;
@@ -209,44 +212,91 @@ vg_status vg_outbox_put_with(vg_outbox *ob, size_t n, uint32_t nframes, int time
     return put(ob, NULL, n, nframes, timeout_ms, fill, arg);
 }
 
-vg_status vg_outbox_put_frames(vg_outbox *ob, const uint8_t *bytes, size_t n, uint32_t nframes,
-                               uint32_t *dropped)
+/* Length of the longest prefix of whole frames in bytes[0..n) that fits. */
+static size_t fitting_prefix(vg_outbox *ob, const uint8_t *bytes, size_t n, uint32_t *frames)
 {
+    *frames = 0;
+    if (used(ob) == 0)
+        return 0; /* caller appends everything: an empty outbox takes any put */
+    size_t room = ob->max_bytes > used(ob) ? ob->max_bytes - used(ob) : 0, take = 0;
+    while (take < n) {
+        size_t len = VG_FRAME_HEADER + vg_be32(bytes + take);
+        if (len > room - take)
+            break;
+        take += len;
+        (*frames)++;
+    }
+    return take;
+}
+
+/* Whether a producer may wait for the owner: only if the owner is draining,
+ * i.e. its socket took bytes within the stall window. A stuck reader costs
+ * producers nothing. */
+static bool owner_draining(vg_outbox *ob, int stall_ms)
+{
+    int64_t last = atomic_load(&ob->drained_ns);
+    return last != 0 && vg_now_ns() - last < (int64_t)stall_ms * 1000000;
+}
+
+vg_status vg_outbox_put_frames_stall(vg_outbox *ob, const uint8_t *bytes, size_t n,
+                                     uint32_t nframes, int stall_ms, uint32_t *dropped)
+{
+    struct timespec deadline;
+    bool have_deadline = false;
     bool wake = false;
     vg_status st = VG_OK;
-    *dropped = 0;
+    uint32_t left = nframes;
 
     pthread_mutex_lock(&ob->mu);
-    if (ob->closed) {
-        st = VG_ERR_CLOSED;
-        goto out;
-    }
-    size_t take = n;
-    uint32_t frames = nframes;
-    if (!fits(ob, n)) { /* keep the whole frames that fit */
-        size_t room = ob->max_bytes > used(ob) ? ob->max_bytes - used(ob) : 0;
-        take = 0;
-        frames = 0;
-        while (take < n) {
-            size_t len = VG_FRAME_HEADER + vg_be32(bytes + take);
-            if (len > room - take)
-                break;
-            take += len;
-            frames++;
+    for (;;) {
+        if (ob->closed) {
+            st = VG_ERR_CLOSED;
+            break;
         }
+        size_t take = n;
+        uint32_t frames = left;
+        if (!fits(ob, n))
+            take = fitting_prefix(ob, bytes, n, &frames);
+        if (take > 0) {
+            if (append_locked(ob, bytes, take, frames, NULL, NULL) != VG_OK) {
+                st = VG_ERR_NOMEM;
+                break;
+            }
+            bytes += take;
+            n -= take;
+            left -= frames;
+            wake |= after_append(ob);
+        }
+        if (left == 0 || stall_ms <= 0 || !owner_draining(ob, stall_ms))
+            break;
+        if (!have_deadline) {
+            deadline = vg_deadline_after(stall_ms);
+            have_deadline = true;
+        }
+        if (wake) { /* the owner must run to make room */
+            signal_owner(ob);
+            wake = false;
+        }
+        atomic_fetch_add(&ob->waiters, 1);
+        int rc = 0;
+        if (!fits(ob, VG_FRAME_HEADER + vg_be32(bytes))) /* again: see set_inflight */
+            rc = pthread_cond_timedwait(&ob->room, &ob->mu, &deadline);
+        atomic_fetch_sub(&ob->waiters, 1);
+        if (rc == ETIMEDOUT)
+            stall_ms = 0; /* one last try, then drop what still does not fit */
     }
-    if (take > 0 && append_locked(ob, bytes, take, frames, NULL, NULL) != VG_OK) {
-        st = VG_ERR_NOMEM;
-        frames = 0;
-    }
-    wake = after_append(ob);
-    *dropped = nframes - frames;
-    ob->dropped += *dropped;
-out:
+    *dropped = left;
+    ob->dropped += left;
     pthread_mutex_unlock(&ob->mu);
     if (wake)
         signal_owner(ob);
     return st;
+}
+
+vg_status vg_outbox_put_frames(vg_outbox *ob, const uint8_t *bytes, size_t n, uint32_t nframes,
+                               uint32_t *dropped)
+{
+    return vg_outbox_put_frames_stall(ob, bytes, n, nframes, 0, dropped);
 }
 
 vg_take vg_outbox_claim(vg_outbox *ob, vg_buf *into)
@@ -262,8 +312,11 @@ vg_take vg_outbox_claim(vg_outbox *ob, vg_buf *into)
     ob->direct_frames = 0;
     ob->parked = false;
     ob->owner_writes = true;
-    atomic_store_explicit(&ob->inflight, into->len - t.skip, memory_order_relaxed);
-    if (ob->waiters > 0)
+    /* Called only once the previous bulk is written: if there was one, the
+     * owner has drained. */
+    if (atomic_exchange(&ob->inflight, into->len - t.skip) > 0)
+        atomic_store(&ob->drained_ns, vg_now_ns());
+    if (atomic_load(&ob->waiters) > 0)
         pthread_cond_broadcast(&ob->room);
     pthread_mutex_unlock(&ob->mu);
     return t;
@@ -292,7 +345,17 @@ uint64_t vg_outbox_stop_direct(vg_outbox *ob)
 
 void vg_outbox_set_inflight(vg_outbox *ob, size_t bytes)
 {
-    atomic_store_explicit(&ob->inflight, bytes, memory_order_relaxed);
+    size_t before = atomic_exchange(&ob->inflight, bytes);
+    if (bytes >= before)
+        return;
+    atomic_store(&ob->drained_ns, vg_now_ns());
+    /* Sequentially consistent with the waiter's increment before its last
+     * fits() check: either it sees the room or we see it waiting. */
+    if (atomic_load(&ob->waiters) > 0) {
+        pthread_mutex_lock(&ob->mu);
+        pthread_cond_broadcast(&ob->room);
+        pthread_mutex_unlock(&ob->mu);
+    }
 }
 
 int vg_outbox_park(vg_outbox *ob)

@@ -53,6 +53,14 @@ vg_status vg_outbox_put_with(vg_outbox *ob, size_t n, uint32_t nframes, int time
 vg_status vg_outbox_put_frames(vg_outbox *ob, const uint8_t *bytes, size_t n,
                                uint32_t nframes, uint32_t *dropped);
 
+/* Producer: like vg_outbox_put_frames, but while the owner is draining its
+ * socket (it wrote within the last stall_ms) waits up to stall_ms in all for
+ * room before dropping, so a reader that keeps up but lags a burst slows the
+ * producer briefly instead of losing messages. A reader that has stopped
+ * costs the producer nothing. */
+vg_status vg_outbox_put_frames_stall(vg_outbox *ob, const uint8_t *bytes, size_t n,
+                                     uint32_t nframes, int stall_ms, uint32_t *dropped);
+
 typedef struct {
     uint64_t frames;        /* frames moved into the caller's buffer */
     size_t skip;            /* bytes of the first one already written directly */
@@ -76,7 +84,7 @@ void vg_outbox_set_direct_fd(vg_outbox *ob, int fd);
 uint64_t vg_outbox_stop_direct(vg_outbox *ob);
 
 /* Owner: reports bytes taken but not yet written, which still count against
- * max_bytes. Waiting producers are woken by the next take, not by this. */
+ * max_bytes; a decrease records progress and wakes waiting producers. */
 void vg_outbox_set_inflight(vg_outbox *ob, size_t bytes);
 
 /* Owner, before sleeping, with nothing of its own left to write: returns 1

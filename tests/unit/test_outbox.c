@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -506,6 +508,95 @@ Test(outbox, put_frames_into_empty_outbox_makes_progress)
 }
 
 /* ---- outbox: park and wake ---- */
+
+/* ---- outbox: bounded stall for a draining owner ---- */
+
+Test(outbox, stall_does_not_wait_for_an_owner_that_never_drained)
+{
+    vg_outbox *ob = vg_outbox_create(100);
+    cr_assert_not_null(ob);
+    vg_buf pre = {0}, batch = {0};
+    put_sized(&pre, 100);
+    for (int i = 0; i < 3; i++)
+        put_sized(&batch, 20);
+    cr_assert_eq(vg_outbox_put(ob, pre.data, pre.len, 1, 0), VG_OK);
+
+    uint32_t dropped = 0;
+    int64_t t0 = now_ms();
+    cr_assert_eq(vg_outbox_put_frames_stall(ob, batch.data, batch.len, 3, 10000, &dropped),
+                 VG_OK);
+    cr_assert_eq(dropped, 3);
+    cr_assert_lt(now_ms() - t0, 5000, "a stopped reader must not hold the producer");
+    vg_buf_free(&pre);
+    vg_buf_free(&batch);
+    vg_outbox_destroy(ob);
+}
+
+typedef struct {
+    vg_outbox *ob;
+    int fd;
+    atomic_bool stop;
+} drainer;
+
+/* An owner that keeps writing what is queued, a little at a time. */
+static void *drain_loop(void *arg)
+{
+    drainer *d = arg;
+    vg_sender s;
+    memset(&s, 0, sizeof s);
+    while (!atomic_load(&d->stop)) {
+        vg_sender_flush(&s, d->fd, d->ob, 64);
+        struct pollfd p = {.fd = d->fd, .events = POLLOUT};
+        poll(&p, 1, 10);
+    }
+    vg_sender_free(&s);
+    return NULL;
+}
+
+Test(outbox, stall_waits_for_a_draining_owner_instead_of_dropping)
+{
+    int fds[2];
+    make_pair(fds);
+    vg_outbox *ob = vg_outbox_create(100);
+    cr_assert_not_null(ob);
+    vg_buf batch = {0}, sink = {0};
+    for (int i = 0; i < 50; i++)
+        put_sized(&batch, 20);
+    drainer d = {.ob = ob, .fd = fds[0]};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, drain_loop, &d), 0);
+    vg_buf first = {0};
+    put_sized(&first, 20);
+    cr_assert_eq(vg_outbox_put(ob, first.data, first.len, 1, 0), VG_OK);
+    read_exactly(fds[1], &sink, first.len); /* the owner has now drained once */
+    sink.len = 0;
+    vg_buf_free(&first);
+
+    /* 1000 bytes through a 100-byte outbox: every frame must arrive. */
+    uint32_t dropped = 99, total_dropped = 0;
+    for (int round = 0; round < 4; round++) {
+        cr_assert_eq(vg_outbox_put_frames_stall(ob, batch.data, batch.len, 50, 10000, &dropped),
+                     VG_OK);
+        total_dropped += dropped;
+        read_all(fds[1], &sink);
+    }
+    int64_t deadline = now_ms() + 10000;
+    while (sink.len < 4 * batch.len && now_ms() < deadline) {
+        struct pollfd p = {.fd = fds[1], .events = POLLIN};
+        poll(&p, 1, 100);
+        read_all(fds[1], &sink);
+    }
+    atomic_store(&d.stop, true);
+    pthread_join(th, NULL);
+    cr_assert_eq(total_dropped, 0);
+    cr_assert_eq(sink.len, 4 * batch.len);
+    for (int round = 0; round < 4; round++)
+        cr_assert(memcmp(sink.data + round * batch.len, batch.data, batch.len) == 0);
+    vg_buf_free(&batch);
+    vg_buf_free(&sink);
+    vg_outbox_destroy(ob);
+    close_pair(fds);
+}
 
 Test(outbox, park_then_put_signals_once)
 {
