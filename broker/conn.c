@@ -38,6 +38,7 @@
 #include "outbox.h"
 #include "proto.h"
 #include "sender.h"
+#include "token.h"
 #include "topic.h"
 #include "version.h"
 
@@ -84,6 +85,8 @@ struct vg_conn {
     const char *end_reason; /* set once: why the connection is ending */
     bool end_evict;
     bool sent_fatal_err;
+    bool warned_subs; /* the max_subs limit was logged for this connection */
+    int64_t born_ms;  /* accepted at; the handshake timeout runs from here */
     char end_detail[160];
 
     vg_conn *prev, *next; /* registry, under srv->mu */
@@ -182,6 +185,14 @@ static void handle_sub(vg_conn *c, const vg_frame *f)
         send_err(c, VG_E_DUPLICATE_SID, "sid already in use on this connection", f->sid);
         return;
     }
+    if (c->nsubs >= cfg->max_subs) {
+        if (!c->warned_subs)
+            vg_log(VG_LOG_WARN, "limit", "what=subscriptions client=%llu addr=%s max_subs=%zu",
+                   (unsigned long long)c->id, c->addr, cfg->max_subs);
+        c->warned_subs = true;
+        send_err(c, VG_E_LIMIT, "too many subscriptions", f->sid);
+        return;
+    }
     if (c->nsubs == c->subs_cap) {
         size_t cap = c->subs_cap ? c->subs_cap * 2 : 4;
         conn_sub *s = realloc(c->subs, cap * sizeof *s);
@@ -242,13 +253,19 @@ static void handle_connect(vg_conn *c, const vg_frame *f)
         send_err(c, VG_E_BAD_FRAME, "client name too long", 0);
         return;
     }
+    vg_log_quote(c->name, sizeof c->name, f->name, f->name_len);
+    const vg_broker_config *cfg = &c->srv->cfg;
+    if (cfg->token != NULL &&
+        !vg_token_equal(cfg->token, cfg->token_len, f->token, f->token_len)) {
+        send_err(c, VG_E_AUTH, "authentication failed", 0); /* the same for missing and wrong */
+        return;
+    }
     uint64_t version = f->version < VG_PROTO_VERSION ? f->version : VG_PROTO_VERSION;
     if (vg_frame_put_info(&c->tx.ctl, version, "vigil " VG_VERSION, c->id,
                           c->srv->cfg.max_payload) != VG_OK) {
         end(c, "internal", true, "out of memory");
         return;
     }
-    vg_log_quote(c->name, sizeof c->name, f->name, f->name_len);
     vg_decoder_set_max_frame(c->rx, vg_max_frame_for(c->srv->cfg.max_payload));
     c->connected = true;
     /* Publishers may now write to this socket themselves while this thread
@@ -277,6 +294,7 @@ static void handle_control(vg_conn *c, const vg_frame *f)
             end(c, "internal", true, "out of memory");
         break;
     case VG_FRAME_PONG:
+        atomic_fetch_add_explicit(&c->srv->stats.pongs_received, 1, memory_order_relaxed);
         break;
     case VG_FRAME_SUB:
         handle_sub(c, f);
@@ -290,27 +308,70 @@ static void handle_control(vg_conn *c, const vg_frame *f)
     }
 }
 
+/* Bytes of the first n whole frames in bytes. */
+static size_t frames_bytes(const uint8_t *bytes, uint32_t n)
+{
+    size_t len = 0;
+    for (uint32_t i = 0; i < n; i++)
+        len += VG_FRAME_HEADER + vg_be32(bytes + len);
+    return len;
+}
+
+/* Queues a run of whole MSG frames on topic to every subscriber; from, if
+ * not NULL, is the publishing connection (its own outbox is never waited
+ * on: only its thread drains it). */
+static void fan_out(vg_server *srv, vg_conn *from, const char *topic, uint32_t topic_len,
+                    const uint8_t *bytes, size_t len, uint32_t frames, void ***scratch,
+                    size_t *scratch_cap)
+{
+    size_t n = 0;
+    if (vg_subtable_match(srv->subs, topic, topic_len, scratch, scratch_cap, &n) != VG_OK)
+        vg_log(VG_LOG_WARN, "deliver_failed", "client=%llu error=\"out of memory\"",
+               from ? (unsigned long long)from->id : 0ull);
+    uint64_t out = 0, out_bytes = 0, lost = 0;
+    for (size_t i = 0; i < n; i++) {
+        vg_conn *sub = (*scratch)[i];
+        uint32_t dropped;
+        vg_outbox_put_frames_stall(sub->outbox, bytes, len, frames,
+                                   sub == from ? 0 : VG_DELIVER_STALL_MS, &dropped);
+        out += frames - dropped;
+        out_bytes += dropped == 0 ? len : frames_bytes(bytes, frames - dropped);
+        lost += dropped;
+        if (dropped > 0 && !atomic_exchange(&sub->dropping, true))
+            vg_log(VG_LOG_WARN, "slow_consumer", "state=dropping client=%llu addr=%s max_outbox=%zu",
+                   (unsigned long long)sub->id, sub->addr, srv->cfg.max_outbox);
+        vg_conn_release(sub);
+    }
+    vg_server_stats *st = &srv->stats;
+    atomic_fetch_add_explicit(&st->msgs_out, out, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->bytes_out, out_bytes, memory_order_relaxed);
+    if (lost > 0)
+        atomic_fetch_add_explicit(&st->dropped, lost, memory_order_relaxed);
+}
+
 static void deliver(vg_conn *c, run *r)
 {
     if (r->frames == 0)
         return;
-    size_t n = 0;
-    if (vg_subtable_match(c->srv->subs, r->topic, r->topic_len, &c->scratch, &c->scratch_cap,
-                          &n) != VG_OK)
-        vg_log(VG_LOG_WARN, "deliver_failed", "client=%llu error=\"out of memory\"",
-               (unsigned long long)c->id);
-    for (size_t i = 0; i < n; i++) {
-        vg_conn *sub = c->scratch[i];
-        uint32_t dropped;
-        /* Never stall on our own outbox: only this thread drains it. */
-        vg_outbox_put_frames_stall(sub->outbox, r->start, r->len, r->frames,
-                                   sub == c ? 0 : VG_DELIVER_STALL_MS, &dropped);
-        if (dropped > 0 && !atomic_exchange(&sub->dropping, true))
-            vg_log(VG_LOG_WARN, "slow_consumer", "state=dropping client=%llu addr=%s max_outbox=%zu",
-                   (unsigned long long)sub->id, sub->addr, c->srv->cfg.max_outbox);
-        vg_conn_release(sub);
-    }
+    atomic_fetch_add_explicit(&c->srv->stats.msgs_in, r->frames, memory_order_relaxed);
+    fan_out(c->srv, c, r->topic, r->topic_len, r->start, r->len, r->frames, &c->scratch,
+            &c->scratch_cap);
     r->frames = 0;
+}
+
+vg_status vg_conn_publish_system(vg_server *srv, const char *topic, const void *payload,
+                                 size_t payload_len, vg_buf *frame, void ***scratch,
+                                 size_t *scratch_cap)
+{
+    frame->len = 0;
+    size_t topic_len = strlen(topic);
+    vg_status st = vg_frame_put_msg(frame, VG_FRAME_MSG_TYPE1, topic, topic_len, payload,
+                                    payload_len);
+    if (st != VG_OK)
+        return st;
+    fan_out(srv, NULL, topic, (uint32_t)topic_len, frame->data, frame->len, 1, scratch,
+            scratch_cap);
+    return VG_OK;
 }
 
 /* Checks a MSG frame that starts a new run; false (and a fatal ERR) if bad. */
@@ -325,6 +386,10 @@ static bool publish_ok(vg_conn *c, const vg_frame *f)
     if (vg_topic_check(f->topic, f->topic_len, cfg->topic_max_len, cfg->topic_max_tokens,
                        &why) != VG_OK) {
         send_err(c, VG_E_BAD_TOPIC, why, 0);
+        return false;
+    }
+    if (vg_topic_is_system(f->topic, f->topic_len)) {
+        send_err(c, VG_E_PERMISSION, "$SYS topics are the broker's own", 0);
         return false;
     }
     return true;
@@ -387,6 +452,7 @@ static void read_and_handle(vg_conn *c)
             return;
         }
         vg_decoder_commit(c->rx, (size_t)n);
+        atomic_fetch_add_explicit(&c->srv->stats.bytes_in, (uint64_t)n, memory_order_relaxed);
         vg_liveness_heard(c->live, vg_now_ms());
         handle_frames(c);
         if ((size_t)n < avail)
@@ -420,6 +486,24 @@ static void linger(vg_conn *c)
     }
 }
 
+/* The $SYS.stats bucket of an eviction reason (an ERR code name or one of
+ * heartbeat, slow_consumer, internal). */
+static vg_evict_reason evict_reason(const char *reason)
+{
+    static const struct {
+        const char *name;
+        vg_evict_reason bucket;
+    } map[] = {
+        {"heartbeat", VG_EVICT_HEARTBEAT}, {"slow_consumer", VG_EVICT_SLOW_CONSUMER},
+        {"limit", VG_EVICT_LIMIT},         {"auth", VG_EVICT_AUTH},
+        {"timeout", VG_EVICT_TIMEOUT},     {"internal", VG_EVICT_INTERNAL},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (strcmp(reason, map[i].name) == 0)
+            return map[i].bucket;
+    return VG_EVICT_PROTOCOL;
+}
+
 static void finish(vg_conn *c)
 {
     vg_server *srv = c->srv;
@@ -427,14 +511,17 @@ static void finish(vg_conn *c)
     for (size_t i = 0; i < c->nsubs; i++)
         vg_subtable_remove(srv->subs, c->subs[i].topic, c->subs[i].len, c);
 
-    if (c->end_evict)
-        vg_log(VG_LOG_WARN, "evict", "reason=%s client=%llu addr=%s%s%s", c->end_reason,
-               (unsigned long long)c->id, c->addr, c->end_detail[0] ? " detail=" : "",
+    if (c->end_evict) {
+        atomic_fetch_add_explicit(&srv->stats.evictions[evict_reason(c->end_reason)], 1,
+                                  memory_order_relaxed);
+        vg_log(VG_LOG_WARN, "evict", "reason=%s client=%llu addr=%s name=%s%s%s", c->end_reason,
+               (unsigned long long)c->id, c->addr, c->name, c->end_detail[0] ? " detail=" : "",
                c->end_detail);
-    else
-        vg_log(VG_LOG_INFO, "client_closed", "reason=%s client=%llu addr=%s%s%s", c->end_reason,
-               (unsigned long long)c->id, c->addr, c->end_detail[0] ? " error=" : "",
-               c->end_detail);
+    } else {
+        vg_log(VG_LOG_INFO, "client_closed", "reason=%s client=%llu addr=%s name=%s%s%s",
+               c->end_reason, (unsigned long long)c->id, c->addr, c->name,
+               c->end_detail[0] ? " error=" : "", c->end_detail);
+    }
     if (c->sent_fatal_err)
         linger(c);
     close(c->fd);
@@ -493,10 +580,22 @@ static int64_t check_liveness(vg_conn *c, int64_t now)
         a = vg_liveness_tick(c->live, now, &next);
     }
     for (; a == VG_LIVE_PROBE; a = vg_liveness_tick(c->live, now, &next)) {
-        if (c->connected && vg_frame_put_ping(&c->tx.ctl) != VG_OK) {
+        if (!c->connected)
+            continue;
+        if (vg_frame_put_ping(&c->tx.ctl) != VG_OK) {
             end(c, "internal", true, "out of memory");
             return now;
         }
+        atomic_fetch_add_explicit(&c->srv->stats.pings_sent, 1, memory_order_relaxed);
+    }
+    if (!c->connected && c->srv->cfg.handshake_timeout_ms > 0) {
+        int64_t due = c->born_ms + c->srv->cfg.handshake_timeout_ms;
+        if (now >= due) {
+            send_err(c, VG_E_TIMEOUT, "no CONNECT in time", 0);
+            return now;
+        }
+        if (due < next)
+            next = due;
     }
     if (a == VG_LIVE_DEAD) {
         snprintf(detail, sizeof detail, "silent for %lld ms",
@@ -573,7 +672,8 @@ vg_status vg_conn_start(vg_server *srv, int fd)
     strcpy(c->name, "-");
     c->outbox = vg_outbox_create(srv->cfg.max_outbox);
     c->rx = vg_decoder_create(READ_CHUNK, VG_HANDSHAKE_MAX_FRAME);
-    c->live = vg_liveness_create(&srv->cfg.keepalive, vg_now_ms());
+    c->born_ms = vg_now_ms();
+    c->live = vg_liveness_create(&srv->cfg.keepalive, c->born_ms);
     if (c->outbox == NULL || c->rx == NULL || c->live == NULL)
         goto fail_conn;
 

@@ -9,6 +9,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,7 +26,35 @@ typedef struct {
     size_t topic_max_tokens;
     size_t thread_stack;
     vg_keepalive keepalive;
+    size_t max_connections;       /* beyond this, new connections get ERR limit */
+    size_t max_subs;              /* subscriptions per connection */
+    int64_t handshake_timeout_ms; /* CONNECT must arrive within this */
+    const char *token;            /* NULL: no authentication */
+    size_t token_len;
+    int64_t stats_interval_ms;    /* $SYS.stats publication period; 0: none */
 } vg_broker_config;
+
+/* Why connections were ended by the broker, for $SYS.stats. */
+typedef enum {
+    VG_EVICT_HEARTBEAT,
+    VG_EVICT_SLOW_CONSUMER,
+    VG_EVICT_LIMIT, /* refused: too many connections */
+    VG_EVICT_PROTOCOL,
+    VG_EVICT_AUTH,
+    VG_EVICT_TIMEOUT,
+    VG_EVICT_INTERNAL,
+    VG_EVICT_COUNT,
+} vg_evict_reason;
+
+/* Counters kept by every connection thread, read by the stats publisher.
+ * Updated once per read or per delivery, never per byte. */
+typedef struct {
+    _Atomic uint64_t msgs_in, bytes_in;   /* MSG frames / bytes read from clients */
+    _Atomic uint64_t msgs_out, bytes_out; /* MSG frames / bytes queued to subscribers */
+    _Atomic uint64_t dropped;             /* messages dropped for slow subscribers */
+    _Atomic uint64_t pings_sent, pongs_received;
+    _Atomic uint64_t evictions[VG_EVICT_COUNT];
+} vg_server_stats;
 
 struct vg_conn;
 
@@ -42,6 +71,10 @@ typedef struct vg_server {
     size_t nconns;
     uint64_t next_client_id;
     atomic_bool stopping;
+    vg_server_stats stats;
+    int64_t started_ms;
+    bool at_limit;         /* accept thread only: refusing connections */
+    uint64_t refused;      /* accept thread only: refusals in this episode */
 } vg_server;
 
 /* Fills cfg with defaults (127.0.0.1:7222, 1 MiB payloads, ...). */

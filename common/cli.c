@@ -7,6 +7,7 @@
 #include "args.h"
 #include "log.h"
 #include "proto.h"
+#include "token.h"
 #include "version.h"
 
 #define DAY_MS 86400000
@@ -28,6 +29,7 @@ static const struct option client[] = {
     {"backoff-base", required_argument, NULL, VG_OPT_BACKOFF_BASE},
     {"backoff-max", required_argument, NULL, VG_OPT_BACKOFF_MAX},
     {"max-reconnects", required_argument, NULL, VG_OPT_MAX_RECONNECTS},
+    {"token-file", required_argument, NULL, VG_OPT_TOKEN_FILE},
     {NULL, 0, NULL, 0},
 };
 
@@ -109,6 +111,14 @@ bool vg_cli_client_option(int opt, const char *arg, vg_client_opts *o, const cha
             vg_usage_error(prog, usage, "--max-reconnects must be -1 (for ever) or more, got '%s'", arg);
         o->max_reconnects = v;
         return true;
+    case VG_OPT_TOKEN_FILE: {
+        char *token; /* kept for the life of the program */
+        const char *why;
+        if (vg_token_load(arg, NULL, &token, &why) != VG_OK)
+            vg_usage_error(prog, usage, "--token-file %s: %s", arg, why);
+        o->token = token;
+        return true;
+    }
     }
     return false;
 }
@@ -147,6 +157,8 @@ void vg_cli_client_help(void)
            "  --backoff-max SECS     largest reconnect delay window (default 10); each\n"
            "                         delay is drawn at random from [0, window]\n"
            "  --max-reconnects N     give up after N failed attempts in a row\n"
-           "                         (default -1: retry for ever)\n",
+           "                         (default -1: retry for ever)\n"
+           "  --token-file PATH      authenticate with the token in PATH (default:\n"
+           "                         $VIGIL_TOKEN, if set)\n",
            VG_DEFAULT_SERVER);
 }

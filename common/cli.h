@@ -23,6 +23,7 @@ enum {
     VG_OPT_BACKOFF_BASE,
     VG_OPT_BACKOFF_MAX,
     VG_OPT_MAX_RECONNECTS,
+    VG_OPT_TOKEN_FILE,
     VG_OPT_FIRST_OWN, /* a program's own options start here */
 };
 

@@ -123,6 +123,8 @@ void vg_client_opts_defaults(vg_client_opts *o)
     const char *env = getenv("VIGIL_SERVER");
     o->servers = env && *env ? env : VG_DEFAULT_SERVER;
     o->name = "vigil-client";
+    const char *token = getenv("VIGIL_TOKEN");
+    o->token = token && *token ? token : NULL;
     o->max_buffer = 8u << 20;
     o->keepalive = VG_KEEPALIVE_DEFAULT;
     o->backoff_base_ms = 200;
@@ -445,8 +447,9 @@ static void conn_lost(vg_client *c, const char *reason, const char *detail)
     }
     c->reconnecting = c->reconnecting || was_connected;
     unsigned attempt = vg_backoff_attempts(c->backoff) + 1;
-    /* auth and version refusals will not change by retrying */
-    bool permanent = strcmp(reason, "auth") == 0 || strcmp(reason, "version") == 0;
+    /* auth, version and permission refusals will not change by retrying */
+    bool permanent = strcmp(reason, "auth") == 0 || strcmp(reason, "version") == 0 ||
+                     strcmp(reason, "permission") == 0;
     bool give_up = permanent || (c->opts.max_reconnects >= 0 &&
                                  vg_backoff_attempts(c->backoff) >= (unsigned)c->opts.max_reconnects);
     int64_t delay = 0;
@@ -490,7 +493,7 @@ static void start_connect(vg_client *c, int64_t now)
 
 static void begin_handshake(vg_client *c)
 {
-    if (vg_frame_put_connect(&c->tx.ctl, VG_PROTO_VERSION, c->name, NULL) != VG_OK) {
+    if (vg_frame_put_connect(&c->tx.ctl, VG_PROTO_VERSION, c->name, c->opts.token) != VG_OK) {
         conn_lost(c, "error", "out of memory");
         return;
     }

@@ -31,6 +31,7 @@ typedef struct {
 typedef struct {
     const char *servers; /* "HOST:PORT[,HOST:PORT...]" */
     const char *name;    /* sent in CONNECT, shown in the broker's log */
+    const char *token;   /* sent in CONNECT if not NULL; must outlive the client */
     size_t max_buffer;   /* bytes of publishes queued before vg_client_publish waits */
     vg_keepalive keepalive;
     int64_t backoff_base_ms; /* reconnect delays: full jitter over [0, min(max, base*2^n)] */
@@ -57,7 +58,7 @@ typedef struct {
 } vg_client_stats;
 
 /* Fills opts with defaults: VIGIL_SERVER from the environment or
- * 127.0.0.1:7222, an 8 MiB buffer, heartbeats 15 s/5 s/3, backoff 0.2 s to
+ * 127.0.0.1:7222, the token in VIGIL_TOKEN if set, an 8 MiB buffer, heartbeats 15 s/5 s/3, backoff 0.2 s to
  * 10 s, retry for ever, no callbacks. */
 void vg_client_opts_defaults(vg_client_opts *opts);
 

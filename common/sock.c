@@ -89,6 +89,21 @@ const char *vg_sock_name(int fd, int want_peer, char *buf)
     return vg_addr_format(&a, buf);
 }
 
+bool vg_addr_is_loopback(const vg_addr *a)
+{
+    if (a->ss.ss_family == AF_INET) {
+        const struct sockaddr_in *s = (const struct sockaddr_in *)&a->ss;
+        return (ntohl(s->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (a->ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s = (const struct sockaddr_in6 *)&a->ss;
+        if (IN6_IS_ADDR_V4MAPPED(&s->sin6_addr))
+            return s->sin6_addr.s6_addr[12] == 127;
+        return IN6_IS_ADDR_LOOPBACK(&s->sin6_addr);
+    }
+    return false;
+}
+
 vg_status vg_listen(const vg_addr *a, int backlog, int *fd_out)
 {
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -3,6 +3,7 @@
 #define VG_SOCK_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -14,6 +15,9 @@ typedef struct {
 } vg_addr;
 
 #define VG_ADDR_STRLEN 64
+
+/* True for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: only this host can connect. */
+bool vg_addr_is_loopback(const vg_addr *a);
 
 /* Parses "HOST:PORT" ("[::1]:7222" for IPv6; HOST may be a name such as
  * localhost, resolved once here). *why names the problem on VG_ERR_ARG. */

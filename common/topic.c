@@ -1,5 +1,7 @@
 #include "topic.h"
 
+#include <string.h>
+
 vg_status vg_topic_check(const char *topic, size_t len, size_t max_len, size_t max_tokens,
                          const char **why)
 {
@@ -46,4 +48,9 @@ vg_status vg_topic_check(const char *topic, size_t len, size_t max_len, size_t m
         return VG_ERR_BAD_TOPIC;
     }
     return VG_OK;
+}
+
+bool vg_topic_is_system(const char *topic, size_t len)
+{
+    return len >= 4 && memcmp(topic, "$SYS", 4) == 0 && (len == 4 || topic[4] == '.');
 }

@@ -145,3 +145,12 @@ Test(topic, both_limits_at_once)
     cr_assert_eq(check_n(buf, 31, max_len - 1, max_tokens), VG_ERR_BAD_TOPIC);
     cr_assert_eq(check_n(buf, 31, max_len, max_tokens - 1), VG_ERR_BAD_TOPIC);
 }
+
+Test(topic, system_topics_are_recognised_by_first_token)
+{
+    cr_assert(vg_topic_is_system("$SYS", 4));
+    cr_assert(vg_topic_is_system("$SYS.stats", 10));
+    cr_assert_not(vg_topic_is_system("$SYSTEM.x", 9));
+    cr_assert_not(vg_topic_is_system("a.$SYS", 6));
+    cr_assert_not(vg_topic_is_system("$SY", 3));
+}
