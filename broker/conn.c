@@ -85,7 +85,8 @@ struct vg_conn {
     const char *end_reason; /* set once: why the connection is ending */
     bool end_evict;
     bool sent_fatal_err;
-    bool warned_subs; /* the max_subs limit was logged for this connection */
+    bool warned_subs;         /* the max_subs limit was logged for this connection */
+    uint32_t refusals_logged; /* bit per ERR code already logged at info */
     int64_t born_ms;  /* accepted at; the handshake timeout runs from here */
     char end_detail[160];
 
@@ -141,7 +142,17 @@ static void send_err(vg_conn *c, vg_errcode code, const char *why, uint64_t sid)
     if (vg_errcode_is_fatal(code, sid)) {
         c->sent_fatal_err = code != VG_E_SHUTDOWN;
         end(c, vg_errcode_name(code), true, why);
+        return;
     }
+    /* A refused SUB or UNSUB: the first of each kind per connection at info,
+     * the rest at debug, so a flood of them cannot flood the log. */
+    uint32_t bit = code < 32 ? 1u << code : 0;
+    vg_log_level level = (c->refusals_logged & bit) ? VG_LOG_DEBUG : VG_LOG_INFO;
+    c->refusals_logged |= bit;
+    if (vg_log_enabled(level) && code != VG_E_LIMIT) /* the limit has its own line */
+        vg_log(level, "refused", "code=%s client=%llu addr=%s sid=%llu detail=\"%s\"",
+               vg_errcode_name(code), (unsigned long long)c->id, c->addr,
+               (unsigned long long)sid, why);
 }
 
 static void send_ok(vg_conn *c, uint64_t sid)
