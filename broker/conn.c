@@ -100,6 +100,7 @@ typedef struct {
     const uint8_t *start;
     size_t len;
     uint32_t frames;
+    uint64_t payload; /* payload bytes of its frames */
 } run;
 
 void vg_conn_retain(void *c) { atomic_fetch_add_explicit(&((vg_conn *)c)->refs, 1, memory_order_relaxed); }
@@ -319,21 +320,29 @@ static void handle_control(vg_conn *c, const vg_frame *f)
     }
 }
 
-/* Bytes of the first n whole frames in bytes. */
-static size_t frames_bytes(const uint8_t *bytes, uint32_t n)
+/* Payload bytes of the first n MSG frames in bytes, which were checked when
+ * they arrived. Only needed when a delivery dropped some. */
+static uint64_t frames_payload(const uint8_t *bytes, uint32_t n)
 {
-    size_t len = 0;
-    for (uint32_t i = 0; i < n; i++)
-        len += VG_FRAME_HEADER + vg_be32(bytes + len);
-    return len;
+    uint64_t payload = 0;
+    size_t off = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t len = vg_be32(bytes + off);
+        vg_frame f;
+        const char *why;
+        if (vg_frame_parse(bytes + off + VG_FRAME_HEADER, len, &f, &why) == VG_OK)
+            payload += f.payload_len;
+        off += VG_FRAME_HEADER + len;
+    }
+    return payload;
 }
 
 /* Queues a run of whole MSG frames on topic to every subscriber; from, if
  * not NULL, is the publishing connection (its own outbox is never waited
  * on: only its thread drains it). */
 static void fan_out(vg_server *srv, vg_conn *from, const char *topic, uint32_t topic_len,
-                    const uint8_t *bytes, size_t len, uint32_t frames, void ***scratch,
-                    size_t *scratch_cap)
+                    const uint8_t *bytes, size_t len, uint32_t frames, uint64_t payload,
+                    void ***scratch, size_t *scratch_cap)
 {
     size_t n = 0;
     if (vg_subtable_match(srv->subs, topic, topic_len, scratch, scratch_cap, &n) != VG_OK)
@@ -346,7 +355,7 @@ static void fan_out(vg_server *srv, vg_conn *from, const char *topic, uint32_t t
         vg_outbox_put_frames_stall(sub->outbox, bytes, len, frames,
                                    sub == from ? 0 : VG_DELIVER_STALL_MS, &dropped);
         out += frames - dropped;
-        out_bytes += dropped == 0 ? len : frames_bytes(bytes, frames - dropped);
+        out_bytes += dropped == 0 ? payload : frames_payload(bytes, frames - dropped);
         lost += dropped;
         if (dropped > 0 && !atomic_exchange(&sub->dropping, true))
             vg_log(VG_LOG_WARN, "slow_consumer", "state=dropping client=%llu addr=%s max_outbox=%zu",
@@ -364,9 +373,11 @@ static void deliver(vg_conn *c, run *r)
 {
     if (r->frames == 0)
         return;
-    atomic_fetch_add_explicit(&c->srv->stats.msgs_in, r->frames, memory_order_relaxed);
-    fan_out(c->srv, c, r->topic, r->topic_len, r->start, r->len, r->frames, &c->scratch,
-            &c->scratch_cap);
+    vg_server_stats *st = &c->srv->stats;
+    atomic_fetch_add_explicit(&st->msgs_in, r->frames, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->bytes_in, r->payload, memory_order_relaxed);
+    fan_out(c->srv, c, r->topic, r->topic_len, r->start, r->len, r->frames, r->payload,
+            &c->scratch, &c->scratch_cap);
     r->frames = 0;
 }
 
@@ -380,8 +391,8 @@ vg_status vg_conn_publish_system(vg_server *srv, const char *topic, const void *
                                     payload_len);
     if (st != VG_OK)
         return st;
-    fan_out(srv, NULL, topic, (uint32_t)topic_len, frame->data, frame->len, 1, scratch,
-            scratch_cap);
+    fan_out(srv, NULL, topic, (uint32_t)topic_len, frame->data, frame->len, 1, payload_len,
+            scratch, scratch_cap);
     return VG_OK;
 }
 
@@ -419,12 +430,13 @@ static void handle_frames(vg_conn *c)
                 f.payload_len <= c->srv->cfg.max_payload) {
                 r.len += f.raw_len;
                 r.frames++;
+                r.payload += f.payload_len;
                 continue;
             }
             deliver(c, &r);
             if (!publish_ok(c, &f))
                 return;
-            r = (run){f.topic, f.topic_len, f.raw, f.raw_len, 1};
+            r = (run){f.topic, f.topic_len, f.raw, f.raw_len, 1, f.payload_len};
             continue;
         }
         deliver(c, &r);
@@ -463,7 +475,6 @@ static void read_and_handle(vg_conn *c)
             return;
         }
         vg_decoder_commit(c->rx, (size_t)n);
-        atomic_fetch_add_explicit(&c->srv->stats.bytes_in, (uint64_t)n, memory_order_relaxed);
         vg_liveness_heard(c->live, vg_now_ms());
         handle_frames(c);
         if ((size_t)n < avail)

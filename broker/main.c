@@ -247,18 +247,24 @@ int main(int argc, char **argv)
     sigaddset(&stop, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
+    int rc = 1;
     int stop_fd = signalfd(-1, &stop, SFD_CLOEXEC);
     if (stop_fd < 0) {
         vg_log(VG_LOG_ERROR, "start_failed", "error=\"signalfd failed\"");
-        return 1;
+        goto fail;
     }
 
     vg_server srv;
     if (vg_server_open(&srv, &cfg) != VG_OK)
-        return 1;
+        goto fail_signalfd;
     vg_server_run(&srv, stop_fd, 5000);
     vg_server_close(&srv);
     vg_log(VG_LOG_INFO, "stopped", NULL);
+    rc = 0;
+
+fail_signalfd:
     close(stop_fd);
-    return 0;
+fail:
+    free((char *)cfg.token);
+    return rc;
 }

@@ -49,8 +49,8 @@ typedef enum {
 /* Counters kept by every connection thread, read by the stats publisher.
  * Updated once per read or per delivery, never per byte. */
 typedef struct {
-    _Atomic uint64_t msgs_in, bytes_in;   /* MSG frames / bytes read from clients */
-    _Atomic uint64_t msgs_out, bytes_out; /* MSG frames / bytes queued to subscribers */
+    _Atomic uint64_t msgs_in, bytes_in;   /* MSG frames / their payload bytes from clients */
+    _Atomic uint64_t msgs_out, bytes_out; /* ... queued to subscribers (one per subscriber) */
     _Atomic uint64_t dropped;             /* messages dropped for slow subscribers */
     _Atomic uint64_t pings_sent, pongs_received;
     _Atomic uint64_t evictions[VG_EVICT_COUNT];

@@ -112,11 +112,15 @@ bool vg_cli_client_option(int opt, const char *arg, vg_client_opts *o, const cha
         o->max_reconnects = v;
         return true;
     case VG_OPT_TOKEN_FILE: {
-        char *token; /* kept for the life of the program */
+        static char kept[VG_TOKEN_MAX_LEN + 1]; /* for the life of the program */
+        char *token;
         const char *why;
         if (vg_token_load(arg, NULL, &token, &why) != VG_OK)
             vg_usage_error(prog, usage, "--token-file %s: %s", arg, why);
-        o->token = token;
+        strcpy(kept, token);
+        memset(token, 0, strlen(token));
+        free(token);
+        o->token = kept;
         return true;
     }
     }

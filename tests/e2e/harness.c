@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -35,13 +37,33 @@ int64_t h_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* $VIGIL_TEST_BIN_DIR/<program> when that is set: CI drives the programs of
+ * another build (TSan, whose Criterion binaries cannot run) with these tests.
+ * Otherwise the path ctest passes in VIGIL_BROKER, VIGIL_PUB, ... */
 const char *h_bin(const char *which)
 {
-    const char *var = strcmp(which, "broker") == 0 ? "VIGIL_BROKER"
-                      : strcmp(which, "pub") == 0  ? "VIGIL_PUB"
-                                                   : "VIGIL_SUB";
-    const char *path = getenv(var);
-    cr_assert(path != NULL, "%s is not set: run the tests through ctest", var);
+    static const struct {
+        const char *name, *var, *file;
+    } bins[] = {
+        {"broker", "VIGIL_BROKER", "broker"},
+        {"pub", "VIGIL_PUB", "pub"},
+        {"sub", "VIGIL_SUB", "sub"},
+        {"proxy", "VIGIL_PROXY", "vigil-proxy"},
+    };
+    static char paths[sizeof bins / sizeof *bins][4096];
+    size_t i = 0;
+    while (i < sizeof bins / sizeof *bins && strcmp(which, bins[i].name) != 0)
+        i++;
+    cr_assert(i < sizeof bins / sizeof *bins, "h_bin: no program named %s", which);
+    const char *dir = getenv("VIGIL_TEST_BIN_DIR");
+    if (dir != NULL && dir[0] != 0) {
+        snprintf(paths[i], sizeof paths[i], "%s/%s", dir, bins[i].file);
+        cr_assert(access(paths[i], X_OK) == 0, "VIGIL_TEST_BIN_DIR: %s: %s", paths[i],
+                  strerror(errno));
+        return paths[i];
+    }
+    const char *path = getenv(bins[i].var);
+    cr_assert(path != NULL, "%s is not set: run the tests through ctest", bins[i].var);
     return path;
 }
 
@@ -528,4 +550,139 @@ bool h_raw_wait_eof(h_raw *r, int timeout_ms)
         if (n == 0 || (n < 0 && errno == ECONNRESET))
             return true;
     }
+}
+
+/* ---- resources, time scale, files: for the hardening tests (issue 5) ---- */
+
+double h_time_scale(void)
+{
+    const char *s = getenv("VIGIL_TEST_TIME_SCALE");
+    double v = s != NULL ? atof(s) : 1.0;
+    return v >= 1.0 ? v : 1.0;
+}
+
+int h_ms(int ms) { return (int)(ms * h_time_scale()); }
+
+const char *h_secs(double s)
+{
+    static char buf[16][24];
+    static int i;
+    i = (i + 1) % 16;
+    snprintf(buf[i], sizeof buf[i], "%.3f", s * h_time_scale());
+    return buf[i];
+}
+
+long h_proc_status(pid_t pid, const char *key)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t klen = strlen(key);
+    long v = -1;
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, key, klen) == 0 && line[klen] == ':') {
+            v = strtol(line + klen + 1, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return v;
+}
+
+bool h_sanitized(const h_proc *p)
+{
+    char path[64], line[512];
+    snprintf(path, sizeof path, "/proc/%d/maps", (int)p->pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return false;
+    bool found = false;
+    while (!found && fgets(line, sizeof line, f) != NULL)
+        found = strstr(line, "libasan") != NULL || strstr(line, "libtsan") != NULL;
+    fclose(f);
+    /* clang links the runtimes statically: fall back on the CI's signal. */
+    return found || getenv("VIGIL_TEST_TIME_SCALE") != NULL;
+}
+
+h_usage h_usage_of(const h_proc *p)
+{
+    h_usage u = {h_proc_status(p->pid, "Threads"), h_proc_status(p->pid, "VmRSS")};
+    cr_assert(u.threads > 0 && u.rss_kb > 0, "cannot read /proc/%d/status", (int)p->pid);
+    return u;
+}
+
+void h_assert_usage_back(const h_proc *p, h_usage base, int slack_threads, long slack_kb,
+                         int timeout_ms)
+{
+    int64_t t0 = h_now_ms(), deadline = t0 + timeout_ms;
+    if (h_sanitized(p))
+        slack_threads++; /* TSan starts a background thread with the first thread created */
+    h_usage now = h_usage_of(p);
+    while (now.threads > base.threads + slack_threads && h_now_ms() < deadline) {
+        h_pump((h_proc *)p, 50); /* keeps its stderr pipe drained meanwhile */
+        now = h_usage_of(p);
+    }
+    cr_log_info("%s: threads %ld -> %ld (after %lld ms), rss %ld kB -> %ld kB", p->name,
+                base.threads, now.threads, (long long)(h_now_ms() - t0), base.rss_kb, now.rss_kb);
+    cr_assert(now.threads <= base.threads + slack_threads,
+              "%s still has %ld threads after %d ms (baseline %ld)", p->name, now.threads,
+              timeout_ms, base.threads);
+    if (h_sanitized(p))
+        return;
+    cr_assert(now.rss_kb <= base.rss_kb + slack_kb, "%s RSS %ld kB, baseline %ld kB + %ld kB",
+              p->name, now.rss_kb, base.rss_kb, slack_kb);
+}
+
+long h_raise_nofile(void)
+{
+    struct rlimit rl;
+    cr_assert(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? LONG_MAX : (long)rl.rlim_cur;
+}
+
+char *h_temp_file(const void *bytes, size_t len)
+{
+    const char *dir = getenv("TMPDIR");
+    char *path = NULL;
+    cr_assert(asprintf(&path, "%s/vigil-test-XXXXXX", dir && *dir ? dir : "/tmp") > 0);
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0, "mkstemp: %s", strerror(errno));
+    cr_assert(write(fd, bytes, len) == (ssize_t)len);
+    close(fd);
+    return path;
+}
+
+int h_tcp_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+void h_raw_expect_fatal(h_raw *r, uint64_t code, int timeout_ms)
+{
+    vg_frame f;
+    do {
+        cr_assert(h_raw_read(r, &f, timeout_ms), "expected ERR %s, got nothing",
+                  vg_errcode_name(code));
+    } while (f.type != VG_FRAME_ERR);
+    cr_assert_eq(f.code, code, "ERR code %s, expected %s", vg_errcode_name(f.code),
+                 vg_errcode_name(code));
+    cr_assert(f.reason_len > 0, "ERR without a reason");
+    cr_assert(h_raw_wait_eof(r, timeout_ms), "broker did not close after a fatal ERR %s",
+              vg_errcode_name(code));
 }

@@ -27,8 +27,9 @@ typedef struct {
     const char *name;
 } h_proc;
 
-/* Paths of the programs under test, from the environment set by ctest. */
-const char *h_bin(const char *which); /* "broker", "pub", "sub" */
+/* Paths of the programs under test: in $VIGIL_TEST_BIN_DIR when it is set,
+ * else from the environment set by ctest. */
+const char *h_bin(const char *which); /* "broker", "pub", "sub", "proxy" */
 
 /* Starts argv (NULL-terminated; argv[0] a path) with stdout/stderr captured. */
 h_proc *h_spawn(const char *name, const char *const argv[]);
@@ -108,5 +109,54 @@ void h_raw_handshake(h_raw *r);
 bool h_raw_read(h_raw *r, vg_frame *f, int timeout_ms);
 /* True if the peer closes the connection within timeout_ms (frames before EOF are skipped). */
 bool h_raw_wait_eof(h_raw *r, int timeout_ms);
+
+/* ---- resources, time scale, files: for the hardening tests (issue 5) ---- */
+
+/* VIGIL_TEST_TIME_SCALE (at least 1; 1 if unset): sanitizer builds run
+ * several times slower, so tests multiply their timings by it. */
+double h_time_scale(void);
+/* ms multiplied by the time scale. */
+int h_ms(int ms);
+/* Decimal seconds multiplied by the time scale, as a command-line argument
+ * (from a ring of 16 static buffers). */
+const char *h_secs(double s);
+
+/* The number in /proc/PID/status for key ("Threads"; "VmRSS" in kB), or -1. */
+long h_proc_status(pid_t pid, const char *key);
+
+/* Whether the running child was built with AddressSanitizer or
+ * ThreadSanitizer (their runtime is mapped into it): their allocators keep
+ * freed memory (ASan's quarantine), so its RSS says nothing about leaks. */
+bool h_sanitized(const h_proc *p);
+
+typedef struct {
+    long threads;
+    long rss_kb;
+} h_usage;
+
+/* The child's thread count and resident memory now. */
+h_usage h_usage_of(const h_proc *p);
+
+/* Waits (bounded) until p has at most base.threads + slack_threads threads
+ * (one more for a sanitized child), then asserts its RSS is at most
+ * base.rss_kb + slack_kb (not checked for a sanitized child, whose leaks
+ * LeakSanitizer reports at exit instead). */
+void h_assert_usage_back(const h_proc *p, h_usage base, int slack_threads, long slack_kb,
+                         int timeout_ms);
+
+/* Raises this process's RLIMIT_NOFILE soft limit to the hard limit;
+ * returns the soft limit now in force. */
+long h_raise_nofile(void);
+
+/* Writes len bytes to a new temporary file (mode 0600); returns its path,
+ * malloc'd: unlink and free it. */
+char *h_temp_file(const void *bytes, size_t len);
+
+/* A plain blocking TCP connection to 127.0.0.1:port; -1 on failure. */
+int h_tcp_connect(int port);
+
+/* Reads frames until an ERR (skipping others), asserts its code, then that
+ * the broker closes the connection. */
+void h_raw_expect_fatal(h_raw *r, uint64_t code, int timeout_ms);
 
 #endif
