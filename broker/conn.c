@@ -675,8 +675,10 @@ static void *conn_main(void *arg)
         }
         if (p[1].revents & POLLIN)
             vg_outbox_drain_wakeup(c->outbox);
-        if (p[0].revents & (POLLIN | POLLHUP | POLLERR))
+        if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+            vg_outbox_unpark(c->outbox);
             read_and_handle(c);
+        }
     }
     finish(c);
     return NULL;

@@ -368,6 +368,14 @@ int vg_outbox_park(vg_outbox *ob)
     return idle;
 }
 
+void vg_outbox_unpark(vg_outbox *ob)
+{
+    pthread_mutex_lock(&ob->mu);
+    ob->parked = false;
+    ob->owner_writes = true;
+    pthread_mutex_unlock(&ob->mu);
+}
+
 void vg_outbox_wake(vg_outbox *ob) { signal_owner(ob); }
 
 void vg_outbox_close(vg_outbox *ob)

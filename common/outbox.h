@@ -92,6 +92,11 @@ void vg_outbox_set_inflight(vg_outbox *ob, size_t bytes);
  * and hands the socket to producers for direct writes; 0 if there is work. */
 int vg_outbox_park(vg_outbox *ob);
 
+/* Owner, awake again: takes the socket back from producers before doing
+ * anything that queues control replies, so that no direct write can
+ * overtake them (e.g. a message to itself overtaking its own OK). */
+void vg_outbox_unpark(vg_outbox *ob);
+
 /* Wakes the owner unconditionally (it has other work: a stop, a subscription). */
 void vg_outbox_wake(vg_outbox *ob);
 

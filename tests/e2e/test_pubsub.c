@@ -217,3 +217,31 @@ Test(pubsub, subscriber_that_never_reads_does_not_block_publisher_or_others)
     cr_assert(h_wait_err(b, "event=client_closed reason=", WAIT));
     h_free(healthy), h_free(b);
 }
+
+Test(pubsub, replies_are_never_overtaken_by_a_message_to_oneself)
+{
+    /* SUB then MSG on that topic in one write, many times: each OK must
+     * arrive before the message it makes possible. A publisher's own
+     * delivery once went straight to its socket, ahead of the OK still
+     * queued on its thread. */
+    enum { ROUNDS = 200 };
+    int port;
+    h_proc *b = h_broker(&port, NULL);
+    h_raw r = h_raw_connect(port);
+    h_raw_handshake(&r);
+    for (int i = 1; i <= ROUNDS; i++) {
+        char topic[32];
+        int n = snprintf(topic, sizeof topic, "self.%d", i);
+        vg_buf out = {0};
+        cr_assert_eq(vg_frame_put_sub(&out, (uint64_t)i, topic, (size_t)n), VG_OK);
+        cr_assert_eq(vg_frame_put_msg(&out, VG_FRAME_MSG_TYPE1, topic, (size_t)n, "x", 1), VG_OK);
+        h_raw_send_buf(&r, &out);
+        vg_buf_free(&out);
+        vg_frame f;
+        cr_assert(h_raw_read(&r, &f, WAIT), "round %d: nothing came back", i);
+        cr_assert_eq(f.type, VG_FRAME_OK, "round %d: frame type %d arrived before OK", i, f.type);
+        cr_assert(h_raw_read(&r, &f, WAIT) && vg_frame_is_msg(f.type), "round %d: no MSG", i);
+    }
+    h_raw_close(&r);
+    h_free(b);
+}
