@@ -47,8 +47,7 @@ static h_proc *proxy(int upstream, int *port)
 {
     char up[32];
     snprintf(up, sizeof up, "127.0.0.1:%d", upstream);
-    const char *argv[] = {getenv("VIGIL_PROXY"), "--listen", "127.0.0.1:0", "--upstream", up, NULL};
-    cr_assert(argv[0] != NULL, "VIGIL_PROXY is not set");
+    const char *argv[] = {h_bin("proxy"), "--listen", "127.0.0.1:0", "--upstream", up, NULL};
     h_proc *p = h_spawn("proxy", argv);
     cr_assert(h_wait_err(p, "event=listening", WAIT));
     *port = atoi(strstr(p->err, "addr=127.0.0.1:") + strlen("addr=127.0.0.1:"));
