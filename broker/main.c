@@ -90,11 +90,6 @@ static void fit_max_connections(vg_broker_config *cfg, bool explicit_limit)
     cfg->max_connections = fit;
 }
 
-static const char *listen_str(const vg_broker_config *cfg, char *buf)
-{
-    return vg_addr_format(&cfg->listen, buf);
-}
-
 /* Loads the token (file, else $VIGIL_AUTH_TOKEN) and applies protected mode:
  * like redis, refuse to serve the network without authentication unless the
  * operator said so. Exits 2 on any problem. */
@@ -116,10 +111,10 @@ static void setup_auth(vg_broker_config *cfg, const char *token_file, bool allow
         vg_log(VG_LOG_ERROR, "refused_to_start",
                "reason=protected_mode addr=%s hint=\"listening beyond loopback needs "
                "--auth-token-file (or VIGIL_AUTH_TOKEN), or --allow-unauthenticated\"",
-               listen_str(cfg, addr));
+               vg_addr_format(&cfg->listen, addr));
         exit(2);
     }
-    vg_log(VG_LOG_WARN, "unauthenticated", "addr=%s", listen_str(cfg, addr));
+    vg_log(VG_LOG_WARN, "unauthenticated", "addr=%s", vg_addr_format(&cfg->listen, addr));
 }
 
 typedef struct {

@@ -86,13 +86,12 @@ fail_listen:
  * reset that could destroy the ERR before the client reads it. */
 static void refuse(vg_server *srv, int fd)
 {
-    static const char why[] = "too many connections";
-    uint8_t frame[64];
-    vg_buf b = {.data = frame, .cap = sizeof frame}; /* fits: never reallocated */
-    if (vg_frame_put_err(&b, VG_E_LIMIT, why, 0) == VG_OK) {
+    vg_buf b = {0};
+    if (vg_frame_put_err(&b, VG_E_LIMIT, "too many connections", 0) == VG_OK) {
         ssize_t ignored = send(fd, b.data, b.len, MSG_DONTWAIT | MSG_NOSIGNAL);
         (void)ignored;
     }
+    vg_buf_free(&b);
     char sink[4096];
     while (recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0)
         ;
@@ -110,15 +109,16 @@ static bool admit(vg_server *srv)
     size_t n = srv->nconns;
     pthread_mutex_unlock(&srv->mu);
     bool ok = n < srv->cfg.max_connections;
-    if (!ok && !srv->at_limit)
-        vg_log(VG_LOG_WARN, "connection_limit", "state=reached connections=%zu max_connections=%zu",
-               n, srv->cfg.max_connections);
-    else if (ok && srv->at_limit)
+    if (ok == !srv->at_limit)
+        return ok; /* no change of state */
+    if (ok)
         vg_log(VG_LOG_INFO, "connection_limit", "state=cleared connections=%zu refused=%llu", n,
                (unsigned long long)srv->refused);
-    if (ok != !srv->at_limit)
-        srv->refused = 0;
+    else
+        vg_log(VG_LOG_WARN, "connection_limit", "state=reached connections=%zu max_connections=%zu",
+               n, srv->cfg.max_connections);
     srv->at_limit = !ok;
+    srv->refused = 0;
     return ok;
 }
 

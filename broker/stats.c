@@ -1,7 +1,6 @@
 #include "stats.h"
 
 #include <stdio.h>
-#include <string.h>
 
 #include "version.h"
 

@@ -156,6 +156,21 @@ static bool after_append(vg_outbox *ob)
     return false;
 }
 
+/* Waits, under the lock, until n bytes may fit or deadline (NULL: none)
+ * passes; returns ETIMEDOUT or 0. The waiter is counted before fits() is
+ * checked again: vg_outbox_set_inflight frees room without the lock, and
+ * either this check sees the room or set_inflight sees the waiter. */
+static int wait_for_room(vg_outbox *ob, size_t n, const struct timespec *deadline)
+{
+    atomic_fetch_add(&ob->waiters, 1);
+    int rc = 0;
+    if (!fits(ob, n))
+        rc = deadline == NULL ? pthread_cond_wait(&ob->room, &ob->mu)
+                              : pthread_cond_timedwait(&ob->room, &ob->mu, deadline);
+    atomic_fetch_sub(&ob->waiters, 1);
+    return rc;
+}
+
 static vg_status put(vg_outbox *ob, const void *bytes, size_t n, uint32_t nframes, int timeout_ms,
                      void (*fill)(uint8_t *, void *), void *arg)
 {
@@ -183,12 +198,7 @@ static vg_status put(vg_outbox *ob, const void *bytes, size_t n, uint32_t nframe
             deadline = vg_deadline_after(timeout_ms);
             have_deadline = true;
         }
-        atomic_fetch_add(&ob->waiters, 1);
-        int rc = 0;
-        if (!fits(ob, n)) /* again: set_inflight may have freed room unlocked */
-            rc = timeout_ms < 0 ? pthread_cond_wait(&ob->room, &ob->mu)
-                                : pthread_cond_timedwait(&ob->room, &ob->mu, &deadline);
-        atomic_fetch_sub(&ob->waiters, 1);
+        int rc = wait_for_room(ob, n, timeout_ms < 0 ? NULL : &deadline);
         if (rc == ETIMEDOUT && !fits(ob, n) && !ob->closed) {
             st = VG_ERR_FULL;
             break;
@@ -212,13 +222,16 @@ vg_status vg_outbox_put_with(vg_outbox *ob, size_t n, uint32_t nframes, int time
     return put(ob, NULL, n, nframes, timeout_ms, fill, arg);
 }
 
-/* Length of the longest prefix of whole frames in bytes[0..n) that fits. */
-static size_t fitting_prefix(vg_outbox *ob, const uint8_t *bytes, size_t n, uint32_t *frames)
+/* Length of the longest prefix of the nframes whole frames in bytes[0..n)
+ * that fits; *frames receives how many frames that is. */
+static size_t fitting_prefix(vg_outbox *ob, const uint8_t *bytes, size_t n, uint32_t nframes,
+                             uint32_t *frames)
 {
+    *frames = nframes;
+    if (fits(ob, n))
+        return n; /* including an empty outbox, which takes any put */
     *frames = 0;
-    if (used(ob) == 0)
-        return 0; /* caller appends everything: an empty outbox takes any put */
-    size_t room = ob->max_bytes > used(ob) ? ob->max_bytes - used(ob) : 0, take = 0;
+    size_t u = used(ob), room = ob->max_bytes > u ? ob->max_bytes - u : 0, take = 0;
     while (take < n) {
         size_t len = VG_FRAME_HEADER + vg_be32(bytes + take);
         if (len > room - take)
@@ -253,10 +266,8 @@ vg_status vg_outbox_put_frames_stall(vg_outbox *ob, const uint8_t *bytes, size_t
             st = VG_ERR_CLOSED;
             break;
         }
-        size_t take = n;
-        uint32_t frames = left;
-        if (!fits(ob, n))
-            take = fitting_prefix(ob, bytes, n, &frames);
+        uint32_t frames;
+        size_t take = fitting_prefix(ob, bytes, n, left, &frames);
         if (take > 0) {
             if (append_locked(ob, bytes, take, frames, NULL, NULL) != VG_OK) {
                 st = VG_ERR_NOMEM;
@@ -277,12 +288,7 @@ vg_status vg_outbox_put_frames_stall(vg_outbox *ob, const uint8_t *bytes, size_t
             signal_owner(ob);
             wake = false;
         }
-        atomic_fetch_add(&ob->waiters, 1);
-        int rc = 0;
-        if (!fits(ob, VG_FRAME_HEADER + vg_be32(bytes))) /* again: see set_inflight */
-            rc = pthread_cond_timedwait(&ob->room, &ob->mu, &deadline);
-        atomic_fetch_sub(&ob->waiters, 1);
-        if (rc == ETIMEDOUT)
+        if (wait_for_room(ob, VG_FRAME_HEADER + vg_be32(bytes), &deadline) == ETIMEDOUT)
             stall_ms = 0; /* one last try, then drop what still does not fit */
     }
     *dropped = left;
