@@ -520,6 +520,9 @@ Test(limits, topic_length_and_tokens_follow_the_flags)
             cr_assert_eq(f.code, VG_E_BAD_TOPIC, "SUB %d: ERR %s", i + 1, vg_errcode_name(f.code));
     }
     cr_assert(h_raw_read(&r, &f, WAIT) && f.type == VG_FRAME_PONG, "a refused SUB is not fatal");
+    /* Two refusals of one kind: one info line, so a flood cannot flood the log. */
+    cr_assert(h_wait_err(fx.broker, "event=refused code=bad_topic", WAIT), "%s", fx.broker->err);
+    cr_assert_eq(h_count(fx.broker->err, "event=refused code=bad_topic"), 1, "%s", fx.broker->err);
     /* On MSG the same refusal is fatal. */
     vg_frame_put_msg(&b, VG_FRAME_MSG_TYPE1, "a.b.c.d", 7, "x", 1);
     h_raw_send_buf(&r, &b);
