@@ -21,14 +21,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <mosquitto.h>
 
 #include "backend.h"
+#include "idle_pool.h"
 #include "sock.h"
 
 #define WINDOW 16384 /* publications queued in libmosquitto, not yet written */
@@ -325,22 +324,19 @@ static void q_close(bench_conn *c)
     free(c);
 }
 
-/* ---- idle pool: raw MQTT 3.1.1 sockets, one epoll thread ----
+/* ---- idle pool: MQTT 3.1.1 over raw sockets (idle_pool.h) ----
  *
  * Each connection sends CONNECT (clean session, keep-alive 60 s), waits for
  * CONNACK, sends SUBSCRIBE (QoS 0) and is ready at SUBACK. MQTT leaves the
  * keep-alive to the client: the broker drops a connection silent for 1.5 x
- * its keep-alive, so the thread sends each connection a PINGREQ every 30 s
- * and discards the PINGRESPs. Packets are parsed only as far as needed: the
+ * its keep-alive, so each ready connection sends a PINGREQ every 30 s and
+ * the PINGRESPs are discarded. Packets are parsed only as far as needed: the
  * fixed header, and the first bytes of the body. */
 
 #define PING_EVERY_MS 30000
 
-enum { IDLE_WAIT_CONNACK, IDLE_WAIT_SUBACK, IDLE_READY, IDLE_FAILED };
-
 typedef struct {
-    int fd;
-    int state;
+    bool sent_subscribe;
     bool in_body;   /* past the fixed header */
     uint8_t hdr[5]; /* the fixed header: type, remaining length */
     int hdr_len;
@@ -348,29 +344,13 @@ typedef struct {
     uint8_t body[4];    /* its first bytes */
     uint32_t body_len;
     int64_t next_ping_ms;
-} idle_conn;
+} q_idle_conn;
 
 typedef struct {
-    _Atomic int n; /* connections opened so far */
-    idle_conn *conns;
+    idle_pool *pool;
     char topic[256];
     size_t topic_len;
-    int ep;
-    atomic_bool stop;
-    pthread_t thread;
-    bool thread_started;
-    pthread_mutex_t mu; /* guards ready, failed */
-    pthread_cond_t cv;
-    int ready, failed;
-    int dropped; /* closed by the broker after the handshake (loop thread only) */
-} idle_pool;
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+} q_idle;
 
 /* Appends an MQTT remaining length (variable-length integer); returns its size. */
 static size_t put_varlen(uint8_t *out, size_t v)
@@ -392,11 +372,6 @@ static size_t put_str(uint8_t *out, const char *s, size_t len)
     return len + 2;
 }
 
-static bool send_all(int fd, const uint8_t *data, size_t len)
-{
-    return send(fd, data, len, MSG_NOSIGNAL) == (ssize_t)len;
-}
-
 static bool send_connect(int fd, int i)
 {
     char id[48];
@@ -412,7 +387,7 @@ static bool send_connect(int fd, int i)
     pkt[k++] = 0x10;
     k += put_varlen(pkt + k, b);
     memcpy(pkt + k, body, b);
-    return send_all(fd, pkt, k + b);
+    return idle_send(fd, pkt, k + b);
 }
 
 static bool send_subscribe(int fd, const char *topic, size_t topic_len)
@@ -425,59 +400,54 @@ static bool send_subscribe(int fd, const char *topic, size_t topic_len)
     pkt[k++] = 1; /* packet identifier */
     k += put_str(pkt + k, topic, topic_len);
     pkt[k++] = 0; /* requested QoS */
-    return send_all(fd, pkt, k);
+    return idle_send(fd, pkt, k);
 }
 
-static void idle_settle(idle_pool *p, idle_conn *c, int state)
+static bool q_idle_open_conn(idle_pool *p, int i)
 {
-    c->state = state;
-    pthread_mutex_lock(&p->mu);
-    if (state == IDLE_READY)
-        p->ready++;
-    else
-        p->failed++;
-    pthread_cond_signal(&p->cv);
-    pthread_mutex_unlock(&p->mu);
+    return send_connect(idle_pool_fd(p, i), i);
 }
 
 /* Acts on one complete packet (its type and first body bytes). */
-static void idle_packet(idle_pool *p, idle_conn *c)
+static void q_idle_packet(idle_pool *p, int i, q_idle_conn *c)
 {
+    q_idle *x = idle_pool_arg(p);
     int type = c->hdr[0] >> 4;
-    if (type == 2 && c->state == IDLE_WAIT_CONNACK) { /* CONNACK */
+    if (type == 2 && !c->sent_subscribe) { /* CONNACK */
         if (c->body_len < 2 || c->body[1] != 0) {
             fprintf(stderr, "mosquitto: idle connection refused (code %d)\n",
                     c->body_len >= 2 ? c->body[1] : -1);
-            idle_settle(p, c, IDLE_FAILED);
-        } else if (!send_subscribe(c->fd, p->topic, p->topic_len)) {
-            idle_settle(p, c, IDLE_FAILED);
+            idle_pool_settle(p, i, false);
+        } else if (!send_subscribe(idle_pool_fd(p, i), x->topic, x->topic_len)) {
+            idle_pool_settle(p, i, false);
         } else {
-            c->state = IDLE_WAIT_SUBACK;
+            c->sent_subscribe = true;
         }
-    } else if (type == 9 && c->state == IDLE_WAIT_SUBACK) { /* SUBACK */
+    } else if (type == 9 && c->sent_subscribe && !idle_pool_ready(p, i)) { /* SUBACK */
         if (c->body_len < 3 || c->body[2] == 0x80) {
             fprintf(stderr, "mosquitto: idle subscription refused\n");
-            idle_settle(p, c, IDLE_FAILED);
+            idle_pool_settle(p, i, false);
         } else {
-            c->next_ping_ms = mono_ms() + PING_EVERY_MS;
-            idle_settle(p, c, IDLE_READY);
+            c->next_ping_ms = idle_pool_now_ms() + PING_EVERY_MS;
+            idle_pool_settle(p, i, true);
         }
     }
     /* PINGRESP and anything else: discarded */
 }
 
 /* Feeds received bytes through the packet framing. */
-static void idle_feed(idle_pool *p, idle_conn *c, const uint8_t *buf, size_t n)
+static void q_idle_bytes(idle_pool *p, int i, const uint8_t *buf, size_t n)
 {
-    size_t i = 0;
-    while (i < n && c->state != IDLE_FAILED) {
+    q_idle_conn *c = idle_pool_conn(p, i);
+    size_t k = 0;
+    while (k < n) {
         if (!c->in_body) {
             if (c->hdr_len == (int)sizeof c->hdr) { /* a fifth length byte: malformed */
                 fprintf(stderr, "mosquitto: idle connection: malformed packet\n");
-                idle_settle(p, c, IDLE_FAILED);
+                idle_pool_settle(p, i, false);
                 return;
             }
-            c->hdr[c->hdr_len++] = buf[i++];
+            c->hdr[c->hdr_len++] = buf[k++];
             if (c->hdr_len < 2 || (c->hdr[c->hdr_len - 1] & 0x80) != 0)
                 continue;
             uint32_t len = 0, mult = 1;
@@ -487,141 +457,62 @@ static void idle_feed(idle_pool *p, idle_conn *c, const uint8_t *buf, size_t n)
             c->body_left = len;
             c->body_len = 0;
         } else {
-            size_t take = n - i < c->body_left ? n - i : c->body_left;
+            size_t take = n - k < c->body_left ? n - k : c->body_left;
             for (size_t j = 0; j < take && c->body_len < sizeof c->body; j++)
-                c->body[c->body_len++] = buf[i + j];
-            i += take;
+                c->body[c->body_len++] = buf[k + j];
+            k += take;
             c->body_left -= (uint32_t)take;
         }
         if (c->body_left == 0) {
-            idle_packet(p, c);
+            q_idle_packet(p, i, c);
             c->in_body = false;
             c->hdr_len = 0;
         }
     }
 }
 
-static void idle_read(idle_pool *p, idle_conn *c)
+static void q_idle_tick(idle_pool *p, int64_t now_ms)
 {
-    uint8_t buf[4096];
-    ssize_t r = recv(c->fd, buf, sizeof buf, 0);
-    if (r <= 0) {
-        epoll_ctl(p->ep, EPOLL_CTL_DEL, c->fd, NULL);
-        if (c->state != IDLE_FAILED) {
-            if (c->state == IDLE_READY && p->dropped++ == 0)
-                fprintf(stderr, "mosquitto: an idle connection was closed by the broker\n");
-            idle_settle(p, c, IDLE_FAILED);
-        }
-        return;
-    }
-    idle_feed(p, c, buf, (size_t)r);
-}
-
-static void *idle_loop(void *arg)
-{
-    idle_pool *p = arg;
     static const uint8_t pingreq[2] = {0xc0, 0x00};
-    struct epoll_event ev[256];
-    while (!atomic_load(&p->stop)) {
-        int k = epoll_wait(p->ep, ev, 256, 200);
-        for (int i = 0; i < k; i++)
-            idle_read(p, &p->conns[ev[i].data.u32]);
-        int64_t now = mono_ms();
-        int n = atomic_load_explicit(&p->n, memory_order_acquire);
-        for (int i = 0; i < n; i++) {
-            idle_conn *c = &p->conns[i];
-            if (c->state == IDLE_READY && now >= c->next_ping_ms) {
-                c->next_ping_ms = now + PING_EVERY_MS;
-                if (!send_all(c->fd, pingreq, sizeof pingreq))
-                    idle_settle(p, c, IDLE_FAILED);
-            }
+    int n = idle_pool_count(p);
+    for (int i = 0; i < n; i++) {
+        q_idle_conn *c = idle_pool_conn(p, i);
+        if (idle_pool_ready(p, i) && now_ms >= c->next_ping_ms) {
+            c->next_ping_ms = now_ms + PING_EVERY_MS;
+            if (!idle_send(idle_pool_fd(p, i), pingreq, sizeof pingreq))
+                idle_pool_settle(p, i, false);
         }
     }
-    return NULL;
 }
 
-static void q_idle_close(void *arg);
+static const idle_proto q_idle_proto = {"mosquitto", sizeof(q_idle_conn), q_idle_open_conn,
+                                        q_idle_bytes, q_idle_tick};
 
 static void *q_idle_open(const char *server, int n, const char *topic)
 {
-    vg_addr a;
-    if (vg_addr_parse(server, &a, NULL) != VG_OK) {
-        fprintf(stderr, "mosquitto: bad server address %s\n", server);
+    q_idle *x = calloc(1, sizeof *x);
+    if (x == NULL)
         return NULL;
-    }
-    if (strlen(topic) >= sizeof ((idle_pool *)0)->topic) {
+    x->topic_len = strlen(topic);
+    if (x->topic_len >= sizeof x->topic) {
         fprintf(stderr, "mosquitto: topic too long\n");
+        free(x);
         return NULL;
     }
-    idle_pool *p = calloc(1, sizeof *p);
-    if (p == NULL)
-        return NULL;
-    pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->cv, NULL);
-    p->topic_len = strlen(topic);
-    memcpy(p->topic, topic, p->topic_len + 1);
-    p->conns = calloc((size_t)n, sizeof *p->conns);
-    p->ep = epoll_create1(EPOLL_CLOEXEC);
-    if (p->conns == NULL || p->ep < 0 || pthread_create(&p->thread, NULL, idle_loop, p) != 0) {
-        q_idle_close(p);
+    memcpy(x->topic, topic, x->topic_len + 1);
+    x->pool = idle_pool_open(&q_idle_proto, x, server, n);
+    if (x->pool == NULL) {
+        free(x);
         return NULL;
     }
-    p->thread_started = true;
-
-    /* Connect one at a time, so the broker's backlog never overflows; the
-     * loop thread carries on each handshake meanwhile. */
-    for (int i = 0; i < n; i++) {
-        idle_conn *c = &p->conns[i];
-        c->fd = socket(a.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&a.ss, a.len) != 0 ||
-            !send_connect(c->fd, i)) {
-            fprintf(stderr, "mosquitto: idle connection %d failed: %s\n", i, strerror(errno));
-            if (c->fd >= 0)
-                close(c->fd);
-            q_idle_close(p);
-            return NULL;
-        }
-        atomic_store_explicit(&p->n, i + 1, memory_order_release);
-        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
-        epoll_ctl(p->ep, EPOLL_CTL_ADD, c->fd, &ev);
-    }
-
-    /* Wait until the broker has every subscription, or something failed. */
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += 30 + n / 500;
-    pthread_mutex_lock(&p->mu);
-    while (p->ready + p->failed < n)
-        if (pthread_cond_timedwait(&p->cv, &p->mu, &deadline) == ETIMEDOUT)
-            break;
-    int ready = p->ready;
-    pthread_mutex_unlock(&p->mu);
-    if (ready < n) {
-        fprintf(stderr, "mosquitto: only %d of %d idle connections completed the handshake\n",
-                ready, n);
-        q_idle_close(p);
-        return NULL;
-    }
-    return p;
+    return x;
 }
 
 static void q_idle_close(void *arg)
 {
-    idle_pool *p = arg;
-    atomic_store(&p->stop, true);
-    if (p->thread_started)
-        pthread_join(p->thread, NULL);
-    if (p->dropped > 0)
-        fprintf(stderr, "mosquitto: %d of %d idle connections were closed by the broker\n",
-                p->dropped, p->n);
-    for (int i = 0; i < p->n; i++)
-        close(p->conns[i].fd);
-    if (p->ep >= 0)
-        close(p->ep);
-    pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->cv);
-    free(p->conns);
-    free(p);
+    q_idle *x = arg;
+    idle_pool_close(x->pool);
+    free(x);
 }
 
 const bench_backend bench_mosquitto = {"mosquitto", q_connect,  q_subscribe,  q_publish,

@@ -21,14 +21,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <nats/nats.h>
 
 #include "backend.h"
+#include "idle_pool.h"
 #include "sock.h"
 
 struct bench_conn {
@@ -186,206 +185,102 @@ static void n_close(bench_conn *c)
     free(c);
 }
 
-/* ---- idle pool: raw sockets speaking the text protocol, one epoll thread ----
+/* ---- idle pool: the text protocol over raw sockets (idle_pool.h) ----
  *
  * Each connection waits for the server's INFO line, then sends CONNECT, SUB
  * and a PING; the server's PONG (sent after it has processed the SUB) makes
- * the connection ready. From then on the thread answers each PING with a
- * PONG: nats-server pings every client each ping_interval and drops one that
- * leaves max_pings_out of them unanswered. Only the first bytes of each line
- * are kept: the pool needs nothing more than the line's verb. */
+ * the connection ready. From then on each PING gets a PONG: nats-server
+ * pings every client each ping_interval and drops one that leaves
+ * max_pings_out of them unanswered. Only the first bytes of each line are
+ * kept: the pool needs nothing more than the line's verb. */
 
 #define LINE_KEEP 64
 
-enum { IDLE_WAIT_INFO, IDLE_WAIT_PONG, IDLE_READY, IDLE_FAILED };
-
 typedef struct {
-    int fd;
-    int state;
+    bool sent_hello;
     size_t line_len; /* bytes of the current line seen so far */
     char line[LINE_KEEP];
-} idle_conn;
+} n_idle_conn;
 
-typedef struct {
-    int n;
-    idle_conn *conns;
-    char *hello;
-    size_t hello_len;
-    int ep;
-    atomic_bool stop;
-    pthread_t thread;
-    bool thread_started;
-    pthread_mutex_t mu; /* guards ready, failed */
-    pthread_cond_t cv;
-    int ready, failed;
-    int dropped; /* closed by the broker after the handshake (loop thread only) */
-} idle_pool;
-
-static void idle_settle(idle_pool *p, idle_conn *c, int state)
+static bool n_idle_open_conn(idle_pool *p, int i)
 {
-    c->state = state;
-    pthread_mutex_lock(&p->mu);
-    if (state == IDLE_READY)
-        p->ready++;
-    else
-        p->failed++;
-    pthread_cond_signal(&p->cv);
-    pthread_mutex_unlock(&p->mu);
-}
-
-static bool send_all(int fd, const char *data, size_t len)
-{
-    return send(fd, data, len, MSG_NOSIGNAL) == (ssize_t)len;
+    (void)p, (void)i;
+    return true; /* the server speaks first */
 }
 
 /* Acts on one complete line (its first LINE_KEEP bytes, without CR LF). */
-static void idle_line(idle_pool *p, idle_conn *c, const char *line, size_t len)
+static void n_idle_line(idle_pool *p, int i, const char *line, size_t len)
 {
+    n_idle_conn *c = idle_pool_conn(p, i);
+    int fd = idle_pool_fd(p, i);
+    const char *hello = idle_pool_arg(p);
     if (len >= 4 && memcmp(line, "PING", 4) == 0) {
-        if (!send_all(c->fd, "PONG\r\n", 6) && c->state != IDLE_FAILED)
-            idle_settle(p, c, IDLE_FAILED);
-    } else if (len >= 4 && memcmp(line, "INFO", 4) == 0 && c->state == IDLE_WAIT_INFO) {
-        if (send_all(c->fd, p->hello, p->hello_len))
-            c->state = IDLE_WAIT_PONG;
-        else
-            idle_settle(p, c, IDLE_FAILED);
-    } else if (len >= 4 && memcmp(line, "PONG", 4) == 0 && c->state == IDLE_WAIT_PONG) {
-        idle_settle(p, c, IDLE_READY);
+        if (!idle_send(fd, "PONG\r\n", 6))
+            idle_pool_settle(p, i, false);
+    } else if (len >= 4 && memcmp(line, "INFO", 4) == 0 && !c->sent_hello) {
+        c->sent_hello = true;
+        if (!idle_send(fd, hello, strlen(hello)))
+            idle_pool_settle(p, i, false);
+    } else if (len >= 4 && memcmp(line, "PONG", 4) == 0 && c->sent_hello) {
+        idle_pool_settle(p, i, true);
     } else if (len >= 4 && memcmp(line, "-ERR", 4) == 0) {
         fprintf(stderr, "nats: idle connection: %.*s\n", (int)len, line);
-        if (c->state != IDLE_FAILED)
-            idle_settle(p, c, IDLE_FAILED);
+        idle_pool_settle(p, i, false);
     }
 }
 
-static void idle_read(idle_pool *p, idle_conn *c)
+static void n_idle_bytes(idle_pool *p, int i, const uint8_t *buf, size_t n)
 {
-    char buf[4096];
-    ssize_t r = recv(c->fd, buf, sizeof buf, 0);
-    if (r <= 0) {
-        epoll_ctl(p->ep, EPOLL_CTL_DEL, c->fd, NULL);
-        if (c->state != IDLE_FAILED) {
-            if (c->state == IDLE_READY && p->dropped++ == 0)
-                fprintf(stderr, "nats: an idle connection was closed by the server\n");
-            idle_settle(p, c, IDLE_FAILED);
-        }
-        return;
-    }
-    for (ssize_t i = 0; i < r; i++) {
-        if (buf[i] == '\n') {
+    n_idle_conn *c = idle_pool_conn(p, i);
+    for (size_t k = 0; k < n; k++) {
+        if (buf[k] == '\n') {
             size_t len = c->line_len < LINE_KEEP ? c->line_len : LINE_KEEP;
             if (len > 0 && c->line[len - 1] == '\r')
                 len--;
-            idle_line(p, c, c->line, len);
+            n_idle_line(p, i, c->line, len);
             c->line_len = 0;
         } else {
             if (c->line_len < LINE_KEEP)
-                c->line[c->line_len] = buf[i];
+                c->line[c->line_len] = (char)buf[k];
             c->line_len++;
         }
     }
 }
 
-static void *idle_loop(void *arg)
-{
-    idle_pool *p = arg;
-    struct epoll_event ev[256];
-    while (!atomic_load(&p->stop)) {
-        int k = epoll_wait(p->ep, ev, 256, 200);
-        for (int i = 0; i < k; i++)
-            idle_read(p, &p->conns[ev[i].data.u32]);
-    }
-    return NULL;
-}
+static const idle_proto n_idle_proto = {"nats", sizeof(n_idle_conn), n_idle_open_conn,
+                                        n_idle_bytes, NULL};
 
-static void n_idle_close(void *arg);
+typedef struct {
+    idle_pool *pool;
+    char hello[512];
+} n_idle;
 
 static void *n_idle_open(const char *server, int n, const char *topic)
 {
-    vg_addr a;
-    if (vg_addr_parse(server, &a, NULL) != VG_OK) {
-        fprintf(stderr, "nats: bad server address %s\n", server);
+    n_idle *x = calloc(1, sizeof *x);
+    if (x == NULL)
+        return NULL;
+    int len = snprintf(x->hello, sizeof x->hello,
+                       "CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB %s 1\r\nPING\r\n",
+                       topic);
+    if (len < 0 || (size_t)len >= sizeof x->hello) {
+        fprintf(stderr, "nats: topic too long\n");
+        free(x);
         return NULL;
     }
-    idle_pool *p = calloc(1, sizeof *p);
-    if (p == NULL)
-        return NULL;
-    pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->cv, NULL);
-    p->conns = calloc((size_t)n, sizeof *p->conns);
-    p->hello_len = (size_t)snprintf(NULL, 0,
-                                    "CONNECT {\"verbose\":false,\"pedantic\":false}\r\n"
-                                    "SUB %s 1\r\nPING\r\n",
-                                    topic);
-    p->hello = malloc(p->hello_len + 1);
-    p->ep = epoll_create1(EPOLL_CLOEXEC);
-    if (p->conns == NULL || p->hello == NULL || p->ep < 0) {
-        n_idle_close(p);
+    x->pool = idle_pool_open(&n_idle_proto, x->hello, server, n);
+    if (x->pool == NULL) {
+        free(x);
         return NULL;
     }
-    snprintf(p->hello, p->hello_len + 1,
-             "CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB %s 1\r\nPING\r\n", topic);
-    if (pthread_create(&p->thread, NULL, idle_loop, p) != 0) {
-        n_idle_close(p);
-        return NULL;
-    }
-    p->thread_started = true;
-
-    /* Connect one at a time (a blocking connect returns once the kernel has
-     * queued the connection, so the server's backlog never overflows); the
-     * loop thread carries on each handshake meanwhile. */
-    for (int i = 0; i < n; i++) {
-        idle_conn *c = &p->conns[i];
-        c->fd = socket(a.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&a.ss, a.len) != 0) {
-            fprintf(stderr, "nats: idle connection %d failed: %s\n", i, strerror(errno));
-            if (c->fd >= 0)
-                close(c->fd);
-            n_idle_close(p);
-            return NULL;
-        }
-        p->n = i + 1;
-        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
-        epoll_ctl(p->ep, EPOLL_CTL_ADD, c->fd, &ev);
-    }
-
-    /* Wait until the server has every subscription, or something failed. */
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += 30 + n / 500;
-    pthread_mutex_lock(&p->mu);
-    while (p->ready + p->failed < n)
-        if (pthread_cond_timedwait(&p->cv, &p->mu, &deadline) == ETIMEDOUT)
-            break;
-    int ready = p->ready;
-    pthread_mutex_unlock(&p->mu);
-    if (ready < n) {
-        fprintf(stderr, "nats: only %d of %d idle connections completed the handshake\n", ready,
-                n);
-        n_idle_close(p);
-        return NULL;
-    }
-    return p;
+    return x;
 }
 
 static void n_idle_close(void *arg)
 {
-    idle_pool *p = arg;
-    atomic_store(&p->stop, true);
-    if (p->thread_started)
-        pthread_join(p->thread, NULL);
-    if (p->dropped > 0)
-        fprintf(stderr, "nats: %d of %d idle connections were closed by the server\n", p->dropped,
-                p->n);
-    for (int i = 0; i < p->n; i++)
-        close(p->conns[i].fd);
-    if (p->ep >= 0)
-        close(p->ep);
-    pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->cv);
-    free(p->conns);
-    free(p->hello);
-    free(p);
+    n_idle *x = arg;
+    idle_pool_close(x->pool);
+    free(x);
 }
 
 const bench_backend bench_nats = {"nats", n_connect, n_subscribe, n_publish, n_flush, n_close,
