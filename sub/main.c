@@ -13,21 +13,33 @@
 #include "args.h"
 #include "cli.h"
 #include "client.h"
+#include "format.h"
 #include "log.h"
 
-static const char usage[] = "sub [--server HOST:PORT] [--count N] [OPTIONS] TOPIC...";
+static const char usage[] =
+    "sub [--server HOST:PORT] [--count N] [--raw | --json] [OPTIONS] TOPIC...";
 
 static void help(void)
 {
     printf("usage: %s\n\n"
            "Subscribes to each TOPIC and prints every message received, one per line:\n"
            "  TOPIC TYPE PAYLOAD\n"
-           "where TYPE is MSG_TYPE1 or MSG_TYPE2. Bytes of the payload below 0x20,\n"
-           "0x7f and backslash are escaped (\\n, \\t, \\\\, \\xNN); other bytes are\n"
-           "written as they are. stdout is flushed after each read from the socket.\n\n"
+           "where TYPE is MSG_TYPE1 or MSG_TYPE2. Bytes of the topic and the payload\n"
+           "below 0x20, 0x7f and backslash are escaped (\\n, \\t, \\r, \\\\, \\xNN);\n"
+           "other bytes are written as they are. stdout is flushed after each read\n"
+           "from the socket.\n\n"
            "Options:\n"
-           "  --count N              exit 0 after N messages (default: run until\n"
-           "                         interrupted)\n",
+           "  --count N              exit 0 after N messages printed (default: run\n"
+           "                         until interrupted)\n"
+           "  --raw                  print only each payload, byte for byte, then a\n"
+           "                         newline. A payload that holds a newline byte is\n"
+           "                         not printed, so that each line is one whole\n"
+           "                         payload: the first one skipped is logged, the\n"
+           "                         total at exit (event=skipped)\n"
+           "  --json                 print one JSON object per line:\n"
+           "                         {\"topic\":...,\"type\":...,\"payload\":...}; a payload\n"
+           "                         that is not valid UTF-8 is base64, with\n"
+           "                         \"base64\":true added\n",
            usage);
     vg_cli_client_help();
     vg_cli_common_help();
@@ -39,6 +51,7 @@ static void help(void)
 typedef struct {
     uint64_t limit; /* 0: none */
     uint64_t seen;
+    sub_fmt fmt;
     int done_fd;
     atomic_int exit_code; /* -1 while running */
 } sub_state;
@@ -53,41 +66,14 @@ static void finish(sub_state *s, int code)
     }
 }
 
-static void print_escaped(const uint8_t *p, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t plain = 0; /* start of the run of bytes that need no escape */
-    for (size_t i = 0; i < n; i++) {
-        uint8_t b = p[i];
-        if (b >= 0x20 && b != 0x7f && b != '\\')
-            continue;
-        fwrite(p + plain, 1, i - plain, stdout);
-        plain = i + 1;
-        char e[4] = {'\\', 0, 0, 0};
-        size_t len = 2;
-        switch (b) {
-        case '\n': e[1] = 'n'; break;
-        case '\t': e[1] = 't'; break;
-        case '\r': e[1] = 'r'; break;
-        case '\\': e[1] = '\\'; break;
-        default:
-            e[1] = 'x', e[2] = hex[b >> 4], e[3] = hex[b & 15];
-            len = 4;
-        }
-        fwrite(e, 1, len, stdout);
-    }
-    fwrite(p + plain, 1, n - plain, stdout);
-}
-
 static void on_msg(void *ud, const vg_msg *m)
 {
     sub_state *s = ud;
     if (s->limit != 0 && s->seen >= s->limit)
         return;
-    fwrite(m->topic, 1, m->topic_len, stdout);
-    fputs(m->type == VG_FRAME_MSG_TYPE1 ? " MSG_TYPE1 " : " MSG_TYPE2 ", stdout);
-    print_escaped(m->payload, m->payload_len);
-    putchar('\n');
+    if (!sub_fmt_write(&s->fmt, stdout, m->type, m->topic, m->topic_len, m->payload,
+                       m->payload_len))
+        return;
     if (++s->seen == s->limit) {
         fflush(stdout);
         finish(s, 0);
@@ -114,8 +100,11 @@ static void on_closed(void *ud, const char *reason)
 
 int main(int argc, char **argv)
 {
+    enum { OPT_COUNT = VG_OPT_FIRST_OWN, OPT_RAW, OPT_JSON };
     static const struct option own[] = {
-        {"count", required_argument, NULL, VG_OPT_FIRST_OWN},
+        {"count", required_argument, NULL, OPT_COUNT},
+        {"raw", no_argument, NULL, OPT_RAW},
+        {"json", no_argument, NULL, OPT_JSON},
         {NULL, 0, NULL, 0},
     };
     struct option opts[VG_CLI_MAX_OPTIONS];
@@ -125,11 +114,17 @@ int main(int argc, char **argv)
     vg_client_opts co;
     vg_client_opts_defaults(&co);
     co.name = "sub";
+    sub_format format = SUB_FMT_TEXT;
     int64_t n;
     int o;
     opterr = 0;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (o == VG_OPT_FIRST_OWN) {
+        if (o == OPT_RAW || o == OPT_JSON) {
+            sub_format f = o == OPT_RAW ? SUB_FMT_RAW : SUB_FMT_JSON;
+            if (format != SUB_FMT_TEXT && format != f)
+                vg_usage_error("sub", usage, "--raw and --json cannot be used together");
+            format = f;
+        } else if (o == OPT_COUNT) {
             if (!vg_parse_int(optarg, 1, INT64_MAX, &n))
                 vg_usage_error("sub", usage, "--count must be a positive integer, got '%s'", optarg);
             s.limit = (uint64_t)n;
@@ -141,6 +136,7 @@ int main(int argc, char **argv)
     vg_cli_check_keepalive(&co.keepalive, "sub", usage);
     if (optind >= argc)
         vg_usage_error("sub", usage, "missing TOPIC");
+    sub_fmt_init(&s.fmt, format);
 
     sigset_t stop;
     sigemptyset(&stop);
@@ -188,5 +184,6 @@ int main(int argc, char **argv)
         finish(&s, 0);
     vg_client_destroy(c);
     fflush(stdout);
+    sub_fmt_log_skipped(&s.fmt); /* the I/O thread, which counts, has ended */
     return atomic_load(&s.exit_code);
 }
