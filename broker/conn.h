@@ -2,25 +2,38 @@
 #ifndef VG_CONN_H
 #define VG_CONN_H
 
+#include <stdint.h>
+
 #include "buf.h"
+#include "proto.h"
 #include "server.h"
 #include "status.h"
 
 typedef struct vg_conn vg_conn;
 
 /* Takes ownership of fd (a freshly accepted socket), registers the connection
- * with srv and starts its thread. On failure closes fd and returns an error. */
+ * with srv and starts its thread. If no thread can be started, the client
+ * gets ERR limit and fd is closed. VG_OK, or the reason it is not served. */
 vg_status vg_conn_start(vg_server *srv, int fd);
 
 /* Publishes one MSG_TYPE1 message from the broker itself (e.g. $SYS.stats)
- * to the subscribers of topic, never waiting for any of them. frame and
- * scratch are the caller's reusable buffers. */
+ * to the subscribers of topic; never waits for any of them (a full outbox
+ * drops it for that subscriber). frame and scratch are the caller's
+ * reusable buffers. */
 vg_status vg_conn_publish_system(vg_server *srv, const char *topic, const void *payload,
                                  size_t payload_len, vg_buf *frame, void ***scratch,
                                  size_t *scratch_cap);
 
+/* Answers a connection that will not be served with a fatal ERR (code,
+ * why) and closes fd; ERR limit is counted as a limit eviction. */
+void vg_conn_refuse(vg_server *srv, int fd, vg_errcode code, const char *why);
+
 /* Asks every registered connection to say goodbye and close (shutdown). */
 void vg_conn_stop_all(vg_server *srv);
+
+/* Wakes every registered connection's thread so that it looks at its
+ * timers now (after the machine resumed from a suspend). */
+void vg_conn_wake_all(vg_server *srv);
 
 /* Reference counting: the thread holds one reference, and each publisher
  * delivering to the connection holds one for the duration of the delivery. */

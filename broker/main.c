@@ -56,7 +56,8 @@ static void help(void)
            usage, VG_DEFAULT_SERVER);
     vg_cli_common_help();
     printf("\nLogs go to stderr, one event per line (level=... event=... key=value).\n"
-           "SIGINT or SIGTERM: stop accepting, close clients cleanly, exit 0.\n");
+           "SIGINT or SIGTERM: stop accepting, close clients cleanly, exit 0.\n"
+           "SIGHUP: logged (event=sighup); nothing is reloaded yet.\n");
 }
 
 /* Thousands of connections each need a socket and an eventfd; the default
@@ -240,6 +241,7 @@ int main(int argc, char **argv)
     sigemptyset(&stop);
     sigaddset(&stop, SIGINT);
     sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGHUP); /* logged, not fatal (vg_server_run) */
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
     int rc = 1;

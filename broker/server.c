@@ -2,10 +2,13 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,6 +20,7 @@
 #include "stats.h"
 
 #define ACCEPT_BACKOFF_MS 100
+#define RESUME_CHECK_MS 1000
 
 void vg_broker_config_defaults(vg_broker_config *cfg)
 {
@@ -81,26 +85,6 @@ fail_listen:
     return VG_ERR_NOMEM;
 }
 
-/* Turns away a connection over --max-connections: ERR limit, then close.
- * Input already received is read first, so that the close sends FIN, not a
- * reset that could destroy the ERR before the client reads it. */
-static void refuse(vg_server *srv, int fd)
-{
-    vg_buf b = {0};
-    if (vg_frame_put_err(&b, VG_E_LIMIT, "too many connections", 0) == VG_OK) {
-        ssize_t ignored = send(fd, b.data, b.len, MSG_DONTWAIT | MSG_NOSIGNAL);
-        (void)ignored;
-    }
-    vg_buf_free(&b);
-    char sink[4096];
-    while (recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0)
-        ;
-    shutdown(fd, SHUT_WR);
-    close(fd);
-    atomic_fetch_add_explicit(&srv->stats.evictions[VG_EVICT_LIMIT], 1, memory_order_relaxed);
-    srv->refused++;
-}
-
 /* Whether a new connection may be served; logs entering and leaving the
  * state of refusing, not each refusal. */
 static bool admit(vg_server *srv)
@@ -131,7 +115,8 @@ static bool accept_pending(vg_server *srv, bool *warned)
         if (fd >= 0) {
             *warned = false;
             if (!admit(srv)) {
-                refuse(srv, fd);
+                vg_conn_refuse(srv, fd, VG_E_LIMIT, "too many connections");
+                srv->refused++;
                 continue;
             }
             vg_sock_tune(fd);
@@ -188,30 +173,90 @@ static int64_t publish_stats(vg_server *srv, int64_t due, int64_t now, vg_buf *f
     return now + srv->cfg.stats_interval_ms;
 }
 
-void vg_server_run(vg_server *srv, int stop_fd, int drain_ms)
+/* Reads the signals that arrived; returns true for a stop (SIGINT,
+ * SIGTERM, or a readable pipe in tests), false after a SIGHUP. */
+static bool read_signals(int sig_fd)
+{
+    struct signalfd_siginfo si;
+    ssize_t n = read(sig_fd, &si, sizeof si);
+    if (n != (ssize_t)sizeof si)
+        return true; /* a pipe, or EOF: stop */
+    if (si.ssi_signo != SIGHUP)
+        return true;
+    vg_log(VG_LOG_INFO, "sighup", "action=none detail=\"nothing is reloadable yet; use SIGTERM to stop\"");
+    return false;
+}
+
+/* A CLOCK_BOOTTIME timer firing every RESUME_CHECK_MS: after a suspend it
+ * fires at once, and the connection threads, whose poll timeouts stop
+ * counting during a suspend, are woken to look at their deadlines. -1 if
+ * it cannot be made (then a deadline can be late by the suspend's length). */
+static int resume_timer(void)
+{
+    int fd = timerfd_create(CLOCK_BOOTTIME, TFD_NONBLOCK | TFD_CLOEXEC);
+    struct itimerspec its = {
+        .it_interval = {RESUME_CHECK_MS / 1000, (RESUME_CHECK_MS % 1000) * 1000000},
+        .it_value = {RESUME_CHECK_MS / 1000, (RESUME_CHECK_MS % 1000) * 1000000},
+    };
+    if (fd >= 0 && timerfd_settime(fd, 0, &its, NULL) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    if (fd < 0)
+        vg_log(VG_LOG_WARN, "resume_watch_failed", "error=\"%s\"", strerror(errno));
+    return fd;
+}
+
+static void check_resume(vg_server *srv, int tfd, int64_t *offset)
+{
+    uint64_t expirations;
+    ssize_t ignored = read(tfd, &expirations, sizeof expirations);
+    (void)ignored;
+    struct timespec b, m;
+    clock_gettime(CLOCK_BOOTTIME, &b);
+    clock_gettime(CLOCK_MONOTONIC, &m);
+    int64_t slept = vg_clock_suspended_ms(offset, (int64_t)b.tv_sec * 1000000000 + b.tv_nsec,
+                                          (int64_t)m.tv_sec * 1000000000 + m.tv_nsec);
+    if (slept == 0)
+        return;
+    vg_log(VG_LOG_INFO, "resumed", "suspended_ms=%lld", (long long)slept);
+    vg_conn_wake_all(srv);
+}
+
+void vg_server_run(vg_server *srv, int sig_fd, int drain_ms)
 {
     bool warned = false;
-    struct pollfd p[2] = {{.fd = srv->listen_fd, .events = POLLIN}, {.fd = stop_fd, .events = POLLIN}};
+    int tfd = resume_timer();
+    int64_t offset = 0;
+    struct pollfd p[3] = {{.fd = srv->listen_fd, .events = POLLIN},
+                          {.fd = sig_fd, .events = POLLIN},
+                          {.fd = tfd, .events = POLLIN}};
     vg_buf frame = {0};
     void **scratch = NULL;
     size_t scratch_cap = 0;
     int64_t stats_due = srv->started_ms + srv->cfg.stats_interval_ms;
+    if (tfd >= 0)
+        check_resume(srv, tfd, &offset); /* the first reading of the clocks' gap */
     for (;;) {
         int64_t now = vg_now_ms();
         stats_due = publish_stats(srv, stats_due, now, &frame, &scratch, &scratch_cap);
         int64_t wake = p[0].events ? stats_due : now + ACCEPT_BACKOFF_MS;
         if (wake > stats_due)
             wake = stats_due;
-        int n = poll(p, 2, vg_poll_timeout(wake, now));
+        int n = poll(p, 3, vg_poll_timeout(wake, now));
         if (n < 0 && errno != EINTR)
             break;
-        if (p[1].revents)
+        if (n > 0 && p[1].revents && read_signals(sig_fd))
             break;
-        if (n > 0 || !p[0].events)
+        if (n > 0 && (p[2].revents & POLLIN))
+            check_resume(srv, tfd, &offset);
+        if ((n > 0 && p[0].revents) || !p[0].events)
             p[0].events = accept_pending(srv, &warned) ? POLLIN : 0;
     }
     vg_buf_free(&frame);
     free(scratch);
+    if (tfd >= 0)
+        close(tfd);
 
     close(srv->listen_fd);
     srv->listen_fd = -1;

@@ -75,6 +75,8 @@ typedef struct vg_server {
     int64_t started_ms;
     bool at_limit;         /* accept thread only: refusing connections */
     uint64_t refused;      /* accept thread only: refusals in this episode */
+    bool threads_failing;  /* accept thread only: no thread could be started */
+    uint64_t thread_refusals; /* accept thread only: refusals in that episode */
 } vg_server;
 
 /* Fills cfg with defaults (127.0.0.1:7222, 1 MiB payloads, ...). */
@@ -84,9 +86,11 @@ void vg_broker_config_defaults(vg_broker_config *cfg);
  * logs the reason and returns VG_ERR_IO (or VG_ERR_NOMEM). */
 vg_status vg_server_open(vg_server *srv, const vg_broker_config *cfg);
 
-/* Accepts connections until stop_fd (a signalfd or pipe) becomes readable,
- * then closes every client cleanly (waiting up to drain_ms) and returns. */
-void vg_server_run(vg_server *srv, int stop_fd, int drain_ms);
+/* Accepts connections until sig_fd, a signalfd for SIGINT, SIGTERM and
+ * SIGHUP (or a pipe, which counts as a stop when readable), says stop;
+ * then closes every client cleanly (waiting up to drain_ms) and returns.
+ * SIGHUP is logged and changes nothing. */
+void vg_server_run(vg_server *srv, int sig_fd, int drain_ms);
 
 /* Frees what vg_server_open made. Every connection must have ended. */
 void vg_server_close(vg_server *srv);

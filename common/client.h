@@ -1,13 +1,21 @@
 /* The vigil client connection, shared by pub and sub.
  *
- * A client owns one background I/O thread that connects, performs the
- * CONNECT/INFO handshake, (re)subscribes, writes queued publishes in large
- * batches, answers PINGs and hands received messages to a callback. The
- * application thread publishes into a bounded outbox and never touches the
- * socket. A connection found dead (EOF, error, or heartbeat silence) is
- * replaced with exponential backoff and full jitter; subscriptions are
- * renewed before any queued publish is sent. Callbacks run on the I/O thread and must not call back into the
- * client except vg_client_stats. */
+ * A client owns one background I/O thread, the only thread that touches
+ * its socket: it connects, performs the CONNECT/INFO handshake, renews
+ * subscriptions, writes queued frames in large batches, answers PINGs and
+ * hands received messages to a callback. Application threads publish,
+ * subscribe and unsubscribe by appending frames to one bounded, ordered
+ * outbox, so SUB, UNSUB and MSG leave the connection in the order they
+ * were issued. A connection found dead (EOF, error, or heartbeat silence)
+ * is replaced with exponential backoff and full jitter; subscriptions the
+ * broker had are renewed ahead of everything still queued.
+ *
+ * Threads: every function may be called from any thread except where said.
+ * Callbacks run on the I/O thread and must not call back into the client
+ * except vg_client_get_stats, vg_client_publish with timeout 0,
+ * vg_client_subscribe and vg_client_unsubscribe.
+ *
+ * Timeouts, everywhere: timeout_ms < 0 waits for ever, 0 does not wait. */
 #ifndef VG_CLIENT_H
 #define VG_CLIENT_H
 
@@ -29,44 +37,61 @@ typedef struct {
 } vg_msg;
 
 typedef struct {
-    const char *servers; /* "HOST:PORT[,HOST:PORT...]" */
+    const char *servers; /* "HOST:PORT[,HOST:PORT...]", resolved on every attempt */
     const char *name;    /* sent in CONNECT, shown in the broker's log */
     const char *token;   /* sent in CONNECT if not NULL; must outlive the client */
     size_t max_buffer;   /* bytes of publishes queued before vg_client_publish waits */
+    uint64_t max_payload; /* the largest payload this client sends or accepts,
+                             whatever a broker's INFO says */
     vg_keepalive keepalive;
     int64_t backoff_base_ms; /* reconnect delays: full jitter over [0, min(max, base*2^n)] */
     int64_t backoff_max_ms;
     int64_t max_reconnects;  /* failed attempts in a row before giving up; -1: never */
     void *ud;
-    /* Each received message; the pointers are valid during the call only. */
+    /* Each received message for a subscription that is not unsubscribed;
+     * the pointers are valid during the call only. */
     void (*on_msg)(void *ud, const vg_msg *m);
     /* After the messages of one read from the socket (e.g. to flush stdout). */
     void (*on_batch_end)(void *ud);
     /* A subscription the broker refused (code is a vg_errcode). */
     void (*on_sub_error)(void *ud, const char *topic, uint64_t code, const char *reason);
-    /* The client has given up for good (--max-reconnects reached, or the broker
- * refused it for a reason retrying cannot fix); no more callbacks follow. */
+    /* The client has given up for good (--max-reconnects reached, or the
+     * broker refused it for a reason retrying cannot fix); no more
+     * callbacks follow, and publishing fails with VG_ERR_CLOSED. */
     void (*on_closed)(void *ud, const char *reason);
 } vg_client_opts;
 
+/* Every message vg_client_publish accepted is in exactly one of the last
+ * four counters: published = confirmed + unconfirmed + pending + unsent. */
 typedef struct {
-    uint64_t published; /* messages accepted by vg_client_publish */
-    uint64_t confirmed; /* ... that the broker acknowledged receiving (PING/PONG after them) */
+    uint64_t published;   /* messages accepted by vg_client_publish */
+    uint64_t confirmed;   /* ... that the broker confirmed receiving (a PONG after them) */
     uint64_t unconfirmed; /* ... written to a connection that died before the broker
                              confirmed them: possibly lost (at-most-once) */
-    uint64_t received;
+    uint64_t pending;     /* ... written on the current connection, not yet confirmed */
+    uint64_t unsent;      /* ... still queued: never written (dropped by vg_client_close) */
+    uint64_t received;    /* messages handed to on_msg */
 } vg_client_stats;
 
 /* Fills opts with defaults: VIGIL_SERVER from the environment or
- * 127.0.0.1:7222, the token in VIGIL_TOKEN if set, an 8 MiB buffer, heartbeats 15 s/5 s/3, backoff 0.2 s to
- * 10 s, retry for ever, no callbacks. */
+ * 127.0.0.1:7222, the token in VIGIL_TOKEN if set, an 8 MiB buffer, 64 MiB
+ * payloads at most, heartbeats 15 s/5 s/3, backoff 0.1 s to 0.5 s, retry
+ * for ever, no callbacks. */
 void vg_client_opts_defaults(vg_client_opts *opts);
 
-/* Validates opts (an unparsable server list is VG_ERR_ARG with *why set) and
- * starts the I/O thread, which connects in the background. */
+/* Validates opts (an unparsable server list or keep-alive is VG_ERR_ARG
+ * with *why set) and starts the I/O thread, which connects in the
+ * background. */
 vg_status vg_client_start(vg_client **out, const vg_client_opts *opts, const char **why);
 
-/* Stops the I/O thread, closes the connection and frees everything. Queued
+/* Asks the I/O thread to stop and close the connection, and waits up to
+ * timeout_ms for it. VG_OK: stopped, and the counters are final (pending
+ * frames count as unconfirmed, queued ones stay unsent and are dropped).
+ * VG_ERR_TIMEOUT: a callback is still running (e.g. blocked writing);
+ * call again or vg_client_destroy. Not from a callback. */
+vg_status vg_client_close(vg_client *c, int timeout_ms);
+
+/* Closes (waiting as long as it takes) and frees everything. Queued
  * publishes that were not written are dropped: call vg_client_flush first. */
 void vg_client_destroy(vg_client *c);
 
@@ -75,27 +100,42 @@ void vg_client_destroy(vg_client *c);
  * maximum. VG_OK, VG_ERR_TIMEOUT or VG_ERR_CLOSED. */
 vg_status vg_client_wait_connected(vg_client *c, int timeout_ms);
 
-/* Subscribes to topic, now and after every reconnect. Returns at once; the
- * broker's answer arrives later (a refusal through on_sub_error). *sid, if
- * not NULL, receives the id used by vg_client_unsubscribe. */
+/* Subscribes to topic, now and after every reconnect: the SUB is queued in
+ * order with publishes (never waiting for buffer room) and the broker's
+ * answer arrives later (a refusal through on_sub_error). *sid, if not NULL,
+ * receives the id used by vg_client_unsubscribe. VG_ERR_BAD_TOPIC,
+ * VG_ERR_CLOSED, VG_ERR_NOMEM. */
 vg_status vg_client_subscribe(vg_client *c, const char *topic, uint64_t *sid);
+
+/* Ends subscription sid: from the return on, no message is handed to
+ * on_msg for it (a call already running may finish). The broker is told
+ * only if it has the subscription. VG_ERR_ARG if sid is unknown or
+ * already unsubscribed. */
 vg_status vg_client_unsubscribe(vg_client *c, uint64_t sid);
 
 /* Waits until the broker has accepted subscription sid (VG_OK) or refused it
- * (VG_ERR_REFUSED); VG_ERR_TIMEOUT, VG_ERR_CLOSED, or VG_ERR_ARG if unknown. */
+ * (VG_ERR_REFUSED); VG_ERR_TIMEOUT, VG_ERR_CLOSED, or VG_ERR_ARG if unknown
+ * or unsubscribed. */
 vg_status vg_client_wait_subscribed(vg_client *c, uint64_t sid, int timeout_ms);
 
-/* Queues a message. Waits up to timeout_ms (<0: for ever) for room when the
- * buffer is full. VG_ERR_BAD_TOPIC, VG_ERR_TOO_LARGE (payload above the
- * broker's maximum), VG_ERR_FULL (timed out), VG_ERR_CLOSED. */
+/* Queues a message. Waits up to timeout_ms for room when the buffer is
+ * full. VG_ERR_ARG (not a MSG type), VG_ERR_BAD_TOPIC, VG_ERR_TOO_LARGE
+ * (payload above the broker's maximum, or this client's), VG_ERR_FULL (no
+ * room in time), VG_ERR_CLOSED (the client gave up or is closing). */
 vg_status vg_client_publish(vg_client *c, vg_frame_type type, const char *topic,
                             size_t topic_len, const void *payload, size_t payload_len,
                             int timeout_ms);
 
 /* Waits until every message published so far is either confirmed by the
- * broker or written to a connection that died unconfirmed (stats say which). VG_OK, VG_ERR_TIMEOUT or VG_ERR_CLOSED. */
+ * broker or written to a connection that died unconfirmed (stats say
+ * which). VG_OK, VG_ERR_TIMEOUT or VG_ERR_CLOSED. */
 vg_status vg_client_flush(vg_client *c, int timeout_ms);
 
+/* A consistent snapshot of the counters. */
 void vg_client_get_stats(vg_client *c, vg_client_stats *out);
+
+/* Why the client gave up for good ("auth", "max_reconnects", ...), or NULL
+ * while it has not. */
+const char *vg_client_closed_reason(vg_client *c);
 
 #endif

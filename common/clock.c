@@ -1,5 +1,6 @@
 #include "clock.h"
 
+#include <errno.h>
 #include <time.h>
 
 int64_t vg_now_ns(void)
@@ -29,6 +30,23 @@ struct timespec vg_deadline_after(int64_t ms)
     return t;
 }
 
+vg_deadline vg_deadline_in(int timeout_ms)
+{
+    vg_deadline d = {.forever = timeout_ms < 0};
+    if (!d.forever)
+        d.at = vg_deadline_after(timeout_ms);
+    return d;
+}
+
+bool vg_cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, const vg_deadline *d)
+{
+    if (d->forever) {
+        pthread_cond_wait(cv, mu);
+        return true;
+    }
+    return pthread_cond_timedwait(cv, mu, &d->at) != ETIMEDOUT;
+}
+
 int vg_cond_init(pthread_cond_t *cv)
 {
     pthread_condattr_t ca;
@@ -37,6 +55,14 @@ int vg_cond_init(pthread_cond_t *cv)
     int rc = pthread_cond_init(cv, &ca);
     pthread_condattr_destroy(&ca);
     return rc;
+}
+
+int64_t vg_clock_suspended_ms(int64_t *offset, int64_t boot_ns, int64_t mono_ns)
+{
+    int64_t gap = boot_ns - mono_ns;
+    int64_t grew = *offset != 0 ? gap - *offset : 0;
+    *offset = gap;
+    return grew >= 50 * 1000000 ? grew / 1000000 : 0;
 }
 
 int vg_poll_timeout(int64_t deadline_ms, int64_t now_ms)

@@ -22,17 +22,28 @@ vg_liveness *vg_liveness_create(const vg_keepalive *k, int64_t now_ms)
     if (l == NULL)
         return NULL;
     l->k = *k;
-    vg_liveness_heard(l, now_ms);
+    vg_liveness_reset(l, now_ms);
     return l;
 }
 
 void vg_liveness_destroy(vg_liveness *l) { free(l); }
 
-void vg_liveness_heard(vg_liveness *l, int64_t now_ms)
+void vg_liveness_reset(vg_liveness *l, int64_t now_ms)
 {
     l->last_heard = now_ms;
     l->sent = 0;
     l->next_at = now_ms + l->k.time_ms;
+}
+
+void vg_liveness_heard(vg_liveness *l, int64_t now_ms)
+{
+    if (now_ms >= l->last_heard)
+        vg_liveness_reset(l, now_ms);
+}
+
+int64_t vg_liveness_next(const vg_liveness *l)
+{
+    return l->k.time_ms <= 0 ? INT64_MAX : l->next_at;
 }
 
 vg_live_action vg_liveness_tick(vg_liveness *l, int64_t now_ms, int64_t *next_ms)

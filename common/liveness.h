@@ -39,9 +39,17 @@ typedef struct vg_liveness vg_liveness;
 vg_liveness *vg_liveness_create(const vg_keepalive *k, int64_t now_ms);
 void vg_liveness_destroy(vg_liveness *l);
 
-/* A sign of life from the peer at now: any valid frame, or the kernel taking
- * more of our output after it had refused it (the peer's window opened). */
+/* A sign of life from the peer at now_ms: bytes received, or the peer's
+ * acknowledgement of our data (progress.h). A time earlier than the last
+ * sign of life is ignored: an acknowledgement observed late may carry the
+ * time it arrived. */
 void vg_liveness_heard(vg_liveness *l, int64_t now_ms);
+
+/* A new connection at now_ms: the clock starts again, whatever was heard before. */
+void vg_liveness_reset(vg_liveness *l, int64_t now_ms);
+
+/* When vg_liveness_tick will next act (INT64_MAX when heartbeats are off). */
+int64_t vg_liveness_next(const vg_liveness *l);
 
 /* What to do at now. *next_ms receives the time of the next decision
  * (INT64_MAX when heartbeats are off). Call it again after acting on PROBE. */

@@ -3,11 +3,9 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,7 +14,7 @@
 
 struct vg_outbox {
     pthread_mutex_t mu;
-    pthread_cond_t room; /* signalled when take() frees space and a producer waits */
+    pthread_cond_t room; /* broadcast when the owner frees space and a producer waits */
     vg_buf pending;
     uint64_t pending_frames;
     size_t max_bytes;
@@ -26,11 +24,6 @@ struct vg_outbox {
     _Atomic int64_t drained_ns; /* when the owner last got bytes into its socket */
     bool parked;
     bool closed;
-    bool owner_writes; /* the owner holds the socket: no direct writes */
-    int direct_fd;     /* -1: direct writes forbidden */
-    size_t head_sent;  /* bytes of the first pending frame already written directly */
-    int64_t last_direct_ns;
-    uint64_t direct_frames;
     int efd;
 };
 
@@ -40,8 +33,6 @@ vg_outbox *vg_outbox_create(size_t max_bytes)
     if (ob == NULL)
         return NULL;
     ob->max_bytes = max_bytes;
-    ob->owner_writes = true;
-    ob->direct_fd = -1;
     ob->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (ob->efd < 0)
         goto fail_free;
@@ -95,9 +86,10 @@ static bool fits(vg_outbox *ob, size_t n)
     return u == 0 || (n <= ob->max_bytes && u <= ob->max_bytes - n);
 }
 
-/* Appends under the lock, copying bytes or letting fill write them. */
+/* Appends under the lock, copying bytes or letting fill write them; returns
+ * whether the owner must be signalled (it parked before this append). */
 static vg_status append_locked(vg_outbox *ob, const void *bytes, size_t n, uint32_t nframes,
-                               void (*fill)(uint8_t *, void *), void *arg)
+                               void (*fill)(uint8_t *, void *), void *arg, bool *wake)
 {
     if (vg_buf_reserve(&ob->pending, n) != VG_OK)
         return VG_ERR_NOMEM;
@@ -107,53 +99,11 @@ static vg_status append_locked(vg_outbox *ob, const void *bytes, size_t n, uint3
         memcpy(ob->pending.data + ob->pending.len, bytes, n);
     ob->pending.len += n;
     ob->pending_frames += nframes;
-    return VG_OK;
-}
-
-/* A direct write within this long of the previous one means a burst: the
- * frame is queued instead, and the owner writes the burst in batches. An
- * isolated message (one in flight: each waits for a round trip of tens of
- * microseconds) always goes direct. */
-#define DIRECT_GAP_NS 10000
-
-/* With the owner parked, writes what is queued straight to its socket; keeps
- * whatever the kernel does not take, as whole frames. Under the lock. */
-static void write_direct(vg_outbox *ob)
-{
-    if (ob->owner_writes || ob->direct_fd < 0 || ob->closed || ob->pending.len == 0)
-        return;
-    int64_t now = vg_now_ns(); /* read only when the direct path is open */
-    if (now - ob->last_direct_ns < DIRECT_GAP_NS)
-        return;
-    ob->last_direct_ns = now;
-    ssize_t w = send(ob->direct_fd, ob->pending.data + ob->head_sent,
-                     ob->pending.len - ob->head_sent, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (w <= 0)
-        return; /* full, or an error the owner will meet on its own write */
-    size_t sent = ob->head_sent + (size_t)w, whole = 0;
-    while (whole < ob->pending.len) {
-        size_t len = VG_FRAME_HEADER + vg_be32(ob->pending.data + whole);
-        if (whole + len > sent)
-            break;
-        whole += len;
-        ob->direct_frames++;
-        ob->pending_frames--;
-    }
-    memmove(ob->pending.data, ob->pending.data + whole, ob->pending.len - whole);
-    ob->pending.len -= whole;
-    ob->head_sent = sent - whole;
-}
-
-/* After an append: try the direct path, then wake a parked owner if
- * anything is left for it. Under the lock; returns whether to signal. */
-static bool after_append(vg_outbox *ob)
-{
-    write_direct(ob);
-    if (ob->pending.len > 0 && ob->parked) {
+    if (ob->parked) {
         ob->parked = false;
-        return true;
+        *wake = true;
     }
-    return false;
+    return VG_OK;
 }
 
 /* Waits, under the lock, until n bytes may fit or deadline (NULL: none)
@@ -186,8 +136,7 @@ static vg_status put(vg_outbox *ob, const void *bytes, size_t n, uint32_t nframe
             break;
         }
         if (fits(ob, n)) {
-            st = append_locked(ob, bytes, n, nframes, fill, arg);
-            wake = st == VG_OK && after_append(ob);
+            st = append_locked(ob, bytes, n, nframes, fill, arg, &wake);
             break;
         }
         if (timeout_ms == 0) {
@@ -222,6 +171,18 @@ vg_status vg_outbox_put_with(vg_outbox *ob, size_t n, uint32_t nframes, int time
     return put(ob, NULL, n, nframes, timeout_ms, fill, arg);
 }
 
+vg_status vg_outbox_put_always(vg_outbox *ob, const void *bytes, size_t n, uint32_t nframes)
+{
+    bool wake = false;
+    pthread_mutex_lock(&ob->mu);
+    vg_status st = ob->closed ? VG_ERR_CLOSED
+                              : append_locked(ob, bytes, n, nframes, NULL, NULL, &wake);
+    pthread_mutex_unlock(&ob->mu);
+    if (wake)
+        signal_owner(ob);
+    return st;
+}
+
 /* Length of the longest prefix of the nframes whole frames in bytes[0..n)
  * that fits; *frames receives how many frames that is. */
 static size_t fitting_prefix(vg_outbox *ob, const uint8_t *bytes, size_t n, uint32_t nframes,
@@ -242,17 +203,13 @@ static size_t fitting_prefix(vg_outbox *ob, const uint8_t *bytes, size_t n, uint
     return take;
 }
 
-/* Whether a producer may wait for the owner: only if the owner is draining,
- * i.e. its socket took bytes within the stall window. A stuck reader costs
- * producers nothing. */
-static bool owner_draining(vg_outbox *ob, int stall_ms)
+bool vg_outbox_owner_draining(int64_t drained_ns, int64_t now_ns, int stall_ms)
 {
-    int64_t last = atomic_load(&ob->drained_ns);
-    return last != 0 && vg_now_ns() - last < (int64_t)stall_ms * 1000000;
+    return stall_ms > 0 && drained_ns != 0 && now_ns - drained_ns < (int64_t)stall_ms * 1000000;
 }
 
-vg_status vg_outbox_put_frames_stall(vg_outbox *ob, const uint8_t *bytes, size_t n,
-                                     uint32_t nframes, int stall_ms, uint32_t *dropped)
+vg_status vg_outbox_put_frames(vg_outbox *ob, const uint8_t *bytes, size_t n, uint32_t nframes,
+                               int stall_ms, int64_t now_ns, uint32_t *dropped)
 {
     struct timespec deadline;
     bool have_deadline = false;
@@ -264,21 +221,22 @@ vg_status vg_outbox_put_frames_stall(vg_outbox *ob, const uint8_t *bytes, size_t
     for (;;) {
         if (ob->closed) {
             st = VG_ERR_CLOSED;
+            left = 0; /* not a drop: there is no one left to deliver to */
             break;
         }
         uint32_t frames;
         size_t take = fitting_prefix(ob, bytes, n, left, &frames);
         if (take > 0) {
-            if (append_locked(ob, bytes, take, frames, NULL, NULL) != VG_OK) {
+            if (append_locked(ob, bytes, take, frames, NULL, NULL, &wake) != VG_OK) {
                 st = VG_ERR_NOMEM;
                 break;
             }
             bytes += take;
             n -= take;
             left -= frames;
-            wake |= after_append(ob);
         }
-        if (left == 0 || stall_ms <= 0 || !owner_draining(ob, stall_ms))
+        if (left == 0 ||
+            !vg_outbox_owner_draining(atomic_load(&ob->drained_ns), now_ns, stall_ms))
             break;
         if (!have_deadline) {
             deadline = vg_deadline_after(stall_ms);
@@ -299,62 +257,32 @@ vg_status vg_outbox_put_frames_stall(vg_outbox *ob, const uint8_t *bytes, size_t
     return st;
 }
 
-vg_status vg_outbox_put_frames(vg_outbox *ob, const uint8_t *bytes, size_t n, uint32_t nframes,
-                               uint32_t *dropped)
-{
-    return vg_outbox_put_frames_stall(ob, bytes, n, nframes, 0, dropped);
-}
-
-vg_take vg_outbox_claim(vg_outbox *ob, vg_buf *into)
+uint64_t vg_outbox_take(vg_outbox *ob, vg_buf *into, int64_t now_ns)
 {
     pthread_mutex_lock(&ob->mu);
     vg_buf empty = *into;
     *into = ob->pending;
     ob->pending = empty;
     ob->pending.len = 0;
-    vg_take t = {ob->pending_frames, ob->head_sent, ob->direct_frames};
+    uint64_t frames = ob->pending_frames;
     ob->pending_frames = 0;
-    ob->head_sent = 0;
-    ob->direct_frames = 0;
     ob->parked = false;
-    ob->owner_writes = true;
     /* Called only once the previous bulk is written: if there was one, the
      * owner has drained. */
-    if (atomic_exchange(&ob->inflight, into->len - t.skip) > 0)
-        atomic_store(&ob->drained_ns, vg_now_ns());
+    if (atomic_exchange(&ob->inflight, into->len) > 0)
+        atomic_store(&ob->drained_ns, now_ns);
     if (atomic_load(&ob->waiters) > 0)
         pthread_cond_broadcast(&ob->room);
-    pthread_mutex_unlock(&ob->mu);
-    return t;
-}
-
-uint64_t vg_outbox_take(vg_outbox *ob, vg_buf *into) { return vg_outbox_claim(ob, into).frames; }
-
-void vg_outbox_set_direct_fd(vg_outbox *ob, int fd)
-{
-    pthread_mutex_lock(&ob->mu);
-    ob->direct_fd = fd;
-    pthread_mutex_unlock(&ob->mu);
-}
-
-uint64_t vg_outbox_stop_direct(vg_outbox *ob)
-{
-    pthread_mutex_lock(&ob->mu);
-    ob->direct_fd = -1;
-    ob->owner_writes = true;
-    ob->head_sent = 0;
-    uint64_t frames = ob->direct_frames;
-    ob->direct_frames = 0;
     pthread_mutex_unlock(&ob->mu);
     return frames;
 }
 
-void vg_outbox_set_inflight(vg_outbox *ob, size_t bytes)
+void vg_outbox_set_inflight(vg_outbox *ob, size_t bytes, int64_t now_ns)
 {
     size_t before = atomic_exchange(&ob->inflight, bytes);
     if (bytes >= before)
         return;
-    atomic_store(&ob->drained_ns, vg_now_ns());
+    atomic_store(&ob->drained_ns, now_ns);
     /* Sequentially consistent with the waiter's increment before its last
      * fits() check: either it sees the room or we see it waiting. */
     if (atomic_load(&ob->waiters) > 0) {
@@ -364,22 +292,13 @@ void vg_outbox_set_inflight(vg_outbox *ob, size_t bytes)
     }
 }
 
-int vg_outbox_park(vg_outbox *ob)
+bool vg_outbox_park(vg_outbox *ob)
 {
     pthread_mutex_lock(&ob->mu);
-    int idle = ob->pending.len == 0;
+    bool idle = ob->pending.len == 0;
     ob->parked = idle;
-    ob->owner_writes = !idle;
     pthread_mutex_unlock(&ob->mu);
     return idle;
-}
-
-void vg_outbox_unpark(vg_outbox *ob)
-{
-    pthread_mutex_lock(&ob->mu);
-    ob->parked = false;
-    ob->owner_writes = true;
-    pthread_mutex_unlock(&ob->mu);
 }
 
 void vg_outbox_wake(vg_outbox *ob) { signal_owner(ob); }

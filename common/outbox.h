@@ -2,21 +2,14 @@
  * one thread that owns a socket.
  *
  * Producers append bytes under a mutex; the owner swaps the whole queue out
- * in O(1) (vg_outbox_take) and writes it without the lock. The owner is woken
- * through an eventfd only when it has said it is about to sleep
- * (vg_outbox_park), so a burst of appends costs one wake-up, not one each.
- *
- * Direct writes: while the owner is parked with nothing queued and nothing
- * half-written, a producer may write its frames straight to the owner's
- * socket (vg_outbox_set_direct_fd), saving the owner a wake-up and a thread
- * hop. The write happens under this outbox's mutex, so the owner, which
- * reclaims the socket in vg_outbox_take before any write of its own, never
- * writes at the same time. Bytes the kernel does not take stay queued as
- * whole frames; the owner learns how much of the first one already went out
- * (vg_take.skip) and how many frames went out whole (vg_take.direct_frames). */
+ * in O(1) (vg_outbox_take) and writes it without the lock. Producers never
+ * touch the socket. The owner is woken through an eventfd only when it has
+ * said it is about to sleep (vg_outbox_park), so a burst of appends costs
+ * one wake-up, not one each. */
 #ifndef VG_OUTBOX_H
 #define VG_OUTBOX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,59 +36,47 @@ vg_status vg_outbox_put(vg_outbox *ob, const void *bytes, size_t n, uint32_t nfr
                         int timeout_ms);
 
 /* Producer: like vg_outbox_put, but reserves n bytes and lets fill(dst, arg)
- * encode the frames in place, under the lock, saving a copy. */
+ * encode the frames in place, under the lock, saving a copy. fill runs
+ * before the owner can take the frames, so it may also count them. */
 vg_status vg_outbox_put_with(vg_outbox *ob, size_t n, uint32_t nframes, int timeout_ms,
                              void (*fill)(uint8_t *dst, void *arg), void *arg);
 
-/* Producer, never waits: appends the longest prefix of the n bytes of whole
- * frames that fits and reports in *dropped how many frames did not. Returns
- * VG_OK (possibly with drops), VG_ERR_CLOSED or VG_ERR_NOMEM (all dropped). */
-vg_status vg_outbox_put_frames(vg_outbox *ob, const uint8_t *bytes, size_t n,
-                               uint32_t nframes, uint32_t *dropped);
+/* Producer: appends n bytes holding nframes whole frames even beyond
+ * max_bytes, never waiting: for rare, small frames that must keep their
+ * place in the stream (a client's SUB and UNSUB). VG_OK, VG_ERR_CLOSED or
+ * VG_ERR_NOMEM. */
+vg_status vg_outbox_put_always(vg_outbox *ob, const void *bytes, size_t n, uint32_t nframes);
 
-/* Producer: like vg_outbox_put_frames, but while the owner is draining its
- * socket (it wrote within the last stall_ms) waits up to stall_ms in all for
- * room before dropping, so a reader that keeps up but lags a burst slows the
- * producer briefly instead of losing messages. A reader that has stopped
- * costs the producer nothing. */
-vg_status vg_outbox_put_frames_stall(vg_outbox *ob, const uint8_t *bytes, size_t n,
-                                     uint32_t nframes, int stall_ms, uint32_t *dropped);
+/* Whether a producer should wait for an owner whose socket last took bytes
+ * at drained_ns: only while it is draining, i.e. within stall_ms of now. A
+ * stopped reader costs producers nothing. Pure; exposed for tests. */
+bool vg_outbox_owner_draining(int64_t drained_ns, int64_t now_ns, int stall_ms);
 
-typedef struct {
-    uint64_t frames;        /* frames moved into the caller's buffer */
-    size_t skip;            /* bytes of the first one already written directly */
-    uint64_t direct_frames; /* frames written whole by producers since the last take */
-} vg_take;
+/* Producer, for fan-out: appends the longest prefix of the n bytes of
+ * nframes whole frames that fits and reports in *dropped how many frames
+ * did not. While the owner is draining (vg_outbox_owner_draining at now_ns)
+ * it first waits up to stall_ms in all for room, so a reader that keeps up
+ * but lags a burst slows the producer briefly instead of losing messages;
+ * stall_ms 0 never waits. Returns VG_OK (possibly with drops), VG_ERR_CLOSED
+ * (the owner is gone: nothing appended, *dropped 0, which is not a drop) or
+ * VG_ERR_NOMEM (the frames not appended are counted as dropped). */
+vg_status vg_outbox_put_frames(vg_outbox *ob, const uint8_t *bytes, size_t n, uint32_t nframes,
+                               int stall_ms, int64_t now_ns, uint32_t *dropped);
 
-/* Owner: moves everything queued into *into, which must be empty, by swapping
- * storage, and reclaims the socket from producers until the next park. */
-vg_take vg_outbox_claim(vg_outbox *ob, vg_buf *into);
-
-/* vg_outbox_claim, returning only the number of frames moved. */
-uint64_t vg_outbox_take(vg_outbox *ob, vg_buf *into);
-
-/* Owner: lets producers write directly to fd while the owner is parked. */
-void vg_outbox_set_direct_fd(vg_outbox *ob, int fd);
-
-/* Owner, before closing the socket: forbids direct writes, forgets that part
- * of the first queued frame went out (it will be sent again whole on the next
- * connection), and returns the frames producers wrote whole since the last
- * take. */
-uint64_t vg_outbox_stop_direct(vg_outbox *ob);
+/* Owner: moves everything queued into *into, which must be empty, by
+ * swapping storage; returns the number of frames moved. now_ns is when the
+ * owner's previous batch (if any) finished draining into its socket. */
+uint64_t vg_outbox_take(vg_outbox *ob, vg_buf *into, int64_t now_ns);
 
 /* Owner: reports bytes taken but not yet written, which still count against
- * max_bytes; a decrease records progress and wakes waiting producers. */
-void vg_outbox_set_inflight(vg_outbox *ob, size_t bytes);
+ * max_bytes; a decrease records progress at now_ns and wakes waiting
+ * producers. */
+void vg_outbox_set_inflight(vg_outbox *ob, size_t bytes, int64_t now_ns);
 
-/* Owner, before sleeping, with nothing of its own left to write: returns 1
- * if nothing is queued, arms the wake-up so the next put signals the eventfd,
- * and hands the socket to producers for direct writes; 0 if there is work. */
-int vg_outbox_park(vg_outbox *ob);
-
-/* Owner, awake again: takes the socket back from producers before doing
- * anything that queues control replies, so that no direct write can
- * overtake them (e.g. a message to itself overtaking its own OK). */
-void vg_outbox_unpark(vg_outbox *ob);
+/* Owner, before sleeping, with nothing of its own left to write: returns
+ * true if nothing is queued, and arms the wake-up so that the next put
+ * signals the eventfd; false if there is work. */
+bool vg_outbox_park(vg_outbox *ob);
 
 /* Wakes the owner unconditionally (it has other work: a stop, a subscription). */
 void vg_outbox_wake(vg_outbox *ob);

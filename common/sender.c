@@ -17,12 +17,11 @@ static void bulk_reset(vg_sender *s)
         vg_buf_free(&s->bulk);
 }
 
-/* Starts writing a batch whose first skip bytes a producer already wrote
- * directly: mid-frame, so control frames wait for that frame to end. */
-static void bulk_begin(vg_sender *s, size_t skip)
+/* Starts writing a batch just taken from the outbox. */
+static void bulk_begin(vg_sender *s)
 {
     s->frame_start = 0;
-    s->off = skip;
+    s->off = 0;
     s->frame_end = s->bulk.len >= VG_FRAME_HEADER ? VG_FRAME_HEADER + vg_be32(s->bulk.data) : 0;
 }
 
@@ -41,6 +40,8 @@ static void consume(vg_sender *s, size_t w, bool ctl_first)
     s->off += w;
     while (s->bulk.len > 0 && s->off >= s->frame_end) {
         s->frames_written++;
+        if (s->on_written != NULL)
+            s->on_written(s->ud, s->bulk.data + s->frame_start, s->frame_end - s->frame_start);
         s->frame_start = s->frame_end;
         if (s->frame_start >= s->bulk.len) {
             bulk_reset(s);
@@ -50,16 +51,16 @@ static void consume(vg_sender *s, size_t w, bool ctl_first)
     }
 }
 
-static vg_status flush(vg_sender *s, int fd, vg_outbox *ob, size_t budget, bool with_bulk)
+static vg_status flush(vg_sender *s, int fd, vg_outbox *ob, size_t budget, bool with_bulk,
+                       int64_t now_ns)
 {
     size_t total = 0;
     vg_status st = VG_OK;
     for (;;) {
         if (with_bulk && s->bulk.len == 0 && ob != NULL) {
-            vg_take t = vg_outbox_claim(ob, &s->bulk);
-            s->frames_written += t.direct_frames;
+            vg_outbox_take(ob, &s->bulk, now_ns);
             if (s->bulk.len > 0)
-                bulk_begin(s, t.skip);
+                bulk_begin(s);
         }
         bool has_ctl = s->ctl.len > s->ctl_off;
         bool has_bulk = with_bulk && s->bulk.len > s->off;
@@ -97,8 +98,6 @@ static vg_status flush(vg_sender *s, int fd, vg_outbox *ob, size_t budget, bool 
             st = VG_ERR_IO;
             break;
         }
-        if (s->blocked && w > 0)
-            s->window_opened = true;
         s->blocked = (size_t)w < want;
         consume(s, (size_t)w, ctl_first);
         s->bytes_written += (size_t)w;
@@ -108,19 +107,19 @@ static vg_status flush(vg_sender *s, int fd, vg_outbox *ob, size_t budget, bool 
             break;
         }
     }
-    if (ob != NULL)
-        vg_outbox_set_inflight(ob, s->bulk.len - s->off);
+    if (ob != NULL && with_bulk)
+        vg_outbox_set_inflight(ob, s->bulk.len - s->off, now_ns);
     return st;
 }
 
-vg_status vg_sender_flush(vg_sender *s, int fd, vg_outbox *ob, size_t budget)
+vg_status vg_sender_flush(vg_sender *s, int fd, vg_outbox *ob, size_t budget, int64_t now_ns)
 {
-    return flush(s, fd, ob, budget, true);
+    return flush(s, fd, ob, budget, true, now_ns);
 }
 
 vg_status vg_sender_flush_ctl(vg_sender *s, int fd)
 {
-    return flush(s, fd, NULL, SIZE_MAX, false);
+    return flush(s, fd, NULL, SIZE_MAX, false, 0);
 }
 
 void vg_sender_rewind(vg_sender *s)
@@ -128,12 +127,13 @@ void vg_sender_rewind(vg_sender *s)
     s->ctl.len = s->ctl_off = 0;
     s->off = s->frame_start;
     s->blocked = false;
-    s->window_opened = false;
+    s->bytes_written = 0;
 }
 
 void vg_sender_free(vg_sender *s)
 {
     vg_buf_free(&s->ctl);
     vg_buf_free(&s->bulk);
-    memset(s, 0, sizeof *s);
+    s->ctl.len = s->ctl_off = 0;
+    s->bulk.len = s->off = s->frame_start = s->frame_end = 0;
 }

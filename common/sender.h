@@ -26,14 +26,19 @@ typedef struct {
     uint64_t frames_written; /* bulk frames completely handed to the kernel */
     uint64_t bytes_written;  /* all bytes handed to the kernel */
     bool blocked;            /* the kernel refused bytes on the last attempt */
-    bool window_opened;      /* bytes accepted after being blocked; the owner clears it */
+    /* Called, if set, for each bulk frame once it is completely handed to
+     * the kernel (the client tells its MSG frames from its SUB/UNSUB frames
+     * this way); the bytes are valid during the call only. */
+    void (*on_written)(void *ud, const uint8_t *frame, size_t len);
+    void *ud;
 } vg_sender;
 
 /* Writes control frames and bulk frames (taking more from ob, which may be
  * NULL, whenever the bulk stream runs dry) until everything is written
  * (VG_OK), the socket is full or budget bytes were written (VG_AGAIN), or an
- * error (VG_ERR_IO, errno set). */
-vg_status vg_sender_flush(vg_sender *s, int fd, vg_outbox *ob, size_t budget);
+ * error (VG_ERR_IO, errno set). now_ns is reported to ob as the time of
+ * progress. */
+vg_status vg_sender_flush(vg_sender *s, int fd, vg_outbox *ob, size_t budget, int64_t now_ns);
 
 /* Writes control frames only, leaving bulk frames queued: for a handshake on
  * a fresh connection, when the bulk stream is at a frame boundary (after
@@ -46,9 +51,20 @@ static inline bool vg_sender_busy(const vg_sender *s)
     return s->ctl.len > s->ctl_off || s->bulk.len > s->off;
 }
 
+/* Control bytes queued and not yet written. */
+static inline size_t vg_sender_ctl_pending(const vg_sender *s) { return s->ctl.len - s->ctl_off; }
+
+/* The bulk frame a write stopped in the middle of, or NULL: a control frame
+ * queued now goes out after it. */
+static inline const uint8_t *vg_sender_partial_frame(const vg_sender *s)
+{
+    return s->off > s->frame_start && s->off < s->bulk.len ? s->bulk.data + s->frame_start : NULL;
+}
+
 /* After a lost connection: drops control frames and rewinds the bulk stream
  * to the start of a partly written frame, so the next connection sends whole
- * frames only. Frames already written are gone. */
+ * frames only; bytes_written restarts from 0 for the new connection. Frames
+ * already written are gone. */
 void vg_sender_rewind(vg_sender *s);
 
 /* Frees the buffers. */

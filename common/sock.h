@@ -42,6 +42,19 @@ vg_status vg_connect_finish(int fd);
 /* Low-latency options every vigil connection uses (TCP_NODELAY, non-blocking). */
 void vg_sock_tune(int fd);
 
+/* What the peer's TCP has acknowledged of the data we sent on a connection. */
+typedef struct {
+    uint64_t bytes;    /* bytes acknowledged since the connection began */
+    uint32_t window;   /* the peer's advertised receive window */
+    bool window_known; /* the kernel reports it (Linux 5.4 or later) */
+} vg_sock_acked;
+
+/* Reads the kernel's record (TCP_INFO) of the peer's acknowledgements: the
+ * only proof that the peer's side is taking our data, as opposed to our own
+ * kernel buffering it. VG_ERR_IO if the socket cannot tell (not TCP, or a
+ * kernel older than Linux 4.2). */
+vg_status vg_sock_acks(int fd, vg_sock_acked *out);
+
 /* TCP keep-alive (idle, interval, count) and TCP_USER_TIMEOUT, in milliseconds;
  * 0 leaves a setting alone. Failures are ignored: these are a second line of defence. */
 void vg_sock_keepalive(int fd, int64_t idle_ms, int64_t interval_ms, int count,

@@ -35,10 +35,15 @@ static void help(void)
            usage);
     vg_cli_client_help();
     vg_cli_common_help();
-    printf("\nEvents go to stderr, one per line (level=... event=... key=value).\n"
-           "Exit status: 0 when every message was confirmed, 1 when some were not\n"
-           "(written to a connection that died before the broker confirmed them, or\n"
-           "no confirmation in time), 2 on a usage error. Delivery is at most once.\n");
+    printf("\nEvents go to stderr, one per line (level=... event=... key=value). The\n"
+           "last line counts every message: published = confirmed + unconfirmed +\n"
+           "unsent (unconfirmed: written to a connection that died before the broker\n"
+           "confirmed it; unsent: still queued when pub stopped).\n"
+           "SIGINT/SIGTERM: stop publishing, wait briefly (50 ms) for confirmations,\n"
+           "report and exit.\n"
+           "Exit status: 0 when every message published was confirmed (also when\n"
+           "interrupted), 1 when some were not (or the broker refused the client),\n"
+           "2 on a usage error. Delivery is at most once.\n");
 }
 
 static volatile sig_atomic_t interrupted;
@@ -79,13 +84,34 @@ static size_t render(const char *tmpl, uint64_t n, char **buf, size_t *cap)
     return len;
 }
 
-/* Publishes, waiting for room in slices so that SIGINT is noticed. */
+/* Waits happen in slices this long, so that a signal is acted on within
+ * 100 ms in every state (connecting, waiting for room, confirming). */
+#define SLICE_MS 50
+
+/* After SIGINT/SIGTERM, what is already written may still be confirmed for
+ * this long before pub reports and exits. */
+#define GRACE_MS 50
+
+/* Publishes, waiting for room in slices so that a signal is noticed. */
 static vg_status publish(vg_client *c, vg_frame_type type, const char *topic, const char *p,
                          size_t len)
 {
     for (;;) {
-        vg_status st = vg_client_publish(c, type, topic, strlen(topic), p, len, 200);
+        vg_status st = vg_client_publish(c, type, topic, strlen(topic), p, len, SLICE_MS);
         if (st != VG_ERR_FULL || interrupted)
+            return st;
+    }
+}
+
+/* Calls wait(c, SLICE_MS) until it gives something other than a timeout,
+ * timeout_ms passes, or a signal arrives. */
+static vg_status wait_sliced(vg_client *c, vg_status (*wait)(vg_client *, int), int64_t timeout_ms)
+{
+    int64_t deadline = vg_now_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = deadline - vg_now_ms();
+        vg_status st = wait(c, (int)(left < SLICE_MS ? (left > 0 ? left : 0) : SLICE_MS));
+        if (st != VG_ERR_TIMEOUT || interrupted || left <= SLICE_MS)
             return st;
     }
 }
@@ -95,6 +121,23 @@ static void sleep_until(const struct timespec *t)
 {
     while (!interrupted && clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, t, NULL) == EINTR)
         ;
+}
+
+/* The last line: every message accepted is confirmed, unconfirmed (written
+ * to a connection that died first) or unsent (still queued at the end). */
+static int report(const vg_client_stats *s, const char *why, bool was_interrupted)
+{
+    bool ok = s->confirmed == s->published && why == NULL;
+    char reason[96] = "";
+    if (why != NULL)
+        snprintf(reason, sizeof reason, " reason=\"%s\"", why);
+    vg_log(ok ? VG_LOG_INFO : was_interrupted && why == NULL ? VG_LOG_WARN : VG_LOG_ERROR,
+           ok ? "done" : "incomplete",
+           "published=%llu confirmed=%llu unconfirmed=%llu unsent=%llu%s%s",
+           (unsigned long long)s->published, (unsigned long long)s->confirmed,
+           (unsigned long long)s->unconfirmed, (unsigned long long)s->unsent,
+           was_interrupted ? " interrupted=true" : "", reason);
+    return ok ? 0 : 1;
 }
 
 int main(int argc, char **argv)
@@ -155,6 +198,7 @@ int main(int argc, char **argv)
     struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: sleeps and reads stop */
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
 
     vg_client *c;
     vg_status st = vg_client_start(&c, &co, &why);
@@ -166,13 +210,16 @@ int main(int argc, char **argv)
     }
 
     /* Publish only once a broker has said how large a payload it takes. */
-    st = vg_client_wait_connected(c, (int)timeout_ms);
+    st = wait_sliced(c, vg_client_wait_connected, timeout_ms);
     if (st != VG_OK) {
-        vg_log(VG_LOG_ERROR, "connect_failed", "error=\"%s\" timeout_ms=%lld",
-               st == VG_ERR_TIMEOUT ? "no broker reachable in time" : "connection given up",
-               (long long)timeout_ms);
+        const char *reason = vg_client_closed_reason(c);
+        if (!interrupted)
+            vg_log(VG_LOG_ERROR, "connect_failed", "error=\"%s\" timeout_ms=%lld",
+                   st == VG_ERR_CLOSED ? reason ? reason : "connection given up"
+                                       : "no broker reachable in time",
+                   (long long)timeout_ms);
         vg_client_destroy(c);
-        return 1;
+        return interrupted ? 0 : 1; /* nothing was published: nothing is lost */
     }
 
     char *buf = NULL;
@@ -203,17 +250,29 @@ int main(int argc, char **argv)
         }
     }
     free(buf);
-    if (st != VG_OK && !(st == VG_ERR_FULL && interrupted))
-        vg_log(VG_LOG_ERROR, "publish_failed", "error=\"%s\"", vg_strerror(st));
+    why = NULL;
+    if (st == VG_ERR_CLOSED)
+        why = vg_client_closed_reason(c);
+    else if (st != VG_OK && !(st == VG_ERR_FULL && interrupted))
+        why = vg_strerror(st);
+    if (why != NULL)
+        vg_log(VG_LOG_ERROR, "publish_failed", "error=\"%s\"", why);
 
-    vg_status fst = vg_client_flush(c, (int)timeout_ms);
+    /* Confirm what was published: up to --timeout, or a short grace once
+     * interrupted (a signal during the wait cuts it short too). */
+    bool was_interrupted = interrupted;
+    vg_status fst = was_interrupted ? vg_client_flush(c, GRACE_MS)
+                                    : wait_sliced(c, vg_client_flush, timeout_ms);
+    if (fst == VG_ERR_TIMEOUT && !interrupted && why == NULL)
+        why = "no_confirmation_in_time";
+    else if (fst == VG_ERR_CLOSED && why == NULL)
+        why = vg_client_closed_reason(c);
+    vg_client_close(c, -1); /* pub has no callbacks: this is quick */
     vg_client_stats stats;
     vg_client_get_stats(c, &stats);
+    char reason[64] = "";
+    if (why != NULL)
+        snprintf(reason, sizeof reason, "%s", why);
     vg_client_destroy(c);
-    bool ok = st == VG_OK && fst == VG_OK && stats.unconfirmed == 0 && stats.confirmed == stats.published;
-    vg_log(ok ? VG_LOG_INFO : VG_LOG_ERROR, ok ? "done" : "unconfirmed",
-           "published=%llu confirmed=%llu unconfirmed=%llu%s", (unsigned long long)stats.published,
-           (unsigned long long)stats.confirmed, (unsigned long long)stats.unconfirmed,
-           fst == VG_ERR_TIMEOUT ? " error=\"no confirmation in time\"" : "");
-    return ok ? 0 : 1;
+    return report(&stats, why != NULL ? reason : NULL, was_interrupted || interrupted);
 }

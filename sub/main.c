@@ -16,6 +16,10 @@
 #include "format.h"
 #include "log.h"
 
+/* How long a stop waits for the I/O thread: every program stops within
+ * 100 ms of SIGINT/SIGTERM. */
+#define STOP_WAIT_MS 80
+
 static const char usage[] =
     "sub [--server HOST:PORT] [--count N] [--raw | --json] [OPTIONS] TOPIC...";
 
@@ -44,8 +48,9 @@ static void help(void)
     vg_cli_client_help();
     vg_cli_common_help();
     printf("\nEvents go to stderr, one per line (level=... event=... key=value).\n"
-           "Exit status: 0 on --count reached or SIGINT/SIGTERM, 1 if a subscription\n"
-           "is refused or the connection is given up, 2 on a usage error.\n");
+           "Exit status: 0 on --count reached or SIGINT/SIGTERM/SIGHUP, 1 if a\n"
+           "subscription is refused, the connection is given up or stdout cannot be\n"
+           "written, 2 on a usage error.\n");
 }
 
 typedef struct {
@@ -82,8 +87,12 @@ static void on_msg(void *ud, const vg_msg *m)
 
 static void on_batch_end(void *ud)
 {
-    (void)ud;
-    fflush(stdout);
+    sub_state *s = ud;
+    if (fflush(stdout) != 0 && atomic_load(&s->exit_code) < 0) {
+        /* A full disk or a broken pipe: messages would vanish silently. */
+        vg_log(VG_LOG_ERROR, "output_failed", "error=\"%s\"", strerror(errno));
+        finish(s, 1);
+    }
 }
 
 static void on_sub_error(void *ud, const char *topic, uint64_t code, const char *reason)
@@ -142,6 +151,7 @@ int main(int argc, char **argv)
     sigemptyset(&stop);
     sigaddset(&stop, SIGINT);
     sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGHUP); /* the terminal went away: stop cleanly too */
     pthread_sigmask(SIG_BLOCK, &stop, NULL); /* before the I/O thread exists */
     int sig_fd = signalfd(-1, &stop, SFD_CLOEXEC);
     s.done_fd = eventfd(0, EFD_CLOEXEC);
@@ -168,6 +178,10 @@ int main(int argc, char **argv)
     }
     for (int i = optind; i < argc; i++) {
         st = vg_client_subscribe(c, argv[i], NULL);
+        if (st == VG_ERR_CLOSED) {
+            finish(&s, 1); /* refused already (e.g. ERR auth): the library said why */
+            break;
+        }
         if (st != VG_OK) {
             char q[80];
             vg_log(VG_LOG_ERROR, "subscribe_failed", "topic=%s reason=\"%s\"",
@@ -182,8 +196,17 @@ int main(int argc, char **argv)
         ;
     if (p[0].revents & POLLIN)
         finish(&s, 0);
+    if (vg_client_close(c, STOP_WAIT_MS) != VG_OK) {
+        /* The I/O thread is blocked writing our stdout (a reader that
+         * stopped reading): stdout is locked, so leave without it. */
+        vg_log(VG_LOG_WARN, "stopped", "detail=\"output blocked; unwritten output dropped\"");
+        _exit(atomic_load(&s.exit_code));
+    }
     vg_client_destroy(c);
-    fflush(stdout);
+    if (fflush(stdout) != 0 && atomic_load(&s.exit_code) == 0) {
+        vg_log(VG_LOG_ERROR, "output_failed", "error=\"%s\"", strerror(errno));
+        s.exit_code = 1;
+    }
     sub_fmt_log_skipped(&s.fmt); /* the I/O thread, which counts, has ended */
     return atomic_load(&s.exit_code);
 }

@@ -156,7 +156,8 @@ static int fake_listen(int *port)
 }
 
 /* Accepts sub's connection, answers its CONNECT and its SUB, sends one
- * message with the given topic, and returns the connection. */
+ * message with the given topic and then one on "t" with payload, and
+ * returns the connection. */
 static h_raw fake_serve(int listener, const char *topic, size_t topic_len, const char *payload)
 {
     struct pollfd p = {.fd = listener, .events = POLLIN};
@@ -174,11 +175,15 @@ static h_raw fake_serve(int listener, const char *topic, size_t topic_len, const
     cr_assert_eq(vg_frame_put_ok(&b, f.sid), VG_OK);
     cr_assert_eq(vg_frame_put_msg(&b, VG_FRAME_MSG_TYPE1, topic, topic_len, payload, strlen(payload)),
                  VG_OK);
+    cr_assert_eq(vg_frame_put_msg(&b, VG_FRAME_MSG_TYPE1, "t", 1, payload, strlen(payload)), VG_OK);
     h_raw_send_buf(&r, &b);
     vg_buf_free(&b);
     return r;
 }
 
+/* A message on a topic the client never subscribed to is not for the
+ * application: the library drops it (the escaping of such topics is
+ * tested in tests/unit/test_format.c), and the next, real one is printed. */
 Test(sub_output, a_hostile_topic_cannot_forge_a_line_or_reach_the_terminal)
 {
     static const char topic[] = "evil\nevil MSG_TYPE1 forged\x1b[2J\x1b]0;owned\x07";
@@ -186,9 +191,8 @@ Test(sub_output, a_hostile_topic_cannot_forge_a_line_or_reach_the_terminal)
         const char *flag;
         const char *want;
     } cases[] = {
-        {NULL, "evil\\nevil MSG_TYPE1 forged\\x1b[2J\\x1b]0;owned\\x07 MSG_TYPE1 x\n"},
-        {"--json", "{\"topic\":\"evil\\u000aevil MSG_TYPE1 forged\\u001b[2J\\u001b]0;owned\\u0007\","
-                   "\"type\":\"MSG_TYPE1\",\"payload\":\"x\"}\n"},
+        {NULL, "t MSG_TYPE1 x\n"},
+        {"--json", "{\"topic\":\"t\",\"type\":\"MSG_TYPE1\",\"payload\":\"x\"}\n"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         int port;

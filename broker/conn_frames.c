@@ -1,0 +1,242 @@
+/* Frames from a client, on the connection's own thread: the handshake,
+ * subscriptions, PING/PONG, and checking MSG frames before the router
+ * delivers them. Every refusal is an ERR; the fatal ones end the
+ * connection (docs/protocol.md has the table). */
+#include "conn_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "log.h"
+#include "subtable.h"
+#include "token.h"
+#include "topic.h"
+#include "version.h"
+
+void vg_conn_send_err(vg_conn *c, vg_errcode code, const char *why, uint64_t sid)
+{
+    if (!vg_link_ctl_ok(c->link, vg_frame_put_err(vg_link_ctl(c->link), code, why, sid)))
+        return;
+    if (vg_errcode_is_fatal(code, sid)) {
+        c->sent_fatal_err = code != VG_E_SHUTDOWN;
+        vg_link_end(c->link, VG_END_ERR_SENT, code, why);
+        return;
+    }
+    /* A refused SUB or UNSUB: the first of each kind per connection at info,
+     * the rest at debug, so a flood of them cannot flood the log. */
+    uint32_t bit = code < 32 ? 1u << code : 0;
+    vg_log_level level = (c->refusals_logged & bit) ? VG_LOG_DEBUG : VG_LOG_INFO;
+    c->refusals_logged |= bit;
+    if (vg_log_enabled(level) && code != VG_E_LIMIT) /* the limit has its own line */
+        vg_log(level, "refused", "code=%s client=%llu addr=%s sid=%llu detail=\"%s\"",
+               vg_errcode_name(code), (unsigned long long)c->id, c->addr,
+               (unsigned long long)sid, why);
+}
+
+static void send_ok(vg_conn *c, uint64_t sid)
+{
+    vg_link_ctl_ok(c->link, vg_frame_put_ok(vg_link_ctl(c->link), sid));
+}
+
+/* ---- subscriptions ---- */
+
+static conn_sub *find_sid(vg_conn *c, uint64_t sid)
+{
+    for (size_t i = 0; i < c->nsubs; i++)
+        if (c->subs[i].sid == sid)
+            return &c->subs[i];
+    return NULL;
+}
+
+static bool has_topic(vg_conn *c, const char *topic, uint32_t len)
+{
+    for (size_t i = 0; i < c->nsubs; i++)
+        if (c->subs[i].len == len && memcmp(c->subs[i].topic, topic, len) == 0)
+            return true;
+    return false;
+}
+
+static void handle_sub(vg_conn *c, const vg_frame *f)
+{
+    const vg_broker_config *cfg = &c->srv->cfg;
+    const char *why;
+    if (f->sid == 0) {
+        vg_conn_send_err(c, VG_E_BAD_FRAME, "sid 0 is reserved", 0);
+        return;
+    }
+    if (vg_topic_check(f->topic, f->topic_len, cfg->topic_max_len, cfg->topic_max_tokens,
+                       &why) != VG_OK) {
+        vg_conn_send_err(c, VG_E_BAD_TOPIC, why, f->sid);
+        return;
+    }
+    if (find_sid(c, f->sid) != NULL) {
+        vg_conn_send_err(c, VG_E_DUPLICATE_SID, "sid already in use on this connection", f->sid);
+        return;
+    }
+    if (c->nsubs >= cfg->max_subs) {
+        if (!c->warned_subs)
+            vg_log(VG_LOG_WARN, "limit", "what=subscriptions client=%llu addr=%s max_subs=%zu",
+                   (unsigned long long)c->id, c->addr, cfg->max_subs);
+        c->warned_subs = true;
+        vg_conn_send_err(c, VG_E_LIMIT, "too many subscriptions", f->sid);
+        return;
+    }
+    if (c->nsubs == c->subs_cap) {
+        size_t cap = c->subs_cap ? c->subs_cap * 2 : 4;
+        conn_sub *s = realloc(c->subs, cap * sizeof *s);
+        if (s == NULL)
+            goto fail_nomem;
+        c->subs = s;
+        c->subs_cap = cap;
+    }
+    char *topic = malloc(f->topic_len);
+    if (topic == NULL)
+        goto fail_nomem;
+    memcpy(topic, f->topic, f->topic_len);
+    /* Several sids may name one topic; the table holds the connection once,
+     * so each message is delivered to it once. */
+    if (!has_topic(c, topic, f->topic_len) &&
+        vg_subtable_add(c->srv->subs, topic, f->topic_len, c) != VG_OK) {
+        free(topic);
+        goto fail_nomem;
+    }
+    c->subs[c->nsubs++] = (conn_sub){f->sid, topic, f->topic_len};
+    send_ok(c, f->sid);
+    if (vg_log_enabled(VG_LOG_DEBUG)) {
+        char t[80];
+        vg_log(VG_LOG_DEBUG, "subscribed", "client=%llu sid=%llu topic=%s",
+               (unsigned long long)c->id, (unsigned long long)f->sid,
+               vg_log_quote(t, sizeof t, f->topic, f->topic_len));
+    }
+    return;
+
+fail_nomem:
+    vg_conn_send_err(c, VG_E_INTERNAL, "broker out of memory", 0);
+}
+
+static void handle_unsub(vg_conn *c, const vg_frame *f)
+{
+    if (f->sid == 0) {
+        vg_conn_send_err(c, VG_E_BAD_FRAME, "sid 0 is reserved", 0);
+        return;
+    }
+    conn_sub *s = find_sid(c, f->sid);
+    if (s == NULL) {
+        vg_conn_send_err(c, VG_E_NO_SUCH_SID, "no subscription with that sid", f->sid);
+        return;
+    }
+    conn_sub gone = *s;
+    *s = c->subs[--c->nsubs];
+    if (!has_topic(c, gone.topic, gone.len))
+        vg_subtable_remove(c->srv->subs, gone.topic, gone.len, c);
+    free(gone.topic);
+    send_ok(c, f->sid);
+}
+
+/* ---- the handshake ---- */
+
+static void handle_connect(vg_conn *c, const vg_frame *f)
+{
+    if (f->version < 1) {
+        vg_conn_send_err(c, VG_E_VERSION, "protocol version must be 1 or later", 0);
+        return;
+    }
+    if (f->name_len > VG_NAME_MAX_LEN) {
+        vg_conn_send_err(c, VG_E_BAD_FRAME, "client name too long", 0);
+        return;
+    }
+    vg_log_quote(c->name, sizeof c->name, f->name, f->name_len);
+    const vg_broker_config *cfg = &c->srv->cfg;
+    if (cfg->token != NULL &&
+        !vg_token_equal(cfg->token, cfg->token_len, f->token, f->token_len)) {
+        vg_conn_send_err(c, VG_E_AUTH, "authentication failed", 0); /* the same for missing and wrong */
+        return;
+    }
+    uint64_t version = f->version < VG_PROTO_VERSION ? f->version : VG_PROTO_VERSION;
+    if (!vg_link_ctl_ok(c->link, vg_frame_put_info(vg_link_ctl(c->link), version,
+                                                   "vigil " VG_VERSION, c->id, cfg->max_payload)))
+        return;
+    vg_link_set_max_frame(c->link, vg_max_frame_for(cfg->max_payload));
+    vg_link_hold_bulk(c->link, false);
+    vg_link_set_heartbeat(c->link, true, vg_now_ms());
+    c->connected = true;
+    vg_log(VG_LOG_INFO, "client_connected", "client=%llu addr=%s name=%s",
+           (unsigned long long)c->id, c->addr, c->name);
+}
+
+/* ---- dispatch ---- */
+
+/* Checks a MSG frame; false (and a fatal ERR) if it may not be delivered. */
+static bool publish_ok(vg_conn *c, const vg_frame *f)
+{
+    const vg_broker_config *cfg = &c->srv->cfg;
+    const char *why;
+    if (f->payload_len > cfg->max_payload) {
+        vg_conn_send_err(c, VG_E_TOO_LARGE, "payload exceeds max_payload", 0);
+        return false;
+    }
+    if (vg_topic_check(f->topic, f->topic_len, cfg->topic_max_len, cfg->topic_max_tokens,
+                       &why) != VG_OK) {
+        vg_conn_send_err(c, VG_E_BAD_TOPIC, why, 0);
+        return false;
+    }
+    if (vg_topic_is_system(f->topic, f->topic_len)) {
+        vg_conn_send_err(c, VG_E_PERMISSION, "$SYS topics are the broker's own", 0);
+        return false;
+    }
+    return true;
+}
+
+void vg_conn_on_frame(void *ud, const vg_frame *f)
+{
+    vg_conn *c = ud;
+    if (vg_frame_is_msg(f->type) && c->connected) {
+        /* A frame that continues the run has the run's topic, already checked. */
+        if ((!vg_router_extends(c, f) || f->payload_len > c->srv->cfg.max_payload) &&
+            !publish_ok(c, f))
+            return; /* the run so far is still delivered, at the end of this read */
+        vg_router_add(c, f);
+        return;
+    }
+    vg_router_flush(c); /* a control frame ends the run: what came before goes first */
+    if (!c->connected && f->type != VG_FRAME_CONNECT) {
+        vg_conn_send_err(c, VG_E_PROTOCOL, "expected CONNECT first", 0);
+        return;
+    }
+    switch (f->type) {
+    case VG_FRAME_CONNECT:
+        if (c->connected)
+            vg_conn_send_err(c, VG_E_PROTOCOL, "CONNECT sent twice", 0);
+        else
+            handle_connect(c, f);
+        break;
+    case VG_FRAME_PING:
+        vg_link_ctl_ok(c->link, vg_frame_put_pong(vg_link_ctl(c->link)));
+        break;
+    case VG_FRAME_PONG:
+        atomic_fetch_add_explicit(&c->srv->stats.pongs_received, 1, memory_order_relaxed);
+        break;
+    case VG_FRAME_SUB:
+        handle_sub(c, f);
+        break;
+    case VG_FRAME_UNSUB:
+        handle_unsub(c, f);
+        break;
+    default:
+        vg_conn_send_err(c, VG_E_PROTOCOL, "frame type not accepted from clients", 0);
+        break;
+    }
+}
+
+void vg_conn_on_read_end(void *ud) { vg_router_flush(ud); }
+
+void vg_conn_on_bad_input(void *ud, vg_status st, const char *why)
+{
+    vg_conn *c = ud;
+    vg_router_flush(c); /* frames before a bad one were valid: they go out */
+    vg_errcode code = st == VG_ERR_TOO_LARGE      ? VG_E_TOO_LARGE
+                      : st == VG_ERR_UNKNOWN_TYPE ? VG_E_UNKNOWN_TYPE
+                                                  : VG_E_BAD_FRAME;
+    vg_conn_send_err(c, code, why, 0);
+}

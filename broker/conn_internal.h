@@ -1,0 +1,107 @@
+/* What the files of one broker connection share: conn.c (life cycle and
+ * thread), conn_frames.c (frames from the client), router.c (fan-out) and
+ * registry.c (the list of connections). Not for other modules: they use
+ * conn.h. */
+#ifndef VG_CONN_INTERNAL_H
+#define VG_CONN_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conn.h"
+#include "frame.h"
+#include "link.h"
+#include "outbox.h"
+#include "proto.h"
+#include "sock.h"
+
+/* How long a publisher's thread may wait, per delivery, for room in the
+ * outbox of a subscriber that is still draining (its socket took bytes within
+ * this long; nats-server stalls a fast producer the same way). 5 ms lost
+ * messages in the 4-to-1 benchmark: on 2 busy cores an owner thread's writes
+ * can be 50 ms apart. A stopped reader is not waited for at all. */
+#define VG_DELIVER_STALL_MS 50
+
+/* A subscriber that dropped messages is reported recovered only once its
+ * outbox has drained and no message was dropped for this long, so a reader
+ * that is steadily a little too slow is one episode, not a flapping pair of
+ * log lines every few seconds (redis holds its soft limit the same way). */
+#define VG_DROP_HOLD_MS 10000
+
+typedef struct {
+    uint64_t sid;
+    char *topic;
+    uint32_t len;
+} conn_sub;
+
+/* A run of consecutive MSG frames with one topic, contiguous in the read
+ * buffer: looked up once and copied into each subscriber's outbox at once. */
+typedef struct {
+    const char *topic;
+    uint32_t topic_len;
+    const uint8_t *start;
+    size_t len;
+    uint32_t frames;
+    uint64_t payload; /* payload bytes of its frames */
+} conn_run;
+
+struct vg_conn {
+    atomic_int refs;
+    vg_server *srv;
+    uint64_t id;
+    char addr[VG_ADDR_STRLEN];
+    char name[VG_NAME_MAX_LEN + 8];
+    vg_outbox *outbox; /* publishers append here; the connection's thread drains it */
+    vg_link *link;     /* the socket, owned by the connection's thread */
+    int fd;            /* the accepted socket until the thread attaches it to link */
+    int64_t born_ms;   /* accepted at; the handshake timeout runs from here */
+    bool connected;    /* CONNECT accepted */
+    bool sent_fatal_err;
+
+    conn_sub *subs;
+    size_t nsubs, subs_cap;
+    bool warned_subs;         /* the max_subs limit was logged for this connection */
+    uint32_t refusals_logged; /* bit per ERR code already logged at info */
+
+    /* Slow-consumer episode: set by publishers when they drop for this
+     * connection, cleared by its own thread after VG_DROP_HOLD_MS. */
+    atomic_bool dropping;
+    _Atomic int64_t last_drop_ms;
+    uint64_t drops_before; /* outbox drop count when the episode began (own thread) */
+
+    conn_run run;   /* the run being built from the current read */
+    void **scratch; /* subscriber list of the run being delivered */
+    size_t scratch_cap;
+
+    vg_conn *prev, *next; /* registry, under srv->mu */
+};
+
+/* conn_frames.c: the link callbacks for frames from the client. */
+void vg_conn_on_frame(void *ud, const vg_frame *f);
+void vg_conn_on_read_end(void *ud);
+void vg_conn_on_bad_input(void *ud, vg_status st, const char *why);
+
+/* Queues ERR; ends the connection if the code is fatal (conn_frames.c). */
+void vg_conn_send_err(vg_conn *c, vg_errcode code, const char *why, uint64_t sid);
+
+/* router.c: whether MSG frame f continues the run being built (contiguous
+ * in the read buffer, same topic). */
+bool vg_router_extends(const vg_conn *c, const vg_frame *f);
+
+/* router.c: adds a checked MSG frame to the run being built, delivering the
+ * run first if the frame does not extend it. */
+void vg_router_add(vg_conn *c, const vg_frame *f);
+
+/* router.c: delivers the run being built, if any. */
+void vg_router_flush(vg_conn *c);
+
+/* registry.c: registers c and starts its thread (conn_main); on failure
+ * unregisters it and returns the pthread_create error, or ESHUTDOWN if the
+ * server is stopping. Accept thread only. */
+int vg_registry_start(vg_conn *c, void *(*conn_main)(void *));
+
+/* registry.c: removes c from the registry (its thread is ending). */
+void vg_registry_remove(vg_conn *c);
+
+#endif

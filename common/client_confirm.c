@@ -1,0 +1,40 @@
+#include "client_confirm.h"
+
+bool vg_confirm_ping(vg_confirm *c, uint64_t mark)
+{
+    if (c->n == VG_CONFIRM_MARKS)
+        return false;
+    c->marks[(c->head + c->n++) % VG_CONFIRM_MARKS] = mark;
+    if (mark > c->last_mark)
+        c->last_mark = mark;
+    return true;
+}
+
+bool vg_confirm_room_for_flush(const vg_confirm *c)
+{
+    return c->n + VG_CONFIRM_PROBES_MAX < VG_CONFIRM_MARKS;
+}
+
+bool vg_confirm_pong(vg_confirm *c)
+{
+    if (c->n == 0)
+        return false;
+    uint64_t mark = c->marks[c->head];
+    c->head = (c->head + 1) % VG_CONFIRM_MARKS;
+    c->n--;
+    /* Frames unconfirmed on earlier connections come first in the count. */
+    if (mark <= c->confirmed + c->unconfirmed)
+        return false;
+    c->confirmed = mark - c->unconfirmed;
+    return true;
+}
+
+uint64_t vg_confirm_lost(vg_confirm *c)
+{
+    uint64_t lost = c->written - c->confirmed - c->unconfirmed;
+    c->unconfirmed += lost;
+    c->n = 0;
+    c->head = 0;
+    c->last_mark = c->written;
+    return lost;
+}

@@ -1,0 +1,51 @@
+/* Confirmation accounting for a client's publishes: pure, owned by the
+ * client's I/O thread.
+ *
+ * The broker handles a connection's frames in order and answers PINGs in
+ * order, so a PING sent after MSG frame k was written (the mark k) comes
+ * back as a PONG only after the broker has routed frames up to k. Marks
+ * count MSG frames written on every connection so far. When a connection
+ * is lost, what it had written and the broker had not confirmed becomes
+ * unconfirmed: possibly lost, maybe delivered. */
+#ifndef VG_CLIENT_CONFIRM_H
+#define VG_CLIENT_CONFIRM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* PINGs in flight at most: the heartbeat's probes (at most
+ * VG_CONFIRM_PROBES_MAX, the largest keep-alive probe count) plus the PINGs
+ * that confirm publishes. */
+#define VG_CONFIRM_MARKS 128
+#define VG_CONFIRM_PROBES_MAX 100
+
+typedef struct {
+    uint64_t marks[VG_CONFIRM_MARKS]; /* FIFO of the marks of PINGs in flight */
+    size_t head, n;
+    uint64_t last_mark;   /* the highest mark sent on this connection */
+    uint64_t written;     /* MSG frames completely written, every connection */
+    uint64_t confirmed;   /* ... that a PONG has confirmed */
+    uint64_t unconfirmed; /* ... written to a connection lost before its PONG */
+} vg_confirm;
+
+/* MSG frames written on every connection so far. */
+static inline uint64_t vg_confirm_written(const vg_confirm *c) { return c->written; }
+
+/* A PING was queued whose PONG will confirm mark MSG frames. false if
+ * the FIFO is full (the PING must then not be sent). */
+bool vg_confirm_ping(vg_confirm *c, uint64_t mark);
+
+/* Whether a PING to confirm publishes may be queued now: the FIFO keeps
+ * room for the heartbeat's probes. */
+bool vg_confirm_room_for_flush(const vg_confirm *c);
+
+/* A PONG arrived: returns true if it confirmed more frames. An unsolicited
+ * PONG changes nothing. */
+bool vg_confirm_pong(vg_confirm *c);
+
+/* The connection is lost: frames written and not confirmed become
+ * unconfirmed (returned), and the PINGs in flight are forgotten. */
+uint64_t vg_confirm_lost(vg_confirm *c);
+
+#endif
