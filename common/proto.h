@@ -17,11 +17,13 @@
 #define VG_NAME_MAX_LEN 128
 #define VG_TOKEN_MAX_LEN 1024
 
-/* Bytes a MSG frame needs beyond its payload at worst: array and type bytes,
- * a str32 header with the longest topic, and a bin32 header. */
-#define VG_MSG_OVERHEAD (2 + 5 + VG_TOPIC_MAX_LEN + 5)
+/* Bytes a valid MSG frame needs beyond its payload at worst, in any
+ * encoding the parser accepts: an array32 header (5), the type as a uint64
+ * (9), a str32 header with the longest topic, and a bin32 header (5). */
+#define VG_MSG_OVERHEAD (5 + 9 + 5 + VG_TOPIC_MAX_LEN + 5)
 
-/* The largest frame body accepted once max_payload is negotiated. */
+/* The largest frame body accepted once max_payload is negotiated; callers
+ * bound max_payload (64 MiB at most), so the sum cannot wrap. */
 static inline uint64_t vg_max_frame_for(uint64_t max_payload)
 {
     return max_payload + VG_MSG_OVERHEAD;
