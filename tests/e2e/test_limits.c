@@ -435,6 +435,46 @@ Test(limits, subscriber_that_never_reads_is_evicted_as_slow_consumer)
     finish(&fx);
 }
 
+/* Defect 10: a subscriber that keeps falling behind and catching up was
+ * logged as a new slow-consumer episode each time (a dropping and a
+ * recovered warn line per cycle). Three bursts that each overflow its
+ * buffers, each drained in between, are one episode now: "recovered" only
+ * after a quiet hold of 10 s. */
+Test(limits, a_reader_that_keeps_falling_behind_is_one_slow_consumer_episode)
+{
+    fixture fx = START("--max-outbox", "64K");
+    h_raw r = h_raw_connect_small(fx.port, 4096);
+    h_raw_handshake(&r);
+    vg_buf b = {0};
+    vg_frame_put_sub(&b, 1, "burst", 5);
+    h_raw_send_buf(&r, &b);
+    vg_buf_free(&b);
+    vg_frame f;
+    cr_assert(h_raw_read(&r, &f, WAIT) && f.type == VG_FRAME_OK);
+    static char msg[1010];
+    memset(msg, 'b', 1000);
+    strcpy(msg + 1000, "-{n}");
+    for (int round = 1; round <= 3; round++) {
+        /* 8 MB at once: more than the broker's socket buffer (4 MiB at
+         * most) and the 64 KiB outbox together. */
+        cr_assert_eq(h_pub(fx.port, "--count", "8000", "burst", msg, NULL), 0);
+        cr_assert(h_wait_err_count(fx.broker, "state=dropping", 1, WAIT), "round %d: %s", round,
+                  fx.broker->err);
+        /* Catch up: read until the broker has nothing more to send. */
+        int got = 0;
+        while (h_raw_read(&r, &f, h_ms(300)))
+            got += vg_frame_is_msg(f.type);
+        cr_assert(got > 0 && got < 8000, "round %d: %d of 8000 delivered: no drops to test", round,
+                  got);
+    }
+    cr_assert_eq(h_count(fx.broker->err, "event=slow_consumer state=dropping"), 1, "%s",
+                 fx.broker->err);
+    cr_assert_eq(h_count(fx.broker->err, "event=slow_consumer state=recovered"), 0,
+                 "recovered within the hold: %s", fx.broker->err);
+    h_raw_close(&r);
+    finish(&fx);
+}
+
 Test(limits, connection_that_never_sends_connect_gets_err_timeout)
 {
     enum { SILENT = 30 };
