@@ -185,6 +185,13 @@ Test(deadpath, idle_subscriber_behind_a_dead_path, .fini = h_netns_down)
     h_proc *b = h_netns_broker(n, &port, KA, NULL);
     h_proc *s = h_netns_sub(n, H_NS_B, port, KA, FAST_RETRY, "--name", "victim", "feed", NULL);
     unsigned id = client_id(b, "victim");
+    /* Idle long enough for a PING/PONG round, so that the path dies on a
+     * connection in its steady state, not one just opened. */
+    int64_t idle_until = h_now_ms() + h_ms(1500);
+    while (h_now_ms() < idle_until)
+        h_pump(b, (int)(idle_until - h_now_ms()));
+    cr_assert(strstr(b->err, "event=evict") == NULL && strstr(s->err, "event=disconnected") == NULL,
+              "an idle connection on a working path was dropped:\n%s\n%s", b->err, s->err);
 
     instant t = cut(n);
     expect_evicted_for_heartbeat(b, id, t);
