@@ -1,6 +1,7 @@
 #include "netns.h"
 
 #include <criterion/criterion.h>
+#include <criterion/hooks.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -172,20 +173,20 @@ static void delete_stale(void)
 #define SKIP(...)                                                                                  \
     do {                                                                                           \
         h_netns_down();                                                                            \
-        cr_skip_test(__VA_ARGS__);                                                                 \
+        cr_skip_test(H_NETNS_SKIP __VA_ARGS__);                                                    \
     } while (0)
 
 h_netns *h_netns_up(void)
 {
     cr_assert(!made, "h_netns_up: this process already has its pair");
     if (geteuid() != 0)
-        cr_skip_test("needs root to create network namespaces (running as uid %u)",
+        cr_skip_test(H_NETNS_SKIP "needs root to create network namespaces (running as uid %u)",
                      (unsigned)geteuid());
     if (!find_tool("ip", ip_path, sizeof ip_path))
-        cr_skip_test("needs the ip command (package iproute2) to create network namespaces: "
+        cr_skip_test(H_NETNS_SKIP "needs the ip command (package iproute2) to create network namespaces: "
                      "not in PATH, /usr/sbin or /sbin");
     if (!find_tool("nft", nft_path, sizeof nft_path))
-        cr_skip_test("needs the nft command (package nftables) to cut the path: "
+        cr_skip_test(H_NETNS_SKIP "needs the nft command (package nftables) to cut the path: "
                      "not in PATH, /usr/sbin or /sbin");
     delete_stale();
 
@@ -335,4 +336,36 @@ void h_netns_restore(h_netns *n)
         cr_assert(nft_in(n->name[s], "delete table inet " TABLE, out, sizeof out) == 0,
                   "could not restore the path in %s: %s", n->name[s], out);
     n->cut = false;
+}
+
+/* ---- making a skip visible to ctest ---- */
+
+static size_t skipped;
+static char skip_reason[256];
+
+/* Runs in the runner process, after every worker: counts the tests that
+ * h_netns_up skipped (their message carries H_NETNS_SKIP) and says so. */
+ReportHook(POST_ALL)(struct criterion_global_stats *stats)
+{
+    for (struct criterion_suite_stats *s = stats->suites; s != NULL; s = s->next) {
+        for (struct criterion_test_stats *t = s->tests; t != NULL; t = t->next) {
+            if (t->test_status != CR_STATUS_SKIPPED || t->message == NULL ||
+                strncmp(t->message, H_NETNS_SKIP, strlen(H_NETNS_SKIP)) != 0)
+                continue;
+            if (skipped++ == 0)
+                snprintf(skip_reason, sizeof skip_reason, "%s", t->message);
+        }
+    }
+    if (skipped > 0)
+        fprintf(stderr, "%zu test(s) skipped: %s\n", skipped, skip_reason);
+}
+
+int h_netns_main(int argc, char *argv[])
+{
+    struct criterion_test_set *tests = criterion_initialize();
+    int result = 0;
+    if (criterion_handle_args(argc, argv, true))
+        result = !criterion_run_all_tests(tests);
+    criterion_finalize(tests);
+    return result == 0 && skipped > 0 ? H_NETNS_SKIPPED_EXIT : result;
 }

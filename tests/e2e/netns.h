@@ -25,6 +25,13 @@
 
 enum { H_NS_A, H_NS_B };
 
+/* The start of every skip message of h_netns_up. */
+#define H_NETNS_SKIP "netns: "
+/* The exit status of h_netns_main when tests were skipped and none failed:
+ * ctest's SKIP_RETURN_CODE for the test, so that a run without root says
+ * "Skipped" rather than "Passed". */
+#define H_NETNS_SKIPPED_EXIT 77
+
 typedef struct {
     char name[2][24]; /* the namespaces: vgt<pid>a, vgt<pid>b */
     char addr[2][16]; /* their veth addresses, no prefix length */
@@ -74,5 +81,10 @@ void h_netns_cut(h_netns *n);
 
 /* Removes the drop rules: the path works again. */
 void h_netns_restore(h_netns *n);
+
+/* A main for a Criterion test binary that uses h_netns_up: runs the tests
+ * as Criterion's own main does, prints how many h_netns_up skipped and why,
+ * and returns H_NETNS_SKIPPED_EXIT if some were and none failed. */
+int h_netns_main(int argc, char *argv[]);
 
 #endif

@@ -174,6 +174,9 @@ static void await_message(h_proc *s, int n)
     cr_assert(h_wait_out(s, line, WAIT), "no message m-%d before the cut: %s", n, s->err);
 }
 
+/* Exits 77 (ctest: Skipped) when the namespace cases could not run. */
+int main(int argc, char *argv[]) { return h_netns_main(argc, argv); }
+
 /* ---- a dead path, both ends in their own namespaces ---- */
 
 /* a. Nothing flowing: the plain heartbeat case, which must already work;
@@ -385,8 +388,10 @@ Test(deadpath, stopped_subscriber_under_a_flood_is_evicted_as_a_slow_consumer)
     h_proc *healthy = h_sub(port, KA5, "--name", "healthy", "flood", NULL);
     unsigned id = client_id(b, "frozen");
     int sock = socket_of(frozen, port);
-    cr_assert(sock >= 0, "cannot reach the frozen subscriber's socket (pidfd_getfd): %s",
-              strerror(errno));
+    if (sock < 0)
+        cr_log_warn("cannot reach the frozen subscriber's socket (pidfd_getfd: %s): the bound is "
+                    "counted from the first delivery, a little early",
+                    strerror(errno));
 
     static char msg[1100];
     strcpy(msg, "{n}-"); /* n, then x up to 1000 bytes for five-digit n */
@@ -408,7 +413,7 @@ Test(deadpath, stopped_subscriber_under_a_flood_is_evicted_as_a_slow_consumer)
     size_t scanned = 0;
     int64_t give_up = first.mono + WAIT, sampled = 0;
     while (h_now_ms() < give_up) {
-        if (h_now_ms() - sampled >= 5) {
+        if (sock >= 0 && h_now_ms() - sampled >= 5) {
             sampled = h_now_ms();
             long q = rx_queue(sock);
             if (q > queued)
@@ -423,14 +428,15 @@ Test(deadpath, stopped_subscriber_under_a_flood_is_evicted_as_a_slow_consumer)
             break;
         h_pump(healthy, 5);
     }
-    struct tcp_info ti;
-    socklen_t tl = sizeof ti;
-    long long idle = getsockopt(sock, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 ? (long long)ti.tcpi_last_data_recv : -1;
-    int64_t asked = h_now_ms();
-    close(sock);
-    cr_log_info("frozen subscriber's kernel, by its TCP_INFO: last data received %lld ms after "
-                "the first delivery",
-                idle < 0 ? -1LL : (long long)(asked - idle - first.mono));
+    if (sock >= 0) { /* a second opinion on the last data it took */
+        struct tcp_info ti;
+        socklen_t tl = sizeof ti;
+        if (getsockopt(sock, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0)
+            cr_log_info("frozen subscriber's kernel, by its TCP_INFO: last data received %lld ms "
+                        "after the first delivery",
+                        (long long)(h_now_ms() - ti.tcpi_last_data_recv - first.mono));
+        close(sock);
+    }
     cr_log_info("flood: first delivery %lld ms after the stop; the frozen subscriber's kernel took "
                 "%ld bytes, the last %lld ms after the first delivery; the healthy subscriber had "
                 "all %lld ms after it",
