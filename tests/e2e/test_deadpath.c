@@ -3,11 +3,13 @@
  * detection bound, under the right reason.
  *
  * The trap: "the kernel took more of our output after refusing some" is no
- * sign of life of the peer. On a dead path the local send buffer keeps
- * absorbing (and the kernel keeps compacting what it retransmits), so a
- * sender that counts that as life finds the death late, or never, and then
- * the kernel's TCP_USER_TIMEOUT closes the socket as an error instead. Only
- * what the peer did counts: bytes from it, or its TCP acknowledging ours.
+ * sign of life of the peer. On a dead path, or towards a stopped peer whose
+ * window is shut, the local send buffer still finds room now and then (a
+ * PING written after a refusal fits in what is left, or the kernel grows
+ * the buffer), so a sender that counts that as life finds the death late,
+ * or never, and the kernel's TCP_USER_TIMEOUT closes the socket first, as
+ * an error. Only what the peer did counts: bytes from it, or its TCP
+ * acknowledging ours.
  *
  * A userspace proxy cannot show this (its kernel still ACKs), so the
  * network cases run the broker and clients in two network namespaces and
