@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "args.h"
@@ -200,7 +201,9 @@ int main(int argc, char **argv)
         /* The I/O thread is blocked writing our stdout (a reader that
          * stopped reading): stdout is locked, so leave without it. */
         vg_log(VG_LOG_WARN, "stopped", "detail=\"output blocked; unwritten output dropped\"");
-        _exit(atomic_load(&s.exit_code));
+        /* exit_group directly: _exit may be wrapped (sanitizers flush
+         * stdio there) and would wait for that same lock. */
+        syscall(SYS_exit_group, atomic_load(&s.exit_code));
     }
     vg_client_destroy(c);
     if (fflush(stdout) != 0 && atomic_load(&s.exit_code) == 0) {
