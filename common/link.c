@@ -195,8 +195,11 @@ static void decode(vg_link *l)
 
 /* Reads what the socket has, up to reads_per_wake reads, handling every
  * complete frame. Bytes from the peer are life, valid frames or not: if
- * they are not, the connection ends here anyway. */
-static void read_input(vg_link *l)
+ * they are not, the connection ends here anyway. With last_words (after a
+ * failed write) it only picks up what is waiting, such as an ERR that
+ * explains the failure, and leaves EOF and errors to the caller: the write
+ * error is the better reason. */
+static void read_some(vg_link *l, bool last_words)
 {
     for (int i = 0; i < l->cfg.reads_per_wake && !l->ended; i++) {
         uint8_t *space;
@@ -207,13 +210,14 @@ static void read_input(vg_link *l)
         }
         ssize_t n = recv(l->fd, space, avail, 0);
         if (n == 0) {
-            vg_link_end(l, VG_END_EOF, 0, NULL);
+            if (!last_words)
+                vg_link_end(l, VG_END_EOF, 0, NULL);
             return;
         }
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
+            if (errno != EAGAIN && errno != EWOULDBLOCK && !last_words)
                 vg_link_end(l, VG_END_IO, 0, strerror(errno));
             return;
         }
@@ -224,6 +228,8 @@ static void read_input(vg_link *l)
             return; /* the socket is very likely drained */
     }
 }
+
+static void read_input(vg_link *l) { read_some(l, false); }
 
 /* ---- output ---- */
 
@@ -344,6 +350,19 @@ static bool arm_timer(vg_link *l, int64_t at)
     return true;
 }
 
+/* After a sleep with the socket lent: takes it back and counts what
+ * producers wrote on it as ours. */
+static void take_back(vg_link *l, int64_t now)
+{
+    vg_lent lent = vg_outbox_reclaim(l->ob);
+    if (lent.bytes == 0)
+        return;
+    l->tx.frames_written += lent.frames;
+    l->tx.bytes_written += lent.bytes;
+    vg_progress_wrote(&l->progress, now, l->tx.bytes_written);
+    l->sent_at = now;
+}
+
 static void sleep_until(vg_link *l, int64_t wake, bool want_out, int64_t now)
 {
     struct pollfd p[3] = {
@@ -356,9 +375,13 @@ static void sleep_until(vg_link *l, int64_t wake, bool want_out, int64_t now)
         p[2].fd = l->tfd;
         timeout = -1;
     }
-    if (poll(p, 3, timeout) < 0) {
-        if (errno != EINTR)
-            vg_link_end(l, VG_END_IO, 0, strerror(errno));
+    int n = poll(p, 3, timeout);
+    int err = errno;
+    if (l->cfg.lend) /* first of all: the socket is ours again, and what producers sent counts */
+        take_back(l, vg_now_ms());
+    if (n < 0) {
+        if (err != EINTR)
+            vg_link_end(l, VG_END_IO, 0, strerror(err));
         return;
     }
     if (p[1].revents & POLLIN)
@@ -383,7 +406,7 @@ vg_end vg_link_run(vg_link *l, const vg_link_ops *ops, void *ud)
         if (st == VG_ERR_IO) {
             char why[64];
             snprintf(why, sizeof why, "%s", strerror(errno));
-            read_input(l); /* an ERR from the peer explains it better than EPIPE */
+            read_some(l, true); /* an ERR from the peer explains it better than EPIPE */
             vg_link_end(l, VG_END_IO, 0, why);
         }
         if (l->ended)
@@ -400,7 +423,8 @@ vg_end vg_link_run(vg_link *l, const vg_link_ops *ops, void *ud)
             continue;
         if (st == VG_OK && vg_sender_busy(&l->tx))
             continue; /* the owner or the heartbeat queued frames */
-        if (st == VG_OK && !l->hold && !vg_outbox_park(l->ob))
+        if (st == VG_OK && !l->hold &&
+            !vg_outbox_park_lending(l->ob, l->cfg.lend && !l->hold ? l->fd : -1))
             continue; /* more was queued meanwhile */
         sleep_until(l, wake, st == VG_AGAIN, now);
     }

@@ -74,6 +74,8 @@ typedef struct {
     bool timerfd;          /* sleep on a CLOCK_BOOTTIME timerfd, so deadlines that
                               pass during a suspend fire on resume (poll's own
                               timeout stops during a suspend) */
+    bool lend;             /* while asleep with nothing to write, lend the socket
+                              to the outbox's producers (outbox.h) */
 } vg_link_config;
 
 /* What the owner does with the connection; every callback runs on the

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,6 +25,10 @@ struct vg_outbox {
     _Atomic int64_t drained_ns; /* when the owner last got bytes into its socket */
     bool parked;
     bool closed;
+    int lent_fd;          /* -1 unless the owner has lent its socket */
+    size_t head_sent;     /* bytes of the first pending frame sent on the lent socket */
+    int64_t last_lent_ns; /* the previous send on the lent socket */
+    vg_lent lent;         /* what producers sent since the last reclaim */
     int efd;
 };
 
@@ -33,6 +38,7 @@ vg_outbox *vg_outbox_create(size_t max_bytes)
     if (ob == NULL)
         return NULL;
     ob->max_bytes = max_bytes;
+    ob->lent_fd = -1;
     ob->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (ob->efd < 0)
         goto fail_free;
@@ -86,8 +92,43 @@ static bool fits(vg_outbox *ob, size_t n)
     return u == 0 || (n <= ob->max_bytes && u <= ob->max_bytes - n);
 }
 
-/* Appends under the lock, copying bytes or letting fill write them; returns
- * whether the owner must be signalled (it parked before this append). */
+bool vg_outbox_lend_allowed(int64_t last_ns, int64_t now_ns)
+{
+    return last_ns == 0 || now_ns - last_ns >= 10000;
+}
+
+/* On a lent socket, sends the queue from its head, under the lock, never
+ * blocking; keeps what the kernel does not take, as whole frames with the
+ * head's sent part remembered. An error is left for the owner to meet on
+ * its own write. */
+static void send_lent(vg_outbox *ob)
+{
+    int64_t now = vg_now_ns(); /* read only while lent, i.e. while the owner sleeps */
+    if (!vg_outbox_lend_allowed(ob->last_lent_ns, now))
+        return;
+    ob->last_lent_ns = now;
+    ssize_t w = send(ob->lent_fd, ob->pending.data + ob->head_sent, ob->pending.len - ob->head_sent,
+                     MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (w <= 0)
+        return;
+    ob->lent.bytes += (uint64_t)w;
+    size_t sent = ob->head_sent + (size_t)w, whole = 0;
+    while (whole < ob->pending.len) {
+        size_t len = VG_FRAME_HEADER + vg_be32(ob->pending.data + whole);
+        if (whole + len > sent)
+            break;
+        whole += len;
+        ob->lent.frames++;
+        ob->pending_frames--;
+    }
+    memmove(ob->pending.data, ob->pending.data + whole, ob->pending.len - whole);
+    ob->pending.len -= whole;
+    ob->head_sent = sent - whole;
+}
+
+/* Appends under the lock, copying bytes or letting fill write them; sets
+ * *wake if the owner must be signalled (it parked before this append and
+ * something is left for it). */
 static vg_status append_locked(vg_outbox *ob, const void *bytes, size_t n, uint32_t nframes,
                                void (*fill)(uint8_t *, void *), void *arg, bool *wake)
 {
@@ -99,7 +140,9 @@ static vg_status append_locked(vg_outbox *ob, const void *bytes, size_t n, uint3
         memcpy(ob->pending.data + ob->pending.len, bytes, n);
     ob->pending.len += n;
     ob->pending_frames += nframes;
-    if (ob->parked) {
+    if (ob->lent_fd >= 0)
+        send_lent(ob);
+    if (ob->parked && ob->pending.len > 0) {
         ob->parked = false;
         *wake = true;
     }
@@ -257,7 +300,7 @@ vg_status vg_outbox_put_frames(vg_outbox *ob, const uint8_t *bytes, size_t n, ui
     return st;
 }
 
-uint64_t vg_outbox_take(vg_outbox *ob, vg_buf *into, int64_t now_ns)
+uint64_t vg_outbox_take(vg_outbox *ob, vg_buf *into, int64_t now_ns, size_t *skip)
 {
     pthread_mutex_lock(&ob->mu);
     vg_buf empty = *into;
@@ -266,10 +309,13 @@ uint64_t vg_outbox_take(vg_outbox *ob, vg_buf *into, int64_t now_ns)
     ob->pending.len = 0;
     uint64_t frames = ob->pending_frames;
     ob->pending_frames = 0;
+    *skip = ob->head_sent;
+    ob->head_sent = 0;
     ob->parked = false;
+    ob->lent_fd = -1; /* the owner writes from here on: never both */
     /* Called only once the previous bulk is written: if there was one, the
      * owner has drained. */
-    if (atomic_exchange(&ob->inflight, into->len) > 0)
+    if (atomic_exchange(&ob->inflight, into->len - *skip) > 0)
         atomic_store(&ob->drained_ns, now_ns);
     if (atomic_load(&ob->waiters) > 0)
         pthread_cond_broadcast(&ob->room);
@@ -292,13 +338,27 @@ void vg_outbox_set_inflight(vg_outbox *ob, size_t bytes, int64_t now_ns)
     }
 }
 
-bool vg_outbox_park(vg_outbox *ob)
+bool vg_outbox_park_lending(vg_outbox *ob, int fd)
 {
     pthread_mutex_lock(&ob->mu);
     bool idle = ob->pending.len == 0;
     ob->parked = idle;
+    ob->lent_fd = idle && !ob->closed ? fd : -1;
     pthread_mutex_unlock(&ob->mu);
     return idle;
+}
+
+bool vg_outbox_park(vg_outbox *ob) { return vg_outbox_park_lending(ob, -1); }
+
+vg_lent vg_outbox_reclaim(vg_outbox *ob)
+{
+    pthread_mutex_lock(&ob->mu);
+    ob->lent_fd = -1;
+    ob->parked = false;
+    vg_lent l = ob->lent;
+    ob->lent = (vg_lent){0, 0};
+    pthread_mutex_unlock(&ob->mu);
+    return l;
 }
 
 void vg_outbox_wake(vg_outbox *ob) { signal_owner(ob); }
@@ -307,6 +367,7 @@ void vg_outbox_close(vg_outbox *ob)
 {
     pthread_mutex_lock(&ob->mu);
     ob->closed = true;
+    ob->lent_fd = -1;
     pthread_cond_broadcast(&ob->room);
     pthread_mutex_unlock(&ob->mu);
     signal_owner(ob);

@@ -2,10 +2,20 @@
  * one thread that owns a socket.
  *
  * Producers append bytes under a mutex; the owner swaps the whole queue out
- * in O(1) (vg_outbox_take) and writes it without the lock. Producers never
- * touch the socket. The owner is woken through an eventfd only when it has
- * said it is about to sleep (vg_outbox_park), so a burst of appends costs
- * one wake-up, not one each. */
+ * in O(1) (vg_outbox_take) and writes it without the lock. The owner is
+ * woken through an eventfd only when it has said it is about to sleep
+ * (vg_outbox_park), so a burst of appends costs one wake-up, not one each.
+ *
+ * Lending (optional, for latency): an owner about to sleep with nothing of
+ * its own to write may lend its socket's writing side to the queue
+ * (vg_outbox_park_lending). While lent, a producer that appends to an
+ * empty queue sends the queue's head itself, under the lock, without
+ * blocking, saving the owner a wake-up; what the kernel does not take stays
+ * queued as whole frames and the owner is woken for it. The owner takes
+ * the socket back (vg_outbox_reclaim) before it does anything else when it
+ * wakes. So at every moment exactly one party may write: the owner, or
+ * whoever holds this mutex while the socket is lent; and every byte sent
+ * while lent comes from the head of the one queue, in order. */
 #ifndef VG_OUTBOX_H
 #define VG_OUTBOX_H
 
@@ -64,9 +74,11 @@ vg_status vg_outbox_put_frames(vg_outbox *ob, const uint8_t *bytes, size_t n, ui
                                int stall_ms, int64_t now_ns, uint32_t *dropped);
 
 /* Owner: moves everything queued into *into, which must be empty, by
- * swapping storage; returns the number of frames moved. now_ns is when the
- * owner's previous batch (if any) finished draining into its socket. */
-uint64_t vg_outbox_take(vg_outbox *ob, vg_buf *into, int64_t now_ns);
+ * swapping storage; returns the number of frames moved and, in *skip, how
+ * many bytes of the first one a producer already sent while the socket was
+ * lent. now_ns is when the owner's previous batch (if any) finished
+ * draining into its socket. */
+uint64_t vg_outbox_take(vg_outbox *ob, vg_buf *into, int64_t now_ns, size_t *skip);
 
 /* Owner: reports bytes taken but not yet written, which still count against
  * max_bytes; a decrease records progress at now_ns and wakes waiting
@@ -78,10 +90,31 @@ void vg_outbox_set_inflight(vg_outbox *ob, size_t bytes, int64_t now_ns);
  * signals the eventfd; false if there is work. */
 bool vg_outbox_park(vg_outbox *ob);
 
+/* Owner: like vg_outbox_park, and when parked lends fd to producers until
+ * vg_outbox_reclaim. The owner must have nothing of its own unwritten. */
+bool vg_outbox_park_lending(vg_outbox *ob, int fd);
+
+typedef struct {
+    uint64_t frames; /* whole frames producers sent while the socket was lent */
+    uint64_t bytes;  /* bytes they sent, a partly sent head frame included */
+} vg_lent;
+
+/* Owner, on waking, before any write of its own: takes the socket back and
+ * reports what producers sent on it. */
+vg_lent vg_outbox_reclaim(vg_outbox *ob);
+
+/* The lending policy: a producer sends on a lent socket only if the
+ * previous such send (at last_ns; 0: none) was at least 10 us before now,
+ * so an isolated message goes at once while a burst is left queued for the
+ * owner to write in large batches (one syscall per message would cost more
+ * than the wake-up it saves). Pure; exposed for tests. */
+bool vg_outbox_lend_allowed(int64_t last_ns, int64_t now_ns);
+
 /* Wakes the owner unconditionally (it has other work: a stop, a subscription). */
 void vg_outbox_wake(vg_outbox *ob);
 
-/* Refuses further puts (VG_ERR_CLOSED), releases waiting producers, wakes the owner. */
+/* Refuses further puts (VG_ERR_CLOSED), ends any lending, releases waiting
+ * producers, wakes the owner. */
 void vg_outbox_close(vg_outbox *ob);
 
 /* Frames dropped by vg_outbox_put_frames since creation (vg_outbox_put does

@@ -17,11 +17,13 @@ static void bulk_reset(vg_sender *s)
         vg_buf_free(&s->bulk);
 }
 
-/* Starts writing a batch just taken from the outbox. */
-static void bulk_begin(vg_sender *s)
+/* Starts writing a batch just taken from the outbox, whose first skip bytes
+ * a producer already sent on the lent socket: mid-frame, so control frames
+ * wait for that frame to end. */
+static void bulk_begin(vg_sender *s, size_t skip)
 {
     s->frame_start = 0;
-    s->off = 0;
+    s->off = skip;
     s->frame_end = s->bulk.len >= VG_FRAME_HEADER ? VG_FRAME_HEADER + vg_be32(s->bulk.data) : 0;
 }
 
@@ -58,9 +60,10 @@ static vg_status flush(vg_sender *s, int fd, vg_outbox *ob, size_t budget, bool 
     vg_status st = VG_OK;
     for (;;) {
         if (with_bulk && s->bulk.len == 0 && ob != NULL) {
-            vg_outbox_take(ob, &s->bulk, now_ns);
+            size_t skip;
+            vg_outbox_take(ob, &s->bulk, now_ns, &skip);
             if (s->bulk.len > 0)
-                bulk_begin(s);
+                bulk_begin(s, skip);
         }
         bool has_ctl = s->ctl.len > s->ctl_off;
         bool has_bulk = with_bulk && s->bulk.len > s->off;

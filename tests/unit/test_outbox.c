@@ -26,6 +26,15 @@
 
 /* ---- helpers ---- */
 
+/* vg_outbox_take for tests that never lend the socket: nothing was sent. */
+static uint64_t take(vg_outbox *ob, vg_buf *into)
+{
+    size_t skip;
+    uint64_t n = vg_outbox_take(ob, into, vg_now_ns(), &skip);
+    cr_assert_eq(skip, 0);
+    return n;
+}
+
 static void make_pair(int fds[2])
 {
     cr_assert_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0,
@@ -247,7 +256,7 @@ Test(outbox, put_with_encodes_in_place)
     cr_assert_eq(vg_outbox_put_with(ob, n, 1, 0, fill_zero, &n), VG_OK);
     cr_assert_eq(vg_outbox_bytes(ob), 100);
     vg_buf got = {0};
-    cr_assert_eq(vg_outbox_take(ob, &got, vg_now_ns()), 1);
+    cr_assert_eq(take(ob, &got), 1);
     cr_assert_eq(got.len, 100);
     for (size_t i = 0; i < got.len; i++)
         cr_assert_eq(got.data[i], 0);
@@ -268,7 +277,7 @@ Test(outbox, empty_outbox_accepts_one_oversized_put)
 
     /* While it is in flight it still counts. */
     vg_buf got = {0};
-    cr_assert_eq(vg_outbox_take(ob, &got, vg_now_ns()), 1);
+    cr_assert_eq(take(ob, &got), 1);
     cr_assert_eq(vg_outbox_bytes(ob), 1000);
     cr_assert_eq(vg_outbox_put(ob, big, 1, 1, 0), VG_ERR_FULL);
     vg_outbox_set_inflight(ob, 0, vg_now_ns());
@@ -294,7 +303,7 @@ Test(outbox, full_when_over_max)
 
     /* Partly written bytes still count; reporting them written makes room. */
     vg_buf got = {0};
-    cr_assert_eq(vg_outbox_take(ob, &got, vg_now_ns()), 2);
+    cr_assert_eq(take(ob, &got), 2);
     cr_assert_eq(got.len, 100);
     cr_assert_eq(vg_outbox_put(ob, bytes, 50, 1, 0), VG_ERR_FULL);
     vg_outbox_set_inflight(ob, 50, vg_now_ns());
@@ -421,7 +430,7 @@ Test(outbox, put_frames_keeps_longest_whole_prefix)
     cr_assert_eq(vg_outbox_bytes(ob), 100);
 
     vg_buf got = {0};
-    cr_assert_eq(vg_outbox_take(ob, &got, vg_now_ns()), 4, "1 + 3 frames queued");
+    cr_assert_eq(take(ob, &got), 4, "1 + 3 frames queued");
     cr_assert_eq(got.len, 100);
     cr_assert(memcmp(got.data, pre.data, 40) == 0);
     cr_assert(memcmp(got.data + 40, batch.data, 60) == 0);
@@ -470,7 +479,7 @@ Test(outbox, put_frames_all_fit)
     cr_assert_eq(vg_outbox_dropped(ob), 0);
     cr_assert_eq(vg_outbox_bytes(ob), batch.len);
     vg_buf got = {0};
-    cr_assert_eq(vg_outbox_take(ob, &got, vg_now_ns()), 5);
+    cr_assert_eq(take(ob, &got), 5);
     cr_assert_eq(got.len, batch.len);
     cr_assert(memcmp(got.data, batch.data, batch.len) == 0);
     vg_buf_free(&got);
@@ -643,10 +652,10 @@ Test(outbox, no_signal_without_park)
 
     /* take clears a park: a put after it does not signal. */
     vg_buf got = {0};
-    cr_assert_eq(vg_outbox_take(ob, &got, vg_now_ns()), 10);
+    cr_assert_eq(take(ob, &got), 10);
     cr_assert_eq(vg_outbox_park(ob), 1);
     vg_buf_free(&got);
-    cr_assert_eq(vg_outbox_take(ob, &got, vg_now_ns()), 0);
+    cr_assert_eq(take(ob, &got), 0);
     cr_assert_eq(vg_outbox_put(ob, bytes, 8, 1, 0), VG_OK);
     cr_assert(!readable(fd), "take disarmed the park");
     vg_buf_free(&got);
@@ -666,7 +675,7 @@ Test(outbox, park_then_other_puts_signal)
     vg_outbox_drain_wakeup(ob);
 
     vg_buf got = {0};
-    cr_assert_eq(vg_outbox_take(ob, &got, vg_now_ns()), 1);
+    cr_assert_eq(take(ob, &got), 1);
     vg_outbox_set_inflight(ob, 0, vg_now_ns());
     cr_assert_eq(vg_outbox_park(ob), 1);
     vg_buf f = {0};
@@ -934,4 +943,151 @@ Test(sender, peer_closed_is_io_error)
     cr_assert_eq(vg_sender_flush(&s, fds[0], NULL, SIZE_MAX, vg_now_ns()), VG_ERR_IO, "no SIGPIPE either");
     vg_sender_free(&s);
     close(fds[0]);
+}
+
+/* ---- lending: producers sending on a sleeping owner's socket ---- */
+
+Test(lend, the_policy_lets_an_isolated_send_through_and_queues_a_burst)
+{
+    cr_assert(vg_outbox_lend_allowed(0, 5), "the first send");
+    cr_assert(vg_outbox_lend_allowed(1000000, 1010000), "10 us after the previous one");
+    cr_assert_not(vg_outbox_lend_allowed(1000000, 1009999), "a burst: left for the owner");
+}
+
+Test(lend, nothing_is_sent_unless_the_owner_lent_its_socket)
+{
+    int fds[2];
+    make_pair(fds);
+    vg_outbox *ob = vg_outbox_create(MIB);
+    cr_assert_eq(vg_outbox_park(ob), true, "parked, but not lending");
+    frames f;
+    make_frames(&f, 1, 10);
+    cr_assert_eq(vg_outbox_put(ob, f.bytes.data, f.bytes.len, 1, 0), VG_OK);
+    cr_assert_not(readable(fds[1]), "a producer wrote a socket it was not lent");
+    cr_assert(readable(vg_outbox_fd(ob)), "the owner is woken instead");
+    cr_assert_eq(vg_outbox_bytes(ob), f.bytes.len);
+    vg_outbox_destroy(ob);
+    vg_buf_free(&f.bytes);
+    close_pair(fds);
+}
+
+Test(lend, an_isolated_frame_goes_straight_out_and_is_reported_on_reclaim)
+{
+    int fds[2];
+    make_pair(fds);
+    vg_outbox *ob = vg_outbox_create(MIB);
+    cr_assert_eq(vg_outbox_park_lending(ob, fds[0]), true);
+    frames f;
+    make_frames(&f, 1, 10);
+    cr_assert_eq(vg_outbox_put(ob, f.bytes.data, f.bytes.len, 1, 0), VG_OK);
+    vg_buf sink = {0};
+    read_all(fds[1], &sink);
+    int want[] = {0};
+    expect_stream(&sink, &f, want, 1);
+    cr_assert_not(readable(vg_outbox_fd(ob)), "no wake-up is needed for a frame already sent");
+    vg_lent l = vg_outbox_reclaim(ob);
+    cr_assert_eq(l.frames, 1);
+    cr_assert_eq(l.bytes, f.bytes.len);
+    cr_assert_eq(vg_outbox_reclaim(ob).bytes, 0, "reported once");
+    /* Taken back: the next put is queued, not sent. */
+    cr_assert_eq(vg_outbox_put(ob, f.bytes.data, f.bytes.len, 1, 0), VG_OK);
+    cr_assert_not(readable(fds[1]), "a producer wrote after the owner took the socket back");
+    vg_buf_free(&sink), vg_buf_free(&f.bytes);
+    vg_outbox_destroy(ob);
+    close_pair(fds);
+}
+
+/* Whether the rest of a burst is sent by producers depends on timing
+ * (10 us); either way the stream arrives whole, in order, and counted. */
+Test(lend, a_burst_arrives_whole_in_order_and_counted)
+{
+    int fds[2];
+    make_pair(fds);
+    vg_outbox *ob = vg_outbox_create(MIB);
+    cr_assert_eq(vg_outbox_park_lending(ob, fds[0]), true);
+    frames f;
+    make_frames(&f, 3, 10);
+    for (size_t i = 0; i < 3; i++)
+        cr_assert_eq(vg_outbox_put(ob, f.bytes.data + f.off[i], f.len[i], 1, 0), VG_OK);
+    vg_lent l = vg_outbox_reclaim(ob);
+    vg_sender s = {0};
+    vg_buf sink = {0};
+    pump(&s, fds[0], ob, fds[1], &sink);
+    int want[] = {0, 1, 2};
+    expect_stream(&sink, &f, want, 3);
+    cr_assert_eq(s.frames_written + l.frames, 3, "every frame counted once");
+    vg_sender_free(&s), vg_buf_free(&sink), vg_buf_free(&f.bytes);
+    vg_outbox_destroy(ob);
+    close_pair(fds);
+}
+
+Test(lend, a_partial_send_keeps_frames_whole_and_control_frames_on_a_boundary)
+{
+    int fds[2];
+    make_small_pair(fds);
+    vg_outbox *ob = vg_outbox_create(4 * MIB);
+    cr_assert_eq(vg_outbox_park_lending(ob, fds[0]), true);
+    frames f;
+    make_frames(&f, 2, 300000); /* far more than the socket takes at once */
+    cr_assert_eq(vg_outbox_put(ob, f.bytes.data, f.bytes.len, 2, 0), VG_OK);
+    cr_assert(readable(fds[1]), "part of the first frame should have gone out on the lent socket");
+    cr_assert(readable(vg_outbox_fd(ob)), "the owner must be woken for the rest");
+
+    vg_lent l = vg_outbox_reclaim(ob);
+    cr_assert_eq(l.frames, 0);
+    cr_assert_gt(l.bytes, 0);
+    vg_sender s = {0};
+    cr_assert_eq(vg_frame_put_pong(&s.ctl), VG_OK); /* owed once the owner is awake */
+    vg_buf sink = {0};
+    pump(&s, fds[0], ob, fds[1], &sink);
+    int want[] = {0, -1, 1}; /* the PONG waits for the half-sent frame to end */
+    expect_stream(&sink, &f, want, 3);
+    cr_assert_eq(s.frames_written, 2);
+    vg_sender_free(&s), vg_buf_free(&sink), vg_buf_free(&f.bytes);
+    vg_outbox_destroy(ob);
+    close_pair(fds);
+}
+
+Test(lend, close_ends_the_loan)
+{
+    int fds[2];
+    make_pair(fds);
+    vg_outbox *ob = vg_outbox_create(MIB);
+    cr_assert_eq(vg_outbox_park_lending(ob, fds[0]), true);
+    vg_outbox_close(ob);
+    frames f;
+    make_frames(&f, 1, 10);
+    cr_assert_eq(vg_outbox_put(ob, f.bytes.data, f.bytes.len, 1, 0), VG_ERR_CLOSED);
+    cr_assert_not(readable(fds[1]));
+    cr_assert_eq(vg_outbox_park_lending(ob, fds[0]), true);
+    cr_assert_eq(vg_outbox_reclaim(ob).bytes, 0, "a closed outbox lends nothing");
+    vg_outbox_destroy(ob);
+    vg_buf_free(&f.bytes);
+    close_pair(fds);
+}
+
+/* A subscriber leaving during a delivery is not a slow consumer's drop. */
+Test(outbox, put_frames_to_a_closed_outbox_drops_nothing)
+{
+    vg_outbox *ob = vg_outbox_create(MIB);
+    vg_outbox_close(ob);
+    frames f;
+    make_frames(&f, 3, 10);
+    uint32_t dropped = 99;
+    cr_assert_eq(vg_outbox_put_frames(ob, f.bytes.data, f.bytes.len, 3, 50, vg_now_ns(), &dropped),
+                 VG_ERR_CLOSED);
+    cr_assert_eq(dropped, 0);
+    cr_assert_eq(vg_outbox_dropped(ob), 0);
+    vg_outbox_destroy(ob);
+    vg_buf_free(&f.bytes);
+}
+
+/* The stall decision takes time as an argument: no sleeping needed. */
+Test(outbox, the_stall_waits_only_for_an_owner_that_drained_recently)
+{
+    int64_t ms = 1000000;
+    cr_assert_not(vg_outbox_owner_draining(0, 5 * ms, 50), "never drained: a stopped reader");
+    cr_assert(vg_outbox_owner_draining(100 * ms, 149 * ms, 50));
+    cr_assert_not(vg_outbox_owner_draining(100 * ms, 150 * ms, 50), "50 ms ago: stopped");
+    cr_assert_not(vg_outbox_owner_draining(100 * ms, 101 * ms, 0), "stall 0 never waits");
 }
