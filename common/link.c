@@ -290,8 +290,11 @@ static int64_t check_peer(vg_link *l, int64_t now)
         observe_acks(l, now, backlog);
 
     char detail[64];
+    /* Output not taken for the bound from a peer that still talks: a slow
+     * consumer. A peer that is silent as well is left to the heartbeat,
+     * which tells a dead path from a full reader (below). */
     int64_t stuck = l->acks_known ? vg_progress_stuck_for(&l->progress, now, backlog) : 0;
-    if (stuck >= bound) {
+    if (stuck >= bound && now - vg_liveness_last_heard(l->live) < k->time_ms) {
         snprintf(detail, sizeof detail, "output not taken for %lld ms", (long long)stuck);
         vg_link_end(l, VG_END_STUCK, 0, detail);
         return now;
@@ -326,7 +329,8 @@ static int64_t check_peer(vg_link *l, int64_t now)
     next = min64(next, l->sent_at + k->time_ms);
     if (l->acks_known && vg_progress_outstanding(&l->progress, vg_sender_busy(&l->tx))) {
         next = min64(next, l->progress.observed_at + l->ack_poll_ms);
-        next = min64(next, l->progress.moved_at + bound);
+        if (l->progress.moved_at + bound > now) /* past it, the heartbeat decides */
+            next = min64(next, l->progress.moved_at + bound);
     }
     return next;
 }
