@@ -13,11 +13,13 @@
  * spread over source addresses 127.0.0.1, .2, ... (20,000 each) so the
  * ephemeral port range (~28,000 ports per source address) is not the limit
  * being measured. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -55,6 +57,7 @@ typedef struct {
     int closed;         /* closed (EOF or reset) before any answer */
     int connect_failed; /* our own socket/connect failed */
     int lost;           /* served, then closed by the broker */
+    int unanswered;     /* no answer within --stall (e.g. never accepted) */
     char first[64];     /* what turned the first one away */
 } tally;
 
@@ -65,12 +68,13 @@ typedef struct {
     int window;
     int extra;
     double hold_s;
+    double stall_s;
     char **broker_args;
     int nbroker_args;
 } options;
 
 static const char usage[] = "vigil-maxconn [--broker PATH] [--nofile N] [--max N] [--window N] "
-                            "[--extra N] [--hold SECS] [-- BROKER_ARGS...]";
+                            "[--extra N] [--hold SECS] [--stall SECS] [-- BROKER_ARGS...]";
 
 static void help(void)
 {
@@ -90,6 +94,8 @@ static void help(void)
            "  --window N     handshakes in flight at once (default 64)\n"
            "  --extra N      connections tried after the first refusal (default 16)\n"
            "  --hold SECS    keep the connections open this long at the peak (default 0)\n"
+           "  --stall SECS   give up on handshakes that get no answer for this long\n"
+           "                 (default 10): a broker out of descriptors stops accepting\n"
            "  --help         this text\n\n"
            "Example (as root): vigil-maxconn --nofile 300000 -- --max-connections 65536\n"
            "Needs about one descriptor per connection here and two in the broker.\n",
@@ -127,9 +133,10 @@ static void parse_args(int argc, char **argv, options *o)
         {"broker", required_argument, NULL, 'b'}, {"nofile", required_argument, NULL, 'n'},
         {"max", required_argument, NULL, 'm'},    {"window", required_argument, NULL, 'w'},
         {"extra", required_argument, NULL, 'e'},  {"hold", required_argument, NULL, 'H'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"stall", required_argument, NULL, 's'},  {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
-    *o = (options){.max = 1000000, .window = 64, .extra = 16};
+    *o = (options){.max = 1000000, .window = 64, .extra = 16, .stall_s = 10};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -152,6 +159,9 @@ static void parse_args(int argc, char **argv, options *o)
             break;
         case 'H':
             o->hold_s = strtod(optarg, NULL);
+            break;
+        case 's':
+            o->stall_s = strtod(optarg, NULL);
             break;
         case 'h':
             help();
@@ -331,6 +341,21 @@ static long proc_maps(pid_t pid)
     return n;
 }
 
+static long proc_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return -1;
+    long n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
 /* ---- the connections ---- */
 
 typedef struct {
@@ -339,6 +364,7 @@ typedef struct {
     int ep;
     int in_flight;
     tally t;
+    int64_t last_served_ms;
     vg_buf connect, pong;
     struct sockaddr_in server;
 } pool;
@@ -419,6 +445,7 @@ static void conn_frame(pool *p, conn *c, const vg_frame *f)
         c->state = READY;
         p->in_flight--;
         p->t.served++;
+        p->last_served_ms = now_ms();
         return;
     }
     if (f->type == VG_FRAME_ERR) {
@@ -497,25 +524,47 @@ static bool pump(pool *p, broker *b, int timeout_ms)
 
 static int not_served(const tally *t)
 {
-    return t->refused_limit + t->refused_other + t->closed + t->connect_failed;
+    return t->refused_limit + t->refused_other + t->closed + t->connect_failed + t->unanswered;
 }
 
-/* Opens connections until target are served or one is not; then waits for
- * the handshakes in flight. Returns false if the broker exited. */
-static bool open_until(pool *p, broker *b, int target, int stop_after_refusals, int window)
+/* Counts every handshake still in flight as unanswered and drops it. */
+static void give_up_in_flight(pool *p)
 {
-    while (p->t.served < target && not_served(&p->t) < stop_after_refusals) {
-        while (p->in_flight < window && p->t.served + p->in_flight < target &&
+    for (int i = 0; i < p->n; i++)
+        if (p->c[i].state == CONNECTING || p->c[i].state == HANDSHAKE) {
+            p->t.unanswered++;
+            note_first(p, "no_answer");
+            conn_gone(p, &p->c[i]);
+        }
+}
+
+/* Opens connections until target are served or stop_after_refusals are
+ * not; then waits for the handshakes in flight. A handshake that gets no
+ * answer while nothing else progresses for stall_ms is given up. Returns
+ * false if the broker exited. */
+static bool open_until(pool *p, broker *b, int target, int stop_after_refusals, int window,
+                       int64_t stall_ms)
+{
+    int64_t progress_at = now_ms();
+    int settled = p->t.served + not_served(&p->t);
+    for (;;) {
+        bool more = p->t.served < target && not_served(&p->t) < stop_after_refusals;
+        if (!more && p->in_flight == 0)
+            return true;
+        while (more && p->in_flight < window && p->t.served + p->in_flight < target &&
                not_served(&p->t) < stop_after_refusals)
             conn_open(p);
-        if (!pump(p, b, 1000))
-            return false;
-    }
-    int64_t deadline = now_ms() + 30000;
-    while (p->in_flight > 0 && now_ms() < deadline)
         if (!pump(p, b, 200))
             return false;
-    return true;
+        int now_settled = p->t.served + not_served(&p->t);
+        if (now_settled != settled) {
+            settled = now_settled;
+            progress_at = now_ms();
+        } else if (now_ms() - progress_at > stall_ms) {
+            give_up_in_flight(p);
+            return true;
+        }
+    }
 }
 
 int main(int argc, char **argv)
@@ -542,12 +591,13 @@ int main(int argc, char **argv)
     epoll_ctl(p.ep, EPOLL_CTL_ADD, b.err_fd, &pev);
 
     int64_t t0 = now_ms();
-    bool alive = open_until(&p, &b, o.max, 1, o.window);
-    int64_t t1 = now_ms();
+    int64_t stall_ms = (int64_t)(o.stall_s * 1000);
+    bool alive = open_until(&p, &b, o.max, 1, o.window, stall_ms);
+    int64_t t1 = p.last_served_ms > 0 ? p.last_served_ms : now_ms(); /* not the stall */
     for (int i = 0; i < 20 && alive; i++) /* let the broker's log of the peak arrive */
         alive = pump(&p, &b, 10);
     long rss = proc_status(b.pid, "VmRSS"), threads = proc_status(b.pid, "Threads");
-    long maps = proc_maps(b.pid);
+    long maps = proc_maps(b.pid), fds = proc_fds(b.pid);
     tally at_peak = p.t;
 
     int64_t hold_until = now_ms() + (int64_t)(o.hold_s * 1000);
@@ -555,19 +605,21 @@ int main(int argc, char **argv)
         alive = pump(&p, &b, 200);
     int lost_while_held = p.t.lost;
 
-    /* A steady refusal, not a blip: --extra more, one at a time. */
+    /* A steady refusal, not a blip: --extra more, one at a time (not after
+     * a stall: each would wait --stall for nothing). */
     tally before_extra = p.t;
-    if (alive && o.extra > 0 && not_served(&p.t) > 0)
-        alive = open_until(&p, &b, o.max + o.extra, not_served(&p.t) + o.extra, 1);
+    if (alive && o.extra > 0 && not_served(&p.t) > 0 && p.t.unanswered == 0)
+        alive = open_until(&p, &b, o.max + o.extra, not_served(&p.t) + o.extra, 1, stall_ms);
 
     printf("served=%d refused_by=%s err_limit=%d closed_without_answer=%d other_err=%d "
-           "connect_failed=%d seconds=%.1f broker_rss_kb=%ld broker_threads=%ld broker_maps=%ld "
+           "connect_failed=%d unanswered=%d seconds=%.1f broker_rss_kb=%ld broker_threads=%ld "
+           "broker_maps=%ld broker_fds=%ld "
            "rss_per_conn_b=%.0f maps_per_conn=%.2f lost_while_held=%d "
            "extra_tried=%d extra_served=%d extra_limit=%d extra_closed=%d accept_failed_logged=%d "
            "broker_alive=%s\n",
            at_peak.served, at_peak.first[0] ? at_peak.first : (at_peak.served >= o.max ? "max" : "none"),
            at_peak.refused_limit, at_peak.closed, at_peak.refused_other, at_peak.connect_failed,
-           (double)(t1 - t0) / 1000, rss, threads, maps,
+           at_peak.unanswered, (double)(t1 - t0) / 1000, rss, threads, maps, fds,
            at_peak.served > 0 ? (double)(rss - base_rss) * 1024 / at_peak.served : 0.0,
            at_peak.served > 0 ? (double)(maps - base_maps) / at_peak.served : 0.0,
            lost_while_held, not_served(&p.t) - not_served(&before_extra) + p.t.served - before_extra.served,
@@ -587,9 +639,11 @@ int main(int argc, char **argv)
             conn_gone(&p, &p.c[i]);
     kill(b.pid, SIGTERM);
     int status;
-    for (int i = 0; i < 200 && waitpid(b.pid, &status, WNOHANG) == 0; i++) {
-        broker_read(&b);
-        usleep(50000);
+    /* Keep reading its log (a line per client closing) so that it never blocks on it. */
+    for (int64_t until = now_ms() + 10000; now_ms() < until && waitpid(b.pid, &status, WNOHANG) == 0;) {
+        struct pollfd pf = {.fd = b.err_fd, .events = POLLIN};
+        if (poll(&pf, 1, 50) > 0 && !broker_read(&b))
+            break;
     }
     if (waitpid(b.pid, &status, WNOHANG) == 0) {
         kill(b.pid, SIGKILL);
