@@ -18,6 +18,7 @@
 #include "cli.h"
 #include "limits_fit.h"
 #include "log.h"
+#include "memory.h"
 #include "proto.h"
 #include "server.h"
 #include "sock.h"
@@ -65,8 +66,9 @@ static void help(void)
 /* ---- fitting --max-connections to the machine (limits_fit.h) ---- */
 
 /* Mappings kept for buffers big enough that malloc gives each its own
- * mapping (a busy subscriber's outbox, a large frame being read), beyond the
- * arenas below. */
+ * mapping (VG_MEMORY_MMAP_THRESHOLD and up: a busy subscriber's outbox and
+ * the batch being written from it), beyond the arenas below: room for 512
+ * subscribers behind at once. */
 #define BIG_BUFFER_MAPS 1024
 
 /* Raises a resource's soft limit to its hard limit; returns the soft limit
@@ -411,10 +413,13 @@ static void parse_args(int argc, char **argv, vg_broker_config *cfg, extra_args 
 
 int main(int argc, char **argv)
 {
+    bool tuned = vg_memory_tune(); /* before any thread, any allocation worth the name */
     vg_broker_config cfg;
     vg_broker_config_defaults(&cfg);
     extra_args x = {0};
     parse_args(argc, argv, &cfg, &x);
+    if (!tuned)
+        vg_log(VG_LOG_WARN, "memory_tune_failed", "detail=\"mallopt refused: freed memory may stay resident\"");
     setup_auth(&cfg, x.token_file, x.allow_unauth);
     fit_max_connections(&cfg, x.explicit_max_connections);
 

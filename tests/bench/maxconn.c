@@ -69,12 +69,13 @@ typedef struct {
     int extra;
     double hold_s;
     double stall_s;
+    double after_s;
     char **broker_args;
     int nbroker_args;
 } options;
 
 static const char usage[] = "vigil-maxconn [--broker PATH] [--nofile N] [--max N] [--window N] "
-                            "[--extra N] [--hold SECS] [--stall SECS] [-- BROKER_ARGS...]";
+                            "[--extra N] [--hold SECS] [--stall SECS] [--after SECS] [-- BROKER_ARGS...]";
 
 static void help(void)
 {
@@ -96,6 +97,8 @@ static void help(void)
            "  --hold SECS    keep the connections open this long at the peak (default 0)\n"
            "  --stall SECS   give up on handshakes that get no answer for this long\n"
            "                 (default 10): a broker out of descriptors stops accepting\n"
+           "  --after SECS   after closing every connection, wait this long and report\n"
+           "                 the broker's RSS and threads again (default 0: not)\n"
            "  --help         this text\n\n"
            "Example (as root): vigil-maxconn --nofile 300000 -- --max-connections 65536\n"
            "Needs about one descriptor per connection here and two in the broker.\n",
@@ -133,7 +136,8 @@ static void parse_args(int argc, char **argv, options *o)
         {"broker", required_argument, NULL, 'b'}, {"nofile", required_argument, NULL, 'n'},
         {"max", required_argument, NULL, 'm'},    {"window", required_argument, NULL, 'w'},
         {"extra", required_argument, NULL, 'e'},  {"hold", required_argument, NULL, 'H'},
-        {"stall", required_argument, NULL, 's'},  {"help", no_argument, NULL, 'h'},
+        {"stall", required_argument, NULL, 's'},  {"after", required_argument, NULL, 'a'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     *o = (options){.max = 1000000, .window = 64, .extra = 16, .stall_s = 10};
@@ -162,6 +166,9 @@ static void parse_args(int argc, char **argv, options *o)
             break;
         case 's':
             o->stall_s = strtod(optarg, NULL);
+            break;
+        case 'a':
+            o->after_s = strtod(optarg, NULL);
             break;
         case 'h':
             help();
@@ -637,6 +644,14 @@ int main(int argc, char **argv)
     for (int i = 0; i < p.n; i++)
         if (p.c[i].state != GONE)
             conn_gone(&p, &p.c[i]);
+    if (o.after_s > 0 && alive) {
+        for (int64_t until = now_ms() + (int64_t)(o.after_s * 1000); alive && now_ms() < until;)
+            alive = pump(&p, &b, 200);
+        printf("after_close_s=%.1f broker_rss_kb=%ld broker_threads=%ld broker_maps=%ld\n",
+               o.after_s, proc_status(b.pid, "VmRSS"), proc_status(b.pid, "Threads"),
+               proc_maps(b.pid));
+        fflush(stdout);
+    }
     kill(b.pid, SIGTERM);
     int status;
     /* Keep reading its log (a line per client closing) so that it never blocks on it. */
