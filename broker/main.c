@@ -418,8 +418,9 @@ int main(int argc, char **argv)
     vg_broker_config_defaults(&cfg);
     extra_args x = {0};
     parse_args(argc, argv, &cfg, &x);
-    if (!tuned)
-        vg_log(VG_LOG_WARN, "memory_tune_failed", "detail=\"mallopt refused: freed memory may stay resident\"");
+    if (!tuned) /* not glibc's malloc: a sanitizer's, or one preloaded */
+        vg_log(VG_LOG_INFO, "memory_tune_failed",
+               "detail=\"mallopt refused: memory freed after a spike may stay resident\"");
     setup_auth(&cfg, x.token_file, x.allow_unauth);
     fit_max_connections(&cfg, x.explicit_max_connections);
 
