@@ -1,5 +1,8 @@
 /* broker: the vigil message broker. */
+#include <dirent.h>
 #include <getopt.h>
+#include <limits.h>
+#include <linux/capability.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <signal.h>
@@ -8,19 +11,19 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "args.h"
 #include "cli.h"
+#include "limits_fit.h"
 #include "log.h"
+#include "memory.h"
 #include "proto.h"
 #include "server.h"
 #include "sock.h"
 #include "token.h"
 #include "version.h"
-
-/* Descriptors kept for the listener, logs and everything but connections. */
-#define FDS_RESERVED 64
 
 static const char usage[] = "broker [--listen HOST:PORT] [--max-payload BYTES] [OPTIONS]";
 
@@ -37,7 +40,8 @@ static void help(void)
            "  --max-outbox BYTES     bytes queued to one client before messages to it\n"
            "                         are dropped (default 64MiB)\n"
            "  --max-connections N    clients served at once; more get ERR limit (default\n"
-           "                         65536, lowered to what the open-file limit allows)\n"
+           "                         65536; lowered, with a log line, to what descriptors,\n"
+           "                         memory mappings and thread limits allow)\n"
            "  --max-subs N           subscriptions per connection (default 10000)\n"
            "  --max-topic-length BYTES\n"
            "                         longest topic accepted (default 256, at most 1024)\n"
@@ -60,35 +64,216 @@ static void help(void)
            "SIGHUP: logged (event=sighup); nothing is reloaded yet.\n");
 }
 
-/* Thousands of connections each need a socket and an eventfd; the default
- * soft limit of 1024 descriptors is far too low, so raise it to the hard
- * limit. Returns how many connections the descriptors allow. */
-static size_t raise_fd_limit(void)
+/* ---- fitting --max-connections to the machine (limits_fit.h) ---- */
+
+/* Mappings kept for buffers big enough that malloc gives each its own
+ * mapping (VG_MEMORY_MMAP_THRESHOLD and up: a busy subscriber's outbox and
+ * the batch being written from it), beyond the arenas below: room for 512
+ * subscribers behind at once. */
+#define BIG_BUFFER_MAPS 1024
+
+/* Raises a resource's soft limit to its hard limit; returns the soft limit
+ * in force, VG_UNLIMITED for RLIM_INFINITY or if it cannot be read. */
+static uint64_t raise_rlimit(int resource)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return 1;
+    if (getrlimit(resource, &rl) != 0)
+        return VG_UNLIMITED;
     if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
-        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-            getrlimit(RLIMIT_NOFILE, &rl);
+        if (setrlimit(resource, &rl) != 0 && getrlimit(resource, &rl) != 0)
+            return VG_UNLIMITED;
     }
-    if (rl.rlim_cur == RLIM_INFINITY)
-        return SIZE_MAX;
-    return rl.rlim_cur > 2 * FDS_RESERVED ? (rl.rlim_cur - FDS_RESERVED) / 2 : 1;
+    return rl.rlim_cur == RLIM_INFINITY ? VG_UNLIMITED : (uint64_t)rl.rlim_cur;
 }
 
-/* Fits max_connections to the descriptors there are; says so if it must. */
+/* The first number in a file, or fallback if there is none ("max" in a
+ * cgroup's pids.max, or no such file). */
+static uint64_t read_number(const char *path, uint64_t fallback)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return fallback;
+    unsigned long long v;
+    int ok = fscanf(f, "%llu", &v);
+    fclose(f);
+    return ok == 1 ? (uint64_t)v : fallback;
+}
+
+static uint64_t count_lines(const char *path)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return 0;
+    uint64_t n = 0;
+    char buf[8192];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0)
+        for (size_t i = 0; i < got; i++)
+            n += buf[i] == '\n';
+    fclose(f);
+    return n;
+}
+
+/* Threads in the whole system: the kernel's nr_threads, the count that
+ * kernel.threads-max bounds, is the denominator of the fourth field of
+ * /proc/loadavg ("1/130"). */
+static uint64_t system_threads(void)
+{
+    FILE *f = fopen("/proc/loadavg", "re");
+    if (f == NULL)
+        return 0;
+    unsigned long long running, total;
+    int ok = fscanf(f, "%*s %*s %*s %llu/%llu", &running, &total);
+    fclose(f);
+    return ok == 2 ? (uint64_t)total : 0;
+}
+
+/* The kernel lets a task exceed RLIMIT_NPROC if its real user is root or it
+ * has CAP_SYS_RESOURCE or CAP_SYS_ADMIN (kernel/fork.c). Asked of capget
+ * rather than guessed from geteuid() == 0: root without CAP_SYS_RESOURCE
+ * (a container) and a non-root service granted it both exist. */
+static bool nproc_exempt(void)
+{
+    if (getuid() == 0)
+        return true;
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+    if (syscall(SYS_capget, &hdr, data) != 0)
+        return false;
+    uint32_t eff = data[0].effective; /* both capabilities are below 32 */
+    return (eff & (1u << CAP_SYS_RESOURCE)) || (eff & (1u << CAP_SYS_ADMIN));
+}
+
+/* Threads of real user uid in the whole system, which RLIMIT_NPROC counts:
+ * the sum of Threads: over /proc/PID/status whose real Uid: is uid. */
+static uint64_t user_threads(uid_t uid)
+{
+    DIR *d = opendir("/proc");
+    if (d == NULL)
+        return 0;
+    uint64_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '1' || e->d_name[0] > '9')
+            continue;
+        char path[300], line[256];
+        snprintf(path, sizeof path, "/proc/%s/status", e->d_name);
+        FILE *f = fopen(path, "re");
+        if (f == NULL)
+            continue; /* it has exited */
+        unsigned long ruid = ULONG_MAX, threads = 0;
+        while (fgets(line, sizeof line, f) != NULL)
+            if (sscanf(line, "Uid: %lu", &ruid) != 1)
+                sscanf(line, "Threads: %lu", &threads);
+        fclose(f);
+        if (ruid == (unsigned long)uid)
+            n += threads;
+    }
+    closedir(d);
+    return n;
+}
+
+/* The tightest pids.max (systemd's TasksMax) of this process's cgroup and
+ * its parents, with that cgroup's pids.current. cgroup v1's pids hierarchy
+ * if there is one, else v2's. Leaves *max VG_UNLIMITED if none is set. */
+static void cgroup_pids(uint64_t *max, uint64_t *current)
+{
+    *max = VG_UNLIMITED;
+    *current = 0;
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    if (f == NULL)
+        return;
+    char line[PATH_MAX], dir[PATH_MAX + 64] = "";
+    while (fgets(line, sizeof line, f) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        char *ctl = strchr(line, ':');
+        char *path = ctl != NULL ? strchr(ctl + 1, ':') : NULL;
+        if (path == NULL)
+            continue;
+        *path++ = '\0';
+        if (strcmp(ctl + 1, "pids") == 0) {
+            snprintf(dir, sizeof dir, "/sys/fs/cgroup/pids%s", path);
+            break;
+        }
+        if (ctl[1] == '\0' && dir[0] == '\0')
+            snprintf(dir, sizeof dir, "/sys/fs/cgroup%s", path);
+    }
+    fclose(f);
+    uint64_t best = VG_UNLIMITED;
+    for (size_t len = strlen(dir); len > 0; len = strlen(dir)) {
+        char file[PATH_MAX + 80];
+        snprintf(file, sizeof file, "%s/pids.max", dir);
+        uint64_t m = read_number(file, VG_UNLIMITED);
+        snprintf(file, sizeof file, "%s/pids.current", dir);
+        uint64_t cur = read_number(file, 0);
+        if (m != VG_UNLIMITED && (m > cur ? m - cur : 0) < best) {
+            best = m > cur ? m - cur : 0;
+            *max = m;
+            *current = cur;
+        }
+        char *slash = strrchr(dir, '/');
+        if (slash == NULL || strcmp(dir, "/sys/fs/cgroup") == 0)
+            break;
+        *slash = '\0';
+    }
+}
+
+/* Reads this machine's limits, after raising the soft RLIMIT_NOFILE and
+ * RLIMIT_NPROC to their hard limits. */
+static void probe_host(vg_host_limits *h)
+{
+    h->nofile = raise_rlimit(RLIMIT_NOFILE);
+    h->max_map_count = read_number("/proc/sys/vm/max_map_count", VG_UNLIMITED);
+    h->maps_in_use = count_lines("/proc/self/maps");
+    h->threads_max = read_number("/proc/sys/kernel/threads-max", VG_UNLIMITED);
+    h->pid_max = read_number("/proc/sys/kernel/pid_max", VG_UNLIMITED);
+    h->threads_now = system_threads();
+    h->nproc = raise_rlimit(RLIMIT_NPROC);
+    h->nproc_applies = h->nproc != VG_UNLIMITED && !nproc_exempt();
+    h->user_threads = h->nproc_applies ? user_threads(getuid()) : 0;
+    cgroup_pids(&h->pids_max, &h->pids_current);
+}
+
+static const char *room_str(uint64_t room, char *buf, size_t cap)
+{
+    if (room == VG_UNLIMITED)
+        return "unlimited";
+    snprintf(buf, cap, "%llu", (unsigned long long)room);
+    return buf;
+}
+
+/* Lowers cfg->max_connections to what the machine allows, so that a client
+ * past it gets ERR limit rather than a close without an answer. Says so once:
+ * at warn if the operator asked for more, at info for the default. */
 static void fit_max_connections(vg_broker_config *cfg, bool explicit_limit)
 {
-    size_t fit = raise_fd_limit();
-    if (cfg->max_connections <= fit)
-        return;
-    if (explicit_limit)
-        vg_log(VG_LOG_WARN, "max_connections_lowered",
-               "asked=%zu max_connections=%zu reason=\"open-file limit (ulimit -n)\"",
-               cfg->max_connections, fit);
-    cfg->max_connections = fit;
+    vg_host_limits h;
+    probe_host(&h);
+    long cpus = sysconf(_SC_NPROCESSORS_CONF);
+    /* glibc makes up to 8 arenas per CPU, each at least two mappings. */
+    vg_conn_costs costs = vg_limits_costs(BIG_BUFFER_MAPS + 2 * 8 * (uint64_t)(cpus > 0 ? cpus : 1));
+    vg_fit fit;
+    vg_limits_fit(&h, &costs, cfg->max_connections, &fit);
+    if (vg_log_enabled(VG_LOG_DEBUG)) {
+        char b[VG_LIMIT_COUNT][24];
+        const uint64_t *r = fit.room;
+        vg_log(VG_LOG_DEBUG, "connection_room",
+               "nofile=%s max_map_count=%s threads_max=%s pid_max=%s nproc=%s pids_max=%s "
+               "maps_in_use=%llu threads_now=%llu",
+               room_str(r[VG_LIMIT_NOFILE], b[0], sizeof b[0]),
+               room_str(r[VG_LIMIT_MAX_MAP_COUNT], b[1], sizeof b[1]),
+               room_str(r[VG_LIMIT_THREADS_MAX], b[2], sizeof b[2]),
+               room_str(r[VG_LIMIT_PID_MAX], b[3], sizeof b[3]),
+               room_str(r[VG_LIMIT_NPROC], b[4], sizeof b[4]),
+               room_str(r[VG_LIMIT_PIDS_MAX], b[5], sizeof b[5]),
+               (unsigned long long)h.maps_in_use, (unsigned long long)h.threads_now);
+    }
+    if (fit.limited_by != VG_LIMIT_NONE)
+        vg_log(explicit_limit ? VG_LOG_WARN : VG_LOG_INFO, "max_connections_lowered",
+               "asked=%zu max_connections=%zu limited_by=%s", cfg->max_connections,
+               fit.max_connections, vg_limit_name(fit.limited_by));
+    cfg->max_connections = fit.max_connections;
 }
 
 /* Loads the token (file, else $VIGIL_AUTH_TOKEN) and applies protected mode:
@@ -229,10 +414,14 @@ static void parse_args(int argc, char **argv, vg_broker_config *cfg, extra_args 
 
 int main(int argc, char **argv)
 {
+    bool tuned = vg_memory_tune(); /* before any thread, any allocation worth the name */
     vg_broker_config cfg;
     vg_broker_config_defaults(&cfg);
     extra_args x = {0};
     parse_args(argc, argv, &cfg, &x);
+    if (!tuned) /* not glibc's malloc: a sanitizer's, or one preloaded */
+        vg_log(VG_LOG_INFO, "memory_tune_failed",
+               "detail=\"mallopt refused: memory freed after a spike may stay resident\"");
     setup_auth(&cfg, x.token_file, x.allow_unauth);
     fit_max_connections(&cfg, x.explicit_max_connections);
 
