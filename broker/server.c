@@ -16,11 +16,13 @@
 #include "conn.h"
 #include "frame.h"
 #include "log.h"
+#include "memory.h"
 #include "proto.h"
 #include "stats.h"
 
 #define ACCEPT_BACKOFF_MS 100
 #define RESUME_CHECK_MS 1000
+#define MEMORY_CHECK_MS 1000 /* how often the load is looked at (memory.h) */
 
 void vg_broker_config_defaults(vg_broker_config *cfg)
 {
@@ -55,7 +57,10 @@ vg_status vg_server_open(vg_server *srv, const vg_broker_config *cfg)
     srv->listen_fd = -1;
     char want[VG_ADDR_STRLEN];
     vg_addr_format(&cfg->listen, want);
-    if (vg_listen(&cfg->listen, 1024, &srv->listen_fd) != VG_OK) {
+    /* As deep as the kernel allows (net.core.somaxconn): thousands of clients
+     * come back at once after a restart, and an overflow costs each a 1 s
+     * SYN retransmission (docs/liveness.md). */
+    if (vg_listen(&cfg->listen, 65535, &srv->listen_fd) != VG_OK) {
         vg_log(VG_LOG_ERROR, "listen_failed", "addr=%s error=\"%s\"", want, strerror(errno));
         return VG_ERR_IO;
     }
@@ -235,14 +240,23 @@ void vg_server_run(vg_server *srv, int sig_fd, int drain_ms)
     void **scratch = NULL;
     size_t scratch_cap = 0;
     int64_t stats_due = srv->started_ms + srv->cfg.stats_interval_ms;
+    vg_memory_idle idle = {0};
     if (tfd >= 0)
         check_resume(srv, tfd, &offset); /* the first reading of the clocks' gap */
     for (;;) {
         int64_t now = vg_now_ms();
         stats_due = publish_stats(srv, stats_due, now, &frame, &scratch, &scratch_cap);
+        /* Once load has dropped after a spike, give the freed memory back
+         * (memory.h). next_client_id is written on this thread only. */
+        uint64_t msgs = atomic_load_explicit(&srv->stats.msgs_in, memory_order_relaxed) +
+                        atomic_load_explicit(&srv->stats.msgs_out, memory_order_relaxed);
+        if (vg_memory_idle_tick(&idle, now, msgs, srv->next_client_id))
+            vg_memory_release();
         int64_t wake = p[0].events ? stats_due : now + ACCEPT_BACKOFF_MS;
         if (wake > stats_due)
             wake = stats_due;
+        if (wake > now + MEMORY_CHECK_MS)
+            wake = now + MEMORY_CHECK_MS;
         int n = poll(p, 3, vg_poll_timeout(wake, now));
         if (n < 0 && errno != EINTR)
             break;
