@@ -13,6 +13,11 @@
  *    its confirmed counter (vg_client_get_stats) moving, whichever comes
  *    first. Confirmations need a PING after the messages, so a flusher thread
  *    calls vg_client_flush every few milliseconds.
+ *  - a subscriber's own recovery (resub): when the broker acknowledged its
+ *    resubscription, seen by a watcher thread blocked in
+ *    vg_client_wait_subscribed. Independent of the publisher; valid because
+ *    after a kill -9 on one host every client sees the EOF long before the
+ *    restart (the shortest downtime is far above a loopback round trip).
  *  - a round's worst client: the time by which every client delivers again,
  *    the figure the 1 s goal is about.
  * A client not delivering within --bound is counted late and the round goes
@@ -42,6 +47,9 @@ typedef struct {
     uint64_t sid;
     _Atomic int64_t *first_new; /* [round]: first message published in the round's epoch */
     _Atomic int64_t *first_any; /* [round]: first message received in the round */
+    _Atomic int64_t *resub;     /* [round]: the broker acknowledged the resubscription */
+    pthread_t watcher;
+    bool watching;
 } crash_sub;
 
 struct crash_run {
@@ -143,6 +151,31 @@ static void *flusher_main(void *arg)
     return NULL;
 }
 
+/* Times each restart's resubscription of one subscriber. Waits in short
+ * slices so that it notices the end of the run and a new round. */
+static void *watcher_main(void *arg)
+{
+    crash_sub *s = arg;
+    crash_run *r = s->run;
+    uint32_t seen = 0;
+    while (!atomic_load(&r->stop)) {
+        uint32_t e = atomic_load_explicit(&r->epoch, memory_order_acquire);
+        if (e == seen || atomic_load(&s->resub[e]) != 0) {
+            rc_sleep_until(rc_now_ns() + 1000000);
+            continue;
+        }
+        seen = e;
+        int64_t give_up = rc_now_ns() + r->cfg->bound_ms * 1000000;
+        while (!atomic_load(&r->stop) && atomic_load(&r->epoch) == e && rc_now_ns() < give_up) {
+            if (vg_client_wait_subscribed(s->c, s->sid, 100) == VG_OK) {
+                atomic_store(&s->resub[e], rc_now_ns());
+                break;
+            }
+        }
+    }
+    return NULL;
+}
+
 /* ---- setup ---- */
 
 static int start_clients(crash_run *r, int nrounds)
@@ -165,7 +198,8 @@ static int start_clients(crash_run *r, int nrounds)
         s->idx = i;
         s->first_new = calloc((size_t)nrounds + 1, sizeof *s->first_new);
         s->first_any = calloc((size_t)nrounds + 1, sizeof *s->first_any);
-        if (s->first_new == NULL || s->first_any == NULL)
+        s->resub = calloc((size_t)nrounds + 1, sizeof *s->resub);
+        if (s->first_new == NULL || s->first_any == NULL || s->resub == NULL)
             return -1;
         char name[32];
         snprintf(name, sizeof name, "reconnect-sub-%d", i);
@@ -182,16 +216,24 @@ static int start_clients(crash_run *r, int nrounds)
             lc_progress("subscriber %d cannot subscribe: %s", i, vg_strerror(st));
             return -1;
         }
+        s->watching = pthread_create(&s->watcher, NULL, watcher_main, s) == 0;
+        if (!s->watching)
+            return -1;
     }
     return 0;
 }
 
 static void stop_clients(crash_run *r)
 {
+    atomic_store(&r->stop, true);
+    for (int i = 0; i < r->cfg->subs; i++)
+        if (r->subs[i].watching)
+            pthread_join(r->subs[i].watcher, NULL);
     for (int i = 0; i < r->cfg->subs; i++) {
         vg_client_destroy(r->subs[i].c);
         free((void *)r->subs[i].first_new);
         free((void *)r->subs[i].first_any);
+        free((void *)r->subs[i].resub);
     }
     vg_client_destroy(r->pub);
 }
@@ -207,6 +249,7 @@ static double uniform(uint64_t *x)
 
 typedef struct {
     int64_t *sub;   /* [subs] delay after t_listen, or RC_LATE */
+    int64_t *resub; /* [subs] */
     int64_t pub, worst;
     int late;
 } round_result;
@@ -233,7 +276,8 @@ static void measure_round(crash_run *r, uint32_t e, int64_t t_listen, round_resu
         int64_t t;
         bool done = pub_through(r, e, &t);
         for (int i = 0; i < cfg->subs && done; i++)
-            done = atomic_load(&r->subs[i].first_new[e]) != 0;
+            done = atomic_load(&r->subs[i].first_new[e]) != 0 &&
+                   atomic_load(&r->subs[i].resub[e]) != 0;
         if (done || rc_now_ns() > deadline)
             break;
         rc_sleep_until(rc_now_ns() + POLL_NS);
@@ -245,6 +289,8 @@ static void measure_round(crash_run *r, uint32_t e, int64_t t_listen, round_resu
     res->late += res->pub == RC_LATE;
     for (int i = 0; i < cfg->subs; i++) {
         int64_t f = atomic_load(&r->subs[i].first_new[e]);
+        int64_t a = atomic_load(&r->subs[i].resub[e]);
+        res->resub[i] = a != 0 ? a - t_listen : RC_LATE;
         res->sub[i] = f != 0 ? f - t_listen : RC_LATE;
         res->late += f == 0;
         if (res->sub[i] > res->worst)
@@ -260,6 +306,17 @@ static void print_ms(const char *key, int64_t ns)
         printf(" %s=%.1f", key, (double)ns / 1e6);
 }
 
+static void print_list(const char *key, const int64_t *ns, int n)
+{
+    printf(" %s=", key);
+    for (int i = 0; i < n; i++) {
+        if (ns[i] == RC_LATE)
+            printf("%sinf", i ? "," : "");
+        else
+            printf("%s%.1f", i ? "," : "", (double)ns[i] / 1e6);
+    }
+}
+
 static void print_round(crash_run *r, int round, int64_t down_target_ms, int64_t t_kill,
                         int64_t kill_ns, const bp_listen *L, const round_result *res,
                         const bp_problems *bpp)
@@ -273,21 +330,17 @@ static void print_round(crash_run *r, int round, int64_t down_target_ms, int64_t
            L->tries);
     print_ms("pub_ms", res->pub);
     print_ms("pub_confirm_ms", confirm != 0 ? confirm - L->listen_ns : RC_LATE);
-    printf(" sub_ms=");
-    for (int i = 0; i < r->cfg->subs; i++) {
-        if (res->sub[i] == RC_LATE)
-            printf("%sinf", i ? "," : "");
-        else
-            printf("%s%.1f", i ? "," : "", (double)res->sub[i] / 1e6);
-    }
+    print_list("sub_ms", res->sub, r->cfg->subs);
+    print_list("resub_ms", res->resub, r->cfg->subs);
     print_ms("worst_ms", res->worst);
     printf(" late=%d broker_warn=%zu broker_error=%zu\n", res->late, bpp->warn, bpp->error);
 }
 
 /* ---- the loop ---- */
 
-static void print_summary(crash_run *r, int rounds, int64_t *subv, int64_t *pubv, int64_t *worstv,
-                          int rounds_late, const bp_problems *bp_total, const lc_counts *lc)
+static void print_summary(crash_run *r, int rounds, int64_t *subv, int64_t *resubv, int64_t *pubv,
+                          int64_t *worstv, int rounds_late, const bp_problems *bp_total,
+                          const lc_counts *lc)
 {
     const rc_config *cfg = r->cfg;
     vg_client_opts o;
@@ -303,6 +356,8 @@ static void print_summary(crash_run *r, int rounds, int64_t *subv, int64_t *pubv
            (long long)o.backoff_max_ms, (long long)cfg->bound_ms);
     rc_quantiles_of(subv, (size_t)rounds * (size_t)cfg->subs, &q);
     rc_print_quantiles("sub", &q);
+    rc_quantiles_of(resubv, (size_t)rounds * (size_t)cfg->subs, &q);
+    rc_print_quantiles("resub", &q);
     rc_quantiles_of(pubv, (size_t)rounds, &q);
     rc_print_quantiles("pub", &q);
     rc_quantiles_of(worstv, (size_t)rounds, &q);
@@ -335,10 +390,11 @@ int rc_crash_loop(const rc_config *cfg, bp_broker *b)
     r.pub_confirm = calloc((size_t)R + 1, sizeof *r.pub_confirm);
     r.confirm_base = calloc((size_t)R + 1, sizeof *r.confirm_base);
     int64_t *subv = calloc((size_t)R * (size_t)S, sizeof *subv);
+    int64_t *resubv = calloc((size_t)R * (size_t)S, sizeof *resubv);
     int64_t *pubv = calloc((size_t)R, sizeof *pubv), *worstv = calloc((size_t)R, sizeof *worstv);
     int rc = 1;
     if (r.subs == NULL || r.pub_confirm == NULL || r.confirm_base == NULL || subv == NULL ||
-        pubv == NULL || worstv == NULL)
+        resubv == NULL || pubv == NULL || worstv == NULL)
         goto out_free;
 
     bp_listen L;
@@ -381,7 +437,8 @@ int rc_crash_loop(const rc_config *cfg, bp_broker *b)
         r.confirm_base[e] = st.confirmed;
         atomic_store_explicit(&r.epoch, (uint32_t)e, memory_order_release);
 
-        round_result res = {.sub = subv + (size_t)(e - 1) * (size_t)S};
+        round_result res = {.sub = subv + (size_t)(e - 1) * (size_t)S,
+                            .resub = resubv + (size_t)(e - 1) * (size_t)S};
         measure_round(&r, (uint32_t)e, L.listen_ns, &res);
         pubv[e - 1] = res.pub;
         worstv[e - 1] = res.worst;
@@ -405,7 +462,7 @@ int rc_crash_loop(const rc_config *cfg, bp_broker *b)
     lc_count(mark0, lc_mark(), &lc);
     lc_print("client library log during the rounds", &lc);
     if (rounds > 0)
-        print_summary(&r, rounds, subv, pubv, worstv, rounds_late, &bp_total, &lc);
+        print_summary(&r, rounds, subv, resubv, pubv, worstv, rounds_late, &bp_total, &lc);
     rc = rounds == R && rounds_late == 0 && atomic_load(&r.closed) == 0 &&
                  atomic_load(&r.sub_errors) == 0 && atomic_load(&r.publish_failed) == 0 &&
                  atomic_load(&r.publish_full) == 0 && bp_total.error == 0 && lc.error == 0
@@ -419,6 +476,7 @@ out_free:
     free((void *)r.pub_confirm);
     free(r.confirm_base);
     free(subv);
+    free(resubv);
     free(pubv);
     free(worstv);
     return rc;
