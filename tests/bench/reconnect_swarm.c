@@ -153,9 +153,15 @@ static void check_limits(const rc_config *cfg, bp_broker *b)
                 (unsigned long long)rl.rlim_cur, 3 * cfg->swarm, 2 * cfg->swarm + 64, maxconn,
                 pid_max, threads_max, maps, 2 * cfg->swarm + 100, 2 * cfg->swarm,
                 sp_read_long("/proc/sys/net/core/somaxconn"), sp_listen_backlog(cfg->port));
-    if (maxconn >= 0 && maxconn < cfg->swarm + 2)
-        lc_progress("warning: the broker serves at most %ld connections, fewer than %d", maxconn,
-                    cfg->swarm + 2);
+    /* Here: a socket and an eventfd per client (the publisher too) plus ~16
+     * of the tool's own; the broker: N + the publisher + the listen probe. */
+    long fit_here = ((long)rl.rlim_cur - 16) / 2 - 1;
+    long fit = maxconn >= 0 && maxconn - 2 < fit_here ? maxconn - 2 : fit_here;
+    if (fit < cfg->swarm)
+        lc_progress("warning: at most about %ld clients fit (descriptors here: %ld; broker "
+                    "max_connections %ld minus the publisher and the probe): the rest compete "
+                    "for slots, are refused (ERR limit) or fail (EMFILE)",
+                    fit, fit_here, maxconn);
     if (pid_max > 0 && pid_max < 2L * cfg->swarm + 1000)
         lc_progress("warning: kernel.pid_max %ld leaves no room for %d threads", pid_max,
                     2 * cfg->swarm);
