@@ -318,14 +318,14 @@ static void print_list(const char *key, const int64_t *ns, int n)
 }
 
 static void print_round(crash_run *r, int round, int64_t down_target_ms, int64_t t_kill,
-                        int64_t kill_ns, const bp_listen *L, const round_result *res,
+                        int64_t t_gone, const bp_listen *L, const round_result *res,
                         const bp_problems *bpp)
 {
     int64_t confirm = atomic_load(&r->pub_confirm[round]);
     printf("mode=crash round=%d down_target_ms=%lld down_ms=%.1f kill_ms=%.1f "
            "broker_start_ms=%.1f listen_by=%s log_lag_ms=%.1f start_tries=%d",
-           round, (long long)down_target_ms, (double)(L->listen_ns - t_kill) / 1e6,
-           (double)kill_ns / 1e6, (double)(L->listen_ns - L->spawn_ns) / 1e6,
+           round, (long long)down_target_ms, (double)(L->listen_ns - t_gone) / 1e6,
+           (double)(t_gone - t_kill) / 1e6, (double)(L->listen_ns - L->spawn_ns) / 1e6,
            L->connect_ns != 0 ? "connect" : "log", (double)(L->log_ns - L->listen_ns) / 1e6,
            L->tries);
     print_ms("pub_ms", res->pub);
@@ -428,8 +428,8 @@ int rc_crash_loop(const rc_config *cfg, bp_broker *b)
                        (int64_t)llround(uniform(&rng) * (double)(cfg->down_max_ms - cfg->down_min_ms));
         int64_t t_kill = rc_now_ns();
         bp_kill(b);
-        int64_t kill_ns = rc_now_ns() - t_kill;
-        rc_sleep_until(t_kill + down * 1000000);
+        int64_t t_gone = rc_now_ns(); /* the downtime runs from the death, as in the swarm */
+        rc_sleep_until(t_gone + down * 1000000);
         if (bp_start(b, START_TIMEOUT_MS, &L, lc_progress_fd()) != 0)
             break;
         vg_client_stats st;
@@ -446,7 +446,7 @@ int rc_crash_loop(const rc_config *cfg, bp_broker *b)
         rounds = e;
         bp_problems bpp;
         bp_problems_get(b, &bpp);
-        print_round(&r, e, down, t_kill, kill_ns, &L, &res, &bpp);
+        print_round(&r, e, down, t_kill, t_gone, &L, &res, &bpp);
         if (res.late > 0)
             lc_progress("round %d: %d client(s) not delivering %lld ms after the restart", e,
                         res.late, (long long)cfg->bound_ms);

@@ -7,6 +7,17 @@
  * connect time is reported. Each subscriber's first message is timed from
  * t_listen.
  *
+ * With N threads on each side of a small machine, the first message also
+ * waits for the CPU: N I/O threads wake at once, and the broker fans each
+ * message out to every subscriber back. So a sweeper thread also times each
+ * client's own steps through the API: from the kill on, it asks every client
+ * in turn whether its subscription is active (vg_client_wait_subscribed with
+ * no wait). The first sweep that finds it inactive is when the client noticed
+ * the broker was gone ("lost", after the kill); the first that finds it
+ * active again is its resubscription ("resub", after t_listen): what the
+ * backoff policy alone decides. A client that lost and regained its
+ * subscription between two sweeps is counted as unseen.
+ *
  * Errors counted: on_closed and on_sub_error callbacks, the broker's
  * level=warn/error lines after the restart (accept_failed, connection_limit,
  * evict ...), and the client library's level=error lines after the restart.
@@ -33,6 +44,9 @@
 #define START_TIMEOUT_MS 10000
 #define SAMPLE_NS 10000000LL /* accept-queue sampling period */
 #define POLL_NS 10000000LL
+/* Between two sweeps: at least 5 ms and three sweeps' time, so that the
+ * sweeper takes at most a quarter of a core from the clients it measures. */
+#define SWEEP_GAP_MIN_NS 5000000LL
 
 typedef struct swarm_run swarm_run;
 
@@ -42,6 +56,7 @@ typedef struct {
     uint64_t sid;
     bool ok; /* subscribed before the kill: measured */
     _Atomic int64_t first; /* first message of epoch 1 */
+    _Atomic int64_t lost, resub; /* sweeper: found inactive, then active again */
 } swarm_sub;
 
 struct swarm_run {
@@ -53,7 +68,9 @@ struct swarm_run {
     _Atomic size_t delivered;
     _Atomic unsigned closed, sub_errors;
     _Atomic uint64_t published, publish_full, publish_failed;
-    _Atomic bool stop_pub, stop_sampler;
+    _Atomic bool stop_pub, stop_sampler, stop_sweeper;
+    _Atomic uint64_t sweeps;
+    _Atomic int64_t sweep_ns; /* time spent sweeping, in all */
     _Atomic int phase; /* 0: connecting, 1: after the kill */
     _Atomic int max_queue[2];
 };
@@ -131,6 +148,31 @@ static void *sampler_main(void *arg)
         if (q > atomic_load(&r->max_queue[p]))
             atomic_store(&r->max_queue[p], q);
         rc_sleep_until(rc_now_ns() + SAMPLE_NS);
+    }
+    return NULL;
+}
+
+static void *sweeper_main(void *arg)
+{
+    swarm_run *r = arg;
+    while (!atomic_load(&r->stop_sweeper)) {
+        int64_t t0 = rc_now_ns();
+        for (int i = 0; i < r->n; i++) {
+            swarm_sub *s = &r->subs[i];
+            if (!s->ok || atomic_load_explicit(&s->resub, memory_order_relaxed) != 0)
+                continue;
+            bool active = vg_client_wait_subscribed(s->c, s->sid, 0) == VG_OK;
+            bool lost = atomic_load_explicit(&s->lost, memory_order_relaxed) != 0;
+            if (!active && !lost)
+                atomic_store(&s->lost, rc_now_ns());
+            else if (active && lost)
+                atomic_store(&s->resub, rc_now_ns());
+        }
+        int64_t t1 = rc_now_ns();
+        atomic_fetch_add(&r->sweeps, 1);
+        atomic_fetch_add(&r->sweep_ns, t1 - t0);
+        int64_t gap = 3 * (t1 - t0);
+        rc_sleep_until(t1 + (gap > SWEEP_GAP_MIN_NS ? gap : SWEEP_GAP_MIN_NS));
     }
     return NULL;
 }
@@ -243,10 +285,14 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
     swarm_run r = {.cfg = cfg};
     r.subs = calloc((size_t)cfg->swarm, sizeof *r.subs);
     int64_t *delays = calloc((size_t)cfg->swarm, sizeof *delays);
+    int64_t *lost_v = calloc((size_t)cfg->swarm, sizeof *lost_v);
+    int64_t *resub_v = calloc((size_t)cfg->swarm, sizeof *resub_v);
+    int64_t *lag_v = calloc((size_t)cfg->swarm, sizeof *lag_v);
     int rc = 1;
-    bool sampling = false;
+    bool sampling = false, sweeping = false;
+    pthread_t sweeper;
     pthread_t sampler, pub_thread;
-    if (r.subs == NULL || delays == NULL)
+    if (r.subs == NULL || delays == NULL || lost_v == NULL || resub_v == NULL || lag_v == NULL)
         goto out_free;
     bp_listen L;
     if (bp_start(b, START_TIMEOUT_MS, &L, lc_progress_fd()) != 0)
@@ -269,19 +315,23 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
     if (nok == 0)
         goto out_clients;
 
-    /* 2. kill -9, downtime, restart. */
+    /* 2. kill -9, downtime, restart. The downtime runs from the old broker's
+     * death: reaping N threads takes seconds on a small machine, and until
+     * then some clients have not even seen their EOF. */
     atomic_store(&r.phase, 1);
+    sweeping = pthread_create(&sweeper, NULL, sweeper_main, &r) == 0;
     off_t mark_kill = lc_mark();
     int64_t t_kill = rc_now_ns();
     bp_kill(b);
-    int64_t kill_ns = rc_now_ns() - t_kill; /* reaping N threads takes a while */
-    rc_sleep_until(t_kill + cfg->down_ms * 1000000);
+    int64_t t_gone = rc_now_ns();
+    rc_sleep_until(t_gone + cfg->down_ms * 1000000);
     if (bp_start(b, START_TIMEOUT_MS, &L, lc_progress_fd()) != 0)
         goto out_clients;
     int64_t t_listen = L.listen_ns;
     off_t mark_listen = lc_mark();
     atomic_store(&r.epoch, 1);
-    lc_progress("broker restarted after %.1f ms down (listening by %s), pid %d", (double)(t_listen - t_kill) / 1e6,
+    lc_progress("broker killed in %.1f ms, restarted %.1f ms later (listening by %s), pid %d",
+                (double)(t_gone - t_kill) / 1e6, (double)(t_listen - t_gone) / 1e6,
                 L.connect_ns != 0 ? "connect" : "log line", (int)bp_pid(b));
 
     /* 3. A fresh publisher; wait for deliveries. */
@@ -307,6 +357,21 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
         }
     }
     int64_t t_end = rc_now_ns();
+    /* The sweeper runs a sweep behind the deliveries: give it that sweep. */
+    for (int64_t give_up = rc_now_ns() + 2000000000LL; sweeping && rc_now_ns() < give_up;) {
+        bool behind = false;
+        for (int i = 0; i < r.n && !behind; i++)
+            behind = r.subs[i].ok && atomic_load(&r.subs[i].first) != 0 &&
+                     atomic_load(&r.subs[i].lost) != 0 && atomic_load(&r.subs[i].resub) == 0;
+        if (!behind)
+            break;
+        rc_sleep_until(rc_now_ns() + POLL_NS);
+    }
+    if (sweeping) {
+        atomic_store(&r.stop_sweeper, true);
+        pthread_join(sweeper, NULL);
+        sweeping = false;
+    }
     atomic_store(&r.stop_pub, true);
     pthread_join(pub_thread, NULL);
     off_t mark_end = lc_mark();
@@ -315,19 +380,29 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
     double broker_cpu = sp_cpu_seconds(bp_pid(b));
 
     /* 4. Figures. */
-    size_t nd = 0, within[6] = {0};
+    size_t nd = 0, within[6] = {0}, unseen = 0;
     static const int64_t cuts_ms[6] = {250, 500, 1000, 2000, 5000, 10000};
     for (int i = 0; i < r.n; i++) {
-        if (!r.subs[i].ok)
+        swarm_sub *s = &r.subs[i];
+        if (!s->ok)
             continue;
-        int64_t f = atomic_load(&r.subs[i].first);
+        int64_t f = atomic_load(&s->first), lost = atomic_load(&s->lost);
+        int64_t resub = atomic_load(&s->resub);
         delays[nd] = f != 0 ? f - t_listen : RC_LATE;
+        lost_v[nd] = lost != 0 ? lost - t_kill : RC_LATE;
+        resub_v[nd] = resub != 0 ? resub - t_listen : RC_LATE;
+        lag_v[nd] = f != 0 && resub != 0 ? f - resub : RC_LATE;
+        unseen += lost == 0;
         for (int k = 0; k < 6; k++)
             within[k] += delays[nd] != RC_LATE && delays[nd] <= cuts_ms[k] * 1000000;
         nd++;
     }
-    rc_quantiles q;
+    rc_quantiles q, ql, qr, qd;
     rc_quantiles_of(delays, nd, &q);
+    rc_quantiles_of(lost_v, nd, &ql);
+    rc_quantiles_of(resub_v, nd, &qr);
+    rc_quantiles_of(lag_v, nd, &qd);
+    uint64_t sweeps = atomic_load(&r.sweeps);
     bp_problems bpp;
     bp_problems_get(b, &bpp);
     if (bpp.warn + bpp.error > 0) {
@@ -345,7 +420,7 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
            "down_ms=%.1f kill_ms=%.1f broker_start_ms=%.1f listen_by=%s interval_ms=%lld "
            "backoff_base_ms=%lld backoff_max_ms=%lld bound_ms=%lld",
            r.n, nok, (long long)start_ms, (long long)connect_ms, (long long)cfg->down_ms,
-           (double)(t_listen - t_kill) / 1e6, (double)kill_ns / 1e6,
+           (double)(t_listen - t_gone) / 1e6, (double)(t_gone - t_kill) / 1e6,
            (double)(t_listen - L.spawn_ns) / 1e6, L.connect_ns != 0 ? "connect" : "log",
            (long long)cfg->interval_ms,
            (long long)o.backoff_base_ms, (long long)o.backoff_max_ms, (long long)cfg->bound_ms);
@@ -354,6 +429,11 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
     else
         printf(" pub_connect_ms=%.1f", (double)pub_connect / 1e6);
     rc_print_quantiles("sub", &q);
+    rc_print_quantiles("resub", &qr);
+    rc_print_quantiles("lost", &ql);
+    rc_print_quantiles("lag", &qd);
+    printf(" unseen=%zu sweeps=%llu sweep_ms=%.1f", unseen, (unsigned long long)sweeps,
+           sweeps > 0 ? (double)atomic_load(&r.sweep_ns) / 1e6 / (double)sweeps : 0.0);
     for (int k = 0; k < 6; k++)
         printf(" within_%lldms=%zu", (long long)cuts_ms[k], within[k]);
     printf(" closed=%u sub_errors=%u publish_full=%llu publish_failed=%llu broker_warn=%zu "
@@ -376,6 +456,10 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
              : 1;
 
 out_clients:;
+    if (sweeping) {
+        atomic_store(&r.stop_sweeper, true);
+        pthread_join(sweeper, NULL);
+    }
     int64_t t_destroy = rc_now_ns();
     vg_client_destroy(r.pub);
     for (int i = 0; i < r.n; i++)
@@ -389,5 +473,8 @@ out_clients:;
 out_free:
     free(r.subs);
     free(delays);
+    free(lost_v);
+    free(resub_v);
+    free(lag_v);
     return rc;
 }
