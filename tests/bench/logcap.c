@@ -109,9 +109,9 @@ static void tally(lc_counts *c, const char *line, size_t len)
     }
 }
 
-void lc_count(off_t from, off_t to, lc_counts *out)
+/* Calls each(line, len, arg) for every line in [from, to). */
+static void each_line(off_t from, off_t to, void (*each)(const char *, size_t, void *), void *arg)
 {
-    memset(out, 0, sizeof *out);
     if (log_fd < 0 || to <= from)
         return;
     static char buf[1 << 16];
@@ -125,7 +125,7 @@ void lc_count(off_t from, off_t to, lc_counts *out)
         off += n;
         for (ssize_t i = 0; i < n; i++) {
             if (buf[i] == '\n') {
-                tally(out, line, llen);
+                each(line, llen, arg);
                 llen = 0;
             } else if (llen < sizeof line) {
                 line[llen++] = buf[i];
@@ -133,7 +133,53 @@ void lc_count(off_t from, off_t to, lc_counts *out)
         }
     }
     if (llen > 0)
-        tally(out, line, llen);
+        each(line, llen, arg);
+}
+
+static void tally_line(const char *line, size_t len, void *arg) { tally(arg, line, len); }
+
+void lc_count(off_t from, off_t to, lc_counts *out)
+{
+    memset(out, 0, sizeof *out);
+    each_line(from, to, tally_line, out);
+}
+
+typedef struct {
+    char needle[64];
+    size_t needle_len;
+    int64_t *out;
+    size_t n, max;
+} time_scan;
+
+static void time_line(const char *line, size_t len, void *arg)
+{
+    time_scan *t = arg;
+    if (len < 28 || memcmp(line, "ts=", 3) != 0 || memmem(line, len, t->needle, t->needle_len) == NULL)
+        return;
+    char ts[32];
+    memcpy(ts, line + 3, 24);
+    ts[24] = '\0';
+    struct tm tm = {0};
+    int ms;
+    if (sscanf(ts, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+               &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) != 7)
+        return;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    if (t->n < t->max)
+        t->out[t->n] = ((int64_t)timegm(&tm) * 1000 + ms) * 1000000;
+    t->n++;
+}
+
+size_t lc_event_times(off_t from, off_t to, const char *event, int64_t *out_ns, size_t max)
+{
+    time_scan t = {.out = out_ns, .max = max};
+    int n = snprintf(t.needle, sizeof t.needle, " event=%s ", event);
+    if (n <= 0 || (size_t)n >= sizeof t.needle)
+        return 0;
+    t.needle_len = (size_t)n;
+    each_line(from, to, time_line, &t);
+    return t.n;
 }
 
 void lc_print(const char *label, const lc_counts *c)

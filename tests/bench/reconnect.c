@@ -161,6 +161,8 @@ static int cmp_i64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+void rc_sort(int64_t *v, size_t n) { qsort(v, n, sizeof *v, cmp_i64); }
+
 static double rank_ms(const int64_t *v, size_t n, double q)
 {
     if (n == 0)
@@ -175,7 +177,7 @@ static double rank_ms(const int64_t *v, size_t n, double q)
 
 void rc_quantiles_of(int64_t *v, size_t n, rc_quantiles *out)
 {
-    qsort(v, n, sizeof *v, cmp_i64);
+    rc_sort(v, n);
     out->n = n;
     out->late = 0;
     for (size_t i = 0; i < n; i++)

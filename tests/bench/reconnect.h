@@ -55,6 +55,9 @@ void rc_sleep_until(int64_t t_ns);
  * the --backoff-* overrides; callbacks are the caller's to set. */
 void rc_client_opts(const rc_config *cfg, vg_client_opts *o, const char *name, void *ud);
 
+/* Sorts n values in place, ascending. */
+void rc_sort(int64_t *v, size_t n);
+
 /* RC_LATE marks a client that did not deliver within the bound. */
 #define RC_LATE INT64_MAX
 

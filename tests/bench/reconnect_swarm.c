@@ -9,14 +9,15 @@
  *
  * With N threads on each side of a small machine, the first message also
  * waits for the CPU: N I/O threads wake at once, and the broker fans each
- * message out to every subscriber back. So a sweeper thread also times each
- * client's own steps through the API: from the kill on, it asks every client
- * in turn whether its subscription is active (vg_client_wait_subscribed with
- * no wait). The first sweep that finds it inactive is when the client noticed
- * the broker was gone ("lost", after the kill); the first that finds it
- * active again is its resubscription ("resub", after t_listen): what the
- * backoff policy alone decides. A client that lost and regained its
- * subscription between two sweeps is counted as unseen.
+ * message out to every subscriber back. So each client's own steps are also
+ * timed, from the lines its I/O thread logs as they happen (logcap):
+ * event=disconnected ("lost", after the kill: when it noticed) and
+ * event=reconnected, logged once the broker acknowledged every
+ * resubscription ("resub", after t_listen: what the backoff policy alone
+ * decides). These lines do not name the client, so they give distributions,
+ * not pairs. (An observer thread asking every client in turn was tried: it
+ * waits its turn for the CPU behind thousands of threads, and its figures
+ * came out seconds late.)
  *
  * Errors counted: on_closed and on_sub_error callbacks, the broker's
  * level=warn/error lines after the restart (accept_failed, connection_limit,
@@ -36,6 +37,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "logcap.h"
 #include "reconnect.h"
@@ -44,9 +46,6 @@
 #define START_TIMEOUT_MS 10000
 #define SAMPLE_NS 10000000LL /* accept-queue sampling period */
 #define POLL_NS 10000000LL
-/* Between two sweeps: at least 5 ms and three sweeps' time, so that the
- * sweeper takes at most a quarter of a core from the clients it measures. */
-#define SWEEP_GAP_MIN_NS 5000000LL
 
 typedef struct swarm_run swarm_run;
 
@@ -56,7 +55,6 @@ typedef struct {
     uint64_t sid;
     bool ok; /* subscribed before the kill: measured */
     _Atomic int64_t first; /* first message of epoch 1 */
-    _Atomic int64_t lost, resub; /* sweeper: found inactive, then active again */
 } swarm_sub;
 
 struct swarm_run {
@@ -68,9 +66,7 @@ struct swarm_run {
     _Atomic size_t delivered;
     _Atomic unsigned closed, sub_errors;
     _Atomic uint64_t published, publish_full, publish_failed;
-    _Atomic bool stop_pub, stop_sampler, stop_sweeper;
-    _Atomic uint64_t sweeps;
-    _Atomic int64_t sweep_ns; /* time spent sweeping, in all */
+    _Atomic bool stop_pub, stop_sampler;
     _Atomic int phase; /* 0: connecting, 1: after the kill */
     _Atomic int max_queue[2];
 };
@@ -148,31 +144,6 @@ static void *sampler_main(void *arg)
         if (q > atomic_load(&r->max_queue[p]))
             atomic_store(&r->max_queue[p], q);
         rc_sleep_until(rc_now_ns() + SAMPLE_NS);
-    }
-    return NULL;
-}
-
-static void *sweeper_main(void *arg)
-{
-    swarm_run *r = arg;
-    while (!atomic_load(&r->stop_sweeper)) {
-        int64_t t0 = rc_now_ns();
-        for (int i = 0; i < r->n; i++) {
-            swarm_sub *s = &r->subs[i];
-            if (!s->ok || atomic_load_explicit(&s->resub, memory_order_relaxed) != 0)
-                continue;
-            bool active = vg_client_wait_subscribed(s->c, s->sid, 0) == VG_OK;
-            bool lost = atomic_load_explicit(&s->lost, memory_order_relaxed) != 0;
-            if (!active && !lost)
-                atomic_store(&s->lost, rc_now_ns());
-            else if (active && lost)
-                atomic_store(&s->resub, rc_now_ns());
-        }
-        int64_t t1 = rc_now_ns();
-        atomic_fetch_add(&r->sweeps, 1);
-        atomic_fetch_add(&r->sweep_ns, t1 - t0);
-        int64_t gap = 3 * (t1 - t0);
-        rc_sleep_until(t1 + (gap > SWEEP_GAP_MIN_NS ? gap : SWEEP_GAP_MIN_NS));
     }
     return NULL;
 }
@@ -260,6 +231,35 @@ static int connect_all(swarm_run *r, int64_t *start_ms, int64_t *connect_ms)
     return ok;
 }
 
+/* CLOCK_REALTIME minus CLOCK_MONOTONIC, to place the log's wall-clock
+ * times on the tool's clock (ms resolution is all the log has). */
+static int64_t wall_minus_mono(void)
+{
+    struct timespec w;
+    clock_gettime(CLOCK_REALTIME, &w);
+    return (int64_t)w.tv_sec * 1000000000 + w.tv_nsec - rc_now_ns();
+}
+
+/* The times of one event in the client log as delays after base (wall
+ * clock, ns), into v (room for max). Exactly `want` values come back: the
+ * earliest, since a client that loses a new connection again logs a second
+ * line, and RC_LATE for clients that never logged it. */
+static size_t log_delays(off_t from, off_t to, const char *event, int64_t base, int64_t *v,
+                         size_t max, size_t want)
+{
+    size_t n = lc_event_times(from, to, event, v, max);
+    if (n > max)
+        n = max;
+    for (size_t i = 0; i < n; i++)
+        v[i] -= base;
+    rc_sort(v, n);
+    if (n > want)
+        n = want;
+    for (; n < want && n < max; n++)
+        v[n] = RC_LATE;
+    return n;
+}
+
 typedef struct {
     long rss_kb, hwm_kb, threads;
 } proc_mem;
@@ -285,14 +285,15 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
     swarm_run r = {.cfg = cfg};
     r.subs = calloc((size_t)cfg->swarm, sizeof *r.subs);
     int64_t *delays = calloc((size_t)cfg->swarm, sizeof *delays);
-    int64_t *lost_v = calloc((size_t)cfg->swarm, sizeof *lost_v);
-    int64_t *resub_v = calloc((size_t)cfg->swarm, sizeof *resub_v);
-    int64_t *lag_v = calloc((size_t)cfg->swarm, sizeof *lag_v);
+    /* A client that loses a new connection again logs a second line: room
+     * for a few each. */
+    size_t times_max = (size_t)cfg->swarm * 4;
+    int64_t *lost_v = calloc(times_max, sizeof *lost_v);
+    int64_t *resub_v = calloc(times_max, sizeof *resub_v);
     int rc = 1;
-    bool sampling = false, sweeping = false;
-    pthread_t sweeper;
+    bool sampling = false;
     pthread_t sampler, pub_thread;
-    if (r.subs == NULL || delays == NULL || lost_v == NULL || resub_v == NULL || lag_v == NULL)
+    if (r.subs == NULL || delays == NULL || lost_v == NULL || resub_v == NULL)
         goto out_free;
     bp_listen L;
     if (bp_start(b, START_TIMEOUT_MS, &L, lc_progress_fd()) != 0)
@@ -319,9 +320,9 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
      * death: reaping N threads takes seconds on a small machine, and until
      * then some clients have not even seen their EOF. */
     atomic_store(&r.phase, 1);
-    sweeping = pthread_create(&sweeper, NULL, sweeper_main, &r) == 0;
     off_t mark_kill = lc_mark();
     int64_t t_kill = rc_now_ns();
+    int64_t wall_offset = wall_minus_mono();
     bp_kill(b);
     int64_t t_gone = rc_now_ns();
     rc_sleep_until(t_gone + cfg->down_ms * 1000000);
@@ -357,21 +358,6 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
         }
     }
     int64_t t_end = rc_now_ns();
-    /* The sweeper runs a sweep behind the deliveries: give it that sweep. */
-    for (int64_t give_up = rc_now_ns() + 2000000000LL; sweeping && rc_now_ns() < give_up;) {
-        bool behind = false;
-        for (int i = 0; i < r.n && !behind; i++)
-            behind = r.subs[i].ok && atomic_load(&r.subs[i].first) != 0 &&
-                     atomic_load(&r.subs[i].lost) != 0 && atomic_load(&r.subs[i].resub) == 0;
-        if (!behind)
-            break;
-        rc_sleep_until(rc_now_ns() + POLL_NS);
-    }
-    if (sweeping) {
-        atomic_store(&r.stop_sweeper, true);
-        pthread_join(sweeper, NULL);
-        sweeping = false;
-    }
     atomic_store(&r.stop_pub, true);
     pthread_join(pub_thread, NULL);
     off_t mark_end = lc_mark();
@@ -380,29 +366,26 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
     double broker_cpu = sp_cpu_seconds(bp_pid(b));
 
     /* 4. Figures. */
-    size_t nd = 0, within[6] = {0}, unseen = 0;
+    size_t nd = 0, within[6] = {0};
     static const int64_t cuts_ms[6] = {250, 500, 1000, 2000, 5000, 10000};
     for (int i = 0; i < r.n; i++) {
         swarm_sub *s = &r.subs[i];
         if (!s->ok)
             continue;
-        int64_t f = atomic_load(&s->first), lost = atomic_load(&s->lost);
-        int64_t resub = atomic_load(&s->resub);
+        int64_t f = atomic_load(&s->first);
         delays[nd] = f != 0 ? f - t_listen : RC_LATE;
-        lost_v[nd] = lost != 0 ? lost - t_kill : RC_LATE;
-        resub_v[nd] = resub != 0 ? resub - t_listen : RC_LATE;
-        lag_v[nd] = f != 0 && resub != 0 ? f - resub : RC_LATE;
-        unseen += lost == 0;
         for (int k = 0; k < 6; k++)
             within[k] += delays[nd] != RC_LATE && delays[nd] <= cuts_ms[k] * 1000000;
         nd++;
     }
-    rc_quantiles q, ql, qr, qd;
+    rc_quantiles q, ql, qr;
     rc_quantiles_of(delays, nd, &q);
-    rc_quantiles_of(lost_v, nd, &ql);
-    rc_quantiles_of(resub_v, nd, &qr);
-    rc_quantiles_of(lag_v, nd, &qd);
-    uint64_t sweeps = atomic_load(&r.sweeps);
+    size_t nlost = log_delays(mark_kill, mark_end, "disconnected", t_kill + wall_offset, lost_v,
+                              times_max, nd);
+    size_t nresub = log_delays(mark_kill, mark_end, "reconnected", t_listen + wall_offset,
+                               resub_v, times_max, nd);
+    rc_quantiles_of(lost_v, nlost, &ql);
+    rc_quantiles_of(resub_v, nresub, &qr);
     bp_problems bpp;
     bp_problems_get(b, &bpp);
     if (bpp.warn + bpp.error > 0) {
@@ -431,9 +414,6 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
     rc_print_quantiles("sub", &q);
     rc_print_quantiles("resub", &qr);
     rc_print_quantiles("lost", &ql);
-    rc_print_quantiles("lag", &qd);
-    printf(" unseen=%zu sweeps=%llu sweep_ms=%.1f", unseen, (unsigned long long)sweeps,
-           sweeps > 0 ? (double)atomic_load(&r.sweep_ns) / 1e6 / (double)sweeps : 0.0);
     for (int k = 0; k < 6; k++)
         printf(" within_%lldms=%zu", (long long)cuts_ms[k], within[k]);
     printf(" closed=%u sub_errors=%u publish_full=%llu publish_failed=%llu broker_warn=%zu "
@@ -456,10 +436,6 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
              : 1;
 
 out_clients:;
-    if (sweeping) {
-        atomic_store(&r.stop_sweeper, true);
-        pthread_join(sweeper, NULL);
-    }
     int64_t t_destroy = rc_now_ns();
     vg_client_destroy(r.pub);
     for (int i = 0; i < r.n; i++)
@@ -475,6 +451,5 @@ out_free:
     free(delays);
     free(lost_v);
     free(resub_v);
-    free(lag_v);
     return rc;
 }
