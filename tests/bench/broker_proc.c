@@ -337,10 +337,10 @@ int bp_start(bp_broker *b, int timeout_ms, bp_listen *out, int err_fd)
             sleep_ms(1);
         }
         if (log_ns != 0) {
+            bool probe_first = connect_ns != 0 && connect_ns < log_ns;
             *out = (bp_listen){.spawn_ns = spawn_ns, .log_ns = log_ns,
-                               .connect_ns = connect_ns != 0 && connect_ns < log_ns ? connect_ns : 0,
-                               .listen_ns = connect_ns != 0 && connect_ns < log_ns ? connect_ns : log_ns,
-                               .tries = tries};
+                               .connect_ns = probe_first ? connect_ns : 0,
+                               .listen_ns = probe_first ? connect_ns : log_ns, .tries = tries};
             return 0;
         }
         bool retry = died && in_use && now_ns() < deadline;

@@ -19,7 +19,8 @@ int lc_open(const char *path)
     int fd;
     char temp_path[64];
     if (path != NULL) {
-        fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644); /* read back by lc_count */
+        /* read and write: lc_count reads it back */
+        fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
     } else {
         snprintf(temp_path, sizeof temp_path, "/tmp/vigil-reconnect-clients.XXXXXX");
         fd = mkostemp(temp_path, O_APPEND | O_CLOEXEC);
@@ -64,7 +65,8 @@ void lc_progress(const char *fmt, ...)
     if ((size_t)n > sizeof line - 2)
         n = (int)sizeof line - 2;
     line[n++] = '\n';
-    ssize_t ignored = write(orig_fd, line, (size_t)n); /* progress only: nothing to do if it fails */
+    /* progress only: a failed write changes nothing */
+    ssize_t ignored = write(orig_fd, line, (size_t)n);
     (void)ignored;
 }
 
@@ -154,7 +156,8 @@ typedef struct {
 static void time_line(const char *line, size_t len, void *arg)
 {
     time_scan *t = arg;
-    if (len < 28 || memcmp(line, "ts=", 3) != 0 || memmem(line, len, t->needle, t->needle_len) == NULL)
+    if (len < 28 || memcmp(line, "ts=", 3) != 0 ||
+        memmem(line, len, t->needle, t->needle_len) == NULL)
         return;
     char ts[32];
     memcpy(ts, line + 3, 24);

@@ -26,7 +26,8 @@ typedef struct {
     size_t nev;
 } lc_counts;
 
-/* Sends stderr to path, or to an unlinked temporary file when path is NULL. Returns 0, or -1 with a message on the original stderr. */
+/* Sends stderr to path, or to an unlinked temporary file when path is NULL.
+ * Returns 0, or -1 with a message on the original stderr. */
 int lc_open(const char *path);
 
 /* A progress line on the original stderr, prefixed with the seconds since

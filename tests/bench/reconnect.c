@@ -22,7 +22,8 @@
 #define MAX_BROKER_ARGS 32
 
 static const char usage_line[] =
-    "usage: vigil-reconnect [--restarts N] [--down-min SECS] [--down-max SECS] [--subs S] [OPTIONS]\n"
+    "usage: vigil-reconnect [--restarts N] [--down-min SECS] [--down-max SECS] [--subs S]\n"
+    "                       [OPTIONS]\n"
     "       vigil-reconnect --swarm N [--down SECS] [OPTIONS]\n";
 
 static void help(void)

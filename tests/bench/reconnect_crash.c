@@ -424,8 +424,8 @@ int rc_crash_loop(const rc_config *cfg, bp_broker *b)
     int rounds = 0, rounds_late = 0;
     for (int e = 1; e <= R; e++) {
         add_problems(b, &bp_total); /* this incarnation's, before it dies */
-        int64_t down = cfg->down_min_ms +
-                       (int64_t)llround(uniform(&rng) * (double)(cfg->down_max_ms - cfg->down_min_ms));
+        double span = (double)(cfg->down_max_ms - cfg->down_min_ms);
+        int64_t down = cfg->down_min_ms + (int64_t)llround(uniform(&rng) * span);
         int64_t t_kill = rc_now_ns();
         bp_kill(b);
         int64_t t_gone = rc_now_ns(); /* the downtime runs from the death, as in the swarm */

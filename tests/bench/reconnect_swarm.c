@@ -215,7 +215,8 @@ static int connect_all(swarm_run *r, int64_t *start_ms, int64_t *connect_ms)
     int ok = 0, refused = 0, timedout = 0, closed = 0;
     for (int i = 0; i < r->n; i++) {
         int64_t left = (deadline - rc_now_ns()) / 1000000;
-        vg_status st = vg_client_wait_subscribed(r->subs[i].c, r->subs[i].sid, left > 0 ? (int)left : 0);
+        vg_status st = vg_client_wait_subscribed(r->subs[i].c, r->subs[i].sid,
+                                                 left > 0 ? (int)left : 0);
         r->subs[i].ok = st == VG_OK;
         ok += st == VG_OK;
         refused += st == VG_ERR_REFUSED;
@@ -398,7 +399,8 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
     lc_print("client library log while the broker was down", &down_log);
     lc_print("client library log after the restart", &after_log);
 
-    sp_listen_counters dc = sp_listen_counters_diff(&c1, &c0), ds = sp_listen_counters_diff(&c2, &c1);
+    sp_listen_counters dc = sp_listen_counters_diff(&c1, &c0);
+    sp_listen_counters ds = sp_listen_counters_diff(&c2, &c1);
     printf("mode=swarm clients=%d subscribed=%d start_ms=%lld connect_ms=%lld down_target_ms=%lld "
            "down_ms=%.1f kill_ms=%.1f broker_start_ms=%.1f listen_by=%s interval_ms=%lld "
            "backoff_base_ms=%lld backoff_max_ms=%lld bound_ms=%lld",
@@ -440,7 +442,8 @@ out_clients:;
     vg_client_destroy(r.pub);
     for (int i = 0; i < r.n; i++)
         vg_client_destroy(r.subs[i].c);
-    lc_progress("%d clients destroyed in %lld ms", r.n, (long long)((rc_now_ns() - t_destroy) / 1000000));
+    lc_progress("%d clients destroyed in %lld ms", r.n,
+                (long long)((rc_now_ns() - t_destroy) / 1000000));
     if (sampling) {
         atomic_store(&r.stop_sampler, true);
         pthread_join(sampler, NULL);

@@ -95,7 +95,8 @@ void sp_listen_counters_read(sp_listen_counters *out)
     fclose(f);
 }
 
-sp_listen_counters sp_listen_counters_diff(const sp_listen_counters *b, const sp_listen_counters *a)
+sp_listen_counters sp_listen_counters_diff(const sp_listen_counters *b,
+                                           const sp_listen_counters *a)
 {
     sp_listen_counters d = {.ok = a->ok && b->ok};
     d.overflows = b->overflows - a->overflows;

@@ -31,7 +31,8 @@ typedef struct {
 void sp_listen_counters_read(sp_listen_counters *out);
 
 /* b - a, field by field; ok only if both were. */
-sp_listen_counters sp_listen_counters_diff(const sp_listen_counters *b, const sp_listen_counters *a);
+sp_listen_counters sp_listen_counters_diff(const sp_listen_counters *b,
+                                           const sp_listen_counters *a);
 
 /* Connections waiting in the accept queue of the socket listening on
  * 127.0.0.1:port (/proc/net/tcp rx_queue of the LISTEN row); -1 if none.
