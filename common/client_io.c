@@ -501,7 +501,7 @@ static void attempt(vg_client *c)
         after_failure(c, "error", "cannot start a name lookup", false, 0, false);
         return;
     }
-    if (!wait_for(c, c->deadline, vg_resolve_fd(r), POLLIN)) {
+    if (vg_resolve_fd(r) >= 0 && !wait_for(c, c->deadline, vg_resolve_fd(r), POLLIN)) {
         vg_resolve_release(r);
         if (!stopping(c))
             after_failure(c, "timeout", "name lookup took too long", false, 0, false);

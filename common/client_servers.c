@@ -122,7 +122,8 @@ static void release(vg_resolve *r)
 {
     if (atomic_fetch_sub(&r->refs, 1) != 1)
         return;
-    close(r->efd);
+    if (r->efd >= 0)
+        close(r->efd);
     free(r);
 }
 
@@ -166,16 +167,15 @@ vg_resolve *vg_resolve_start(const vg_servers *s, size_t i)
     if (r == NULL)
         return NULL;
     atomic_init(&r->refs, 1);
+    r->efd = -1;
+    memcpy(r->host, s->v[i].host, sizeof r->host);
+    memcpy(r->port, s->v[i].port, sizeof r->port);
+    lookup(r, AI_NUMERICHOST); /* an address: no lookup, no thread, no descriptor */
+    if (r->gai_err != EAI_NONAME)
+        return r;
     r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (r->efd < 0)
         goto fail_free;
-    memcpy(r->host, s->v[i].host, sizeof r->host);
-    memcpy(r->port, s->v[i].port, sizeof r->port);
-    lookup(r, AI_NUMERICHOST); /* an address: no lookup, no thread */
-    if (r->gai_err != EAI_NONAME) {
-        done(r);
-        return r;
-    }
     pthread_attr_t attr;
     pthread_t tid;
     pthread_attr_init(&attr);

@@ -34,7 +34,8 @@ typedef struct vg_resolve vg_resolve;
 /* Starts resolving entry i; NULL when out of memory or threads. */
 vg_resolve *vg_resolve_start(const vg_servers *s, size_t i);
 
-/* Readable (POLLIN) once the result is in. */
+/* Readable (POLLIN) once the result is in; -1 if it was in at once (a
+ * numeric address). */
 int vg_resolve_fd(const vg_resolve *r);
 
 /* Once vg_resolve_fd is readable: the addresses, in the order the

@@ -135,6 +135,7 @@ Test(signals, pub_stops_at_once_while_it_waits_for_a_confirmation)
     p = h_pub_start(port, "--name", "confirming", "--timeout", "30", "--count", "0", "--interval",
                     "0.01", "t", "m-{n}", NULL);
     int pport = client_port(b, "confirming");
+    cr_assert(h_wait_err(p, "event=connected", WAIT), "%s", p->err); /* INFO reached it */
     h_signal(b, SIGSTOP);
     /* Once the stopped broker holds bytes it has not read, pub has messages
      * that cannot be confirmed. */
@@ -154,6 +155,7 @@ Test(signals, pub_stops_at_once_while_it_waits_for_buffer_room)
     h_proc *p = h_pub_start(port, "--name", "filling", "--buffer", "64K", "--count", "0", "t",
                             "x-{n}", NULL);
     int pport = client_port(b, "filling");
+    cr_assert(h_wait_err(p, "event=connected", WAIT), "%s", p->err);
     h_signal(b, SIGSTOP);
     /* Once pub's own socket holds bytes the broker's full one refused, its
      * 64 KiB buffer fills at once: it is waiting for room. */
