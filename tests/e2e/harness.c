@@ -184,6 +184,25 @@ int h_count(const char *s, const char *needle)
     return n;
 }
 
+#define TAIL_BYTES 3000
+
+const char *h_tail(const char *s)
+{
+    static char ring[8][TAIL_BYTES + 64];
+    static int next;
+    size_t len = strlen(s);
+    if (len <= TAIL_BYTES)
+        return s;
+    const char *from = s + len - TAIL_BYTES;
+    const char *nl = memchr(from, '\n', 200);
+    if (nl != NULL)
+        from = nl + 1; /* a whole first line */
+    char *out = ring[next];
+    next = (next + 1) % 8;
+    snprintf(out, sizeof ring[0], "[... %zu bytes not shown ...]\n%s", (size_t)(from - s), from);
+    return out;
+}
+
 /* Waits for n occurrences of needle (non-empty). Only text not yet searched
  * is scanned on each pass: a child's output can run to megabytes, and
  * rescanning it all after every read made waits quadratic. */
@@ -320,7 +339,7 @@ h_proc *h_broker(int *port, ...)
     collect(argv, 3, ap);
     va_end(ap);
     h_proc *b = h_spawn("broker", argv);
-    cr_assert(h_wait_err(b, "event=listening", 10000), "broker did not start: %s", b->err);
+    cr_assert(h_wait_err(b, "event=listening", 10000), "broker did not start: %s", h_tail(b->err));
     const char *addr = strstr(b->err, "addr=127.0.0.1:");
     cr_assert(addr != NULL);
     *port = atoi(addr + strlen("addr=127.0.0.1:"));
@@ -342,7 +361,7 @@ h_proc *h_broker_at(int port, ...)
         if (h_wait_err(b, "event=listening", 10000))
             return b;
         cr_assert(attempt < 50 && strstr(b->err, "listen_failed") != NULL,
-                  "broker did not restart on port %d: %s", port, b->err);
+                  "broker did not restart on port %d: %s", port, h_tail(b->err));
         h_wait_exit(b, 1000);
         h_free(b);
         struct pollfd none = {.fd = -1};
@@ -408,7 +427,7 @@ h_proc *h_sub(int port, ...)
     }
     h_proc *s = h_spawn("sub", argv);
     cr_assert(h_wait_err_count(s, "event=subscribed", topics, 10000),
-              "sub did not subscribe: %s", s->err);
+              "sub did not subscribe: %s", h_tail(s->err));
     return s;
 }
 
@@ -432,7 +451,7 @@ int h_pub(int port, ...)
     h_proc *p = h_spawn("pub", argv);
     int code = h_wait_exit(p, 30000) ? h_exit_code(p) : -1;
     if (code != 0)
-        cr_log_info("pub exited %d: %s", code, p->err);
+        cr_log_info("pub exited %d: %s", code, h_tail(p->err));
     h_free(p);
     return code;
 }
@@ -446,7 +465,7 @@ void h_assert_serves(int port)
     snprintf(line, sizeof line, "%s MSG_TYPE1 %s\n", topic, msg);
     h_proc *s = h_sub(port, "--count", "1", topic, NULL);
     cr_assert_eq(h_pub(port, topic, msg, NULL), 0, "broker no longer serves publishers");
-    cr_assert(h_wait_out(s, line, 10000), "broker no longer serves subscribers: %s", s->out);
+    cr_assert(h_wait_out(s, line, 10000), "broker no longer serves subscribers: %s", h_tail(s->out));
     cr_assert(h_wait_exit(s, 10000));
     cr_assert_eq(h_exit_code(s), 0);
     h_free(s);

@@ -74,6 +74,14 @@ bool h_wait_err_count(h_proc *p, const char *needle, int n, int timeout_ms);
 /* Occurrences of needle in s. */
 int h_count(const char *s, const char *needle);
 
+/* s itself if it is short, else its last few KiB (from a line start) after a
+ * note of how much was cut; from a ring of 8 static buffers. Put a child's
+ * output in an assertion or log message only through this: Criterion 2.4
+ * hands each message to its runner over nanomsg, whose receive limit (1 MiB)
+ * drops a larger one without a word, and the test then waits forever for the
+ * acknowledgement: a silent hang instead of a failure. */
+const char *h_tail(const char *s);
+
 /* Waits for the child to exit; returns false on timeout. */
 bool h_wait_exit(h_proc *p, int timeout_ms);
 int h_exit_code(const h_proc *p); /* -1 if killed by a signal */
