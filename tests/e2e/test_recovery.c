@@ -159,8 +159,10 @@ Test(recovery, stopped_broker_is_detected_by_subscriber_and_publisher)
     cr_assert(h_wait_err(p, "event=reconnected", WAIT), "%s", h_tail(p->err));
     int lines = h_count(s->out, "\n");
     int64_t deadline = h_now_ms() + WAIT;
+    h_step("waiting for 5 more lines on sub's stdout, up to %d ms", WAIT);
     while (h_count(s->out, "\n") < lines + 5 && h_now_ms() < deadline)
         h_pump(s, 100);
+    h_step(NULL);
     cr_assert(h_count(s->out, "\n") >= lines + 5, "messages did not flow again: %s", h_tail(s->out));
     h_free(p), h_free(s), h_free(b);
 }
@@ -221,11 +223,32 @@ Test(recovery, long_running_publisher_resumes_after_broker_restart)
     cr_assert(h_wait_err(s, "event=reconnected", WAIT), "%s", h_tail(s->err));
 
     int64_t deadline = h_now_ms() + WAIT;
+    h_step("waiting for 10 more lines on sub's stdout, up to %d ms", WAIT);
     while (h_count(s->out, "\n") < before + 10 && h_now_ms() < deadline)
         h_pump(s, 100);
+    h_step(NULL);
     cr_assert(h_count(s->out, "\n") >= before + 10, "publishing did not resume: %s", h_tail(s->out));
     cr_assert(p->exited == false, "the publisher gave up: %s", h_tail(p->err));
     h_free(p), h_free(s), h_free(b);
+}
+
+/* Reads the throttled s's stdout at ~640 KB/s (32 KiB every 50 ms), keeping
+ * every other pipe drained, until end_ms or until wake exits; adds what it
+ * read to *got and returns the longest time between two reads, in ms: a
+ * test thread starved for the dead bound would make a live reader look stuck. */
+static int64_t read_slowly(h_proc *s, h_proc *wake, int64_t end_ms, size_t *got)
+{
+    int64_t last = h_now_ms(), longest = 0;
+    while (h_now_ms() < end_ms && !wake->exited) {
+        *got += h_read_some(s, 32768);
+        int64_t now = h_now_ms();
+        if (now - last > longest)
+            longest = now - last;
+        last = now;
+        while (h_now_ms() < now + 50 && !wake->exited)
+            h_pump(wake, (int)(now + 50 - h_now_ms()));
+    }
+    return longest;
 }
 
 /* 6. A busy, slow subscriber with a long queue is alive, and must be seen so. */
@@ -235,8 +258,11 @@ Test(recovery, slow_reader_under_a_flood_is_not_declared_dead)
     /* Dead after 0.5 + 3 x 0.3 = 1.4 s of silence: tiny, yet not so tiny that
      * two busy cores alone can starve a live reader for that long. */
 #define TINY "--keepalive-time", secs(0.5), "--keepalive-interval", secs(0.3), "--keepalive-probes", "3"
+    const int bound = (int)(1400 * scale());
     h_proc *b = h_broker(&port, TINY, "--max-outbox", "1M", NULL);
-    h_proc *s = h_sub(port, TINY, "flood", NULL);
+    h_proc *s = h_sub(port, TINY, "--name", "slow", "flood", NULL);
+    unsigned id = h_client_id(b, "slow");
+    cr_assert(id != 0, "%s", h_tail(b->err));
     s->throttled = true; /* its stdout is read slowly: it blocks, so it reads slowly */
     static char msg[1100];
     memset(msg, 'x', 1000);
@@ -245,25 +271,41 @@ Test(recovery, slow_reader_under_a_flood_is_not_declared_dead)
 
     /* Over four dead-bounds of flood (6 s), read at ~640 KB/s. */
     size_t got = 0;
-    int64_t end = h_now_ms() + (int64_t)(6000 * scale());
-    while (h_now_ms() < end) {
-        got += h_read_some(s, 32768);
-        int64_t next = h_now_ms() + 50;
-        while (h_now_ms() < next)
-            h_pump(b, (int)(next - h_now_ms()));
-    }
+    int flood_ms = (int)(6000 * scale());
+    h_step("reading the flooded sub slowly for %d ms", flood_ms);
+    int64_t pause = read_slowly(s, b, h_now_ms() + flood_ms, &got);
+    /* The reading goes on while the publisher stops: a reader that stopped
+     * for the dead bound would rightly be evicted. */
+    h_signal(p, SIGINT);
+    h_step("reading the sub slowly until pub (pid %d) exits", (int)p->pid);
+    int64_t pause2 = read_slowly(s, p, h_now_ms() + WAIT, &got);
+    h_step(NULL);
+    if (pause2 > pause)
+        pause = pause2;
+    cr_log_info("read %zu bytes; longest pause between reads %lld ms (dead bound %d ms)", got,
+                (long long)pause, bound);
+    cr_assert(h_wait_exit(p, WAIT), "pub did not stop: %s", h_tail(p->err));
     cr_assert(got > 1000000, "the subscriber hardly read anything (%zu bytes)", got);
-    cr_assert(strstr(b->err, "event=evict") == NULL, "broker evicted a live client: %s", h_tail(b->err));
-    cr_assert(strstr(s->err, "event=disconnected") == NULL, "subscriber: %s", h_tail(s->err));
+    cr_assert(strstr(b->err, "event=evict") == NULL,
+              "broker evicted a live client; the test's longest pause between reads was %lld ms"
+              " (dead bound %d ms)\nbroker: %s\nsub: %s",
+              (long long)pause, bound, h_tail(b->err), h_tail(s->err));
+    cr_assert(strstr(s->err, "event=disconnected") == NULL,
+              "subscriber disconnected; the test's longest pause between reads was %lld ms"
+              " (dead bound %d ms)\nsub: %s\nbroker: %s",
+              (long long)pause, bound, h_tail(s->err), h_tail(b->err));
     cr_assert(strstr(p->err, "event=disconnected") == NULL, "publisher: %s", h_tail(p->err));
-    cr_assert(strstr(b->err, "event=slow_consumer state=dropping") != NULL,
+    char dropping[64], recovered[64];
+    snprintf(dropping, sizeof dropping, "state=dropping client=%u ", id);
+    snprintf(recovered, sizeof recovered, "state=recovered client=%u ", id);
+    cr_assert(strstr(b->err, dropping) != NULL,
               "the queue to the subscriber never filled: the test did not test anything");
 
-    h_signal(p, SIGINT);
-    h_wait_exit(p, WAIT);
+    /* Once the backlog has drained (every dropping line has its recovered
+     * line), the same connection still delivers. */
     s->throttled = false;
-    /* Once the backlog has drained, the same connection still delivers. */
-    cr_assert(h_wait_err(b, "event=slow_consumer state=recovered", WAIT), "%s", h_tail(b->err));
+    cr_assert(h_wait_err_count(b, recovered, h_count(b->err, dropping), WAIT),
+              "the queue to the subscriber did not drain: %s", h_tail(b->err));
     expect_delivery(port, s, "flood", "still-connected");
     cr_assert(strstr(s->err, "event=reconnected") == NULL, "%s", h_tail(s->err));
     h_free(p), h_free(s), h_free(b);
