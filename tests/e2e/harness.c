@@ -569,15 +569,36 @@ void h_raw_close(h_raw *r)
     r->dec = NULL;
 }
 
+/* Waits until fd is ready for events or deadline passes (0), in slices of
+ * 50 ms between which every child's pipes are drained: a broker or sub
+ * blocked on a full stdout or stderr pipe would stall for real meanwhile. */
+static int raw_poll(int fd, short events, int64_t deadline)
+{
+    for (;;) {
+        int64_t left = deadline - h_now_ms();
+        if (left <= 0)
+            return 0;
+        struct pollfd p = {.fd = fd, .events = events};
+        int ready = poll(&p, 1, left > 50 ? 50 : (int)left);
+        for (int i = 0; i < MAX_LIVE; i++)
+            if (live[i] != NULL)
+                drain_all(live[i]);
+        if (ready != 0)
+            return ready;
+    }
+}
+
 void h_raw_send(h_raw *r, const void *bytes, size_t n)
 {
     const char *p = bytes;
     wait_push(0, "send() of %zu bytes on raw connection fd %d (blocks while the broker does not read)",
               n, r->fd);
     while (n > 0) {
-        ssize_t w = send(r->fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
+        ssize_t w = send(r->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) {
+            raw_poll(r->fd, POLLOUT, INT64_MAX); /* as long as it takes, as send() would */
             continue;
+        }
         if (w < 0)
             break; /* the broker may already have closed: tests check for that */
         p += w;
@@ -612,11 +633,9 @@ static bool raw_read_for(h_raw *r, vg_frame *f, int timeout_ms)
         if (st == VG_OK)
             return true;
         cr_assert_eq(st, VG_AGAIN, "broker sent a bad frame: %s", why);
-        int64_t left = deadline - h_now_ms();
-        if (left <= 0)
+        if (h_now_ms() >= deadline)
             return false;
-        struct pollfd p = {.fd = r->fd, .events = POLLIN};
-        if (poll(&p, 1, (int)left) <= 0)
+        if (raw_poll(r->fd, POLLIN, deadline) <= 0)
             continue;
         uint8_t *space;
         size_t avail;
@@ -642,13 +661,11 @@ static bool raw_wait_eof_for(h_raw *r, int timeout_ms)
     int64_t deadline = h_now_ms() + timeout_ms;
     char buf[65536];
     for (;;) {
-        int64_t left = deadline - h_now_ms();
-        if (left <= 0)
+        if (h_now_ms() >= deadline)
             return false;
-        struct pollfd p = {.fd = r->fd, .events = POLLIN};
-        if (poll(&p, 1, (int)left) <= 0)
+        if (raw_poll(r->fd, POLLIN, deadline) <= 0)
             continue;
-        ssize_t n = recv(r->fd, buf, sizeof buf, 0);
+        ssize_t n = recv(r->fd, buf, sizeof buf, MSG_DONTWAIT);
         if (n == 0 || (n < 0 && errno == ECONNRESET))
             return true;
     }
