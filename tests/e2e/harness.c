@@ -2,13 +2,18 @@
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <criterion/hooks.h>
+#include <dlfcn.h>
 #include <errno.h>
+#include <execinfo.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +34,16 @@
 /* Every child not yet freed. A wait on one child also drains the others'
  * pipes: a child blocked writing to a full pipe would stall for real. */
 static h_proc *live[MAX_LIVE];
+
+/* h_mu guards live[], the growth of the children's captured output, and the
+ * wait descriptions, which the watchdog thread reads. The test's thread
+ * holds it only for non-blocking work, and never across a cr_assert. */
+static pthread_mutex_t h_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void arm_watchdog(void);
+static void wait_push(int timeout_ms, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void wait_pop(void);
+static char proc_state(pid_t pid);
 
 int64_t h_now_ms(void)
 {
@@ -69,6 +84,7 @@ const char *h_bin(const char *which)
 
 h_proc *h_spawn(const char *name, const char *const argv[])
 {
+    arm_watchdog();
     int out[2], err[2];
     cr_assert(pipe2(out, O_CLOEXEC) == 0 && pipe2(err, O_CLOEXEC) == 0);
     pid_t parent = getpid();
@@ -103,13 +119,42 @@ h_proc *h_spawn(const char *name, const char *const argv[])
     p->out = calloc(1, 1);
     p->err = calloc(1, 1);
     p->out_cap = p->err_cap = 1;
+    const char *base = strrchr(argv[0], '/');
+    size_t used = (size_t)snprintf(p->cmd, sizeof p->cmd, "%s", base ? base + 1 : argv[0]);
+    for (size_t i = 1; argv[i] != NULL && used < sizeof p->cmd; i++)
+        used += (size_t)snprintf(p->cmd + used, sizeof p->cmd - used, " %s", argv[i]);
+    pthread_mutex_lock(&h_mu);
     for (int i = 0; i < MAX_LIVE; i++) {
         if (live[i] == NULL) {
             live[i] = p;
             break;
         }
     }
+    pthread_mutex_unlock(&h_mu);
     return p;
+}
+
+/* Appends n bytes to a captured output, under h_mu; false if out of memory. */
+static bool append(char **buf, size_t *len, size_t *cap, const char *bytes, size_t n)
+{
+    pthread_mutex_lock(&h_mu);
+    bool ok = true;
+    if (*len + n + 1 > *cap) {
+        size_t want = *cap;
+        while (*len + n + 1 > want)
+            want *= 2;
+        char *grown = realloc(*buf, want);
+        ok = grown != NULL;
+        if (ok)
+            *buf = grown, *cap = want;
+    }
+    if (ok) {
+        memcpy(*buf + *len, bytes, n);
+        *len += n;
+        (*buf)[*len] = '\0';
+    }
+    pthread_mutex_unlock(&h_mu);
+    return ok;
 }
 
 /* Appends what fd has to the buffer, at most 1 MiB per call so that a child
@@ -120,15 +165,7 @@ static bool drain(int *fd, char **buf, size_t *len, size_t *cap)
     for (int i = 0; i < 16; i++) {
         ssize_t n = read(*fd, chunk, sizeof chunk);
         if (n > 0) {
-            if (*len + (size_t)n + 1 > *cap) {
-                while (*len + (size_t)n + 1 > *cap)
-                    *cap *= 2;
-                *buf = realloc(*buf, *cap);
-                cr_assert(*buf != NULL);
-            }
-            memcpy(*buf + *len, chunk, (size_t)n);
-            *len += (size_t)n;
-            (*buf)[*len] = '\0';
+            cr_assert(append(buf, len, cap, chunk, (size_t)n), "out of memory");
             continue;
         }
         if (n == 0) {
@@ -143,8 +180,13 @@ static bool drain(int *fd, char **buf, size_t *len, size_t *cap)
 
 static void reap(h_proc *p)
 {
-    if (!p->exited && waitpid(p->pid, &p->status, WNOHANG) == p->pid)
+    int status;
+    if (!p->exited && waitpid(p->pid, &status, WNOHANG) == p->pid) {
+        pthread_mutex_lock(&h_mu);
+        p->status = status;
         p->exited = true;
+        pthread_mutex_unlock(&h_mu);
+    }
 }
 
 static void drain_all(h_proc *p)
@@ -184,10 +226,29 @@ int h_count(const char *s, const char *needle)
     return n;
 }
 
+#define TAIL_BYTES 3000
+
+const char *h_tail(const char *s)
+{
+    static char ring[8][TAIL_BYTES + 64];
+    static int next;
+    size_t len = strlen(s);
+    if (len <= TAIL_BYTES)
+        return s;
+    const char *from = s + len - TAIL_BYTES;
+    const char *nl = memchr(from, '\n', 200);
+    if (nl != NULL)
+        from = nl + 1; /* a whole first line */
+    char *out = ring[next];
+    next = (next + 1) % 8;
+    snprintf(out, sizeof ring[0], "[... %zu bytes not shown ...]\n%s", (size_t)(from - s), from);
+    return out;
+}
+
 /* Waits for n occurrences of needle (non-empty). Only text not yet searched
  * is scanned on each pass: a child's output can run to megabytes, and
  * rescanning it all after every read made waits quadratic. */
-static bool wait_text(h_proc *p, bool out, const char *needle, int n, int timeout_ms)
+static bool wait_text_for(h_proc *p, bool out, const char *needle, int n, int timeout_ms)
 {
     int64_t deadline = h_now_ms() + timeout_ms;
     size_t nl = strlen(needle), from = 0;
@@ -212,6 +273,19 @@ static bool wait_text(h_proc *p, bool out, const char *needle, int n, int timeou
     }
 }
 
+static bool wait_text(h_proc *p, bool out, const char *needle, int n, int timeout_ms)
+{
+    if (n > 1)
+        wait_push(timeout_ms, "%d x '%s' in %s's %s (pid %d), up to %d ms", n, needle, p->name,
+                  out ? "stdout" : "stderr", (int)p->pid, timeout_ms);
+    else
+        wait_push(timeout_ms, "'%s' in %s's %s (pid %d), up to %d ms", needle, p->name,
+                  out ? "stdout" : "stderr", (int)p->pid, timeout_ms);
+    bool found = wait_text_for(p, out, needle, n, timeout_ms);
+    wait_pop();
+    return found;
+}
+
 bool h_wait_out(h_proc *p, const char *needle, int timeout_ms)
 {
     return wait_text(p, true, needle, 1, timeout_ms);
@@ -229,20 +303,27 @@ bool h_wait_err_count(h_proc *p, const char *needle, int n, int timeout_ms)
 
 bool h_wait_exit(h_proc *p, int timeout_ms)
 {
+    wait_push(timeout_ms, "%s (pid %d) to exit, up to %d ms", p->name, (int)p->pid, timeout_ms);
     int64_t deadline = h_now_ms() + timeout_ms;
+    bool exited;
     for (;;) {
         h_pump(p, 0);
         if (p->exited) {
             int64_t last = h_now_ms() + 2000; /* collect the last words, briefly */
             while ((p->out_fd >= 0 || p->err_fd >= 0) && h_now_ms() < last)
                 h_pump(p, 100);
-            return true;
+            exited = true;
+            break;
         }
-        if (h_now_ms() >= deadline)
-            return false;
+        if (h_now_ms() >= deadline) {
+            exited = false;
+            break;
+        }
         int64_t left = deadline - h_now_ms();
         h_pump(p, left > 100 ? 100 : (int)left);
     }
+    wait_pop();
+    return exited;
 }
 
 int h_exit_code(const h_proc *p)
@@ -276,18 +357,29 @@ void h_free(h_proc *p)
 {
     if (p == NULL)
         return;
-    /* A polite stop first, so the child exits normally and leak checks run. */
+    /* A polite stop first, so the child exits normally and leak checks run.
+     * Its stdout is read in full meanwhile: a sub blocked writing it could
+     * not act on SIGTERM. */
+    p->throttled = false;
     if (!p->exited) {
         kill(p->pid, SIGTERM);
         h_wait_exit(p, 5000);
     }
+    pthread_mutex_lock(&h_mu);
     for (int i = 0; i < MAX_LIVE; i++)
         if (live[i] == p)
             live[i] = NULL;
+    pthread_mutex_unlock(&h_mu);
     if (!p->exited) {
         kill(p->pid, SIGKILL);
-        waitpid(p->pid, &p->status, 0);
-        p->exited = true;
+        int ms = h_ms(10000);
+        wait_push(ms, "%s (pid %d) to die of SIGKILL, up to %d ms", p->name, (int)p->pid, ms);
+        struct pollfd dead = {.fd = p->pid_fd, .events = POLLIN};
+        poll(&dead, 1, ms); /* only a process stuck in the kernel outlives SIGKILL */
+        wait_pop();
+        p->exited = waitpid(p->pid, &p->status, WNOHANG) == p->pid;
+        cr_assert(p->exited, "%s (pid %d) still alive %d ms after SIGKILL (state %c)", p->name,
+                  (int)p->pid, ms, proc_state(p->pid));
     }
     check_sanitizers(p);
     if (p->out_fd >= 0)
@@ -320,7 +412,7 @@ h_proc *h_broker(int *port, ...)
     collect(argv, 3, ap);
     va_end(ap);
     h_proc *b = h_spawn("broker", argv);
-    cr_assert(h_wait_err(b, "event=listening", 10000), "broker did not start: %s", b->err);
+    cr_assert(h_wait_err(b, "event=listening", 10000), "broker did not start: %s", h_tail(b->err));
     const char *addr = strstr(b->err, "addr=127.0.0.1:");
     cr_assert(addr != NULL);
     *port = atoi(addr + strlen("addr=127.0.0.1:"));
@@ -342,7 +434,7 @@ h_proc *h_broker_at(int port, ...)
         if (h_wait_err(b, "event=listening", 10000))
             return b;
         cr_assert(attempt < 50 && strstr(b->err, "listen_failed") != NULL,
-                  "broker did not restart on port %d: %s", port, b->err);
+                  "broker did not restart on port %d: %s", port, h_tail(b->err));
         h_wait_exit(b, 1000);
         h_free(b);
         struct pollfd none = {.fd = -1};
@@ -358,15 +450,7 @@ size_t h_read_some(h_proc *p, size_t max)
     ssize_t n = read(p->out_fd, chunk, max < sizeof chunk ? max : sizeof chunk);
     if (n <= 0)
         return 0;
-    if (p->out_len + (size_t)n + 1 > p->out_cap) {
-        while (p->out_len + (size_t)n + 1 > p->out_cap)
-            p->out_cap *= 2;
-        p->out = realloc(p->out, p->out_cap);
-        cr_assert(p->out != NULL);
-    }
-    memcpy(p->out + p->out_len, chunk, (size_t)n);
-    p->out_len += (size_t)n;
-    p->out[p->out_len] = '\0';
+    cr_assert(append(&p->out, &p->out_len, &p->out_cap, chunk, (size_t)n), "out of memory");
     return (size_t)n;
 }
 
@@ -408,7 +492,7 @@ h_proc *h_sub(int port, ...)
     }
     h_proc *s = h_spawn("sub", argv);
     cr_assert(h_wait_err_count(s, "event=subscribed", topics, 10000),
-              "sub did not subscribe: %s", s->err);
+              "sub did not subscribe: %s", h_tail(s->err));
     return s;
 }
 
@@ -430,9 +514,11 @@ int h_pub(int port, ...)
     collect(argv, 3, ap);
     va_end(ap);
     h_proc *p = h_spawn("pub", argv);
+    wait_push(30000, "%s to finish, up to 30000 ms", p->cmd);
     int code = h_wait_exit(p, 30000) ? h_exit_code(p) : -1;
+    wait_pop();
     if (code != 0)
-        cr_log_info("pub exited %d: %s", code, p->err);
+        cr_log_info("pub exited %d: %s", code, h_tail(p->err));
     h_free(p);
     return code;
 }
@@ -446,7 +532,7 @@ void h_assert_serves(int port)
     snprintf(line, sizeof line, "%s MSG_TYPE1 %s\n", topic, msg);
     h_proc *s = h_sub(port, "--count", "1", topic, NULL);
     cr_assert_eq(h_pub(port, topic, msg, NULL), 0, "broker no longer serves publishers");
-    cr_assert(h_wait_out(s, line, 10000), "broker no longer serves subscribers: %s", s->out);
+    cr_assert(h_wait_out(s, line, 10000), "broker no longer serves subscribers: %s", h_tail(s->out));
     cr_assert(h_wait_exit(s, 10000));
     cr_assert_eq(h_exit_code(s), 0);
     h_free(s);
@@ -458,13 +544,17 @@ h_raw h_raw_connect(int port) { return h_raw_connect_small(port, 0); }
 
 h_raw h_raw_connect_small(int port, int rcvbuf)
 {
+    arm_watchdog();
     h_raw r = {.fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)};
     cr_assert(r.fd >= 0);
     if (rcvbuf > 0)
         setsockopt(r.fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert(connect(r.fd, (struct sockaddr *)&a, sizeof a) == 0, "connect: %s", strerror(errno));
+    wait_push(0, "connect() to 127.0.0.1:%d (raw connection)", port);
+    int rc = connect(r.fd, (struct sockaddr *)&a, sizeof a);
+    wait_pop();
+    cr_assert(rc == 0, "connect to 127.0.0.1:%d: %s", port, strerror(errno));
     r.dec = vg_decoder_create(65536, 64u << 20);
     cr_assert(r.dec != NULL);
     return r;
@@ -479,18 +569,42 @@ void h_raw_close(h_raw *r)
     r->dec = NULL;
 }
 
+/* Waits until fd is ready for events or deadline passes (0), in slices of
+ * 50 ms between which every child's pipes are drained: a broker or sub
+ * blocked on a full stdout or stderr pipe would stall for real meanwhile. */
+static int raw_poll(int fd, short events, int64_t deadline)
+{
+    for (;;) {
+        int64_t left = deadline - h_now_ms();
+        if (left <= 0)
+            return 0;
+        struct pollfd p = {.fd = fd, .events = events};
+        int ready = poll(&p, 1, left > 50 ? 50 : (int)left);
+        for (int i = 0; i < MAX_LIVE; i++)
+            if (live[i] != NULL)
+                drain_all(live[i]);
+        if (ready != 0)
+            return ready;
+    }
+}
+
 void h_raw_send(h_raw *r, const void *bytes, size_t n)
 {
     const char *p = bytes;
+    wait_push(0, "send() of %zu bytes on raw connection fd %d (blocks while the broker does not read)",
+              n, r->fd);
     while (n > 0) {
-        ssize_t w = send(r->fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
+        ssize_t w = send(r->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) {
+            raw_poll(r->fd, POLLOUT, INT64_MAX); /* as long as it takes, as send() would */
             continue;
+        }
         if (w < 0)
-            return; /* the broker may already have closed: tests check for that */
+            break; /* the broker may already have closed: tests check for that */
         p += w;
         n -= (size_t)w;
     }
+    wait_pop();
 }
 
 void h_raw_send_buf(h_raw *r, vg_buf *b)
@@ -510,7 +624,7 @@ void h_raw_handshake(h_raw *r)
     cr_assert_eq(f.type, VG_FRAME_INFO);
 }
 
-bool h_raw_read(h_raw *r, vg_frame *f, int timeout_ms)
+static bool raw_read_for(h_raw *r, vg_frame *f, int timeout_ms)
 {
     int64_t deadline = h_now_ms() + timeout_ms;
     for (;;) {
@@ -519,11 +633,9 @@ bool h_raw_read(h_raw *r, vg_frame *f, int timeout_ms)
         if (st == VG_OK)
             return true;
         cr_assert_eq(st, VG_AGAIN, "broker sent a bad frame: %s", why);
-        int64_t left = deadline - h_now_ms();
-        if (left <= 0)
+        if (h_now_ms() >= deadline)
             return false;
-        struct pollfd p = {.fd = r->fd, .events = POLLIN};
-        if (poll(&p, 1, (int)left) <= 0)
+        if (raw_poll(r->fd, POLLIN, deadline) <= 0)
             continue;
         uint8_t *space;
         size_t avail;
@@ -535,21 +647,36 @@ bool h_raw_read(h_raw *r, vg_frame *f, int timeout_ms)
     }
 }
 
-bool h_raw_wait_eof(h_raw *r, int timeout_ms)
+bool h_raw_read(h_raw *r, vg_frame *f, int timeout_ms)
+{
+    wait_push(timeout_ms, "a frame from the broker on raw connection fd %d, up to %d ms", r->fd,
+              timeout_ms);
+    bool got = raw_read_for(r, f, timeout_ms);
+    wait_pop();
+    return got;
+}
+
+static bool raw_wait_eof_for(h_raw *r, int timeout_ms)
 {
     int64_t deadline = h_now_ms() + timeout_ms;
     char buf[65536];
     for (;;) {
-        int64_t left = deadline - h_now_ms();
-        if (left <= 0)
+        if (h_now_ms() >= deadline)
             return false;
-        struct pollfd p = {.fd = r->fd, .events = POLLIN};
-        if (poll(&p, 1, (int)left) <= 0)
+        if (raw_poll(r->fd, POLLIN, deadline) <= 0)
             continue;
-        ssize_t n = recv(r->fd, buf, sizeof buf, 0);
+        ssize_t n = recv(r->fd, buf, sizeof buf, MSG_DONTWAIT);
         if (n == 0 || (n < 0 && errno == ECONNRESET))
             return true;
     }
+}
+
+bool h_raw_wait_eof(h_raw *r, int timeout_ms)
+{
+    wait_push(timeout_ms, "the broker to close raw connection fd %d, up to %d ms", r->fd, timeout_ms);
+    bool closed = raw_wait_eof_for(r, timeout_ms);
+    wait_pop();
+    return closed;
 }
 
 /* ---- resources, time scale, files: for the hardening tests (issue 5) ---- */
@@ -620,10 +747,13 @@ void h_assert_usage_back(const h_proc *p, h_usage base, int slack_threads, long 
     if (h_sanitized(p))
         slack_threads++; /* TSan starts a background thread with the first thread created */
     h_usage now = h_usage_of(p);
+    wait_push(timeout_ms, "%s (pid %d) to be back to %ld threads, up to %d ms", p->name, (int)p->pid,
+              base.threads + slack_threads, timeout_ms);
     while (now.threads > base.threads + slack_threads && h_now_ms() < deadline) {
         h_pump((h_proc *)p, 50); /* keeps its stderr pipe drained meanwhile */
         now = h_usage_of(p);
     }
+    wait_pop();
     cr_log_info("%s: threads %ld -> %ld (after %lld ms), rss %ld kB -> %ld kB", p->name,
                 base.threads, now.threads, (long long)(h_now_ms() - t0), base.rss_kb, now.rss_kb);
     cr_assert(now.threads <= base.threads + slack_threads,
@@ -661,12 +791,16 @@ char *h_temp_file(const void *bytes, size_t len)
 
 int h_tcp_connect(int port)
 {
+    arm_watchdog();
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    wait_push(0, "connect() to 127.0.0.1:%d", port);
+    int rc = connect(fd, (struct sockaddr *)&a, sizeof a);
+    wait_pop();
+    if (rc != 0) {
         close(fd);
         return -1;
     }
@@ -686,3 +820,310 @@ void h_raw_expect_fatal(h_raw *r, uint64_t code, int timeout_ms)
     cr_assert(h_raw_wait_eof(r, timeout_ms), "broker did not close after a fatal ERR %s",
               vg_errcode_name(code));
 }
+
+/* ---- what the test waits for, and the watchdog ----
+ *
+ * A test that blocks must end by itself and say on what, before ctest kills
+ * the whole executable with nothing printed. Criterion's own timeout is no
+ * help: the runner enforces it from the same loop that waits for the
+ * worker's messages, it kills the worker with SIGKILL (so the worker can say
+ * nothing), and all it prints is "Timed out".
+ *
+ * So each test worker (Criterion runs every test in its own process) starts
+ * a watchdog thread the first time the harness starts a child or opens a
+ * connection. At the test's deadline the thread writes to stderr what the
+ * test was doing (the harness waits in progress, innermost last, with the
+ * test's own h_step), a backtrace of the test's thread, and the state and
+ * last stderr of every child, in one write; then it ends the worker with
+ * _exit(1), which Criterion reports as a failure of that test (and which
+ * unblocks a runner stuck waiting for that worker's message). The children
+ * die with the worker (PR_SET_PDEATHSIG).
+ *
+ * The deadline: VIGIL_TEST_WATCHDOG seconds (default 60, times the time
+ * scale) after the watchdog starts, but no later than 15 s before ctest's
+ * TIMEOUT for the executable (VIGIL_TEST_TIMEOUT seconds from the start of
+ * the run, which the runner records in VIGIL_TEST_RUN_START_MS below). */
+
+#define MAX_WAITS 4
+#define RUN_MARGIN_MS 15000
+#define REPORT_TAIL 2000
+
+typedef struct {
+    char what[320];
+    int64_t since, until; /* until: INT64_MAX for a call without a timeout */
+} wait_rec;
+
+static wait_rec waits[MAX_WAITS]; /* under h_mu, outermost first */
+static int nwaits;
+static wait_rec step, last_wait; /* h_step's; the last wait that ended (until: when) */
+static pthread_once_t watchdog_once = PTHREAD_ONCE_INIT;
+static pthread_t test_thread;
+static pid_t test_tid;
+static int64_t watchdog_start, watchdog_deadline;
+static const char *deadline_why;
+static void *bt_frames[48]; /* the test thread's backtrace, taken in a signal handler */
+static int bt_count;
+static atomic_bool bt_done;
+
+ReportHook(PRE_ALL)(struct criterion_test_set *set)
+{
+    (void)set; /* runs once, in the runner, before any worker starts */
+    char ms[32];
+    snprintf(ms, sizeof ms, "%lld", (long long)h_now_ms());
+    setenv("VIGIL_TEST_RUN_START_MS", ms, 1);
+}
+
+static void describe(wait_rec *w, int timeout_ms, const char *fmt, va_list ap)
+{
+    vsnprintf(w->what, sizeof w->what, fmt, ap);
+    w->since = h_now_ms();
+    w->until = timeout_ms > 0 ? w->since + timeout_ms : INT64_MAX;
+}
+
+static void wait_push(int timeout_ms, const char *fmt, ...)
+{
+    pthread_mutex_lock(&h_mu);
+    if (nwaits < MAX_WAITS) {
+        va_list ap;
+        va_start(ap, fmt);
+        describe(&waits[nwaits], timeout_ms, fmt, ap);
+        va_end(ap);
+    }
+    nwaits++;
+    pthread_mutex_unlock(&h_mu);
+}
+
+static void wait_pop(void)
+{
+    pthread_mutex_lock(&h_mu);
+    if (nwaits > 0 && --nwaits < MAX_WAITS) {
+        last_wait = waits[nwaits];
+        last_wait.until = h_now_ms();
+    }
+    pthread_mutex_unlock(&h_mu);
+}
+
+void h_step(const char *fmt, ...)
+{
+    pthread_mutex_lock(&h_mu);
+    if (fmt == NULL) {
+        step.what[0] = '\0';
+    } else {
+        va_list ap;
+        va_start(ap, fmt);
+        describe(&step, 0, fmt, ap);
+        va_end(ap);
+    }
+    pthread_mutex_unlock(&h_mu);
+}
+
+static char proc_state(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return '?';
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    const char *paren = strrchr(buf, ')'); /* the name may hold spaces */
+    return paren != NULL && paren[1] == ' ' ? paren[2] : '?';
+}
+
+/* ---- the report, built in one static buffer and written with write(2) ---- */
+
+static char report[64 * 1024];
+static size_t report_len;
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+    if (report_len >= sizeof report - 1)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(report + report_len, sizeof report - report_len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        report_len = report_len + (size_t)n < sizeof report ? report_len + (size_t)n : sizeof report - 1;
+}
+
+static void say_flush(void)
+{
+    for (size_t off = 0; off < report_len;) {
+        ssize_t w = write(2, report + off, report_len - off);
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+    report_len = 0;
+}
+
+/* The last REPORT_TAIL bytes of a captured output, indented. */
+static void say_tail(const char *label, const char *buf, size_t len)
+{
+    size_t from = len > REPORT_TAIL ? len - REPORT_TAIL : 0;
+    say("  %s: %zu bytes%s\n", label, len, len == 0 ? "" : from > 0 ? ", the last ones:" : ":");
+    const char *p = buf + from;
+    while (*p != '\0') {
+        const char *nl = strchr(p, '\n');
+        int n = nl ? (int)(nl - p) : (int)strlen(p);
+        say("    | %.*s\n", n, p);
+        p += n + (nl != NULL);
+    }
+}
+
+static void say_wait(const char *label, const wait_rec *w, int64_t now)
+{
+    say("  %s %s, for %lld ms", label, w->what, (long long)(now - w->since));
+    if (w->until != INT64_MAX && now > w->until + 1000)
+        say(" (its own timeout passed %lld ms ago: the test thread has left it without"
+            " saying so, e.g. a failed assertion that Criterion could not deliver)",
+            (long long)(now - w->until));
+    say("\n");
+}
+
+static void on_backtrace_signal(int sig)
+{
+    (void)sig; /* backtrace() is safe here: arm_watchdog loaded libgcc already */
+    bt_count = backtrace(bt_frames, 48);
+    atomic_store(&bt_done, true);
+}
+
+/* The test thread's backtrace, with the offsets to give addr2line for the
+ * frames in the test executable (its static functions have no symbols). */
+static void say_backtrace(void)
+{
+    if (pthread_kill(test_thread, SIGRTMIN + 4) == 0)
+        for (int i = 0; i < 100 && !atomic_load(&bt_done); i++)
+            poll(NULL, 0, 10);
+    if (!atomic_load(&bt_done)) {
+        say("    (no backtrace: the test thread did not take the signal)\n");
+        return;
+    }
+    char **names = backtrace_symbols(bt_frames, bt_count);
+    char exe[512] = "?", offsets[512] = "";
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 1] = '\0';
+    size_t used = 0;
+    Dl_info self = {0};
+    dladdr((void *)h_now_ms, &self); /* the harness is linked into the test executable */
+    for (int i = 1; i < bt_count; i++) { /* frame 0 is the handler */
+        say("    %s\n", names ? names[i] : "?");
+        Dl_info info;
+        if (dladdr(bt_frames[i], &info) != 0 && info.dli_fbase == self.dli_fbase &&
+            used < sizeof offsets)
+            used += (size_t)snprintf(offsets + used, sizeof offsets - used, " %#lx",
+                                     (unsigned long)((char *)bt_frames[i] - (char *)info.dli_fbase));
+    }
+    free(names);
+    if (used > 0)
+        say("    (for the unnamed frames: addr2line -f -e %s%s)\n", exe, offsets);
+}
+
+static void *watchdog_main(void *arg)
+{
+    (void)arg;
+    struct timespec at = {watchdog_deadline / 1000, (watchdog_deadline % 1000) * 1000000};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, NULL) != 0)
+        ;
+    int64_t now = h_now_ms();
+    struct timespec wait_lock;
+    clock_gettime(CLOCK_REALTIME, &wait_lock);
+    wait_lock.tv_sec += 2;
+    bool locked = pthread_mutex_timedlock(&h_mu, &wait_lock) == 0;
+
+    say("\n==== TIMEOUT %s::%s: the harness watchdog stops it after %lld ms (%s)\n",
+        criterion_current_suite ? criterion_current_suite->name : "?",
+        criterion_current_test ? criterion_current_test->name : "?",
+        (long long)(now - watchdog_start), deadline_why);
+    if (!locked)
+        say("  (the harness lock is held: what follows may be incomplete)\n");
+    if (step.what[0] != '\0')
+        say_wait("test step:", &step, now);
+    for (int i = 0; i < nwaits && i < MAX_WAITS; i++)
+        say_wait(i == 0 ? "waiting for" : "  within it, for", &waits[i], now);
+    if (nwaits == 0) {
+        say("  not in a harness wait");
+        if (last_wait.what[0] != '\0')
+            say("; the last one (%s) ended %lld ms ago", last_wait.what,
+                (long long)(now - last_wait.until));
+        say(": the test thread is blocked or busy elsewhere (see its backtrace)\n");
+    }
+    char path[64], wchan[64] = "?";
+    snprintf(path, sizeof path, "/proc/self/task/%d/wchan", (int)test_tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, wchan, sizeof wchan - 1);
+        wchan[n > 0 ? n : 1] = '\0';
+        close(fd);
+    }
+    say("  test thread %d: state %c, in kernel function %s; its backtrace:\n", (int)test_tid,
+        proc_state(test_tid), wchan);
+    say_backtrace();
+
+    for (int i = 0; locked && i < MAX_LIVE; i++) {
+        h_proc *p = live[i];
+        if (p == NULL)
+            continue;
+        char state[64];
+        if (p->exited && WIFEXITED(p->status))
+            snprintf(state, sizeof state, "exited %d", WEXITSTATUS(p->status));
+        else if (p->exited)
+            snprintf(state, sizeof state, "killed by signal %d", WTERMSIG(p->status));
+        else
+            snprintf(state, sizeof state, "running, state %c", proc_state(p->pid));
+        say("---- %s, pid %d, %s%s: %s\n", p->name, (int)p->pid, state,
+            p->throttled ? ", stdout throttled" : "", p->cmd);
+        say_tail("stderr", p->err, p->err_len);
+        say("  stdout: %zu bytes read so far\n", p->out_len);
+    }
+    /* One write, so that a parallel test's output is less likely to land in
+     * the middle. The children die with the worker (PR_SET_PDEATHSIG); killing
+     * them first would only let the test thread react to it meanwhile. */
+    say("==== end of the watchdog report; the test worker ends here\n");
+    say_flush();
+    _exit(1);
+}
+
+static void watchdog_start_once(void)
+{
+    test_thread = pthread_self();
+    test_tid = (pid_t)syscall(SYS_gettid);
+    watchdog_start = h_now_ms();
+    const char *own = getenv("VIGIL_TEST_WATCHDOG");
+    int64_t budget = own != NULL && *own ? (int64_t)(atof(own) * 1000) : h_ms(60000);
+    watchdog_deadline = watchdog_start + budget;
+    static char why[128];
+    snprintf(why, sizeof why, "its budget: %lld ms per test%s", (long long)budget,
+             own != NULL && *own ? ", VIGIL_TEST_WATCHDOG" : "");
+    const char *run_start = getenv("VIGIL_TEST_RUN_START_MS");
+    const char *total = getenv("VIGIL_TEST_TIMEOUT");
+    if (run_start != NULL && total != NULL) {
+        int64_t run_end = atoll(run_start) + (int64_t)(atof(total) * 1000) - RUN_MARGIN_MS;
+        if (run_end < watchdog_deadline) {
+            watchdog_deadline = run_end;
+            snprintf(why, sizeof why, "%d s before ctest's TIMEOUT of %s s for this executable",
+                     RUN_MARGIN_MS / 1000, total);
+        }
+    }
+    deadline_why = why;
+
+    void *warm[1];
+    backtrace(warm, 1); /* loads libgcc now rather than in the signal handler */
+    struct sigaction sa = {.sa_handler = on_backtrace_signal, .sa_flags = SA_RESTART};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGRTMIN + 4, &sa, NULL);
+
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_t t;
+    int rc = pthread_create(&t, &attr, watchdog_main, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc != 0)
+        fprintf(stderr, "harness: no watchdog for this test: %s\n", strerror(rc));
+}
+
+static void arm_watchdog(void) { pthread_once(&watchdog_once, watchdog_start_once); }

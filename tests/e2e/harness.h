@@ -3,7 +3,14 @@
  *
  * Children get PR_SET_PDEATHSIG, so they die with the test worker even if a
  * test fails half-way. Never cr_assert from a thread; these helpers run on
- * the test's own thread. */
+ * the test's own thread.
+ *
+ * Each harness wait records what it waits for. A watchdog thread, started
+ * with the test's first child or connection, ends a test that outlives its
+ * deadline (VIGIL_TEST_WATCHDOG seconds, default 60 times the time scale,
+ * and always before ctest's TIMEOUT, passed in VIGIL_TEST_TIMEOUT): it
+ * writes to stderr what the test was waiting for, the test thread's
+ * backtrace and every child's state and last stderr, and ends the worker. */
 #ifndef VG_HARNESS_H
 #define VG_HARNESS_H
 
@@ -25,6 +32,7 @@ typedef struct {
     bool throttled; /* stdout is read only by h_read_some: a deliberately slow reader */
     int status; /* waitpid status once exited */
     const char *name;
+    char cmd[200]; /* the command line, shortened: for reports */
 } h_proc;
 
 /* Paths of the programs under test: in $VIGIL_TEST_BIN_DIR when it is set,
@@ -71,8 +79,21 @@ bool h_wait_err(h_proc *p, const char *needle, int timeout_ms);
 /* Waits until the child's stderr contains needle at least n times. */
 bool h_wait_err_count(h_proc *p, const char *needle, int n, int timeout_ms);
 
+/* Names what the test itself is doing (printf-style), for the watchdog's
+ * report, until the next call; NULL clears it. For a test's own loops: the
+ * harness's waits describe themselves. */
+void h_step(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* Occurrences of needle in s. */
 int h_count(const char *s, const char *needle);
+
+/* s itself if it is short, else its last few KiB (from a line start) after a
+ * note of how much was cut; from a ring of 8 static buffers. Put a child's
+ * output in an assertion or log message only through this: Criterion 2.4
+ * hands each message to its runner over nanomsg, whose receive limit (1 MiB)
+ * drops a larger one without a word, and the test then waits forever for the
+ * acknowledgement: a silent hang instead of a failure. */
+const char *h_tail(const char *s);
 
 /* Waits for the child to exit; returns false on timeout. */
 bool h_wait_exit(h_proc *p, int timeout_ms);

@@ -42,6 +42,7 @@ static const char *secs(double s)
 #define SLACK_MS ((int)(1000 * scale()))
 #define FAST_RETRY "--backoff-base", "0.05", "--backoff-max", "0.2"
 #define WAIT ((int)(10000 * scale()))
+#define VG_DROP_HOLD_WAIT 10000 /* the broker's VG_DROP_HOLD_MS, real time */
 
 static h_proc *proxy(int upstream, int *port)
 {
@@ -60,7 +61,8 @@ static void expect_delivery(int port, h_proc *sub, const char *topic, const char
     char line[128];
     snprintf(line, sizeof line, "%s MSG_TYPE1 %s\n", topic, msg);
     cr_assert_eq(h_pub(port, topic, msg, NULL), 0);
-    cr_assert(h_wait_out(sub, line, WAIT), "subscriber did not get '%s': %s", msg, sub->out);
+    cr_assert(h_wait_out(sub, line, WAIT), "subscriber did not get '%s'; its stdout: %s\nits stderr: %s",
+              msg, h_tail(sub->out), h_tail(sub->err));
 }
 
 /* 1. kill -9: the FIN arrives, so the subscriber notices at once (EOF). */
@@ -75,13 +77,13 @@ Test(recovery, broker_killed_subscriber_reconnects_and_resubscribes)
     h_signal(b, SIGKILL);
     int64_t t0 = h_now_ms();
     cr_assert(h_wait_exit(b, WAIT));
-    cr_assert(h_wait_err(s, "event=disconnected reason=eof", 2000), "%s", s->err);
+    cr_assert(h_wait_err(s, "event=disconnected reason=eof", 2000), "%s", h_tail(s->err));
     cr_log_info("EOF noticed after %lld ms", (long long)(h_now_ms() - t0));
     h_free(b);
 
     b = h_broker_at(port, NULL);
-    cr_assert(h_wait_err(s, "event=reconnected", WAIT), "%s", s->err);
-    cr_assert(strstr(s->err, "resubscribed=1") != NULL, "%s", s->err);
+    cr_assert(h_wait_err(s, "event=reconnected", WAIT), "%s", h_tail(s->err));
+    cr_assert(strstr(s->err, "resubscribed=1") != NULL, "%s", h_tail(s->err));
     expect_delivery(port, s, "news", "after");
     h_free(s), h_free(b);
 }
@@ -104,10 +106,10 @@ Test(recovery, blackholed_connection_is_declared_dead_within_the_bound)
     b = h_broker_at(port, KA, NULL);
 
     cr_assert(h_wait_err(s, "event=disconnected reason=heartbeat", BOUND_MS + SLACK_MS),
-              "not declared dead within %d ms + %d ms slack: %s", BOUND_MS, SLACK_MS, s->err);
+              "not declared dead within %d ms + %d ms slack: %s", BOUND_MS, SLACK_MS, h_tail(s->err));
     int64_t detected = h_now_ms() - t0;
     cr_log_info("declared dead %lld ms after the black hole (bound %d ms)", (long long)detected, BOUND_MS);
-    cr_assert(h_wait_err(s, "event=reconnected", WAIT), "%s", s->err);
+    cr_assert(h_wait_err(s, "event=reconnected", WAIT), "%s", h_tail(s->err));
     cr_assert(strstr(s->err, "resubscribed=1") != NULL);
     expect_delivery(port, s, "news", "after");
     h_free(s), h_free(px), h_free(b);
@@ -132,7 +134,7 @@ Test(recovery, without_heartbeats_the_subscriber_stays_stuck)
 
     /* Three times the bound the heartbeat would have needed: still nothing. */
     cr_assert(!h_wait_err(s, "event=disconnected", 3 * BOUND_MS),
-              "with heartbeats off the subscriber should not notice: %s", s->err);
+              "with heartbeats off the subscriber should not notice: %s", h_tail(s->err));
     cr_assert(strstr(s->out, "after") == NULL);
     cr_assert_str_eq(s->out, "news MSG_TYPE1 before\n");
     h_free(s), h_free(px), h_free(b);
@@ -145,22 +147,24 @@ Test(recovery, stopped_broker_is_detected_by_subscriber_and_publisher)
     h_proc *b = h_broker(&port, KA, NULL);
     h_proc *s = h_sub(port, KA, FAST_RETRY, "ticks", NULL);
     h_proc *p = h_pub_start(port, KA, FAST_RETRY, "--count", "0", "--interval", "0.05", "ticks", "t-{n}", NULL);
-    cr_assert(h_wait_out(s, "ticks MSG_TYPE1 t-3\n", WAIT), "%s", s->out);
+    cr_assert(h_wait_out(s, "ticks MSG_TYPE1 t-3\n", WAIT), "%s", h_tail(s->out));
 
     h_signal(b, SIGSTOP);
     cr_assert(h_wait_err(s, "event=disconnected reason=heartbeat", BOUND_MS + SLACK_MS),
-              "subscriber: %s", s->err);
+              "subscriber: %s", h_tail(s->err));
     cr_assert(h_wait_err(p, "event=disconnected reason=heartbeat", BOUND_MS + SLACK_MS),
-              "publisher: %s", p->err);
+              "publisher: %s", h_tail(p->err));
 
     h_signal(b, SIGCONT);
-    cr_assert(h_wait_err(s, "event=reconnected", WAIT), "%s", s->err);
-    cr_assert(h_wait_err(p, "event=reconnected", WAIT), "%s", p->err);
+    cr_assert(h_wait_err(s, "event=reconnected", WAIT), "%s", h_tail(s->err));
+    cr_assert(h_wait_err(p, "event=reconnected", WAIT), "%s", h_tail(p->err));
     int lines = h_count(s->out, "\n");
     int64_t deadline = h_now_ms() + WAIT;
+    h_step("waiting for 5 more lines on sub's stdout, up to %d ms", WAIT);
     while (h_count(s->out, "\n") < lines + 5 && h_now_ms() < deadline)
         h_pump(s, 100);
-    cr_assert(h_count(s->out, "\n") >= lines + 5, "messages did not flow again: %s", s->out);
+    h_step(NULL);
+    cr_assert(h_count(s->out, "\n") >= lines + 5, "messages did not flow again: %s", h_tail(s->out));
     h_free(p), h_free(s), h_free(b);
 }
 
@@ -175,15 +179,15 @@ Test(recovery, stopped_subscriber_is_evicted_and_others_keep_receiving)
     cr_assert(h_wait_out(healthy, "feed MSG_TYPE1 m-5\n", WAIT));
 
     unsigned id = h_client_id(b, "frozen");
-    cr_assert(id != 0, "%s", b->err);
+    cr_assert(id != 0, "%s", h_tail(b->err));
     char evict[64];
     snprintf(evict, sizeof evict, "event=evict reason=heartbeat client=%u ", id);
     h_signal(frozen, SIGSTOP);
-    cr_assert(h_wait_err(b, evict, BOUND_MS + SLACK_MS), "not evicted in time: %s", b->err);
+    cr_assert(h_wait_err(b, evict, BOUND_MS + SLACK_MS), "not evicted in time: %s", h_tail(b->err));
 
     h_signal(p, SIGINT); /* stop publishing; pub confirms and reports */
     cr_assert(h_wait_exit(p, WAIT));
-    cr_assert_eq(h_exit_code(p), 0, "%s", p->err);
+    cr_assert_eq(h_exit_code(p), 0, "%s", h_tail(p->err));
     const char *done = strstr(p->err, "event=done published=");
     cr_assert(done != NULL);
     int published = atoi(done + strlen("event=done published="));
@@ -198,7 +202,7 @@ Test(recovery, stopped_subscriber_is_evicted_and_others_keep_receiving)
     cr_assert_eq(h_count(healthy->out, "\n"), published);
 
     h_signal(frozen, SIGCONT); /* it finds its connection gone and comes back */
-    cr_assert(h_wait_err(frozen, "event=reconnected", WAIT), "%s", frozen->err);
+    cr_assert(h_wait_err(frozen, "event=reconnected", WAIT), "%s", h_tail(frozen->err));
     h_free(frozen), h_free(healthy), h_free(b);
 }
 
@@ -209,22 +213,43 @@ Test(recovery, long_running_publisher_resumes_after_broker_restart)
     h_proc *b = h_broker(&port, NULL);
     h_proc *s = h_sub(port, FAST_RETRY, "stream", NULL);
     h_proc *p = h_pub_start(port, FAST_RETRY, "--count", "0", "--interval", "0.05", "stream", "r-{n}", NULL);
-    cr_assert(h_wait_out(s, "stream MSG_TYPE1 r-5\n", WAIT), "%s", s->out);
+    cr_assert(h_wait_out(s, "stream MSG_TYPE1 r-5\n", WAIT), "%s", h_tail(s->out));
 
     h_signal(b, SIGKILL);
     h_wait_exit(b, WAIT);
     int before = h_count(s->out, "\n");
     h_free(b);
     b = h_broker_at(port, NULL);
-    cr_assert(h_wait_err(p, "event=reconnected", WAIT), "%s", p->err);
-    cr_assert(h_wait_err(s, "event=reconnected", WAIT), "%s", s->err);
+    cr_assert(h_wait_err(p, "event=reconnected", WAIT), "%s", h_tail(p->err));
+    cr_assert(h_wait_err(s, "event=reconnected", WAIT), "%s", h_tail(s->err));
 
     int64_t deadline = h_now_ms() + WAIT;
+    h_step("waiting for 10 more lines on sub's stdout, up to %d ms", WAIT);
     while (h_count(s->out, "\n") < before + 10 && h_now_ms() < deadline)
         h_pump(s, 100);
-    cr_assert(h_count(s->out, "\n") >= before + 10, "publishing did not resume: %s", s->out);
-    cr_assert(p->exited == false, "the publisher gave up: %s", p->err);
+    h_step(NULL);
+    cr_assert(h_count(s->out, "\n") >= before + 10, "publishing did not resume: %s", h_tail(s->out));
+    cr_assert(p->exited == false, "the publisher gave up: %s", h_tail(p->err));
     h_free(p), h_free(s), h_free(b);
+}
+
+/* Reads the throttled s's stdout at ~640 KB/s (32 KiB every 50 ms), keeping
+ * every other pipe drained, until end_ms or until wake exits; adds what it
+ * read to *got and returns the longest time between two reads, in ms: a
+ * test thread starved for the dead bound would make a live reader look stuck. */
+static int64_t read_slowly(h_proc *s, h_proc *wake, int64_t end_ms, size_t *got)
+{
+    int64_t last = h_now_ms(), longest = 0;
+    while (h_now_ms() < end_ms && !wake->exited) {
+        *got += h_read_some(s, 32768);
+        int64_t now = h_now_ms();
+        if (now - last > longest)
+            longest = now - last;
+        last = now;
+        while (h_now_ms() < now + 50 && !wake->exited)
+            h_pump(wake, (int)(now + 50 - h_now_ms()));
+    }
+    return longest;
 }
 
 /* 6. A busy, slow subscriber with a long queue is alive, and must be seen so. */
@@ -234,8 +259,11 @@ Test(recovery, slow_reader_under_a_flood_is_not_declared_dead)
     /* Dead after 0.5 + 3 x 0.3 = 1.4 s of silence: tiny, yet not so tiny that
      * two busy cores alone can starve a live reader for that long. */
 #define TINY "--keepalive-time", secs(0.5), "--keepalive-interval", secs(0.3), "--keepalive-probes", "3"
+    const int bound = (int)(1400 * scale());
     h_proc *b = h_broker(&port, TINY, "--max-outbox", "1M", NULL);
-    h_proc *s = h_sub(port, TINY, "flood", NULL);
+    h_proc *s = h_sub(port, TINY, "--name", "slow", "flood", NULL);
+    unsigned id = h_client_id(b, "slow");
+    cr_assert(id != 0, "%s", h_tail(b->err));
     s->throttled = true; /* its stdout is read slowly: it blocks, so it reads slowly */
     static char msg[1100];
     memset(msg, 'x', 1000);
@@ -244,32 +272,47 @@ Test(recovery, slow_reader_under_a_flood_is_not_declared_dead)
 
     /* Over four dead-bounds of flood (6 s), read at ~640 KB/s. */
     size_t got = 0;
-    int64_t end = h_now_ms() + (int64_t)(6000 * scale());
-    while (h_now_ms() < end) {
-        got += h_read_some(s, 32768);
-        int64_t next = h_now_ms() + 50;
-        while (h_now_ms() < next)
-            h_pump(b, (int)(next - h_now_ms()));
-    }
+    int flood_ms = (int)(6000 * scale());
+    h_step("reading the flooded sub slowly for %d ms", flood_ms);
+    int64_t pause = read_slowly(s, b, h_now_ms() + flood_ms, &got);
+    /* The reading goes on while the publisher stops: a reader that stopped
+     * for the dead bound would rightly be evicted. */
+    h_signal(p, SIGINT);
+    h_step("reading the sub slowly until pub (pid %d) exits", (int)p->pid);
+    int64_t pause2 = read_slowly(s, p, h_now_ms() + WAIT, &got);
+    h_step(NULL);
+    if (pause2 > pause)
+        pause = pause2;
+    cr_log_info("read %zu bytes; longest pause between reads %lld ms (dead bound %d ms)", got,
+                (long long)pause, bound);
+    cr_assert(h_wait_exit(p, WAIT), "pub did not stop: %s", h_tail(p->err));
     cr_assert(got > 1000000, "the subscriber hardly read anything (%zu bytes)", got);
-    cr_assert(strstr(b->err, "event=evict") == NULL, "broker evicted a live client: %s", b->err);
-    cr_assert(strstr(s->err, "event=disconnected") == NULL, "subscriber: %s", s->err);
-    cr_assert(strstr(p->err, "event=disconnected") == NULL, "publisher: %s", p->err);
-    cr_assert(strstr(b->err, "event=slow_consumer state=dropping") != NULL,
+    cr_assert(strstr(b->err, "event=evict") == NULL,
+              "broker evicted a live client; the test's longest pause between reads was %lld ms"
+              " (dead bound %d ms)\nbroker: %s\nsub: %s",
+              (long long)pause, bound, h_tail(b->err), h_tail(s->err));
+    cr_assert(strstr(s->err, "event=disconnected") == NULL,
+              "subscriber disconnected; the test's longest pause between reads was %lld ms"
+              " (dead bound %d ms)\nsub: %s\nbroker: %s",
+              (long long)pause, bound, h_tail(s->err), h_tail(b->err));
+    cr_assert(strstr(p->err, "event=disconnected") == NULL, "publisher: %s", h_tail(p->err));
+    char dropping[64], recovered[64];
+    snprintf(dropping, sizeof dropping, "state=dropping client=%u ", id);
+    snprintf(recovered, sizeof recovered, "state=recovered client=%u ", id);
+    cr_assert(strstr(b->err, dropping) != NULL,
               "the queue to the subscriber never filled: the test did not test anything");
     /* Defect 10: a steadily slow reader is one episode, not a flapping
      * pair of warn lines every couple of seconds. */
-    cr_assert_eq(h_count(b->err, "event=slow_consumer state=dropping"), 1, "%s", b->err);
-    cr_assert_eq(h_count(b->err, "event=slow_consumer state=recovered"), 0, "%s", b->err);
+    cr_assert_eq(h_count(b->err, "event=slow_consumer state=dropping"), 1, "%s", h_tail(b->err));
+    cr_assert_eq(h_count(b->err, "event=slow_consumer state=recovered"), 0, "%s", h_tail(b->err));
 
-    h_signal(p, SIGINT);
-    h_wait_exit(p, WAIT);
-    s->throttled = false;
     /* Once the backlog has drained and nothing was dropped for the hold
-     * time (10 s), the episode ends; the same connection still delivers. */
-    cr_assert(h_wait_err(b, "event=slow_consumer state=recovered", 10000 + WAIT), "%s", b->err);
+     * (10 s), the episode ends; the same connection still delivers. */
+    s->throttled = false;
+    cr_assert(h_wait_err_count(b, recovered, 1, VG_DROP_HOLD_WAIT + WAIT),
+              "the queue to the subscriber did not drain: %s", h_tail(b->err));
     expect_delivery(port, s, "flood", "still-connected");
-    cr_assert(strstr(s->err, "event=reconnected") == NULL, "%s", s->err);
+    cr_assert(strstr(s->err, "event=reconnected") == NULL, "%s", h_tail(s->err));
     h_free(p), h_free(s), h_free(b);
 }
 
@@ -288,8 +331,8 @@ Test(recovery, a_bare_tcp_connect_does_not_reset_the_backoff)
     snprintf(server, sizeof server, "127.0.0.1:%d", port);
     const char *argv[] = {h_bin("sub"), "--server", server, KA, FAST_RETRY, "news", NULL};
     h_proc *s = h_spawn("sub", argv);
-    cr_assert(h_wait_err(s, "event=connect_failed reason=timeout server=127.0.0.1", 4 * WAIT), "%s", s->err);
-    cr_assert(h_wait_err(s, "attempt=3 ", 4 * WAIT), "the attempt count was reset: %s", s->err);
+    cr_assert(h_wait_err(s, "event=connect_failed reason=timeout server=127.0.0.1", 4 * WAIT), "%s", h_tail(s->err));
+    cr_assert(h_wait_err(s, "attempt=3 ", 4 * WAIT), "the attempt count was reset: %s", h_tail(s->err));
     cr_assert(strstr(s->err, "event=connected") == NULL);
     h_free(s);
     close(lfd);
