@@ -484,7 +484,9 @@ h_proc *h_sub(int port, ...)
     int topics = 0;
     for (size_t i = 3; i < n; i++) {
         if (strncmp(argv[i], "--", 2) == 0) {
-            if (strchr(argv[i], '=') == NULL && i + 1 < n)
+            /* sub's only options without a value */
+            bool bare = strcmp(argv[i], "--raw") == 0 || strcmp(argv[i], "--json") == 0;
+            if (!bare && strchr(argv[i], '=') == NULL && i + 1 < n)
                 i++; /* the option's value */
             continue;
         }
