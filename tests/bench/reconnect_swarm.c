@@ -254,8 +254,8 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
     /* 1. Connect N, in every child at once. */
     sp_listen_counters c0, c1, c2;
     sp_listen_counters_read(&c0);
-    lc_progress("%d clients in %d processes (%d to %d each)", cfg->swarm, procs,
-                cfg->swarm / procs, (cfg->swarm + procs - 1) / procs);
+    lc_progress("%d clients in %d process%s (%d to %d each)", cfg->swarm, procs,
+                procs == 1 ? "" : "es", cfg->swarm / procs, (cfg->swarm + procs - 1) / procs);
     int64_t t_go = rc_now_ns();
     sw_fleet_connect(f);
     sw_connect_result cr;
@@ -355,11 +355,19 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
         lc_progress("the broker's warn/error lines after the restart:");
         bp_problems_print(b, lc_progress_fd(), 30);
     }
-    lc_counts down_log, after_log;
-    lc_count(mark_kill, mark_listen, &down_log);
-    lc_count(mark_listen, mark_end, &after_log);
+    /* By the lines' own stamps, not by where they are in the file: an I/O
+     * thread refused before the listen may write its line long after. The
+     * stamps are whole ms: a line in the ms of the listen counts after. */
+    lc_counts down_log, after_log, late_before, late_after;
+    int64_t cut = (t_listen + wall_offset) / 1000000 * 1000000;
+    lc_count_split(mark_kill, mark_end, cut, &down_log, &after_log);
+    lc_count_split(mark_listen, mark_end, cut, &late_before, &late_after);
     lc_print("client library log while the broker was down", &down_log);
     lc_print("client library log after the restart", &after_log);
+    if (late_before.lines > 0)
+        lc_progress("(%zu of the lines stamped before the listen were written after it: their "
+                    "threads waited for the CPU)",
+                    late_before.lines);
     unsigned closed, sub_errors;
     sw_fleet_callbacks(f, &closed, &sub_errors);
     closed += atomic_load(&r.pub_closed);
