@@ -153,12 +153,11 @@ typedef struct {
     size_t n, max;
 } time_scan;
 
-static void time_line(const char *line, size_t len, void *arg)
+/* A line's ts= field as Unix time in ns; false if it has none. */
+static bool line_ts(const char *line, size_t len, int64_t *out_ns)
 {
-    time_scan *t = arg;
-    if (len < 28 || memcmp(line, "ts=", 3) != 0 ||
-        memmem(line, len, t->needle, t->needle_len) == NULL)
-        return;
+    if (len < 28 || memcmp(line, "ts=", 3) != 0)
+        return false;
     char ts[32];
     memcpy(ts, line + 3, 24);
     ts[24] = '\0';
@@ -166,11 +165,21 @@ static void time_line(const char *line, size_t len, void *arg)
     int ms;
     if (sscanf(ts, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
                &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) != 7)
-        return;
+        return false;
     tm.tm_year -= 1900;
     tm.tm_mon -= 1;
+    *out_ns = ((int64_t)timegm(&tm) * 1000 + ms) * 1000000;
+    return true;
+}
+
+static void time_line(const char *line, size_t len, void *arg)
+{
+    time_scan *t = arg;
+    int64_t ns;
+    if (memmem(line, len, t->needle, t->needle_len) == NULL || !line_ts(line, len, &ns))
+        return;
     if (t->n < t->max)
-        t->out[t->n] = ((int64_t)timegm(&tm) * 1000 + ms) * 1000000;
+        t->out[t->n] = ns;
     t->n++;
 }
 
@@ -183,6 +192,26 @@ size_t lc_event_times(off_t from, off_t to, const char *event, int64_t *out_ns, 
     t.needle_len = (size_t)n;
     each_line(from, to, time_line, &t);
     return t.n;
+}
+
+typedef struct {
+    int64_t cut_ns;
+    lc_counts *before, *after;
+} split_scan;
+
+static void split_line(const char *line, size_t len, void *arg)
+{
+    split_scan *s = arg;
+    int64_t ns;
+    tally(line_ts(line, len, &ns) && ns < s->cut_ns ? s->before : s->after, line, len);
+}
+
+void lc_count_split(off_t from, off_t to, int64_t cut_ns, lc_counts *before, lc_counts *after)
+{
+    memset(before, 0, sizeof *before);
+    memset(after, 0, sizeof *after);
+    split_scan s = {cut_ns, before, after};
+    each_line(from, to, split_line, &s);
 }
 
 void lc_print(const char *label, const lc_counts *c)

@@ -43,6 +43,14 @@ off_t lc_mark(void);
 /* Counts the lines in [from, to). */
 void lc_count(off_t from, off_t to, lc_counts *out);
 
+/* Counts the lines in [from, to) by their own ts= field: into *before those
+ * stamped before cut_ns (Unix time, ns), the rest (and any line without a
+ * ts=) into *after. A line's place in the file is when it was written, and
+ * a thread that waits for the CPU between the stamp and the write (seconds,
+ * with thousands of threads on 2 cores) writes it late; its stamp says when
+ * the event happened. */
+void lc_count_split(off_t from, off_t to, int64_t cut_ns, lc_counts *before, lc_counts *after);
+
 /* The times of the lines in [from, to) whose event is event, from their
  * ts= field (UTC wall clock, ms resolution), as Unix time in ns; at most max
  * are stored. Returns how many were found. Each line is written by the

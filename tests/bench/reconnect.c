@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "logcap.h"
+#include "swarm_procs.h"
 #include "sysprobe.h"
 
 #define MAX_BROKER_ARGS 32
@@ -24,7 +25,7 @@
 static const char usage_line[] =
     "usage: vigil-reconnect [--restarts N] [--down-min SECS] [--down-max SECS] [--subs S]\n"
     "                       [OPTIONS]\n"
-    "       vigil-reconnect --swarm N [--down SECS] [OPTIONS]\n";
+    "       vigil-reconnect --swarm N [--procs K] [--down SECS] [OPTIONS]\n";
 
 static void help(void)
 {
@@ -47,12 +48,18 @@ static void help(void)
            "  --uptime SECS        wait after every client is back, before the next kill\n"
            "                       (default 1)\n"
            "  --seed N             seeds the downtimes (default: from the clock; printed)\n\n"
-           "Swarm: N subscribers in this process, all subscribed; one kill -9, --down\n"
-           "seconds, restart; a fresh publisher sends every --interval, and each\n"
+           "Swarm: N subscribers, spread over K child processes of this one (a client\n"
+           "holds 3 descriptors), all subscribed; one kill -9, --down seconds, restart;\n"
+           "a fresh publisher in this process sends every --interval, and each\n"
            "subscriber's first message is timed, and (from the clients' own log lines)\n"
            "when they noticed the loss and when they had resubscribed. Also reports\n"
-           "client and broker errors, listen-queue overflows, memory and threads.\n"
-           "  --swarm N            subscribers (the open-file limit is raised to fit)\n"
+           "client and broker errors, client processes that died, listen-queue\n"
+           "overflows, memory and threads (the tool's: all its processes summed).\n"
+           "  --swarm N            subscribers (the open-file limit is raised, up to the\n"
+           "                       hard limit, to fit the broker's 2 per connection)\n"
+           "  --procs K            client processes (default: enough that each holds at\n"
+           "                       most %d clients, and fewer if its open-file limit\n"
+           "                       fits fewer at 3 descriptors each)\n"
            "  --down SECS          downtime (default 1)\n"
            "  --connect-timeout SECS\n"
            "                       for all N to be subscribed at the start (default 120)\n\n"
@@ -65,15 +72,16 @@ static void help(void)
            "  --broker PATH        broker program (default: broker next to this program)\n"
            "  --broker-arg ARG     one more broker argument; repeatable\n"
            "  --broker-log PATH    keep a copy of the broker's stderr\n"
-           "  --client-log PATH    keep the client library's log, which is all of this\n"
-           "                       process's stderr but its progress lines (sanitizer\n"
-           "                       reports too; default: an unlinked temporary file)\n"
+           "  --client-log PATH    keep the client library's log, which is all of the\n"
+           "                       stderr of this process and its client processes but\n"
+           "                       the progress lines (sanitizer reports too; default:\n"
+           "                       an unlinked temporary file)\n"
            "  --port N             (default: a free port below the ephemeral range)\n"
            "  --topic T            (default reconnect)\n\n"
            "Results: key=value lines on stdout, one per round and a summary; progress on\n"
            "stderr. Exit status 0 if every client delivered within the bound without\n"
            "errors, 1 if not, 2 for a usage error.\n",
-           usage_line);
+           usage_line, SW_MAX_PER_PROC);
 }
 
 static _Noreturn void usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -249,8 +257,8 @@ int main(int argc, char **argv)
     const char *broker_args[MAX_BROKER_ARGS + 1] = {NULL};
     int nbroker_args = 0;
     enum {
-        O_RESTARTS = 1000, O_DOWN_MIN, O_DOWN_MAX, O_SUBS, O_UPTIME, O_SEED, O_SWARM, O_DOWN,
-        O_CONNECT_TIMEOUT, O_INTERVAL, O_BOUND, O_BACKOFF_BASE, O_BACKOFF_MAX, O_BROKER,
+        O_RESTARTS = 1000, O_DOWN_MIN, O_DOWN_MAX, O_SUBS, O_UPTIME, O_SEED, O_SWARM, O_PROCS,
+        O_DOWN, O_CONNECT_TIMEOUT, O_INTERVAL, O_BOUND, O_BACKOFF_BASE, O_BACKOFF_MAX, O_BROKER,
         O_BROKER_ARG, O_BROKER_LOG, O_CLIENT_LOG, O_PORT, O_TOPIC, O_HELP,
     };
     static const struct option opts[] = {
@@ -261,6 +269,7 @@ int main(int argc, char **argv)
         {"uptime", required_argument, NULL, O_UPTIME},
         {"seed", required_argument, NULL, O_SEED},
         {"swarm", required_argument, NULL, O_SWARM},
+        {"procs", required_argument, NULL, O_PROCS},
         {"down", required_argument, NULL, O_DOWN},
         {"connect-timeout", required_argument, NULL, O_CONNECT_TIMEOUT},
         {"interval", required_argument, NULL, O_INTERVAL},
@@ -286,6 +295,7 @@ int main(int argc, char **argv)
         case O_UPTIME: cfg.uptime_ms = secs_arg(optarg, "--uptime"); break;
         case O_SEED: cfg.seed = (uint64_t)int_arg(optarg, "--seed", 1, LLONG_MAX); break;
         case O_SWARM: cfg.swarm = (int)int_arg(optarg, "--swarm", 1, 1000000); break;
+        case O_PROCS: cfg.procs = (int)int_arg(optarg, "--procs", 1, 1000); break;
         case O_DOWN: cfg.down_ms = secs_arg(optarg, "--down"); break;
         case O_CONNECT_TIMEOUT: cfg.connect_bound_ms = secs_arg(optarg, "--connect-timeout"); break;
         case O_INTERVAL: cfg.interval_ms = secs_arg(optarg, "--interval"); break;
@@ -321,9 +331,10 @@ int main(int argc, char **argv)
     if (cfg.seed == 0) /* fits --seed, and xorshift needs a non-zero state */
         cfg.seed = 1;
 
-    /* A client holds a socket and an eventfd (3 descriptors leave room);
-     * the broker, which inherits the limit, needs 2 per connection. */
-    raise_nofile(cfg.swarm > 0 ? (rlim_t)cfg.swarm * 3 + 1024 : 4096);
+    /* The broker, which inherits the limit, needs 2 descriptors per
+     * connection (the swarm, the publisher, the listen probe) and keeps 64;
+     * the swarm's client processes are as many as the limit makes them. */
+    raise_nofile(cfg.swarm > 0 ? (rlim_t)(cfg.swarm + 2) * 2 + 64 : 4096);
 
     char *broker_path = broker != NULL ? strdup(broker) : default_broker();
     if (broker_path == NULL || access(broker_path, X_OK) != 0) {

@@ -1,9 +1,10 @@
 /* vigil-reconnect: how long after a broker restart its clients deliver again.
  * main and the options live in reconnect.c, the crash loop in
- * reconnect_crash.c, the swarm in reconnect_swarm.c. The clients are the
- * client library's own (client.h), with its default options unless
- * --backoff-base/--backoff-max say otherwise, so the figures are what users
- * get. Every time is CLOCK_MONOTONIC. */
+ * reconnect_crash.c, the swarm in reconnect_swarm.c and its client
+ * processes in swarm_procs.c. The clients are the client library's own
+ * (client.h), with its default options unless --backoff-base/--backoff-max
+ * say otherwise, so the figures are what users get. Every time is
+ * CLOCK_MONOTONIC. */
 #ifndef RC_RECONNECT_H
 #define RC_RECONNECT_H
 
@@ -27,6 +28,7 @@ typedef struct {
     uint64_t seed;
     /* swarm */
     int swarm;
+    int procs; /* client processes; 0: chosen from the open-file limit */
     int64_t down_ms, connect_bound_ms;
 } rc_config;
 

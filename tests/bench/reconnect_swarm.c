@@ -1,16 +1,21 @@
-/* The swarm: N subscriber clients in this process, all subscribed, then one
- * kill -9 of the broker, --down seconds, a restart, and a reconnect storm.
+/* The swarm: N subscriber clients, spread over K child processes of this
+ * one (swarm_procs.h: one process's descriptors fit only ~6,600 clients),
+ * all subscribed, then one kill -9 of the broker, --down seconds, a
+ * restart, and a reconnect storm. This process keeps the broker, the
+ * publisher and the figures; the children only run their clients and
+ * write each one's state and first-message time into a shared mapping.
  *
  * A fresh publisher client is started once the restarted broker listens, so
  * every message it publishes is "after the restart" (epoch 1) and its own
  * backoff does not hide the subscribers'; it connects at once, and its
  * connect time is reported. Each subscriber's first message is timed from
- * t_listen.
+ * t_listen (CLOCK_MONOTONIC: the children's clock is this one).
  *
  * With N threads on each side of a small machine, the first message also
  * waits for the CPU: N I/O threads wake at once, and the broker fans each
  * message out to every subscriber back. So each client's own steps are also
- * timed, from the lines its I/O thread logs as they happen (logcap):
+ * timed, from the lines its I/O thread logs as they happen (logcap, one log
+ * file for every process):
  * event=disconnected ("lost", after the kill: when it noticed) and
  * event=reconnected, logged once the broker acknowledged every
  * resubscription ("resub", after t_listen: what the backoff policy alone
@@ -19,13 +24,15 @@
  * waits its turn for the CPU behind thousands of threads, and its figures
  * came out seconds late.)
  *
- * Errors counted: on_closed and on_sub_error callbacks, the broker's
- * level=warn/error lines after the restart (accept_failed, connection_limit,
- * evict ...), and the client library's level=error lines after the restart.
- * The kernel's side: TcpExt ListenOverflows/ListenDrops (accept queue full)
- * and TCPReqQFull* (SYN queue full) across the connect phase and the storm,
- * and the deepest accept queue seen by a sampler thread. Memory and threads
- * of both processes are read before the kill and after the storm.
+ * Errors counted: on_closed and on_sub_error callbacks, client processes
+ * that died, the broker's level=warn/error lines after the restart
+ * (accept_failed, connection_limit, evict ...), and the client library's
+ * level=error lines after the restart. The kernel's side: TcpExt
+ * ListenOverflows/ListenDrops (accept queue full) and TCPReqQFull* (SYN
+ * queue full) across the connect phase and the storm, and the deepest
+ * accept queue seen by a sampler thread. Memory and threads of the broker
+ * and of the tool (this process and its children, summed) are read before
+ * the kill and after the storm.
  *
  * Each client has one I/O thread: N clients are N threads here and N more in
  * the broker, so kernel.pid_max and kernel.threads-max are checked up front. */
@@ -41,69 +48,30 @@
 
 #include "logcap.h"
 #include "reconnect.h"
+#include "swarm_procs.h"
 #include "sysprobe.h"
 
 #define START_TIMEOUT_MS 10000
 #define SAMPLE_NS 10000000LL /* accept-queue sampling period */
 #define POLL_NS 10000000LL
-
-typedef struct swarm_run swarm_run;
+#define CONNECT_MARGIN_NS 10000000000LL /* children's own connect bound, plus this */
+#define STOP_TIMEOUT_MS 60000 /* for the children to destroy their clients */
 
 typedef struct {
-    swarm_run *run;
-    vg_client *c;
-    uint64_t sid;
-    bool ok; /* subscribed before the kill: measured */
-    _Atomic int64_t first; /* first message of epoch 1 */
-} swarm_sub;
-
-struct swarm_run {
     const rc_config *cfg;
-    swarm_sub *subs;
-    int n; /* clients started */
     vg_client *pub;
-    _Atomic uint32_t epoch;
-    _Atomic size_t delivered;
-    _Atomic unsigned closed, sub_errors;
+    _Atomic unsigned pub_closed;
     _Atomic uint64_t published, publish_full, publish_failed;
     _Atomic bool stop_pub, stop_sampler;
     _Atomic int phase; /* 0: connecting, 1: after the kill */
     _Atomic int max_queue[2];
-};
-
-/* ---- callbacks, on the clients' I/O threads ---- */
-
-static void on_msg(void *ud, const vg_msg *m)
-{
-    swarm_sub *s = ud;
-    rc_stamp st;
-    if (atomic_load_explicit(&s->first, memory_order_relaxed) != 0 || !rc_stamp_read(m, &st) ||
-        st.epoch != 1)
-        return;
-    atomic_store_explicit(&s->first, rc_now_ns(), memory_order_relaxed);
-    atomic_fetch_add_explicit(&s->run->delivered, 1, memory_order_relaxed);
-}
-
-static void on_closed(void *ud, const char *reason)
-{
-    swarm_sub *s = ud;
-    if (atomic_fetch_add(&s->run->closed, 1) < 10) /* the count says the rest */
-        lc_progress("client %d gave up: reason=%s", (int)(s - s->run->subs), reason);
-}
+} swarm_run;
 
 static void on_pub_closed(void *ud, const char *reason)
 {
     swarm_run *r = ud;
-    atomic_fetch_add(&r->closed, 1);
+    atomic_fetch_add(&r->pub_closed, 1);
     lc_progress("the publisher gave up: reason=%s", reason);
-}
-
-static void on_sub_error(void *ud, const char *topic, uint64_t code, const char *reason)
-{
-    swarm_sub *s = ud;
-    if (atomic_fetch_add(&s->run->sub_errors, 1) < 10)
-        lc_progress("client %d: subscription to %s refused: code=%llu reason=%s",
-                    (int)(s - s->run->subs), topic, (unsigned long long)code, reason);
 }
 
 /* ---- helper threads ---- */
@@ -150,9 +118,10 @@ static void *sampler_main(void *arg)
 
 /* ---- phases ---- */
 
-/* Says whether the machine can hold n clients here and n connections in the
- * broker; a warning, not a refusal: the run shows what actually happens. */
-static void check_limits(const rc_config *cfg, bp_broker *b)
+/* Says whether the machine can hold the clients in procs processes and n
+ * connections in the broker; a warning, not a refusal: the run shows what
+ * actually happens. */
+static void check_limits(const rc_config *cfg, bp_broker *b, int procs)
 {
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl);
@@ -160,76 +129,29 @@ static void check_limits(const rc_config *cfg, bp_broker *b)
     long threads_max = sp_read_long("/proc/sys/kernel/threads-max");
     long maps = sp_read_long("/proc/sys/vm/max_map_count");
     long maxconn = bp_max_connections(b);
-    lc_progress("limits: nofile=%llu (need ~%d here, ~%d in the broker) broker max_connections=%ld "
-                "pid_max=%ld threads-max=%ld max_map_count=%ld (need ~%d threads, ~%d maps each "
-                "side) somaxconn=%ld accept backlog=%d",
-                (unsigned long long)rl.rlim_cur, 3 * cfg->swarm, 2 * cfg->swarm + 64, maxconn,
-                pid_max, threads_max, maps, 2 * cfg->swarm + 100, 2 * cfg->swarm,
-                sp_read_long("/proc/sys/net/core/somaxconn"), sp_listen_backlog(cfg->port));
-    /* Here: a socket and an eventfd per client (the publisher too) plus ~16
-     * of the tool's own; the broker: N + the publisher + the listen probe. */
-    long fit_here = ((long)rl.rlim_cur - 16) / 2 - 1;
-    long fit = maxconn >= 0 && maxconn - 2 < fit_here ? maxconn - 2 : fit_here;
-    if (fit < cfg->swarm)
-        lc_progress("warning: at most about %ld clients fit (descriptors here: %ld; broker "
-                    "max_connections %ld minus the publisher and the probe): the rest compete "
-                    "for slots, are refused (ERR limit) or fail (EMFILE)",
-                    fit, fit_here, maxconn);
+    int share = (cfg->swarm + procs - 1) / procs; /* the largest */
+    lc_progress("limits: nofile=%llu (need ~%d in each of %d client processes of up to %d "
+                "clients, ~%d in the broker) broker max_connections=%ld pid_max=%ld "
+                "threads-max=%ld max_map_count=%ld (need ~%d threads, ~%d maps in the broker, ~%d "
+                "in a client process) somaxconn=%ld accept backlog=%d",
+                (unsigned long long)rl.rlim_cur, SW_FDS_PER_CLIENT * share + 64, procs, share,
+                2 * cfg->swarm + 64, maxconn, pid_max, threads_max, maps, 2 * cfg->swarm + 100,
+                2 * cfg->swarm, 2 * share, sp_read_long("/proc/sys/net/core/somaxconn"),
+                sp_listen_backlog(cfg->port));
+    long fit_proc = sw_fit_per_proc((long)rl.rlim_cur);
+    if (share > fit_proc)
+        lc_progress("warning: a client process holds up to %d clients but its descriptors fit "
+                    "about %ld: the rest fail (EMFILE); give more --procs",
+                    share, fit_proc);
+    /* The broker: N + the publisher + the listen probe. */
+    if (maxconn >= 0 && maxconn - 2 < cfg->swarm)
+        lc_progress("warning: the broker's max_connections %ld fits about %ld clients besides "
+                    "the publisher and the probe: the rest compete for slots and are refused "
+                    "(ERR limit)",
+                    maxconn, maxconn - 2);
     if (pid_max > 0 && pid_max < 2L * cfg->swarm + 1000)
         lc_progress("warning: kernel.pid_max %ld leaves no room for %d threads", pid_max,
                     2 * cfg->swarm);
-}
-
-/* Starts and subscribes every client; r->n is how many started. Returns how
- * many are subscribed. */
-static int connect_all(swarm_run *r, int64_t *start_ms, int64_t *connect_ms)
-{
-    const rc_config *cfg = r->cfg;
-    int64_t t0 = rc_now_ns();
-    for (int i = 0; i < cfg->swarm; i++) {
-        swarm_sub *s = &r->subs[i];
-        s->run = r;
-        vg_client_opts o;
-        rc_client_opts(cfg, &o, "swarm", s);
-        o.on_msg = on_msg;
-        o.on_closed = on_closed;
-        o.on_sub_error = on_sub_error;
-        const char *why = "";
-        vg_status st = vg_client_start(&s->c, &o, &why);
-        if (st != VG_OK) {
-            lc_progress("client %d cannot start: %s (%s); going on with %d clients", i,
-                        vg_strerror(st), why, i);
-            break;
-        }
-        r->n = i + 1;
-        st = vg_client_subscribe(s->c, cfg->topic, &s->sid);
-        if (st != VG_OK) {
-            lc_progress("client %d cannot subscribe: %s", i, vg_strerror(st));
-            break;
-        }
-        if ((i + 1) % 2000 == 0)
-            lc_progress("%d clients started", i + 1);
-    }
-    *start_ms = (rc_now_ns() - t0) / 1000000;
-    int64_t deadline = t0 + cfg->connect_bound_ms * 1000000;
-    int ok = 0, refused = 0, timedout = 0, closed = 0;
-    for (int i = 0; i < r->n; i++) {
-        int64_t left = (deadline - rc_now_ns()) / 1000000;
-        vg_status st = vg_client_wait_subscribed(r->subs[i].c, r->subs[i].sid,
-                                                 left > 0 ? (int)left : 0);
-        r->subs[i].ok = st == VG_OK;
-        ok += st == VG_OK;
-        refused += st == VG_ERR_REFUSED;
-        timedout += st == VG_ERR_TIMEOUT;
-        closed += st == VG_ERR_CLOSED;
-        if ((i + 1) % 2000 == 0)
-            lc_progress("%d clients subscribed", ok);
-    }
-    *connect_ms = (rc_now_ns() - t0) / 1000000;
-    lc_progress("%d of %d clients subscribed in %lld ms (started in %lld ms); refused %d, timed "
-                "out %d, closed %d",
-                ok, r->n, (long long)*connect_ms, (long long)*start_ms, refused, timedout, closed);
-    return ok;
 }
 
 /* CLOCK_REALTIME minus CLOCK_MONOTONIC, to place the log's wall-clock
@@ -271,6 +193,24 @@ static proc_mem mem_of(pid_t pid)
                       sp_status_field(pid, "Threads")};
 }
 
+/* This process and its running children, summed (HWM: the sum of each
+ * one's peak). */
+static proc_mem tool_mem(const sw_fleet *f)
+{
+    proc_mem m = mem_of(0);
+    for (int k = 0; k < sw_fleet_procs(f); k++) {
+        pid_t pid = sw_fleet_pid(f, k);
+        proc_mem c = pid > 0 ? mem_of(pid) : (proc_mem){-1, -1, -1};
+        if (c.rss_kb > 0)
+            m.rss_kb += c.rss_kb;
+        if (c.hwm_kb > 0)
+            m.hwm_kb += c.hwm_kb;
+        if (c.threads > 0)
+            m.threads += c.threads;
+    }
+    return m;
+}
+
 static void print_listen(const char *name, const sp_listen_counters *d, int max_queue)
 {
     if (d->ok)
@@ -283,8 +223,17 @@ static void print_listen(const char *name, const sp_listen_counters *d, int max_
 
 int rc_swarm(const rc_config *cfg, bp_broker *b)
 {
+    /* The children first, while this process has no thread. */
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    int procs = cfg->procs > 0 ? cfg->procs : sw_procs_for(cfg->swarm, (long)rl.rlim_cur);
+    if (procs > cfg->swarm)
+        procs = cfg->swarm;
+    sw_fleet *f = sw_fleet_start(cfg, procs);
+    if (f == NULL)
+        return 1;
     swarm_run r = {.cfg = cfg};
-    r.subs = calloc((size_t)cfg->swarm, sizeof *r.subs);
+    bool *ok = calloc((size_t)cfg->swarm, sizeof *ok);
     int64_t *delays = calloc((size_t)cfg->swarm, sizeof *delays);
     /* A client that loses a new connection again logs a second line: room
      * for a few each. */
@@ -294,26 +243,36 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
     int rc = 1;
     bool sampling = false;
     pthread_t sampler, pub_thread;
-    if (r.subs == NULL || delays == NULL || lost_v == NULL || resub_v == NULL)
+    if (ok == NULL || delays == NULL || lost_v == NULL || resub_v == NULL)
         goto out_free;
     bp_listen L;
     if (bp_start(b, START_TIMEOUT_MS, &L, lc_progress_fd()) != 0)
         goto out_free;
-    check_limits(cfg, b);
+    check_limits(cfg, b, procs);
     sampling = pthread_create(&sampler, NULL, sampler_main, &r) == 0;
 
-    /* 1. Connect N. */
+    /* 1. Connect N, in every child at once. */
     sp_listen_counters c0, c1, c2;
     sp_listen_counters_read(&c0);
-    int64_t start_ms, connect_ms;
-    int nok = connect_all(&r, &start_ms, &connect_ms);
+    lc_progress("%d clients in %d process%s (%d to %d each)", cfg->swarm, procs,
+                procs == 1 ? "" : "es", cfg->swarm / procs, (cfg->swarm + procs - 1) / procs);
+    int64_t t_go = rc_now_ns();
+    sw_fleet_connect(f);
+    sw_connect_result cr;
+    sw_fleet_wait_subscribed(f, t_go + cfg->connect_bound_ms * 1000000 + CONNECT_MARGIN_NS, ok,
+                             &cr);
+    int nok = cr.subscribed;
+    long long start_ms = cr.start_ns / 1000000, connect_ms = cr.connect_ns / 1000000;
+    lc_progress("%d of %d clients subscribed in %lld ms (started in %lld ms); refused %d, timed "
+                "out %d, closed %d",
+                nok, cr.started, connect_ms, start_ms, cr.refused, cr.timedout, cr.closed);
     sp_listen_counters_read(&c1);
-    proc_mem tool0 = mem_of(0), broker0 = mem_of(bp_pid(b));
+    proc_mem tool0 = tool_mem(f), broker0 = mem_of(bp_pid(b));
     double broker_cpu0 = sp_cpu_seconds(bp_pid(b));
-    lc_progress("before the kill: tool rss %ld MB threads %ld; broker rss %ld MB threads %ld, "
-                "%.1f s CPU so far",
-                tool0.rss_kb / 1024, tool0.threads, broker0.rss_kb / 1024, broker0.threads,
-                broker_cpu0);
+    lc_progress("before the kill: tool rss %ld MB threads %ld (%d processes); broker rss %ld MB "
+                "threads %ld, %.1f s CPU so far",
+                tool0.rss_kb / 1024, tool0.threads, procs + 1, broker0.rss_kb / 1024,
+                broker0.threads, broker_cpu0);
     if (nok == 0)
         goto out_clients;
 
@@ -331,12 +290,12 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
         goto out_clients;
     int64_t t_listen = L.listen_ns;
     off_t mark_listen = lc_mark();
-    atomic_store(&r.epoch, 1);
     lc_progress("broker killed in %.1f ms, restarted %.1f ms later (listening by %s), pid %d",
                 (double)(t_gone - t_kill) / 1e6, (double)(t_listen - t_gone) / 1e6,
                 L.connect_ns != 0 ? "connect" : "log line", (int)bp_pid(b));
 
-    /* 3. A fresh publisher; wait for deliveries. */
+    /* 3. A fresh publisher; wait for deliveries, or for the bound, or for
+     * every client still waiting to be in a dead child. */
     vg_client_opts o;
     rc_client_opts(cfg, &o, "swarm-pub", &r);
     o.on_closed = on_pub_closed;
@@ -351,10 +310,14 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
                               ? rc_now_ns() - t_listen
                               : RC_LATE;
     int64_t deadline = t_listen + cfg->bound_ms * 1000000, next_note = rc_now_ns() + 1000000000;
-    while (atomic_load(&r.delivered) < (size_t)nok && rc_now_ns() < deadline) {
+    size_t delivered, waiting;
+    for (;;) {
+        sw_fleet_scan(f, ok, &delivered, &waiting);
+        if (waiting == 0 || rc_now_ns() >= deadline)
+            break;
         rc_sleep_until(rc_now_ns() + POLL_NS);
         if (rc_now_ns() >= next_note) {
-            lc_progress("%zu of %d delivering", atomic_load(&r.delivered), nok);
+            lc_progress("%zu of %d delivering", delivered, nok);
             next_note += 1000000000;
         }
     }
@@ -363,18 +326,17 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
     pthread_join(pub_thread, NULL);
     off_t mark_end = lc_mark();
     sp_listen_counters_read(&c2);
-    proc_mem tool1 = mem_of(0), broker1 = mem_of(bp_pid(b));
+    proc_mem tool1 = tool_mem(f), broker1 = mem_of(bp_pid(b));
     double broker_cpu = sp_cpu_seconds(bp_pid(b));
 
     /* 4. Figures. */
     size_t nd = 0, within[6] = {0};
     static const int64_t cuts_ms[6] = {250, 500, 1000, 2000, 5000, 10000};
-    for (int i = 0; i < r.n; i++) {
-        swarm_sub *s = &r.subs[i];
-        if (!s->ok)
+    for (int i = 0; i < cfg->swarm; i++) {
+        if (!ok[i])
             continue;
-        int64_t f = atomic_load(&s->first);
-        delays[nd] = f != 0 ? f - t_listen : RC_LATE;
+        int64_t first = sw_fleet_first(f, i);
+        delays[nd] = first != 0 ? first - t_listen : RC_LATE;
         for (int k = 0; k < 6; k++)
             within[k] += delays[nd] != RC_LATE && delays[nd] <= cuts_ms[k] * 1000000;
         nd++;
@@ -393,18 +355,30 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
         lc_progress("the broker's warn/error lines after the restart:");
         bp_problems_print(b, lc_progress_fd(), 30);
     }
-    lc_counts down_log, after_log;
-    lc_count(mark_kill, mark_listen, &down_log);
-    lc_count(mark_listen, mark_end, &after_log);
+    /* By the lines' own stamps, not by where they are in the file: an I/O
+     * thread refused before the listen may write its line long after. The
+     * stamps are whole ms: a line in the ms of the listen counts after. */
+    lc_counts down_log, after_log, late_before, late_after;
+    int64_t cut = (t_listen + wall_offset) / 1000000 * 1000000;
+    lc_count_split(mark_kill, mark_end, cut, &down_log, &after_log);
+    lc_count_split(mark_listen, mark_end, cut, &late_before, &late_after);
     lc_print("client library log while the broker was down", &down_log);
     lc_print("client library log after the restart", &after_log);
+    if (late_before.lines > 0)
+        lc_progress("(%zu of the lines stamped before the listen were written after it: their "
+                    "threads waited for the CPU)",
+                    late_before.lines);
+    unsigned closed, sub_errors;
+    sw_fleet_callbacks(f, &closed, &sub_errors);
+    closed += atomic_load(&r.pub_closed);
+    int died = sw_fleet_died(f);
 
     sp_listen_counters dc = sp_listen_counters_diff(&c1, &c0);
     sp_listen_counters ds = sp_listen_counters_diff(&c2, &c1);
-    printf("mode=swarm clients=%d subscribed=%d start_ms=%lld connect_ms=%lld down_target_ms=%lld "
-           "down_ms=%.1f kill_ms=%.1f broker_start_ms=%.1f listen_by=%s interval_ms=%lld "
-           "backoff_base_ms=%lld backoff_max_ms=%lld bound_ms=%lld",
-           r.n, nok, (long long)start_ms, (long long)connect_ms, (long long)cfg->down_ms,
+    printf("mode=swarm clients=%d subscribed=%d procs=%d start_ms=%lld connect_ms=%lld "
+           "down_target_ms=%lld down_ms=%.1f kill_ms=%.1f broker_start_ms=%.1f listen_by=%s "
+           "interval_ms=%lld backoff_base_ms=%lld backoff_max_ms=%lld bound_ms=%lld",
+           cr.started, nok, procs, start_ms, connect_ms, (long long)cfg->down_ms,
            (double)(t_listen - t_gone) / 1e6, (double)(t_gone - t_kill) / 1e6,
            (double)(t_listen - L.spawn_ns) / 1e6, L.connect_ns != 0 ? "connect" : "log",
            (long long)cfg->interval_ms,
@@ -418,10 +392,9 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
     rc_print_quantiles("lost", &ql);
     for (int k = 0; k < 6; k++)
         printf(" within_%lldms=%zu", (long long)cuts_ms[k], within[k]);
-    printf(" closed=%u sub_errors=%u publish_full=%llu publish_failed=%llu broker_warn=%zu "
-           "broker_error=%zu client_warn_lines=%zu client_error_lines=%zu",
-           atomic_load(&r.closed), atomic_load(&r.sub_errors),
-           (unsigned long long)atomic_load(&r.publish_full),
+    printf(" closed=%u sub_errors=%u procs_died=%d publish_full=%llu publish_failed=%llu "
+           "broker_warn=%zu broker_error=%zu client_warn_lines=%zu client_error_lines=%zu",
+           closed, sub_errors, died, (unsigned long long)atomic_load(&r.publish_full),
            (unsigned long long)atomic_load(&r.publish_failed), bpp.warn, bpp.error,
            after_log.warn, after_log.error);
     print_listen("connect", &dc, atomic_load(&r.max_queue[0]));
@@ -431,26 +404,23 @@ int rc_swarm(const rc_config *cfg, bp_broker *b)
            tool1.rss_kb / 1024, tool1.hwm_kb / 1024, tool1.threads, broker0.rss_kb / 1024,
            broker1.rss_kb / 1024, broker1.hwm_kb / 1024, broker1.threads, broker_cpu,
            (double)(t_end - t_listen) / 1e9);
-    rc = q.late == 0 && nok == cfg->swarm && atomic_load(&r.closed) == 0 &&
-                 atomic_load(&r.sub_errors) == 0 && bpp.error == 0 && bpp.warn == 0 &&
-                 after_log.error == 0
+    rc = q.late == 0 && nok == cfg->swarm && closed == 0 && sub_errors == 0 && died == 0 &&
+                 bpp.error == 0 && bpp.warn == 0 && after_log.error == 0
              ? 0
              : 1;
 
-out_clients:;
-    int64_t t_destroy = rc_now_ns();
+out_clients:
     vg_client_destroy(r.pub);
-    for (int i = 0; i < r.n; i++)
-        vg_client_destroy(r.subs[i].c);
-    lc_progress("%d clients destroyed in %lld ms", r.n,
-                (long long)((rc_now_ns() - t_destroy) / 1000000));
+    if (sw_fleet_stop(f, STOP_TIMEOUT_MS) > 0)
+        rc = 1;
     if (sampling) {
         atomic_store(&r.stop_sampler, true);
         pthread_join(sampler, NULL);
     }
     bp_kill(b);
 out_free:
-    free(r.subs);
+    sw_fleet_free(f);
+    free(ok);
     free(delays);
     free(lost_v);
     free(resub_v);
