@@ -10,10 +10,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#define HOST_MAX 255
 
 typedef struct {
-    char host[HOST_MAX + 1];
+    char host[VG_HOST_MAX + 1];
     char port[8];
     char *name;
 } server;
@@ -26,7 +25,7 @@ struct vg_servers {
 struct vg_resolve {
     atomic_int refs; /* the caller's and, while it runs, the lookup thread's */
     int efd;
-    char host[HOST_MAX + 1];
+    char host[VG_HOST_MAX + 1];
     char port[8];
     vg_addr addrs[VG_RESOLVE_MAX];
     size_t n;
@@ -37,39 +36,9 @@ struct vg_resolve {
 /* Parses one "HOST:PORT" without resolving it. */
 static vg_status parse_one(const char *s, size_t len, server *out, const char **why)
 {
-    const char *colon = NULL;
-    for (size_t i = len; i > 0; i--)
-        if (s[i - 1] == ':') {
-            colon = s + i - 1;
-            break;
-        }
-    if (colon == NULL) {
-        *why = "expected HOST:PORT";
-        return VG_ERR_ARG;
-    }
-    const char *h = s;
-    size_t hlen = (size_t)(colon - s);
-    if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
-        h++;
-        hlen -= 2;
-    }
-    if (hlen == 0 || hlen > HOST_MAX) {
-        *why = "missing or overlong host";
-        return VG_ERR_ARG;
-    }
-    const char *p = colon + 1;
-    size_t plen = len - (size_t)(p - s);
-    unsigned long port = 0;
-    for (size_t i = 0; i < plen && port <= 65535; i++)
-        port = p[i] >= '0' && p[i] <= '9' ? port * 10 + (unsigned long)(p[i] - '0') : 65536;
-    if (plen == 0 || plen > 5 || port == 0 || port > 65535) {
-        *why = "port must be a number from 1 to 65535";
-        return VG_ERR_ARG;
-    }
-    memcpy(out->host, h, hlen);
-    out->host[hlen] = '\0';
-    memcpy(out->port, p, plen);
-    out->port[plen] = '\0';
+    vg_status st = vg_hostport_split(s, len, 1, out->host, out->port, why);
+    if (st != VG_OK)
+        return st;
     out->name = strndup(s, len);
     return out->name != NULL ? VG_OK : VG_ERR_NOMEM;
 }

@@ -11,38 +11,53 @@
 #include <string.h>
 #include <unistd.h>
 
+vg_status vg_hostport_split(const char *s, size_t len, unsigned min_port, char *host, char *port,
+                            const char **why)
+{
+    const char *colon = NULL;
+    for (size_t i = len; i > 0 && colon == NULL; i--)
+        if (s[i - 1] == ':')
+            colon = s + i - 1;
+    if (colon == NULL) {
+        *why = "expected HOST:PORT";
+        return VG_ERR_ARG;
+    }
+    const char *h = s;
+    size_t hlen = (size_t)(colon - s);
+    if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
+        h++;
+        hlen -= 2;
+    }
+    if (hlen == 0 || hlen > VG_HOST_MAX) {
+        *why = "missing or overlong host";
+        return VG_ERR_ARG;
+    }
+    const char *p = colon + 1;
+    size_t plen = len - (size_t)(p - s);
+    unsigned long n = 0;
+    for (size_t i = 0; i < plen && n <= 65535; i++)
+        n = p[i] >= '0' && p[i] <= '9' ? n * 10 + (unsigned long)(p[i] - '0') : 65536;
+    if (plen == 0 || plen > 5 || n < min_port || n > 65535) {
+        *why = min_port == 0 ? "port must be a number from 0 to 65535"
+                             : "port must be a number from 1 to 65535";
+        return VG_ERR_ARG;
+    }
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    memcpy(port, p, plen);
+    port[plen] = '\0';
+    return VG_OK;
+}
+
 vg_status vg_addr_parse(const char *hostport, vg_addr *out, const char **why)
 {
     static const char *unused;
     if (why == NULL)
         why = &unused;
-    char host[256];
-    const char *colon = strrchr(hostport, ':');
-    if (colon == NULL) {
-        *why = "expected HOST:PORT";
-        return VG_ERR_ARG;
-    }
-    const char *h = hostport;
-    size_t hlen = (size_t)(colon - hostport);
-    if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
-        h++;
-        hlen -= 2;
-    }
-    if (hlen == 0 || hlen >= sizeof host) {
-        *why = "missing or overlong host";
-        return VG_ERR_ARG;
-    }
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-
-    const char *port = colon + 1;
-    char *end;
-    errno = 0;
-    long p = strtol(port, &end, 10);
-    if (*port == '\0' || *end != '\0' || errno != 0 || p < 0 || p > 65535) {
-        *why = "port must be a number from 0 to 65535";
-        return VG_ERR_ARG;
-    }
+    char host[VG_HOST_MAX + 1], port[8];
+    vg_status st = vg_hostport_split(hostport, strlen(hostport), 0, host, port, why);
+    if (st != VG_OK)
+        return st;
 
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_NUMERICSERV};

@@ -19,8 +19,19 @@ typedef struct {
 /* True for 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: only this host can connect. */
 bool vg_addr_is_loopback(const vg_addr *a);
 
+#define VG_HOST_MAX 255
+
+/* Splits the len bytes at s, "HOST:PORT" ("[::1]:7222" for IPv6), into
+ * host (VG_HOST_MAX + 1 bytes) and port (8 bytes), NUL-terminated, without
+ * resolving anything; the port must be min_port to 65535. VG_ERR_ARG with
+ * a static *why otherwise. */
+vg_status vg_hostport_split(const char *s, size_t len, unsigned min_port, char *host, char *port,
+                            const char **why);
+
 /* Parses "HOST:PORT" ("[::1]:7222" for IPv6; HOST may be a name such as
- * localhost, resolved once here). *why names the problem on VG_ERR_ARG. */
+ * localhost, resolved once here: for a listening address; the client looks
+ * its servers up on every attempt, client_servers.h). *why names the
+ * problem on VG_ERR_ARG. */
 vg_status vg_addr_parse(const char *hostport, vg_addr *out, const char **why);
 
 /* Renders "1.2.3.4:5678" or "[::1]:5678" into buf (VG_ADDR_STRLEN bytes). */
