@@ -31,6 +31,9 @@
 #include <unistd.h>
 
 #include "client.h"
+#ifndef VG_OLD_API
+#include "client_confirm.h" /* VG_CONFIRM_MARKS */
+#endif
 #include "fake_broker.h"
 #include "log.h"
 #include "proto.h"
@@ -2051,6 +2054,79 @@ Test(client, close_is_quick_while_flushing_with_no_pong_coming)
     vg_client_stats s = checked_stats(c, "after close");
     cr_assert_eq(s.pending, 0);
     cr_assert_eq(s.unconfirmed, 10);
+    vg_client_destroy(c);
+    fb_close(&conn);
+    fb_unlisten(&l);
+}
+#endif
+
+/* ==== PINGs the broker leaves unanswered ==== */
+
+#ifndef VG_OLD_API
+/* A broker that keeps sending (so it is never silent) but answers none of
+ * the client's PINGs: the client keeps PINGing while it has nothing else
+ * to say, more than its confirmation FIFO (VG_CONFIRM_MARKS) can record.
+ * A PONG then answers a PING sent before a message: it must not confirm
+ * that message. (Found by this suite: the PINGs the FIFO could not record
+ * were still sent, so later PONGs were matched to the wrong marks and
+ * confirmed messages the broker had not yet handled.) */
+Test(client, pongs_for_pings_sent_before_a_message_do_not_confirm_it)
+{
+    fb_listener l;
+    fb_listen(&l, false, 0);
+    fb_conn conn;
+    vg_client_opts o = opts_for(l.port);
+    o.keepalive = small_keepalive(20, 400, 5); /* idle PINGs every 20 ms; dead after 2 s silent */
+    vg_client *c = connected_client(&l, &conn, &o);
+    conn.pings = FB_PING_RETURN;
+    unsigned before = 0; /* PINGs read before the message */
+    bool published = false, seen = false;
+    int64_t next_noise = 0, deadline = fb_now() + fb_ms(20000);
+    while (!seen) {
+        cr_assert_lt(fb_now(), deadline, "%u PINGs read; the message never came", before);
+        if (fb_now() >= next_noise) { /* a sign of life, so never a heartbeat death */
+            fb_send_msg(&conn, "noise.t", "n");
+            next_noise = fb_now() + 10;
+        }
+        if (!published && before >= VG_CONFIRM_MARKS + 12) {
+            must_publish(c, "m.t", "m");
+            published = true;
+        }
+        vg_frame f;
+        fb_result r = fb_read(&conn, &f, 5);
+        cr_assert(r == FB_FRAME || r == FB_TIMEOUT, "the client ended the connection: %s",
+                  fb_result_name(r));
+        if (r == FB_FRAME && f.type == VG_FRAME_PING)
+            before++;
+        seen = r == FB_FRAME && vg_frame_is_msg(f.type);
+    }
+    /* Answer every PING that came before the message, none after it: in
+     * two bursts, so that the client can record new marks in between. */
+    for (unsigned i = 0; i < VG_CONFIRM_MARKS; i++)
+        fb_send_pong(&conn);
+    unsigned after = 0; /* PINGs read after the message, unanswered for now */
+    for (int round = 0; round < 2; round++) {
+        for (int64_t until = fb_now() + fb_ms(300); fb_now() < until;) {
+            vg_frame f;
+            fb_result r = fb_read(&conn, &f, 10);
+            cr_assert(r == FB_FRAME || r == FB_TIMEOUT, "%s", fb_result_name(r));
+            after += r == FB_FRAME && f.type == VG_FRAME_PING;
+            fb_send_msg(&conn, "noise.t", "n");
+        }
+        for (unsigned i = VG_CONFIRM_MARKS; round == 0 && i < before; i++)
+            fb_send_pong(&conn);
+    }
+    vg_client_stats s = checked_stats(c, "after the PONGs");
+    cr_assert_eq(s.confirmed, 0, "confirmed by PONGs to PINGs sent before it (%u PINGs before "
+                 "the message)", before);
+    /* Once the broker answers again, confirmation resumes. */
+    for (unsigned i = 0; i < after; i++)
+        fb_send_pong(&conn);
+    conn.pings = FB_PING_ANSWER;
+    emu_init(&conn, true, false);
+    emu_until(flushed, c, fb_ms(5000), "the flush once PINGs are answered");
+    s = checked_stats(c, "flushed");
+    cr_assert_eq(s.confirmed, 1);
     vg_client_destroy(c);
     fb_close(&conn);
     fb_unlisten(&l);
