@@ -107,7 +107,6 @@ Test(confirm, fifo_is_bounded_and_wraps)
         wrote(&c, 1);
         cr_assert(vg_confirm_ping(&c, c.written), "ping %d", i);
     }
-    cr_assert(!vg_confirm_ping(&c, c.written), "the FIFO is full");
     cr_assert_eq(c.n, VG_CONFIRM_MARKS);
     /* Drain half, refill, many times round: the order holds. */
     uint64_t expect = 0;
@@ -141,4 +140,50 @@ Test(confirm, room_for_flush_keeps_room_for_every_probe)
     cr_assert(!vg_confirm_room_for_flush(&c));
     vg_confirm_lost(&c);
     cr_assert(vg_confirm_room_for_flush(&c), "a new connection starts empty");
+}
+
+/* More PINGs than the FIFO holds (a peer that is heard but answers no
+ * PING, while the heartbeat keeps probing): the PINGs it cannot record
+ * are still sent, so their PONGs must be matched to them and confirm
+ * nothing; marks recorded later must wait for those PONGs. */
+Test(confirm, pings_beyond_the_fifo_are_matched_and_confirm_nothing)
+{
+    vg_confirm c = {0};
+    for (int i = 0; i < VG_CONFIRM_MARKS; i++)
+        cr_assert(vg_confirm_ping(&c, 0));
+    cr_assert(!vg_confirm_ping(&c, 0), "the FIFO is full");
+    cr_assert(!vg_confirm_ping(&c, 0));
+    cr_assert_eq(c.unmarked, 2);
+    cr_assert(!vg_confirm_room_for_flush(&c));
+    wrote(&c, 5); /* a message, after those PINGs */
+    cr_assert(vg_confirm_pong(&c) == false && c.n == VG_CONFIRM_MARKS - 1);
+    /* Room in the FIFO again, but unmarked PINGs are older than any new one. */
+    cr_assert(!vg_confirm_ping(&c, 5), "recorded ahead of older unmarked PINGs");
+    cr_assert_eq(c.unmarked, 3);
+    cr_assert(!vg_confirm_room_for_flush(&c), "no flush PING while unmarked ones are in flight");
+    for (int i = 1; i < VG_CONFIRM_MARKS; i++)
+        cr_assert(!vg_confirm_pong(&c));
+    for (int i = 0; i < 3; i++) {
+        cr_assert(!vg_confirm_pong(&c), "a PONG for a PING sent before the message");
+        cr_assert_eq(c.confirmed, 0);
+    }
+    cr_assert_eq(c.unmarked, 0);
+    cr_assert(vg_confirm_room_for_flush(&c));
+    cr_assert(vg_confirm_ping(&c, 5));
+    cr_assert(vg_confirm_pong(&c));
+    cr_assert_eq(c.confirmed, 5);
+}
+
+Test(confirm, lost_connection_forgets_unmarked_pings)
+{
+    vg_confirm c = {0};
+    for (int i = 0; i <= VG_CONFIRM_MARKS; i++)
+        vg_confirm_ping(&c, 0);
+    cr_assert_eq(c.unmarked, 1);
+    vg_confirm_lost(&c);
+    cr_assert_eq(c.unmarked, 0);
+    wrote(&c, 2);
+    cr_assert(vg_confirm_ping(&c, 2));
+    cr_assert(vg_confirm_pong(&c));
+    cr_assert_eq(c.confirmed, 2);
 }
