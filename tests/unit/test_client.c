@@ -1174,7 +1174,7 @@ static void check_fatal_refusal(uint64_t code, const char *name, bool before_inf
               why ? why : "(none)", name);
     cr_assert_eq(vg_client_close(c, fb_ms(1000)), VG_OK);
 #endif
-    cr_assert(fb_log_wait(1, 0, "event=closed", name, NULL));
+    cr_assert(fb_log_wait(1, fb_ms(1000), "event=closed", name, NULL));
     vg_client_destroy(c);
     fb_unlisten(&l);
 }
@@ -1209,7 +1209,7 @@ Test(client, fatal_shutdown_error_reconnects)
     fb_accept(&l, &c2, fb_ms(5000), "the reconnection after ERR shutdown");
     fb_handshake(&c2, VG_DEFAULT_MAX_PAYLOAD);
     cr_assert(fb_log_wait(1, fb_ms(5000), "event=reconnected", NULL));
-    cr_assert(fb_log_wait(1, 0, "event=disconnected", "reason=shutdown", NULL));
+    cr_assert(fb_log_wait(1, fb_ms(1000), "event=disconnected", "reason=shutdown", NULL));
     cr_assert_eq(cb_closed(), 0);
     cr_assert_null(vg_client_closed_reason(c));
     vg_client_destroy(c);
@@ -1433,7 +1433,7 @@ Test(client, counters_add_up_across_a_lost_connection)
 #ifndef VG_OLD_API
     cr_assert_eq(s.pending + s.unsent, 0);
 #endif
-    cr_assert(fb_log_wait(1, 0, "event=disconnected", NULL));
+    cr_assert(fb_log_wait(1, fb_ms(1000), "event=disconnected", NULL));
     vg_client_destroy(c);
     fb_close(&c2);
     fb_unlisten(&l);
@@ -2127,6 +2127,128 @@ Test(client, pongs_for_pings_sent_before_a_message_do_not_confirm_it)
     emu_until(flushed, c, fb_ms(5000), "the flush once PINGs are answered");
     s = checked_stats(c, "flushed");
     cr_assert_eq(s.confirmed, 1);
+    vg_client_destroy(c);
+    fb_close(&conn);
+    fb_unlisten(&l);
+}
+#endif
+
+/* ==== the handshake, and closing with a callback running ==== */
+
+#ifndef VG_OLD_API
+Test(client, connects_over_ipv6)
+{
+    fb_listener l;
+    fb_listen(&l, true, 0);
+    vg_client_opts o = opts_for(0);
+    snprintf(servers, sizeof servers, "[::1]:%d", l.port6);
+    vg_client *c = start(&o);
+    fb_conn conn;
+    fb_accept(&l, &conn, fb_ms(5000), "a connection on [::1]");
+    fb_handshake(&conn, VG_DEFAULT_MAX_PAYLOAD);
+    cr_assert_eq(vg_client_wait_connected(c, fb_ms(5000)), VG_OK);
+    cr_assert(fb_log_wait(1, fb_ms(2000), "event=connected", "server=[::1]:", NULL));
+    vg_client_destroy(c);
+    fb_close(&conn);
+    fb_unlisten(&l);
+}
+
+/* The client answers a PING that comes before INFO (docs/protocol.md);
+ * any other frame before INFO ends the connection. */
+Test(client, ping_before_info_is_answered_and_a_msg_is_a_protocol_error)
+{
+    fb_listener l;
+    fb_listen(&l, false, 0);
+    fb_conn c1, c2;
+    vg_client_opts o = opts_for(l.port);
+    vg_client *c = start(&o);
+    fb_accept(&l, &c1, fb_ms(5000), "the connection");
+    fb_expect(&c1, VG_FRAME_CONNECT, NULL, fb_ms(5000), "CONNECT");
+    fb_send_ping(&c1);
+    fb_expect(&c1, VG_FRAME_PONG, NULL, fb_ms(5000), "the PONG to a PING before INFO");
+    fb_send_msg(&c1, "early.t", "too early");
+    cr_assert(fb_wait_eof(&c1, fb_ms(5000)), "a MSG before INFO was accepted");
+    cr_assert(fb_log_wait(1, fb_ms(2000), "event=connect_failed", "reason=protocol", NULL));
+    fb_close(&c1);
+    fb_accept(&l, &c2, fb_ms(5000), "the next attempt");
+    fb_handshake(&c2, VG_DEFAULT_MAX_PAYLOAD);
+    cr_assert_eq(vg_client_wait_connected(c, fb_ms(5000)), VG_OK);
+    cr_assert_eq(cb_msgs(), 0);
+    vg_client_destroy(c);
+    fb_close(&c2);
+    fb_unlisten(&l);
+}
+
+/* ERR limit before INFO ("too many connections") is not a refusal for
+ * good: the client backs off and tries again. */
+Test(client, too_many_connections_is_retried)
+{
+    fb_listener l;
+    fb_listen(&l, false, 0);
+    fb_conn c1, c2;
+    vg_client_opts o = opts_for(l.port);
+    vg_client *c = start(&o);
+    fb_accept(&l, &c1, fb_ms(5000), "the connection");
+    fb_send_err(&c1, VG_E_LIMIT, "too many connections", 0);
+    fb_close(&c1);
+    fb_accept(&l, &c2, fb_ms(5000), "the retry");
+    fb_handshake(&c2, VG_DEFAULT_MAX_PAYLOAD);
+    cr_assert_eq(vg_client_wait_connected(c, fb_ms(5000)), VG_OK);
+    cr_assert(fb_log_wait(1, fb_ms(1000), "event=connect_failed", "reason=limit", NULL));
+    cr_assert_eq(cb_closed(), 0);
+    vg_client_destroy(c);
+    fb_close(&c2);
+    fb_unlisten(&l);
+}
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool in_callback, release;
+} gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, false};
+
+static void on_msg_blocking(void *ud, const vg_msg *m)
+{
+    (void)ud;
+    (void)m;
+    pthread_mutex_lock(&gate.mu);
+    gate.in_callback = true;
+    pthread_cond_broadcast(&gate.cv);
+    while (!gate.release)
+        pthread_cond_wait(&gate.cv, &gate.mu);
+    pthread_mutex_unlock(&gate.mu);
+}
+
+static bool in_callback(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&gate.mu);
+    bool in = gate.in_callback;
+    pthread_mutex_unlock(&gate.mu);
+    return in;
+}
+
+/* vg_client_close times out while a callback runs, and succeeds once it
+ * has returned. */
+Test(client, close_times_out_while_a_callback_runs)
+{
+    fb_listener l;
+    fb_listen(&l, false, 0);
+    fb_conn conn;
+    vg_client_opts o = opts_for(l.port);
+    o.on_msg = on_msg_blocking;
+    vg_client *c = connected_client(&l, &conn, &o);
+    uint64_t sid = must_subscribe(c, "cb.t");
+    emu_init(&conn, true, false);
+    emu_until_frame(VG_FRAME_SUB, sid);
+    fb_send_msg(&conn, "cb.t", "hold");
+    cr_assert(wait_until(in_callback, NULL, fb_ms(5000)), "on_msg was not called");
+    cr_assert_eq(vg_client_close(c, fb_ms(100)), VG_ERR_TIMEOUT);
+    pthread_mutex_lock(&gate.mu);
+    gate.release = true;
+    pthread_cond_broadcast(&gate.cv);
+    pthread_mutex_unlock(&gate.mu);
+    cr_assert_eq(vg_client_close(c, fb_ms(2000)), VG_OK);
     vg_client_destroy(c);
     fb_close(&conn);
     fb_unlisten(&l);
