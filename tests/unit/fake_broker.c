@@ -392,13 +392,20 @@ const char *fb_rec_str(const fb_rec *r, char *buf, size_t cap)
 
 static int log_fd = -1;   /* the capture file */
 static int saved_fd2 = -1; /* the real stderr */
+static char log_path[64];
 
 void fb_log_start(void)
 {
-    char path[] = "/tmp/vigil-test-log-XXXXXX";
-    log_fd = mkstemp(path);
+    snprintf(log_path, sizeof log_path, "/tmp/vigil-test-log-XXXXXX");
+    log_fd = mkstemp(log_path);
     cr_assert(log_fd >= 0, "cannot create a log capture file: %s", strerror(errno));
-    unlink(path);
+    /* Said on the real stderr, because a crash (a sanitizer's report, an
+     * abort) leaves the file there instead of copying it back. */
+    char line[128];
+    int n = snprintf(line, sizeof line, "(the client's log is captured in %s until the test ends)\n",
+                     log_path);
+    ssize_t ignored = write(STDERR_FILENO, line, (size_t)n);
+    (void)ignored;
     saved_fd2 = dup(STDERR_FILENO);
     dup2(log_fd, STDERR_FILENO);
 }
@@ -424,6 +431,7 @@ void fb_log_stop(void)
     (void)ignored;
     free(text);
     close(log_fd);
+    unlink(log_path);
     log_fd = saved_fd2 = -1;
 }
 
