@@ -129,9 +129,8 @@ const char *fb_rec_str(const fb_rec *r, char *buf, size_t cap);
 /* ---- the client's log ---- */
 
 /* Sends fd 2 to a file (named on stderr: a crash leaves it behind) until
- * fb_log_stop, which copies what was captured
- * back to the real stderr (so that ctest shows it, sanitizer reports
- * included). */
+ * fb_log_stop, which copies what was captured back to the real stderr (so
+ * that ctest shows it, sanitizer reports included). */
 void fb_log_start(void);
 void fb_log_stop(void);
 /* Lines captured that contain every one of the NULL-terminated substrings. */
