@@ -2,8 +2,13 @@
 
 bool vg_confirm_ping(vg_confirm *c, uint64_t mark)
 {
-    if (c->n == VG_CONFIRM_MARKS)
+    /* The PING goes out anyway (a heartbeat probe is queued before it is
+     * counted here): its PONG must be matched to it, not to a later mark.
+     * Unmarked PINGs come after every recorded one and before any later. */
+    if (c->n == VG_CONFIRM_MARKS || c->unmarked > 0) {
+        c->unmarked++;
         return false;
+    }
     c->marks[(c->head + c->n++) % VG_CONFIRM_MARKS] = mark;
     if (mark > c->last_mark)
         c->last_mark = mark;
@@ -12,13 +17,16 @@ bool vg_confirm_ping(vg_confirm *c, uint64_t mark)
 
 bool vg_confirm_room_for_flush(const vg_confirm *c)
 {
-    return c->n + VG_CONFIRM_PROBES_MAX < VG_CONFIRM_MARKS;
+    return c->unmarked == 0 && c->n + VG_CONFIRM_PROBES_MAX < VG_CONFIRM_MARKS;
 }
 
 bool vg_confirm_pong(vg_confirm *c)
 {
-    if (c->n == 0)
+    if (c->n == 0) {
+        if (c->unmarked > 0)
+            c->unmarked--; /* the answer to a PING that confirms nothing */
         return false;
+    }
     uint64_t mark = c->marks[c->head];
     c->head = (c->head + 1) % VG_CONFIRM_MARKS;
     c->n--;
@@ -35,6 +43,7 @@ uint64_t vg_confirm_lost(vg_confirm *c)
     c->unconfirmed += lost;
     c->n = 0;
     c->head = 0;
+    c->unmarked = 0;
     c->last_mark = c->written;
     return lost;
 }

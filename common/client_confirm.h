@@ -23,6 +23,7 @@
 typedef struct {
     uint64_t marks[VG_CONFIRM_MARKS]; /* FIFO of the marks of PINGs in flight */
     size_t head, n;
+    uint64_t unmarked;    /* PINGs in flight after those, sent with no mark */
     uint64_t last_mark;   /* the highest mark sent on this connection */
     uint64_t written;     /* MSG frames completely written, every connection */
     uint64_t confirmed;   /* ... that a PONG has confirmed */
@@ -33,11 +34,12 @@ typedef struct {
 static inline uint64_t vg_confirm_written(const vg_confirm *c) { return c->written; }
 
 /* A PING was queued whose PONG will confirm mark MSG frames. false if
- * the FIFO is full (the PING must then not be sent). */
+ * it could not be recorded (the FIFO is full, or PINGs sent earlier could
+ * not be): it is then counted as unmarked, and its PONG confirms nothing. */
 bool vg_confirm_ping(vg_confirm *c, uint64_t mark);
 
 /* Whether a PING to confirm publishes may be queued now: the FIFO keeps
- * room for the heartbeat's probes. */
+ * room for the heartbeat's probes, and no unmarked PING is in flight. */
 bool vg_confirm_room_for_flush(const vg_confirm *c);
 
 /* A PONG arrived: returns true if it confirmed more frames. An unsolicited

@@ -425,7 +425,9 @@ vg_end vg_link_run(vg_link *l, const vg_link_ops *ops, void *ud)
         wake = min64(wake, check_peer(l, now));
         if (l->ended)
             continue;
-        if (st == VG_OK && vg_sender_busy(&l->tx))
+        /* While bulk is held, bulk left from a previous connection is not
+         * work for this round: only control frames are. */
+        if (st == VG_OK && (l->hold ? vg_sender_ctl_pending(&l->tx) > 0 : vg_sender_busy(&l->tx)))
             continue; /* the owner or the heartbeat queued frames */
         if (st == VG_OK && !l->hold &&
             !vg_outbox_park_lending(l->ob, l->cfg.lend && !l->hold ? l->fd : -1))
