@@ -388,7 +388,9 @@ static void on_msg(void *ud, const vg_msg *msg)
     size_t i = s.msg_cursor;
     for (; i < s.m.n; i++) {
         const in_frame *fr = &s.m.v[i];
-        if (fr->processed && fr->f.type == msg->type &&
+        /* In exact mode only the frames the model delivers: identical
+         * messages may differ in whether they are wanted. */
+        if (fr->processed && (!s.exact || fr->deliver) && fr->f.type == msg->type &&
             same(fr->f.topic, fr->f.topic_len, msg->topic, msg->topic_len) &&
             same(fr->f.payload, fr->f.payload_len, msg->payload, msg->payload_len))
             break;
@@ -446,7 +448,10 @@ static void on_sub_error(void *ud, const char *topic, uint64_t code, const char 
     size_t i = s.err_cursor;
     for (; i < s.m.n; i++) {
         const in_frame *fr = &s.m.v[i];
-        if (fr->processed && fr->f.type == VG_FRAME_ERR && fr->f.code == code && fr->f.sid >= 1 &&
+        /* The callback names a topic, not a sid: in exact mode only the
+         * ERRs the model says refuse, as two sids may share the topic. */
+        if (fr->processed && (!s.exact || fr->refuse) && fr->f.type == VG_FRAME_ERR &&
+            fr->f.code == code && fr->f.sid >= 1 &&
             fr->f.sid <= s.nsubs && strcmp(s.topics[fr->f.sid - 1], topic) == 0)
             break;
     }
