@@ -43,7 +43,9 @@
  * pending + unsent, nothing pending after the close) and vg_client_destroy
  * must free everything (LeakSanitizer).
  *
- * The library logs an error line per input ("closed"): unless
+ * Any single allocation above 128 MiB is a finding (-malloc_limit_mb, set by
+ * the target): a broker must not make the client reserve more than its own
+ * 64 MiB limit. The library logs an error line per input ("closed"): unless
  * VIGIL_FUZZ_LOG is set, the target asks libFuzzer for -close_fd_mask=2 and
  * writes its own reports to a copy of stderr. */
 #include <arpa/inet.h>
@@ -880,25 +882,35 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     if (want != NULL && !vg_log_parse_level(want, &level))
         die("VIGIL_FUZZ_LOG must be error, warn, info or debug");
     vg_log_set_level(level);
+    /* libFuzzer parses its flags after this call, so flags put first
+     * here are defaults that the command line can still override:
+     * -malloc_limit_mb reports any single allocation above 128 MiB (the
+     * client must never reserve more than 64 MiB and a frame header for
+     * a broker, whatever its INFO says), and, unless the log is wanted,
+     * -close_fd_mask=2 closes stderr (libFuzzer keeps a copy for its
+     * reports and the sanitizers'; we keep one for ours). */
+    static char malloc_limit[] = "-malloc_limit_mb=128";
+    static char close_stderr[] = "-close_fd_mask=2";
+    char **v = malloc(((size_t)*argc + 3) * sizeof *v);
+    if (v == NULL)
+        die("out of memory");
+    int n = 0;
+    v[n++] = (*argv)[0];
+    v[n++] = malloc_limit;
     if (want == NULL) {
-        /* libFuzzer parses its flags after this call: ask it to close
-         * stderr (it keeps its own copy for its reports and the
-         * sanitizers'), and keep one for ours. */
         int fd = dup(STDERR_FILENO);
-        report = fd >= 0 ? fdopen(fd, "w") : NULL;
-        if (report == NULL)
-            report = stderr;
-        else
-            setvbuf(report, NULL, _IONBF, 0);
-        static char mask[] = "-close_fd_mask=2";
-        char **v = malloc(((size_t)*argc + 2) * sizeof *v);
-        if (v == NULL)
-            die("out of memory");
-        memcpy(v, *argv, (size_t)*argc * sizeof *v);
-        v[(*argc)++] = mask;
-        v[*argc] = NULL;
-        *argv = v; /* lives as long as the process */
+        FILE *copy = fd >= 0 ? fdopen(fd, "w") : NULL;
+        if (copy != NULL) {
+            setvbuf(copy, NULL, _IONBF, 0);
+            report = copy;
+            v[n++] = close_stderr;
+        }
     }
+    for (int i = 1; i < *argc; i++)
+        v[n++] = (*argv)[i];
+    v[n] = NULL;
+    *argc = n;
+    *argv = v; /* lives as long as the process */
     signal(SIGPIPE, SIG_IGN);
 
     listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

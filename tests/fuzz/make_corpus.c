@@ -505,6 +505,7 @@ static void broker_hostile_bytes(vg_buf *b)
     static const uint8_t over_1mib[] = {0x00, 0x10, 0x04, 0x19}; /* 1 MiB + 1049 */
     static const uint8_t over_4k[] = {0x00, 0x00, 0x10, 0x01};   /* 4097 */
     static const uint8_t at_64mib[] = {0x04, 0x00, 0x04, 0x18};  /* 64 MiB + 1048 */
+    static const uint8_t over_64mib[] = {0x40, 0x00, 0x04, 0x18}; /* 1 GiB + 1048 */
     raw(b, huge, sizeof huge);
     client_seed("length_4g", C_INFO, C_MP_1MIB, b);
     raw(b, empty, sizeof empty);
@@ -515,6 +516,8 @@ static void broker_hostile_bytes(vg_buf *b)
     client_seed("length_over_handshake_limit", 0, 0, b);
     raw(b, at_64mib, sizeof at_64mib); /* accepted, never completed: the client's largest buffer */
     client_seed("length_64mib_after_1gib_info", C_INFO, C_MP_1GIB, b);
+    raw(b, over_64mib, sizeof over_64mib); /* refused: reserving it would break the cap */
+    client_seed("length_1gib_after_1gib_info", C_INFO, C_MP_1GIB, b);
     ok_frame(b, 1);
     msg(b, MSG1, "news", "cut short");
     b->len -= 3;
