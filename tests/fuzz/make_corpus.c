@@ -1,13 +1,17 @@
-/* Writes the fuzzers' seed corpus: fuzz_make_corpus DIR writes DIR/decoder/
- * and DIR/broker/ (the committed copy is tests/fuzz/corpus; regenerate it
- * with build-fuzz/fuzz_make_corpus tests/fuzz/corpus).
+/* Writes the fuzzers' seed corpus: fuzz_make_corpus DIR writes DIR/decoder/,
+ * DIR/broker/, DIR/client/ and DIR/format/ (the committed copy is
+ * tests/fuzz/corpus; regenerate it with
+ * build-fuzz/fuzz_make_corpus tests/fuzz/corpus).
  *
  * Each seed is a byte stream a client could send: valid frames of every
  * type, sessions, and the hostile classics (oversize and empty lengths,
  * truncation, msgpack-c issue #1013's count bomb, deep nesting, garbage).
  * The decoder's copy gets a header choosing how the stream is cut (see
  * fuzz_decoder.c); the broker's a first byte choosing whether a CONNECT goes
- * first (see fuzz_broker.c). Deterministic: the same files every time. */
+ * first (see fuzz_broker.c). The client's seeds are what a broker could send,
+ * after two bytes choosing the session (see fuzz_client.c); the format's,
+ * a topic and a payload after two bytes choosing the format (see
+ * fuzz_format.c). Deterministic: the same files every time. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -302,6 +306,302 @@ static void hostile_bytes(vg_buf *b)
     seed("garbage_512", b, true);
 }
 
+/* ---- fuzz_client: what a broker sends ---- */
+
+/* fuzz_client.c's first two bytes. */
+enum {
+    C_INFO = 0x01,        /* the harness sends a valid INFO first */
+    C_TWO_SUBS = 0x08,    /* sid 2 on "a.b" ... */
+    C_SAME_TOPIC = 0x10,  /* ... or on "news" too */
+    C_PUBLISH = 0x20,     /* one message on "news" before the handshake */
+    C_UNSUB_EARLY = 0x40, /* sid 1 unsubscribed before the handshake */
+};
+enum {
+    C_MP_1MIB = 0, C_MP_64 = 1, C_MP_0 = 2, C_MP_1GIB = 3, /* the INFO's max_payload */
+    C_CB_UNSUB = 0x04, /* on_msg unsubscribes sid 1 at its first "news" message */
+    C_CB_ECHO = 0x08,  /* on_msg publishes each message back */
+    C_NO_WAIT = 0x10,  /* the input follows INFO at once */
+};
+
+static void client_seed(const char *name, uint8_t session, uint8_t options, vg_buf *b)
+{
+    uint8_t head[2] = {session, options};
+    write_file("client", name, head, 2, b);
+    seeds++;
+    b->len = 0;
+}
+
+static void ok_frame(vg_buf *b, uint64_t sid) { ok(vg_frame_put_ok(b, sid)); }
+
+static void err_frame(vg_buf *b, uint64_t code, const char *reason, uint64_t sid)
+{
+    ok(vg_frame_put_err(b, code, reason, sid));
+}
+
+static void info_frame(vg_buf *b, uint64_t max_payload)
+{
+    ok(vg_frame_put_info(b, 1, "vigil 0.1.0", 7, max_payload));
+}
+
+static void broker_sessions(vg_buf *b)
+{
+    /* the session of docs/protocol.md, then more of everything */
+    ok_frame(b, 1);
+    msg(b, MSG1, "news", "hello");
+    ok(vg_frame_put_ping(b));
+    client_seed("session", C_INFO, C_MP_1MIB, b);
+    ok_frame(b, 1);
+    ok_frame(b, 2);
+    msg(b, MSG1, "news", "one");
+    msg(b, MSG2, "a.b", "two");
+    ok(vg_frame_put_ping(b));
+    ok(vg_frame_put_pong(b));
+    msg(b, MSG1, "other", "not subscribed");
+    ok_frame(b, 1); /* the UNSUB's answer */
+    msg(b, MSG1, "news", "after the unsub");
+    client_seed("session_two_subs_publish_unsub", C_INFO | C_TWO_SUBS | C_PUBLISH | C_UNSUB_EARLY,
+                C_MP_1MIB, b);
+    info_frame(b, 1024 * 1024);
+    ok_frame(b, 1);
+    msg(b, MSG1, "news", "hello");
+    client_seed("session_info_in_input", 0, 0, b);
+    ok_frame(b, 1);
+    ok_frame(b, 2);
+    msg(b, MSG1, "news", "to both sids, once");
+    client_seed("same_topic_two_sids", C_INFO | C_TWO_SUBS | C_SAME_TOPIC, C_MP_1MIB, b);
+    ok_frame(b, 1);
+    msg(b, MSG1, "news", "first");
+    msg(b, MSG2, "news", "after the unsubscribe in on_msg");
+    ok_frame(b, 1);
+    client_seed("unsub_in_callback", C_INFO, C_CB_UNSUB, b);
+    ok_frame(b, 1);
+    msg(b, MSG1, "news", "echo me");
+    msg_of(b, MSG2, 3000, 'e'); /* over the 64-byte limit, and most of the client's buffer */
+    msg_of(b, MSG1, 3000, 'f');
+    ok(vg_frame_put_pong(b));
+    client_seed("echo_in_callback", C_INFO | C_PUBLISH, C_CB_ECHO, b);
+    ok_frame(b, 1);
+    msg_of(b, MSG1, 100, 'l');
+    client_seed("echo_above_max_payload", C_INFO, C_CB_ECHO | C_MP_64, b);
+    ok_frame(b, 1);
+    ok_frame(b, 2);
+    msg(b, MSG1, "news", "before the SUB was written");
+    client_seed("no_wait", C_INFO | C_TWO_SUBS, C_NO_WAIT, b);
+    ok(vg_frame_put_pong(b));
+    client_seed("pong_confirms_publish", C_INFO | C_PUBLISH, C_MP_1MIB, b);
+}
+
+static void broker_frames(vg_buf *b)
+{
+    info_frame(b, 1024 * 1024);
+    client_seed("info", 0, 0, b);
+    info_frame(b, 1u << 30); /* the review's 1 GiB: capped at the client's 64 MiB */
+    ok_frame(b, 1);
+    msg(b, MSG1, "news", "x");
+    client_seed("info_max_payload_1gib", 0, 0, b);
+    ok_frame(b, 1);
+    msg(b, MSG1, "news", "x");
+    client_seed("harness_info_1gib", C_INFO, C_MP_1GIB, b);
+    info_frame(b, UINT64_MAX);
+    client_seed("info_max_payload_uint64", 0, 0, b);
+    info_frame(b, 0);
+    msg(b, MSG1, "news", "a payload above max_payload 0, in a frame within its limit");
+    client_seed("info_max_payload_0", 0, 0, b);
+    ok(vg_frame_put_info(b, 0, "old", 1, 1024));
+    client_seed("info_version0", 0, 0, b);
+    ok(vg_frame_put_info(b, 9, "new", 1, 1024));
+    client_seed("info_version9", 0, 0, b);
+    info_frame(b, 1024);
+    client_seed("info_twice", C_INFO, C_MP_1MIB, b);
+
+    ok_frame(b, 1);
+    client_seed("ok", C_INFO, C_MP_1MIB, b);
+    ok_frame(b, 99);
+    client_seed("ok_unknown_sid", C_INFO, C_MP_1MIB, b);
+    ok_frame(b, 0);
+    client_seed("ok_sid0", C_INFO, C_MP_1MIB, b);
+    ok_frame(b, 1);
+    ok_frame(b, 1);
+    ok_frame(b, 1);
+    client_seed("ok_thrice", C_INFO, C_MP_1MIB, b);
+    err_frame(b, 4, "bad topic", 1);
+    msg(b, MSG1, "news", "after the refusal");
+    client_seed("err_refuses_sub", C_INFO, C_MP_1MIB, b);
+    err_frame(b, 10, "duplicate sid", 2);
+    err_frame(b, 8, "too many subscriptions", 1);
+    msg(b, MSG1, "news", "refused");
+    msg(b, MSG1, "a.b", "still wanted");
+    client_seed("err_refuses_both", C_INFO | C_TWO_SUBS | C_SAME_TOPIC, C_MP_1MIB, b);
+    err_frame(b, 11, "no such sid", 99);
+    client_seed("err_unknown_sid", C_INFO, C_MP_1MIB, b);
+    err_frame(b, 11, "no such sid", 1);
+    client_seed("err_before_info", 0, 0, b);
+    err_frame(b, 7, "authentication failed", 0);
+    client_seed("err_auth", 0, 0, b);
+    err_frame(b, 6, "version", 0);
+    client_seed("err_version", 0, 0, b);
+    err_frame(b, 15, "permission", 0);
+    client_seed("err_permission_fatal", C_INFO, C_MP_1MIB, b);
+    err_frame(b, 9, "shutdown", 0);
+    client_seed("err_shutdown", C_INFO, C_MP_1MIB, b);
+    err_frame(b, 8, "too many connections", 0);
+    client_seed("err_limit_fatal", 0, 0, b);
+    err_frame(b, 99, "a code this version does not know", 1);
+    client_seed("err_unknown_code", C_INFO, C_MP_1MIB, b);
+    err_frame(b, 4, "reason \x1b]0;owned\x07 with\nnewline and \xff bytes", 1);
+    client_seed("err_hostile_reason", C_INFO, C_MP_1MIB, b);
+
+    msg(b, MSG1, "news", "before INFO");
+    client_seed("msg_before_info", 0, 0, b);
+    ok_frame(b, 1);
+    msg(b, MSG1, "a.b", "not subscribed");
+    msg(b, MSG2, "news", "subscribed");
+    client_seed("msg_unsubscribed_topic", C_INFO, C_MP_1MIB, b);
+    ok_frame(b, 1);
+    msg(b, MSG1, "news\x1b[2J\r\n", "hostile topic");
+    msg(b, MSG1, "news", "hostile payload \x1b[31m\r\nforged line\x7f");
+    msg(b, MSG1, "", "empty topic");
+    client_seed("msg_hostile_topic", C_INFO, C_MP_1MIB, b);
+    ok_frame(b, 1);
+    msg(b, MSG1, "news", "");
+    client_seed("msg_empty_payload", C_INFO, C_MP_1MIB, b);
+    ok_frame(b, 1);
+    body(b, (const uint8_t[]){0x93, 0x0b, 0xa4, 'n', 'e', 'w', 's', 0xa2, 'h', 'i'}, 10);
+    client_seed("msg_str_payload", C_INFO, C_MP_1MIB, b);
+    ok_frame(b, 1);
+    msg_of(b, MSG1, 100, 'p');
+    client_seed("msg_above_max_payload_64", C_INFO, C_MP_64, b);
+
+    for (int i = 0; i < 600; i++)
+        ok(vg_frame_put_ping(b));
+    client_seed("ping_flood", C_INFO, C_MP_1MIB, b);
+    for (int i = 0; i < 100; i++)
+        ok(vg_frame_put_ping(b));
+    client_seed("ping_flood_before_info", 0, 0, b);
+    for (int i = 0; i < 100; i++)
+        ok(vg_frame_put_pong(b));
+    client_seed("pong_flood", C_INFO | C_PUBLISH, C_MP_1MIB, b);
+    ok(vg_frame_put_pong(b));
+    client_seed("pong_before_info", 0, 0, b);
+
+    connect_frame(b);
+    client_seed("connect_from_broker", C_INFO, C_MP_1MIB, b);
+    sub(b, 1, "news");
+    client_seed("sub_from_broker", C_INFO, C_MP_1MIB, b);
+    ok(vg_frame_put_unsub(b, 1));
+    client_seed("unsub_from_broker", C_INFO, C_MP_1MIB, b);
+}
+
+static void broker_hostile_bytes(vg_buf *b)
+{
+    for (size_t i = 0; i < sizeof bodies / sizeof *bodies; i++) {
+        char name[64];
+        body(b, bodies[i].bytes, bodies[i].len);
+        snprintf(name, sizeof name, "hostile_%s", bodies[i].name);
+        client_seed(name, C_INFO, C_MP_1MIB, b);
+    }
+    static const uint8_t huge[] = {0xff, 0xff, 0xff, 0xff};
+    static const uint8_t empty[] = {0x00, 0x00, 0x00, 0x00};
+    static const uint8_t over_1mib[] = {0x00, 0x10, 0x04, 0x19}; /* 1 MiB + 1049 */
+    static const uint8_t over_4k[] = {0x00, 0x00, 0x10, 0x01};   /* 4097 */
+    static const uint8_t at_64mib[] = {0x04, 0x00, 0x04, 0x18};  /* 64 MiB + 1048 */
+    static const uint8_t over_64mib[] = {0x40, 0x00, 0x04, 0x18}; /* 1 GiB + 1048 */
+    raw(b, huge, sizeof huge);
+    client_seed("length_4g", C_INFO, C_MP_1MIB, b);
+    raw(b, empty, sizeof empty);
+    client_seed("length_0", C_INFO, C_MP_1MIB, b);
+    raw(b, over_1mib, sizeof over_1mib);
+    client_seed("length_over_max_payload", C_INFO, C_MP_1MIB, b);
+    raw(b, over_4k, sizeof over_4k);
+    client_seed("length_over_handshake_limit", 0, 0, b);
+    raw(b, at_64mib, sizeof at_64mib); /* accepted, never completed: the client's largest buffer */
+    client_seed("length_64mib_after_1gib_info", C_INFO, C_MP_1GIB, b);
+    raw(b, over_64mib, sizeof over_64mib); /* refused: reserving it would break the cap */
+    client_seed("length_1gib_after_1gib_info", C_INFO, C_MP_1GIB, b);
+    ok_frame(b, 1);
+    msg(b, MSG1, "news", "cut short");
+    b->len -= 3;
+    client_seed("truncated_msg", C_INFO, C_MP_1MIB, b);
+    garbage(b, 64);
+    client_seed("garbage_64", C_INFO, C_MP_1MIB, b);
+    garbage(b, 64);
+    client_seed("garbage_before_info", 0, 0, b);
+}
+
+/* ---- fuzz_format: a topic and a payload ---- */
+
+/* fuzz_format.c's layout: format (3: all three), type, the topic's length. */
+static void format_seed(const char *name, int format, bool type2, const char *topic,
+                        size_t topic_len, const void *payload, size_t payload_len)
+{
+    vg_buf b = {0};
+    uint8_t head[2] = {(uint8_t)(format | (type2 ? 4 : 0) | (topic_len >> 8) << 3),
+                       (uint8_t)topic_len};
+    ok(vg_buf_append(&b, topic, topic_len));
+    ok(vg_buf_append(&b, payload, payload_len));
+    write_file("format", name, head, 2, &b);
+    vg_buf_free(&b);
+    seeds++;
+}
+
+static void format_seeds(void)
+{
+    static const struct {
+        const char *name;
+        const char *payload;
+        size_t len; /* 0: strlen */
+    } payloads[] = {
+        {"plain", "hello world", 0},
+        {"controls", "tab\there\r\nnew line \\ backslash \x1b[31mred\x7f", 0},
+        {"nul", "a\0b", 3},
+        {"newline_only", "\n", 0},
+        {"empty", "", 0},
+        {"utf8", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf", 0},
+        {"line_separators", "a\xe2\x80\xa8" "b\xe2\x80\xa9" "c\xe2\x80\xaa", 0},
+        {"c1_controls", "\xc2\x9b" "31m\xc2\x85", 0},
+        {"overlong", "\xc0\x80 \xe0\x80\xaf \xf0\x80\x80\xaf", 0},
+        {"surrogate", "\xed\xa0\x80\xed\xbf\xbf", 0},
+        {"above_max", "\xf4\x90\x80\x80 \xf5\x80\x80\x80", 0},
+        {"truncated_utf8", "ok \xe2\x82", 0},
+        {"stray_continuation", "\x80\xbf", 0},
+        {"latin1", "na\xefve \xff\xfe", 0},
+        {"json_specials", "\"quoted\" {\"k\":[1,2]} \\u0041 \b\f/", 0},
+        {"base64_pad1", "\xff\xfe", 0},
+        {"base64_pad2", "\xff", 0},
+        {"base64_nopad", "\xff\xfe\xfd", 0},
+    };
+    static const char *const modes[] = {"text", "raw", "json", "all"};
+    for (int f = 0; f < 4; f++)
+        for (size_t i = 0; i < sizeof payloads / sizeof *payloads; i++) {
+            char name[64];
+            size_t n = payloads[i].len ? payloads[i].len : strlen(payloads[i].payload);
+            snprintf(name, sizeof name, "%s_%s", modes[f], payloads[i].name);
+            format_seed(name, f, i % 2 == 1, "news", 4, payloads[i].payload, n);
+        }
+    format_seed("all_hostile_topic", 3, false, "t\x1b[2J\n\"\\\x7f\xc3\xa9\xff", 12, "x", 1);
+    format_seed("all_empty_topic", 3, true, "", 0, "payload", 7);
+    format_seed("all_empty_both", 3, false, "", 0, "", 0);
+
+    /* Lines longer than format.c's 2 KiB line buffer, and escapes across it. */
+    size_t n = 5000;
+    uint8_t *p = malloc(n);
+    char *topic = malloc(1024);
+    if (p == NULL || topic == NULL)
+        exit(1);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)(i % 7 == 0 ? 0x01 : i % 5 == 0 ? '"' : 'a' + i % 26);
+    memset(topic, 'T', 1024);
+    format_seed("all_long_escaped", 3, false, topic, 1024, p, n);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)(i * 37);
+    format_seed("all_long_binary", 3, true, "bin", 3, p, n);
+    for (size_t i = 0; i + 3 <= n; i += 3)
+        memcpy(p + i, "\xe2\x80\xa8", 3);
+    format_seed("json_long_line_separators", 2, false, "news", 4, p, n - n % 3);
+    free(p);
+    free(topic);
+}
+
 static void make_dir(const char *dir)
 {
     char path[4096];
@@ -313,18 +613,28 @@ static void make_dir(const char *dir)
 int main(int argc, char **argv)
 {
     if (argc != 2) {
-        fprintf(stderr, "usage: fuzz_make_corpus DIR (writes DIR/decoder and DIR/broker)\n");
+        fprintf(stderr, "usage: fuzz_make_corpus DIR (writes DIR/decoder, broker, client, format)\n");
         return 2;
     }
     out_dir = argv[1];
     make_dir("");
     make_dir("decoder");
     make_dir("broker");
+    make_dir("client");
+    make_dir("format");
     vg_buf b = {0};
     valid_frames(&b);
     rule_breakers(&b);
     hostile_bytes(&b);
+    unsigned shared = seeds;
+    broker_sessions(&b);
+    broker_frames(&b);
+    broker_hostile_bytes(&b);
+    unsigned client = seeds - shared;
+    format_seeds();
     vg_buf_free(&b);
-    printf("fuzz_make_corpus: %u seeds each in %s/decoder and %s/broker\n", seeds, out_dir, out_dir);
+    printf("fuzz_make_corpus: %u seeds each in %s/decoder and %s/broker, %u in %s/client, %u in "
+           "%s/format\n",
+           shared, out_dir, out_dir, client, out_dir, seeds - shared - client, out_dir);
     return 0;
 }
