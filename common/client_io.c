@@ -193,7 +193,7 @@ static void log_reconnected(vg_client *c)
 /* An OK (ok) or a non-fatal ERR for sid. */
 static void on_answer(vg_client *c, uint64_t sid, bool ok, uint64_t code, const char *reason)
 {
-    char topic[VG_TOPIC_MAX_LEN + 1];
+    char topic[VG_TOPIC_MAX_LEN + 1] = "";
     pthread_mutex_lock(&c->mu);
     vg_sub_event ev = vg_subs_answer(c->subs, sid, ok, topic, sizeof topic);
     unsigned renewing = vg_subs_renewing(c->subs);
@@ -262,6 +262,10 @@ static vg_status emit_renewal(void *arg, uint64_t sid, const char *topic, size_t
 
 static void handshake_done(vg_client *c, const vg_frame *f)
 {
+    if (f->version < 1 || f->version > VG_PROTO_VERSION) { /* INFO says what both will speak */
+        vg_link_end(c->link, VG_END_PROTOCOL, 0, "INFO names a protocol version this client lacks");
+        return;
+    }
     uint64_t max = f->max_payload;
     if (max > c->opts.max_payload) { /* never trust the broker with our memory */
         vg_log(VG_LOG_WARN, "broker_limit", "server=%s max_payload=%llu using=%llu", c->server_str,

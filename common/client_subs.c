@@ -110,6 +110,8 @@ void vg_subs_written(vg_subs *s, vg_frame_type type, uint64_t sid)
 
 vg_sub_event vg_subs_answer(vg_subs *s, uint64_t sid, bool ok, char *topic, size_t cap)
 {
+    if (cap > 0)
+        topic[0] = '\0';
     entry *e = find(s, sid);
     if (e == NULL)
         return VG_SUBEV_UNEXPECTED;

@@ -73,7 +73,8 @@ vg_unsub_action vg_subs_remove(vg_subs *s, uint64_t sid);
 void vg_subs_written(vg_subs *s, vg_frame_type type, uint64_t sid);
 
 /* The broker answered OK (ok) or a non-fatal ERR for sid. The entry's topic
- * is copied into topic (cap bytes, NUL-terminated, truncated) for the log. */
+ * is copied into topic (cap bytes, NUL-terminated, truncated) for the log;
+ * "" if there is no such entry. */
 vg_sub_event vg_subs_answer(vg_subs *s, uint64_t sid, bool ok, char *topic, size_t cap);
 
 /* The connection is gone: what it had is forgotten by the broker. */

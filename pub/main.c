@@ -39,7 +39,7 @@ static void help(void)
            "last line counts every message: published = confirmed + unconfirmed +\n"
            "unsent (unconfirmed: written to a connection that died before the broker\n"
            "confirmed it; unsent: still queued when pub stopped).\n"
-           "SIGINT/SIGTERM: stop publishing, wait briefly (40 ms) for confirmations,\n"
+           "SIGINT/SIGTERM: stop publishing, wait briefly (60 ms) for confirmations,\n"
            "report and exit.\n"
            "Exit status: 0 when every message published was confirmed (also when\n"
            "interrupted), 1 when some were not (or the broker refused the client),\n"
@@ -90,7 +90,7 @@ static size_t render(const char *tmpl, uint64_t n, char **buf, size_t *cap)
 
 /* After SIGINT/SIGTERM, what is already written may still be confirmed for
  * this long before pub reports and exits: with a slice, well inside 100 ms. */
-#define GRACE_MS 40
+#define GRACE_MS 60
 
 /* Publishes, waiting for room in slices so that a signal is noticed. */
 static vg_status publish(vg_client *c, vg_frame_type type, const char *topic, const char *p,

@@ -185,21 +185,26 @@ Test(recovery, stopped_subscriber_is_evicted_and_others_keep_receiving)
     h_signal(frozen, SIGSTOP);
     cr_assert(h_wait_err(b, evict, BOUND_MS + SLACK_MS), "not evicted in time: %s", h_tail(b->err));
 
-    h_signal(p, SIGINT); /* stop publishing; pub confirms and reports */
+    h_signal(p, SIGINT); /* stop publishing; pub confirms what it can and reports */
     cr_assert(h_wait_exit(p, WAIT));
-    cr_assert_eq(h_exit_code(p), 0, "%s", h_tail(p->err));
-    const char *done = strstr(p->err, "event=done published=");
-    cr_assert(done != NULL);
-    int published = atoi(done + strlen("event=done published="));
+    const char *last_line = strstr(p->err, "published=");
+    cr_assert(last_line != NULL, "%s", h_tail(p->err));
+    int published = 0, confirmed = 0;
+    cr_assert_eq(sscanf(last_line, "published=%d confirmed=%d", &published, &confirmed), 2);
+    /* Interrupted, its last messages may be left unconfirmed (exit 1, and
+     * it says so); every confirmed one must have reached the healthy
+     * subscriber, whatever happened to the frozen one. */
+    cr_assert_eq(h_exit_code(p), confirmed == published ? 0 : 1, "%s", h_tail(p->err));
+    cr_assert_gt(confirmed, 5, "%s", h_tail(p->err));
     char last[64];
-    snprintf(last, sizeof last, "feed MSG_TYPE1 m-%d\n", published);
+    snprintf(last, sizeof last, "feed MSG_TYPE1 m-%d\n", confirmed);
     cr_assert(h_wait_out(healthy, last, WAIT), "healthy subscriber missed the end");
-    for (int n = 1; n <= published; n++) {
+    for (int n = 1; n <= confirmed; n++) {
         char line[64];
         snprintf(line, sizeof line, "feed MSG_TYPE1 m-%d\n", n);
         cr_assert(strstr(healthy->out, line) != NULL, "healthy subscriber missed m-%d", n);
     }
-    cr_assert_eq(h_count(healthy->out, "\n"), published);
+    cr_assert_leq(h_count(healthy->out, "\n"), published, "a message twice, or one never published");
 
     h_signal(frozen, SIGCONT); /* it finds its connection gone and comes back */
     cr_assert(h_wait_err(frozen, "event=reconnected", WAIT), "%s", h_tail(frozen->err));
