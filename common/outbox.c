@@ -111,6 +111,7 @@ static void send_lent(vg_outbox *ob)
                      MSG_DONTWAIT | MSG_NOSIGNAL);
     if (w <= 0)
         return;
+    atomic_store(&ob->drained_ns, now); /* the socket took bytes: draining */
     ob->lent.bytes += (uint64_t)w;
     size_t sent = ob->head_sent + (size_t)w, whole = 0;
     while (whole < ob->pending.len) {
