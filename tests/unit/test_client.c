@@ -5,11 +5,9 @@
  * broker; backoff reset rules; heartbeat verdicts; how fast a client
  * stops.
  *
- * Everything goes through the public API. getaddrinfo is interposed here
- * (the executable's definition wins over libc's and ASan's), to script
- * what a name resolves to on each attempt. The client's log (fd 2) is
- * captured into a file for every test and copied back to stderr at the
- * end.
+ * Everything goes through the public API, with the pieces the client
+ * suites share (client_harness.h). getaddrinfo is scripted
+ * (fake_resolver.h) to say what a name resolves to on each attempt.
  *
  * Cases marked "defect N" are the regression tests of the numbered defects
  * of the outside review. Built with -DVG_OLD_API against the library
@@ -34,12 +32,11 @@
 #ifndef VG_OLD_API
 #include "client_confirm.h" /* VG_CONFIRM_MARKS */
 #endif
+#include "client_harness.h"
 #include "fake_broker.h"
+#include "fake_resolver.h"
 #include "log.h"
 #include "proto.h"
-
-#define KIB 1024
-#define MIB (1024 * 1024)
 
 #if defined(__SANITIZE_ADDRESS__)
 #define SANITIZED 1
@@ -60,598 +57,7 @@
 #define SET_MAX_PAYLOAD(o, v) ((o)->max_payload = (v))
 #endif
 
-/* ---- getaddrinfo, scripted ----
- *
- * Names under .test are ours:
- *   moving.test  the first lookup gives 127.0.0.1:gai.dead_port (nothing
- *                there), every later one 127.0.0.1:gai.port
- *   dual.test    every lookup gives [::1]:gai.port (nothing there: the
- *                fake listens on 127.0.0.1 only) then 127.0.0.1:gai.port
- *   hang.test    blocks until gai_release (at most 30 s), then fails
- * Any other name goes to the real getaddrinfo. A lookup of a name runs in
- * the client's helper thread: nothing here asserts. */
-
-static struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int calls;    /* lookups of our names (numeric-only ones not counted) */
-    int port, dead_port;
-    int hanging;  /* lookups blocked in hang.test now */
-    int inflight; /* lookups of our names not yet returned */
-    bool released;
-    struct addrinfo *ours[64]; /* results we allocated, for freeaddrinfo */
-} gai = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-
-typedef int (*getaddrinfo_fn)(const char *, const char *, const struct addrinfo *,
-                              struct addrinfo **);
-typedef void (*freeaddrinfo_fn)(struct addrinfo *);
-
-static getaddrinfo_fn real_getaddrinfo(void)
-{
-    static _Atomic(getaddrinfo_fn) fn;
-    getaddrinfo_fn f = atomic_load(&fn);
-    if (f == NULL) {
-        f = (getaddrinfo_fn)dlsym(RTLD_NEXT, "getaddrinfo");
-        atomic_store(&fn, f);
-    }
-    return f;
-}
-
-static freeaddrinfo_fn real_freeaddrinfo(void)
-{
-    static _Atomic(freeaddrinfo_fn) fn;
-    freeaddrinfo_fn f = atomic_load(&fn);
-    if (f == NULL) {
-        f = (freeaddrinfo_fn)dlsym(RTLD_NEXT, "freeaddrinfo");
-        atomic_store(&fn, f);
-    }
-    return f;
-}
-
-typedef struct {
-    struct addrinfo ai;
-    struct sockaddr_storage ss;
-} fake_ai;
-
-static struct addrinfo *make_ai(int family, int port, struct addrinfo *next)
-{
-    fake_ai *f = calloc(1, sizeof *f);
-    if (f == NULL)
-        return next;
-    f->ai.ai_family = family;
-    f->ai.ai_socktype = SOCK_STREAM;
-    f->ai.ai_protocol = IPPROTO_TCP;
-    f->ai.ai_addr = (struct sockaddr *)&f->ss;
-    f->ai.ai_next = next;
-    if (family == AF_INET) {
-        struct sockaddr_in *a = (struct sockaddr_in *)&f->ss;
-        a->sin_family = AF_INET;
-        a->sin_port = htons((uint16_t)port);
-        a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        f->ai.ai_addrlen = sizeof *a;
-    } else {
-        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&f->ss;
-        a->sin6_family = AF_INET6;
-        a->sin6_port = htons((uint16_t)port);
-        a->sin6_addr = in6addr_loopback;
-        f->ai.ai_addrlen = sizeof *a;
-    }
-    return &f->ai;
-}
-
-static int fake_lookup(const char *node, struct addrinfo **res)
-{
-    pthread_mutex_lock(&gai.mu);
-    int call = ++gai.calls;
-    gai.inflight++;
-    int port = gai.port, dead = gai.dead_port;
-    if (strcmp(node, "hang.test") == 0) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += 30;
-        gai.hanging++;
-        pthread_cond_broadcast(&gai.cv);
-        while (!gai.released && pthread_cond_timedwait(&gai.cv, &gai.mu, &until) == 0)
-            ;
-        gai.hanging--;
-        gai.inflight--;
-        pthread_cond_broadcast(&gai.cv);
-        pthread_mutex_unlock(&gai.mu);
-        return EAI_AGAIN;
-    }
-    struct addrinfo *r = NULL;
-    if (strcmp(node, "moving.test") == 0)
-        r = make_ai(AF_INET, call == 1 ? dead : port, NULL);
-    else /* dual.test */
-        r = make_ai(AF_INET6, port, make_ai(AF_INET, port, NULL));
-    for (size_t i = 0; i < sizeof gai.ours / sizeof gai.ours[0]; i++) {
-        if (gai.ours[i] == NULL) {
-            gai.ours[i] = r;
-            break;
-        }
-    }
-    gai.inflight--;
-    pthread_cond_broadcast(&gai.cv);
-    pthread_mutex_unlock(&gai.mu);
-    *res = r;
-    return r != NULL ? 0 : EAI_MEMORY;
-}
-
-static bool our_name(const char *node)
-{
-    return node != NULL && (strcmp(node, "moving.test") == 0 || strcmp(node, "dual.test") == 0 ||
-                            strcmp(node, "hang.test") == 0);
-}
-
-int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
-                struct addrinfo **res)
-{
-    if (!our_name(node))
-        return real_getaddrinfo()(node, service, hints, res);
-    if (hints != NULL && (hints->ai_flags & AI_NUMERICHOST))
-        return EAI_NONAME; /* a name, not an address */
-    return fake_lookup(node, res);
-}
-
-void freeaddrinfo(struct addrinfo *res)
-{
-    bool ours = false;
-    pthread_mutex_lock(&gai.mu);
-    for (size_t i = 0; i < sizeof gai.ours / sizeof gai.ours[0] && !ours; i++) {
-        if (res != NULL && gai.ours[i] == res) {
-            gai.ours[i] = NULL;
-            ours = true;
-        }
-    }
-    pthread_mutex_unlock(&gai.mu);
-    if (!ours) {
-        real_freeaddrinfo()(res);
-        return;
-    }
-    while (res != NULL) {
-        struct addrinfo *next = res->ai_next;
-        free(res); /* the fake_ai starts with it */
-        res = next;
-    }
-}
-
-static int gai_calls(void)
-{
-    pthread_mutex_lock(&gai.mu);
-    int n = gai.calls;
-    pthread_mutex_unlock(&gai.mu);
-    return n;
-}
-
-/* Waits until a lookup hangs in hang.test. */
-static bool gai_wait_hanging(int timeout_ms)
-{
-    int64_t deadline = fb_now() + timeout_ms;
-    pthread_mutex_lock(&gai.mu);
-    while (gai.hanging == 0 && fb_now() < deadline) {
-        pthread_mutex_unlock(&gai.mu);
-        fb_sleep(5);
-        pthread_mutex_lock(&gai.mu);
-    }
-    bool hanging = gai.hanging > 0;
-    pthread_mutex_unlock(&gai.mu);
-    return hanging;
-}
-
-/* Releases hang.test and waits for the lookups to return, so that the
- * abandoned helper thread has freed what it had before the test ends. */
-static bool gai_release(int timeout_ms)
-{
-    pthread_mutex_lock(&gai.mu);
-    gai.released = true;
-    pthread_cond_broadcast(&gai.cv);
-    pthread_mutex_unlock(&gai.mu);
-    int64_t deadline = fb_now() + timeout_ms;
-    for (;;) {
-        pthread_mutex_lock(&gai.mu);
-        int n = gai.inflight;
-        pthread_mutex_unlock(&gai.mu);
-        if (n == 0)
-            break;
-        if (fb_now() >= deadline)
-            return false;
-        fb_sleep(5);
-    }
-    fb_sleep(50); /* the helper frees its state just after the lookup returns */
-    return true;
-}
-
-/* ---- the application's callbacks ---- */
-
-#define TOPICS 8
-
-static struct {
-    pthread_mutex_t mu;
-    unsigned msgs;
-    char topics[TOPICS][32];
-    unsigned per_topic[TOPICS];
-    char last_payload[64];
-    unsigned sub_errors;
-    uint64_t sub_error_code;
-    char sub_error_topic[64];
-    unsigned closed;
-    char closed_reason[64];
-} cb = {.mu = PTHREAD_MUTEX_INITIALIZER};
-
-static void on_msg(void *ud, const vg_msg *m)
-{
-    (void)ud;
-    pthread_mutex_lock(&cb.mu);
-    cb.msgs++;
-    for (int i = 0; i < TOPICS; i++) {
-        if (cb.topics[i][0] == '\0' && m->topic_len < sizeof cb.topics[i]) {
-            memcpy(cb.topics[i], m->topic, m->topic_len);
-            cb.topics[i][m->topic_len] = '\0';
-        }
-        if (strlen(cb.topics[i]) == m->topic_len &&
-            memcmp(cb.topics[i], m->topic, m->topic_len) == 0) {
-            cb.per_topic[i]++;
-            break;
-        }
-    }
-    size_t n = m->payload_len < sizeof cb.last_payload - 1 ? m->payload_len
-                                                           : sizeof cb.last_payload - 1;
-    memcpy(cb.last_payload, m->payload, n);
-    cb.last_payload[n] = '\0';
-    pthread_mutex_unlock(&cb.mu);
-}
-
-static void on_sub_error(void *ud, const char *topic, uint64_t code, const char *reason)
-{
-    (void)ud;
-    (void)reason;
-    pthread_mutex_lock(&cb.mu);
-    cb.sub_errors++;
-    cb.sub_error_code = code;
-    snprintf(cb.sub_error_topic, sizeof cb.sub_error_topic, "%s", topic);
-    pthread_mutex_unlock(&cb.mu);
-}
-
-static void on_closed(void *ud, const char *reason)
-{
-    (void)ud;
-    pthread_mutex_lock(&cb.mu);
-    cb.closed++;
-    snprintf(cb.closed_reason, sizeof cb.closed_reason, "%s", reason);
-    pthread_mutex_unlock(&cb.mu);
-}
-
-static unsigned cb_msgs(void)
-{
-    pthread_mutex_lock(&cb.mu);
-    unsigned n = cb.msgs;
-    pthread_mutex_unlock(&cb.mu);
-    return n;
-}
-
-static unsigned cb_on_topic(const char *topic)
-{
-    unsigned n = 0;
-    pthread_mutex_lock(&cb.mu);
-    for (int i = 0; i < TOPICS; i++)
-        if (strcmp(cb.topics[i], topic) == 0)
-            n = cb.per_topic[i];
-    pthread_mutex_unlock(&cb.mu);
-    return n;
-}
-
-static unsigned cb_sub_errors(void)
-{
-    pthread_mutex_lock(&cb.mu);
-    unsigned n = cb.sub_errors;
-    pthread_mutex_unlock(&cb.mu);
-    return n;
-}
-
-static unsigned cb_closed(void)
-{
-    pthread_mutex_lock(&cb.mu);
-    unsigned n = cb.closed;
-    pthread_mutex_unlock(&cb.mu);
-    return n;
-}
-
-/* Waits (polling) until pred(arg) or timeout_ms; returns pred's last value. */
-static bool wait_until(bool (*pred)(void *), void *arg, int timeout_ms)
-{
-    int64_t deadline = fb_now() + timeout_ms;
-    while (!pred(arg)) {
-        if (fb_now() >= deadline)
-            return pred(arg);
-        fb_sleep(5);
-    }
-    return true;
-}
-
-static bool msgs_at_least(void *arg) { return cb_msgs() >= *(unsigned *)arg; }
-static bool closed_called(void *arg) { (void)arg; return cb_closed() > 0; }
-
-/* ---- the client under test ---- */
-
-static char servers[300];
-
-/* Options for a client of 127.0.0.1:port (0: servers already in
- * `servers`): the defaults, the callbacks, a quick backoff. */
-static vg_client_opts opts_for(int port)
-{
-    vg_client_opts o;
-    vg_client_opts_defaults(&o);
-    if (port > 0)
-        snprintf(servers, sizeof servers, "127.0.0.1:%d", port);
-    o.servers = servers;
-    o.name = "test-client";
-    o.token = NULL;
-    o.backoff_base_ms = 20;
-    o.backoff_max_ms = 100;
-    o.on_msg = on_msg;
-    o.on_sub_error = on_sub_error;
-    o.on_closed = on_closed;
-    return o;
-}
-
-/* A small keep-alive (time, interval, probes), scaled. */
-static vg_keepalive small_keepalive(int time_ms, int interval_ms, int probes)
-{
-    return (vg_keepalive){fb_ms(time_ms), fb_ms(interval_ms), probes};
-}
-
-static vg_client *start(const vg_client_opts *o)
-{
-    vg_client *c = NULL;
-    const char *why = "?";
-    vg_status st = vg_client_start(&c, o, &why);
-    cr_assert_eq(st, VG_OK, "vg_client_start: %s (%s)", vg_strerror(st), why);
-    return c;
-}
-
-static vg_status publish(vg_client *c, const char *topic, const char *payload, int timeout_ms)
-{
-    return vg_client_publish(c, VG_FRAME_MSG_TYPE1, topic, strlen(topic), payload,
-                             strlen(payload), timeout_ms);
-}
-
-static void must_publish(vg_client *c, const char *topic, const char *payload)
-{
-    vg_status st = publish(c, topic, payload, fb_ms(5000));
-    cr_assert_eq(st, VG_OK, "publish %s %s: %s", topic, payload, vg_strerror(st));
-}
-
-static uint64_t must_subscribe(vg_client *c, const char *topic)
-{
-    uint64_t sid = 0;
-    vg_status st = vg_client_subscribe(c, topic, &sid);
-    cr_assert_eq(st, VG_OK, "subscribe %s: %s", topic, vg_strerror(st));
-    return sid;
-}
-
-/* Starts a client of l and completes its first handshake. */
-static vg_client *connected_client(fb_listener *l, fb_conn *conn, vg_client_opts *o)
-{
-    vg_client *c = start(o);
-    fb_accept(l, conn, fb_ms(5000), "the client's first connection");
-    fb_handshake(conn, VG_DEFAULT_MAX_PAYLOAD);
-    cr_assert_eq(vg_client_wait_connected(c, fb_ms(5000)), VG_OK, "no handshake");
-    return c;
-}
-
-/* The stats, checked against the contract of vg_client_stats on every
- * snapshot: each message in exactly one of the four states, no counter
- * wrapped, none going backwards. */
-static vg_client_stats last_stats;
-
-static vg_client_stats checked_stats(vg_client *c, const char *when)
-{
-    vg_client_stats s;
-    vg_client_get_stats(c, &s);
-#ifndef VG_OLD_API
-    cr_assert(s.confirmed <= s.published && s.unconfirmed <= s.published &&
-                  s.pending <= s.published && s.unsent <= s.published &&
-                  s.confirmed + s.unconfirmed + s.pending + s.unsent == s.published,
-              "%s: published %llu != confirmed %llu + unconfirmed %llu + pending %llu + "
-              "unsent %llu",
-              when, (unsigned long long)s.published, (unsigned long long)s.confirmed,
-              (unsigned long long)s.unconfirmed, (unsigned long long)s.pending,
-              (unsigned long long)s.unsent);
-#else
-    cr_assert(s.confirmed + s.unconfirmed <= s.published,
-              "%s: confirmed %llu + unconfirmed %llu > published %llu", when,
-              (unsigned long long)s.confirmed, (unsigned long long)s.unconfirmed,
-              (unsigned long long)s.published);
-#endif
-    cr_assert(s.published >= last_stats.published && s.confirmed >= last_stats.confirmed &&
-                  s.unconfirmed >= last_stats.unconfirmed && s.received >= last_stats.received,
-              "%s: a counter went backwards", when);
-    last_stats = s;
-    return s;
-}
-
-/* ---- a broker, emulated on one fake connection ----
- *
- * Reads frames and answers as the real broker would (OK for SUB and for
- * the UNSUB of a known sid, ERR no_such_sid for an unknown one; with echo,
- * a MSG on a topic this connection subscribed goes back to it), recording
- * every frame but PINGs. */
-
-#define RECS 4096
-
-typedef struct {
-    fb_conn *c;
-    bool answer; /* answer SUB and UNSUB */
-    bool echo;
-    uint64_t sids[32];
-    char topics[32][64];
-    int nsubs;
-    fb_rec recs[RECS];
-    int nrecs;
-    unsigned msgs;
-    unsigned pongs; /* answers to our own PINGs (not recorded) */
-} emu;
-
-static emu em; /* large: static, one per test */
-
-static void emu_init(fb_conn *c, bool answer, bool echo)
-{
-    memset(&em, 0, sizeof em);
-    em.c = c;
-    em.answer = answer;
-    em.echo = echo;
-}
-
-static int emu_find(uint64_t sid)
-{
-    for (int i = 0; i < em.nsubs; i++)
-        if (em.sids[i] == sid)
-            return i;
-    return -1;
-}
-
-static fb_result emu_step(int timeout_ms)
-{
-    vg_frame f;
-    fb_result r = fb_read(em.c, &f, timeout_ms);
-    if (r != FB_FRAME)
-        return r;
-    if (f.type == VG_FRAME_PONG) {
-        em.pongs++;
-        return r;
-    }
-    if (em.nrecs < RECS)
-        fb_record(&em.recs[em.nrecs++], &f);
-    int i;
-    switch (f.type) {
-    case VG_FRAME_SUB:
-        if (em.nsubs < 32) {
-            em.sids[em.nsubs] = f.sid;
-            snprintf(em.topics[em.nsubs++], 64, "%.*s", (int)f.topic_len, f.topic);
-        }
-        if (em.answer)
-            fb_send_ok(em.c, f.sid);
-        break;
-    case VG_FRAME_UNSUB:
-        i = emu_find(f.sid);
-        if (i >= 0) {
-            em.sids[i] = em.sids[--em.nsubs];
-            memcpy(em.topics[i], em.topics[em.nsubs], 64);
-        }
-        if (em.answer && i >= 0)
-            fb_send_ok(em.c, f.sid);
-        else if (em.answer)
-            fb_send_err(em.c, VG_E_NO_SUCH_SID, "no such subscription", f.sid);
-        break;
-    case VG_FRAME_MSG_TYPE1:
-    case VG_FRAME_MSG_TYPE2:
-        em.msgs++;
-        for (i = 0; em.echo && i < em.nsubs; i++) {
-            if (strlen(em.topics[i]) == f.topic_len &&
-                memcmp(em.topics[i], f.topic, f.topic_len) == 0) {
-                fb_send_raw(em.c, f.raw, f.raw_len);
-                break;
-            }
-        }
-        break;
-    default: break;
-    }
-    return FB_FRAME;
-}
-
-/* Serves until pred(arg) holds, asserting within timeout_ms. */
-static void emu_until(bool (*pred)(void *), void *arg, int timeout_ms, const char *what)
-{
-    int64_t deadline = fb_now() + timeout_ms;
-    while (!pred(arg)) {
-        int left = (int)(deadline - fb_now());
-        cr_assert(left > 0, "fake broker, connection #%d: %d ms waiting for %s", em.c->index,
-                  timeout_ms, what);
-        fb_result r = emu_step(left < 20 ? left : 20);
-        cr_assert(r == FB_FRAME || r == FB_TIMEOUT,
-                  "fake broker, connection #%d: %s while waiting for %s", em.c->index,
-                  fb_result_name(r), what);
-    }
-}
-
-static bool pongs_at_least(void *arg) { return em.pongs >= *(unsigned *)arg; }
-
-/* Sends PING and serves until its PONG: everything sent to the client
- * before has been handled by then (frames are handled in order), and
- * everything it wrote before handling the PING has been read. */
-static void emu_barrier(void)
-{
-    unsigned want = em.pongs + 1;
-    fb_send_ping(em.c);
-    emu_until(pongs_at_least, &want, fb_ms(5000), "the PONG of a barrier PING");
-}
-
-/* Serves until n frames of type t for sid have been read. */
-typedef struct {
-    vg_frame_type type;
-    uint64_t sid;
-    int n;
-} frame_want;
-
-static int emu_count(vg_frame_type t, uint64_t sid);
-
-static bool saw_frames(void *arg)
-{
-    const frame_want *w = arg;
-    return emu_count(w->type, w->sid) >= w->n;
-}
-
-static void emu_until_frame(vg_frame_type t, uint64_t sid)
-{
-    frame_want w = {t, sid, 1};
-    char what[64];
-    snprintf(what, sizeof what, "%s for sid %llu", vg_frame_type_name(t), (unsigned long long)sid);
-    emu_until(saw_frames, &w, fb_ms(5000), what);
-}
-
-/* Serves until a MSG with this payload has been read. */
-static bool saw_payload(void *arg)
-{
-    return em.nrecs > 0 && vg_frame_is_msg(em.recs[em.nrecs - 1].type) &&
-           strcmp(em.recs[em.nrecs - 1].payload, (const char *)arg) == 0;
-}
-
-/* The frames recorded, as "SUB 1 t | MSG t a | ...". */
-static const char *emu_seq(char *buf, size_t cap)
-{
-    size_t o = 0;
-    buf[0] = '\0';
-    for (int i = 0; i < em.nrecs && o + 1 < cap; i++) {
-        char one[160];
-        int n = snprintf(buf + o, cap - o, "%s%s", i ? " | " : "", fb_rec_str(&em.recs[i], one, sizeof one));
-        if (n < 0)
-            break;
-        o += (size_t)n;
-    }
-    return buf;
-}
-
-/* How many recorded frames are of type t for sid. */
-static int emu_count(vg_frame_type t, uint64_t sid)
-{
-    int n = 0;
-    for (int i = 0; i < em.nrecs; i++)
-        n += em.recs[i].type == t && em.recs[i].sid == sid;
-    return n;
-}
-
-/* ---- the suite ---- */
-
-static void setup(void)
-{
-    fb_log_start();
-    /* VIGIL_TEST_DEBUG=1 shows the client's debug lines in the output. */
-    vg_log_set_level(getenv("VIGIL_TEST_DEBUG") ? VG_LOG_DEBUG : VG_LOG_INFO);
-}
-
-static void teardown(void) { fb_log_stop(); }
-
-TestSuite(client, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(client, .init = client_setup, .fini = client_teardown, .timeout = 120);
 
 /* ==== ordering ==== */
 
@@ -891,6 +297,7 @@ Test(client, unsubscribe_before_the_sub_was_written_sends_sub_then_unsub)
     fb_close(&conn);
     fb_unlisten(&l);
 }
+
 #endif
 
 /* Defect 3: an UNSUB for a SUB the broker never saw got no_such_sid, was
@@ -999,6 +406,7 @@ Test(client, unsubscribe_of_an_unknown_or_ended_sid_is_an_argument_error)
     cr_assert_eq(vg_client_subscribe(c, "bad..topic", NULL), VG_ERR_BAD_TOPIC);
     vg_client_destroy(c);
 }
+
 #endif
 
 /* ==== refusals and the closed state ==== */
@@ -1048,6 +456,7 @@ Test(client, refused_sub_calls_on_sub_error_once_and_is_not_renewed)
     fb_close(&c2);
     fb_unlisten(&l);
 }
+
 #endif
 
 /* Defect 11 (part): an ERR or OK for a sid the client never used does not
@@ -1280,6 +689,7 @@ Test(client, closed_by_the_application_refuses_everything)
     fb_close(&conn);
     fb_unlisten(&l);
 }
+
 #endif
 
 /* ==== name resolution on each attempt ==== */
@@ -1291,8 +701,7 @@ Test(client, name_is_resolved_again_on_every_attempt)
 {
     fb_listener l;
     fb_listen(&l, false, 0);
-    gai.port = l.port;
-    gai.dead_port = fb_dead_port();
+    gai_set_ports(l.port, fb_dead_port());
     vg_client_opts o = opts_for(0);
     snprintf(servers, sizeof servers, "moving.test:%d", l.port);
     vg_client *c = start(&o);
@@ -1314,7 +723,7 @@ Test(client, every_address_of_a_name_is_tried_on_the_same_attempt)
 {
     fb_listener l;
     fb_listen(&l, false, 0);
-    gai.port = l.port;
+    gai_set_ports(l.port, 0);
     vg_client_opts o = opts_for(0);
     snprintf(servers, sizeof servers, "dual.test:%d", l.port);
     vg_client *c = start(&o);
@@ -1440,8 +849,6 @@ Test(client, counters_add_up_across_a_lost_connection)
 }
 
 #ifndef VG_OLD_API
-static bool fake_read_msgs(void *arg) { return em.msgs >= *(unsigned *)arg; }
-
 /* After vg_client_close nothing is pending: what was written and not
  * confirmed is unconfirmed, what was never written stays unsent. */
 Test(client, close_leaves_nothing_pending)
@@ -1489,6 +896,7 @@ Test(client, close_leaves_nothing_pending)
     fb_close(&conn);
     fb_unlisten(&l);
 }
+
 #endif
 
 /* Defect 5: `received` counts every message handed to on_msg, also when the
@@ -1577,6 +985,7 @@ Test(client, reconnects_with_publishes_left_in_the_write_batch)
     fb_close(&c2);
     fb_unlisten(&l);
 }
+
 #endif
 
 /* ==== a hostile broker ==== */
@@ -1811,6 +1220,7 @@ Test(client, backoff_grows_until_a_handshake_completes)
     fb_close(&c10);
     fb_unlisten(&l);
 }
+
 #endif
 
 /* ==== heartbeat verdicts ==== */
@@ -1928,23 +1338,12 @@ Test(client, late_pongs_within_the_bound_are_not_a_death)
     fb_close(&conn);
     fb_unlisten(&l);
 }
+
 #endif
 
 /* ==== stop latency ==== */
 
 #ifndef VG_OLD_API
-/* vg_client_close(c, 100) returns VG_OK within 100 ms. */
-static void check_quick_close(vg_client *c, const char *while_what)
-{
-    int limit = fb_ms(100);
-    int64_t t0 = fb_now();
-    vg_status st = vg_client_close(c, limit);
-    int64_t took = fb_now() - t0;
-    cr_assert_eq(st, VG_OK, "close while %s: %s after %lld ms", while_what, vg_strerror(st),
-                 (long long)took);
-    cr_assert_leq(took, limit + 20, "close while %s took %lld ms", while_what, (long long)took);
-}
-
 /* A listener that never accepts, with its accept queue full: Linux drops
  * the SYNs, so a connect to it hangs (a black hole on loopback). */
 static int black_hole(int *port, int fills[4], int *nfill)
@@ -2058,6 +1457,7 @@ Test(client, close_is_quick_while_flushing_with_no_pong_coming)
     fb_close(&conn);
     fb_unlisten(&l);
 }
+
 #endif
 
 /* ==== PINGs the broker leaves unanswered ==== */
@@ -2131,6 +1531,7 @@ Test(client, pongs_for_pings_sent_before_a_message_do_not_confirm_it)
     fb_close(&conn);
     fb_unlisten(&l);
 }
+
 #endif
 
 /* ==== the handshake, and closing with a callback running ==== */
@@ -2253,4 +1654,5 @@ Test(client, close_times_out_while_a_callback_runs)
     fb_close(&conn);
     fb_unlisten(&l);
 }
+
 #endif
