@@ -408,13 +408,15 @@ static bool permanent(vg_end e)
 }
 
 /* Decides what follows a failed attempt or a lost connection: a backoff
- * delay (logged), or giving up. */
+ * delay (logged), or giving up, at once for a refusal retrying cannot fix
+ * (refused), or once --max-reconnects is used up. */
 static void after_failure(vg_client *c, const char *reason, const char *detail, bool was_connected,
-                          uint64_t unconfirmed, bool give_up)
+                          uint64_t unconfirmed, bool refused)
 {
     char d[200] = "";
     if (detail != NULL && detail[0])
         snprintf(d, sizeof d, " detail=%s", detail);
+    bool give_up = refused;
     if (!give_up && c->opts.max_reconnects >= 0)
         give_up = was_connected ? c->opts.max_reconnects == 0
                                 : c->attempt >= (unsigned)c->opts.max_reconnects;
@@ -436,8 +438,6 @@ static void after_failure(vg_client *c, const char *reason, const char *detail, 
                "reason=%s server=%s attempt=%u%s%s", reason, c->server_str, c->attempt, retry, d);
     }
     if (give_up) {
-        bool refused = strcmp(reason, "auth") == 0 || strcmp(reason, "version") == 0 ||
-                       strcmp(reason, "permission") == 0;
         close_for_good(c, refused ? reason : "max_reconnects", d[0] ? d + 8 : NULL);
         return;
     }
@@ -466,13 +466,16 @@ static void conn_ended(vg_client *c, vg_end e)
 }
 
 /* Connects to one address, waiting until deadline; the socket, or -1 with
- * the reason in err. */
-static int connect_to(vg_client *c, const vg_addr *a, int64_t deadline, char *err, size_t cap)
+ * the reason in err and *timed_out set if the deadline passed. */
+static int connect_to(vg_client *c, const vg_addr *a, int64_t deadline, char *err, size_t cap,
+                      bool *timed_out)
 {
     int fd;
+    *timed_out = false;
     vg_status st = vg_connect_start(a, &fd);
     if (st == VG_AGAIN) {
         if (!wait_for(c, deadline, fd, POLLOUT)) {
+            *timed_out = !stopping(c);
             snprintf(err, cap, "%s", stopping(c) ? "stopped" : "connect timed out");
             close(fd);
             return -1;
@@ -525,12 +528,13 @@ static void attempt(vg_client *c)
     vg_resolve_release(r);
 
     int fd = -1;
+    bool timed_out = false;
     char err[96] = "";
     for (size_t k = 0; k < n && fd < 0 && !stopping(c); k++) {
         /* Each address left gets an equal share of the time left. */
         int64_t left = c->deadline - vg_now_ms();
         int64_t until = vg_now_ms() + (left > 0 ? left / (int64_t)(n - k) : 0);
-        fd = connect_to(c, &addrs[k], until, err, sizeof err);
+        fd = connect_to(c, &addrs[k], until, err, sizeof err, &timed_out);
         if (fd < 0)
             vg_log(VG_LOG_DEBUG, "connect_address_failed", "server=%s address=%s error=\"%s\"",
                    c->server_str, vg_addr_format(&addrs[k], (char[VG_ADDR_STRLEN]){0}), err);
@@ -538,7 +542,7 @@ static void attempt(vg_client *c)
     if (fd < 0) {
         if (!stopping(c)) {
             char q[120];
-            after_failure(c, strcmp(err, "connect timed out") == 0 ? "timeout" : "error",
+            after_failure(c, timed_out ? "timeout" : "error",
                           vg_log_quote(q, sizeof q, err, strlen(err)), false, 0, false);
         }
         return;
