@@ -289,6 +289,8 @@ static void model(void)
         case VG_FRAME_INFO:
             if (handshaken)
                 return; /* "unexpected INFO" */
+            if (fr->f.version < 1 || fr->f.version > VG_PROTO_VERSION)
+                return; /* a protocol version the client lacks */
             handshaken = true;
             m->hs_end = fr->end;
             limit = capped(fr->f.max_payload);
