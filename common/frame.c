@@ -284,6 +284,30 @@ void vg_frame_write_msg(uint8_t *dst, vg_frame_type type, const char *topic, siz
     msgpack_pack_bin_body(&pk, payload, payload_len);
 }
 
+size_t vg_frame_msg_seq_size(size_t topic_len, size_t payload_len)
+{
+    return vg_frame_msg_size(topic_len, payload_len) + 9; /* uint64 0xcf + 8 bytes */
+}
+
+void vg_frame_write_msg_seq(uint8_t *dst, vg_frame_type type, const char *topic, size_t topic_len,
+                            const void *payload, size_t payload_len, uint64_t seq)
+{
+    size_t body = vg_frame_msg_seq_size(topic_len, payload_len) - VG_FRAME_HEADER;
+    dst[0] = (uint8_t)(body >> 24);
+    dst[1] = (uint8_t)(body >> 16);
+    dst[2] = (uint8_t)(body >> 8);
+    dst[3] = (uint8_t)body;
+    cursor c = {dst + VG_FRAME_HEADER, dst + VG_FRAME_HEADER + body};
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &c, cursor_write);
+    msgpack_pack_array(&pk, 4);
+    msgpack_pack_uint64(&pk, type);
+    pack_str(&pk, topic, topic_len);
+    msgpack_pack_bin(&pk, payload_len);
+    msgpack_pack_bin_body(&pk, payload, payload_len);
+    msgpack_pack_fix_uint64(&pk, seq);
+}
+
 vg_status vg_frame_put_msg(vg_buf *out, vg_frame_type type, const char *topic, size_t topic_len,
                            const void *payload, size_t payload_len)
 {

@@ -86,4 +86,12 @@ size_t vg_frame_msg_size(size_t topic_len, size_t payload_len);
 void vg_frame_write_msg(uint8_t *dst, vg_frame_type type, const char *topic, size_t topic_len,
                         const void *payload, size_t payload_len);
 
+/* The delivered form of a message on a version-2 connection,
+ * [type, topic, payload, seq], with seq always as a 9-byte uint64 so that
+ * a record's size does not depend on its number. Exact size, length prefix
+ * included; then the encoder into exactly that many bytes. */
+size_t vg_frame_msg_seq_size(size_t topic_len, size_t payload_len);
+void vg_frame_write_msg_seq(uint8_t *dst, vg_frame_type type, const char *topic, size_t topic_len,
+                            const void *payload, size_t payload_len, uint64_t seq);
+
 #endif

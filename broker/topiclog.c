@@ -1,0 +1,599 @@
+#include "topiclog.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Locks: a log's mu, then the store's mu, never the other way round. A
+ * chunk's bytes below its len are written once, under its log's mu, and
+ * never change: readers send them with no lock, holding a pin. */
+
+struct vg_chunk {
+    atomic_uint refs;         /* one for being in a log, one per pin */
+    vg_tlog *log;
+    vg_chunk *next;           /* in the log; log->mu */
+    vg_chunk *older, *newer;  /* in the store's creation order; store->mu */
+    uint64_t first_seq;       /* of its first record */
+    uint32_t count;           /* records; log->mu */
+    uint32_t len;             /* bytes written; log->mu */
+    uint32_t cap;
+    int64_t last_ms;          /* when its newest record was appended; log->mu */
+    bool dropped;             /* out of the log; log->mu */
+    uint8_t data[];
+};
+
+struct vg_tlog {
+    pthread_mutex_t mu;
+    vg_logs *store;
+    vg_tlog *hnext;           /* hash chain; store->mu */
+    uint64_t hash;
+    vg_chunk *head, *tail;    /* mu */
+    uint64_t next_seq;        /* mu */
+    uint32_t next_cap;        /* mu: capacity of the next chunk */
+    uint32_t topic_len;
+    char topic[];
+};
+
+struct vg_logs {
+    pthread_mutex_t mu;
+    vg_logs_cfg cfg;
+    uint64_t epoch;
+    vg_tlog **table;          /* mu */
+    size_t nbuckets, nlogs;   /* mu */
+    vg_chunk *oldest, *newest; /* every chunk in a log, by creation; mu */
+    uint64_t bytes, chunks;   /* mu */
+    atomic_uint_fast64_t records, dropped;
+};
+
+void vg_logs_cfg_defaults(vg_logs_cfg *cfg)
+{
+    *cfg = (vg_logs_cfg){
+        .max_bytes = 512u << 20,
+        .max_age_ms = 0,
+        .min_chunk = 4096,
+        .max_chunk = 1u << 20,
+    };
+}
+
+vg_logs *vg_logs_create(const vg_logs_cfg *cfg, uint64_t epoch)
+{
+    if (epoch == 0 || cfg->min_chunk == 0 || cfg->max_chunk < cfg->min_chunk)
+        return NULL;
+    vg_logs *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->nbuckets = 64;
+    s->table = calloc(s->nbuckets, sizeof *s->table);
+    if (s->table == NULL)
+        goto fail_free_store;
+    if (pthread_mutex_init(&s->mu, NULL) != 0)
+        goto fail_free_table;
+    s->cfg = *cfg;
+    s->epoch = epoch;
+    return s;
+
+fail_free_table:
+    free(s->table);
+fail_free_store:
+    free(s);
+    return NULL;
+}
+
+uint64_t vg_logs_epoch(const vg_logs *s) { return s->epoch; }
+
+static void chunk_unpin(vg_chunk *ch)
+{
+    if (atomic_fetch_sub_explicit(&ch->refs, 1, memory_order_acq_rel) == 1)
+        free(ch);
+}
+
+void vg_logs_destroy(vg_logs *s)
+{
+    if (s == NULL)
+        return;
+    for (size_t b = 0; b < s->nbuckets; b++) {
+        vg_tlog *t = s->table[b];
+        while (t != NULL) {
+            vg_tlog *tn = t->hnext;
+            for (vg_chunk *ch = t->head; ch != NULL;) {
+                vg_chunk *next = ch->next;
+                chunk_unpin(ch);
+                ch = next;
+            }
+            pthread_mutex_destroy(&t->mu);
+            free(t);
+            t = tn;
+        }
+    }
+    free(s->table);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+void vg_logs_get_stats(vg_logs *s, vg_logs_stats *out)
+{
+    pthread_mutex_lock(&s->mu);
+    out->bytes = s->bytes;
+    out->chunks = s->chunks;
+    out->logs = s->nlogs;
+    pthread_mutex_unlock(&s->mu);
+    out->records = atomic_load_explicit(&s->records, memory_order_relaxed);
+    out->dropped = atomic_load_explicit(&s->dropped, memory_order_relaxed);
+}
+
+/* ---- the topics ---- */
+
+static uint64_t hash_topic(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)p[i]) * 1099511628211ull;
+    return h;
+}
+
+/* Doubles the table when it is as full as it is wide; a failed grow just
+ * leaves longer chains. Under s->mu. */
+static void grow_table(vg_logs *s)
+{
+    size_t n = s->nbuckets * 2;
+    vg_tlog **table = calloc(n, sizeof *table);
+    if (table == NULL)
+        return;
+    for (size_t b = 0; b < s->nbuckets; b++) {
+        for (vg_tlog *t = s->table[b], *tn; t != NULL; t = tn) {
+            tn = t->hnext;
+            t->hnext = table[t->hash & (n - 1)];
+            table[t->hash & (n - 1)] = t;
+        }
+    }
+    free(s->table);
+    s->table = table;
+    s->nbuckets = n;
+}
+
+vg_tlog *vg_logs_get(vg_logs *s, const char *topic, size_t topic_len)
+{
+    uint64_t h = hash_topic(topic, topic_len);
+    pthread_mutex_lock(&s->mu);
+    vg_tlog *t = s->table[h & (s->nbuckets - 1)];
+    while (t != NULL && !(t->hash == h && t->topic_len == topic_len &&
+                          memcmp(t->topic, topic, topic_len) == 0))
+        t = t->hnext;
+    if (t == NULL) {
+        t = calloc(1, sizeof *t + topic_len);
+        if (t == NULL || pthread_mutex_init(&t->mu, NULL) != 0) {
+            free(t);
+            pthread_mutex_unlock(&s->mu);
+            return NULL;
+        }
+        t->store = s;
+        t->hash = h;
+        t->next_seq = 1;
+        t->next_cap = s->cfg.min_chunk;
+        t->topic_len = (uint32_t)topic_len;
+        memcpy(t->topic, topic, topic_len);
+        if (s->nlogs >= s->nbuckets)
+            grow_table(s);
+        t->hnext = s->table[h & (s->nbuckets - 1)];
+        s->table[h & (s->nbuckets - 1)] = t;
+        s->nlogs++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return t;
+}
+
+/* ---- retention ---- */
+
+/* Takes ch out of its log and the store. Under t->mu and s->mu; the log's
+ * reference is then the caller's to drop. */
+static void unlink_chunk(vg_logs *s, vg_tlog *t, vg_chunk *ch)
+{
+    t->head = ch->next;
+    if (t->tail == ch)
+        t->tail = NULL;
+    ch->next = NULL;
+    ch->dropped = true;
+    if (ch->older != NULL)
+        ch->older->newer = ch->newer;
+    else
+        s->oldest = ch->newer;
+    if (ch->newer != NULL)
+        ch->newer->older = ch->older;
+    else
+        s->newest = ch->older;
+    s->bytes -= ch->cap;
+    s->chunks--;
+    atomic_fetch_sub_explicit(&s->records, ch->count, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->dropped, ch->count, memory_order_relaxed);
+}
+
+/* The oldest chunk, pinned, if the store is over its budget; else NULL. */
+static vg_chunk *pick_victim(vg_logs *s)
+{
+    pthread_mutex_lock(&s->mu);
+    vg_chunk *ch = s->cfg.max_bytes != 0 && s->bytes > s->cfg.max_bytes ? s->oldest : NULL;
+    if (ch != NULL)
+        atomic_fetch_add_explicit(&ch->refs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&s->mu);
+    return ch;
+}
+
+/* Drops the oldest chunks while the store is over its byte budget. The
+ * oldest chunk in the store is always the head of its log: a log's chunks
+ * enter the store in the log's order and leave only from its head. */
+static void trim(vg_logs *s)
+{
+    vg_chunk *ch;
+    while ((ch = pick_victim(s)) != NULL) {
+        vg_tlog *t = ch->log;
+        bool dropped = false;
+        pthread_mutex_lock(&t->mu);
+        pthread_mutex_lock(&s->mu);
+        /* Checked again: another thread may have dropped it meanwhile. */
+        if (!ch->dropped && t->head == ch && s->bytes > s->cfg.max_bytes) {
+            unlink_chunk(s, t, ch);
+            dropped = true;
+        }
+        pthread_mutex_unlock(&s->mu);
+        pthread_mutex_unlock(&t->mu);
+        if (dropped)
+            chunk_unpin(ch); /* the log's reference */
+        chunk_unpin(ch);     /* ours */
+    }
+}
+
+void vg_logs_expire(vg_logs *s, int64_t now_ms)
+{
+    if (s->cfg.max_age_ms <= 0)
+        return;
+    int64_t cutoff = now_ms - s->cfg.max_age_ms;
+    /* Logs live as long as the store, so a snapshot of the table stays
+     * valid without the store's lock, which must not be held while taking
+     * a log's. Within a log last_ms only grows, so the expired chunks are
+     * a prefix. */
+    pthread_mutex_lock(&s->mu);
+    size_t n = s->nlogs;
+    vg_tlog **logs = malloc((n ? n : 1) * sizeof *logs);
+    if (logs != NULL) {
+        size_t k = 0;
+        for (size_t b = 0; b < s->nbuckets; b++)
+            for (vg_tlog *t = s->table[b]; t != NULL; t = t->hnext)
+                logs[k++] = t;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (logs == NULL)
+        return; /* out of memory: try again at the next tick */
+    for (size_t i = 0; i < n; i++) {
+        vg_tlog *t = logs[i];
+        pthread_mutex_lock(&t->mu);
+        while (t->head != NULL && t->head->last_ms < cutoff) {
+            vg_chunk *ch = t->head;
+            pthread_mutex_lock(&s->mu);
+            unlink_chunk(s, t, ch);
+            pthread_mutex_unlock(&s->mu);
+            chunk_unpin(ch);
+        }
+        pthread_mutex_unlock(&t->mu);
+    }
+    free(logs);
+}
+
+/* ---- appending ---- */
+
+/* A chunk of cap bytes, or of need if that is more. */
+static vg_chunk *chunk_new(vg_tlog *t, size_t cap, size_t need)
+{
+    if (cap < need)
+        cap = need;
+    if (cap > UINT32_MAX)
+        return NULL;
+    vg_chunk *ch = malloc(sizeof *ch + cap);
+    if (ch == NULL)
+        return NULL;
+    memset(ch, 0, sizeof *ch);
+    atomic_init(&ch->refs, 1);
+    ch->log = t;
+    ch->cap = (uint32_t)cap;
+    return ch;
+}
+
+/* The capacity of the chunk after one of cap: doubling up to max_chunk. */
+static uint32_t grown(const vg_tlog *t, uint32_t cap)
+{
+    uint32_t max = t->store->cfg.max_chunk;
+    return cap >= max / 2 ? max : cap * 2;
+}
+
+/* Puts a new chunk at the end of t and of the store. Under t->mu. */
+static void chunk_link(vg_tlog *t, vg_chunk *ch)
+{
+    vg_logs *s = t->store;
+    ch->first_seq = t->next_seq;
+    if (t->tail != NULL)
+        t->tail->next = ch;
+    else
+        t->head = ch;
+    t->tail = ch;
+    t->next_cap = grown(t, t->next_cap);
+    pthread_mutex_lock(&s->mu);
+    ch->older = s->newest;
+    ch->newer = NULL;
+    if (s->newest != NULL)
+        s->newest->newer = ch;
+    else
+        s->oldest = ch;
+    s->newest = ch;
+    s->bytes += ch->cap;
+    s->chunks++;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* Allocates the chunks that messages msgs[i..] need after t's tail, at
+ * most SPARE, and returns how many of the messages they (and the tail's
+ * room) hold; 0 with *nomem set if an allocation failed. Under t->mu. */
+enum { SPARE = 8 };
+static size_t reserve(vg_tlog *t, const vg_tlog_msg *msgs, size_t n, vg_chunk **spare,
+                      size_t *nspare, bool *nomem)
+{
+    size_t room = t->tail != NULL ? t->tail->cap - t->tail->len : 0;
+    uint32_t cap = t->next_cap;
+    size_t j = 0;
+    *nspare = 0;
+    for (; j < n; j++) {
+        size_t rec = vg_frame_msg_seq_size(t->topic_len, msgs[j].payload_len);
+        if (rec > room) {
+            if (*nspare == SPARE)
+                break;
+            vg_chunk *ch = chunk_new(t, cap, rec);
+            if (ch == NULL) {
+                for (size_t k = 0; k < *nspare; k++)
+                    free(spare[k]);
+                *nspare = 0;
+                *nomem = true;
+                return 0;
+            }
+            spare[(*nspare)++] = ch;
+            room = ch->cap;
+            cap = grown(t, cap); /* as chunk_link will grow next_cap */
+        }
+        room -= rec;
+    }
+    return j;
+}
+
+vg_status vg_tlog_append(vg_tlog *t, const vg_tlog_msg *msgs, size_t n, int64_t now_ms,
+                         uint64_t *first_seq, size_t *appended)
+{
+    vg_chunk *spare[SPARE];
+    size_t done = 0, nspare;
+    bool nomem = false;
+
+    pthread_mutex_lock(&t->mu);
+    *first_seq = t->next_seq;
+    if (t->tail != NULL && now_ms < t->tail->last_ms)
+        now_ms = t->tail->last_ms; /* two threads' clocks: keep last_ms growing */
+    while (done < n) {
+        size_t fit = reserve(t, msgs + done, n - done, spare, &nspare, &nomem);
+        if (fit == 0)
+            break;
+        size_t used = 0;
+        for (size_t i = done; i < done + fit; i++) {
+            size_t rec = vg_frame_msg_seq_size(t->topic_len, msgs[i].payload_len);
+            vg_chunk *ch = t->tail;
+            if (ch == NULL || ch->cap - ch->len < rec) {
+                ch = spare[used++];
+                chunk_link(t, ch);
+            }
+            vg_frame_write_msg_seq(ch->data + ch->len, msgs[i].type, t->topic, t->topic_len,
+                                   msgs[i].payload, msgs[i].payload_len, t->next_seq);
+            ch->len += (uint32_t)rec;
+            ch->count++;
+            ch->last_ms = now_ms;
+            t->next_seq++;
+        }
+        done += fit;
+    }
+    pthread_mutex_unlock(&t->mu);
+    atomic_fetch_add_explicit(&t->store->records, done, memory_order_relaxed);
+    *appended = done;
+    if (done > 0)
+        trim(t->store);
+    return nomem ? VG_ERR_NOMEM : VG_OK;
+}
+
+uint64_t vg_tlog_next_seq(vg_tlog *t)
+{
+    pthread_mutex_lock(&t->mu);
+    uint64_t seq = t->next_seq;
+    pthread_mutex_unlock(&t->mu);
+    return seq;
+}
+
+uint64_t vg_tlog_first_seq(vg_tlog *t)
+{
+    pthread_mutex_lock(&t->mu);
+    uint64_t seq = t->head != NULL ? t->head->first_seq : t->next_seq;
+    pthread_mutex_unlock(&t->mu);
+    return seq;
+}
+
+/* ---- reading ---- */
+
+static uint32_t record_len(const vg_chunk *ch, uint32_t off)
+{
+    return VG_FRAME_HEADER + vg_be32(ch->data + off);
+}
+
+static void pin(vg_chunk *ch) { atomic_fetch_add_explicit(&ch->refs, 1, memory_order_relaxed); }
+
+/* Offset of record seq in ch, which holds it. */
+static uint32_t offset_of(const vg_chunk *ch, uint64_t seq)
+{
+    uint32_t off = 0;
+    for (uint64_t k = ch->first_seq; k < seq; k++)
+        off += record_len(ch, off);
+    return off;
+}
+
+/* Puts c on record c->seq, or after the last record when c->seq is next,
+ * pinning its chunk; a c->seq below the oldest retained record moves to it
+ * and reports the range skipped. Under t->mu. */
+static void locate(vg_tlog *t, vg_tcursor *c, vg_tgap *gap)
+{
+    if (t->head != NULL && c->seq < t->head->first_seq) {
+        *gap = (vg_tgap){c->seq, t->head->first_seq - 1};
+        c->seq = t->head->first_seq;
+    } else if (t->head == NULL && c->seq < t->next_seq) {
+        *gap = (vg_tgap){c->seq, t->next_seq - 1};
+        c->seq = t->next_seq;
+    }
+    c->at = NULL;
+    c->off = c->into = 0;
+    for (vg_chunk *ch = t->head; ch != NULL; ch = ch->next) {
+        if (c->seq < ch->first_seq + ch->count || ch->next == NULL) {
+            c->at = ch;
+            c->off = c->seq < ch->first_seq + ch->count ? offset_of(ch, c->seq) : ch->len;
+            pin(ch);
+            return;
+        }
+    }
+}
+
+vg_status vg_tlog_seek(vg_tlog *t, vg_tcursor *c, vg_tstart start, uint64_t value,
+                       int64_t now_ms, vg_tgap *gap)
+{
+    memset(c, 0, sizeof *c);
+    *gap = (vg_tgap){0, 0};
+    c->log = t;
+    pthread_mutex_lock(&t->mu);
+    uint64_t first = t->head != NULL ? t->head->first_seq : t->next_seq;
+    switch (start) {
+    case VG_TSTART_NEW: c->seq = t->next_seq; break;
+    case VG_TSTART_FIRST: c->seq = first; break;
+    case VG_TSTART_SEQ:
+        if (value == 0 || value > t->next_seq) {
+            pthread_mutex_unlock(&t->mu);
+            return VG_ERR_ARG;
+        }
+        c->seq = value;
+        break;
+    case VG_TSTART_AGO:
+        c->seq = t->next_seq;
+        for (vg_chunk *ch = t->head; ch != NULL; ch = ch->next) {
+            if (ch->count > 0 && ch->last_ms >= now_ms - (int64_t)value) {
+                c->seq = ch->first_seq;
+                break;
+            }
+        }
+        break;
+    default: pthread_mutex_unlock(&t->mu); return VG_ERR_ARG;
+    }
+    locate(t, c, gap);
+    pthread_mutex_unlock(&t->mu);
+    return VG_OK;
+}
+
+static void release_ahead(vg_tcursor *c)
+{
+    for (unsigned i = 0; i < c->nahead; i++)
+        chunk_unpin(c->ahead[i]);
+    c->nahead = 0;
+}
+
+void vg_tlog_read(vg_tcursor *c, struct iovec *iov, size_t iovmax, size_t max_bytes,
+                  vg_tread *out)
+{
+    vg_tlog *t = c->log;
+    *out = (vg_tread){0};
+    release_ahead(c);
+    if (iovmax == 0)
+        return;
+    pthread_mutex_lock(&t->mu);
+    if (c->at != NULL && c->at->dropped) {
+        if (c->into > 0) {
+            /* A record partly sent must be finished, or the stream breaks;
+             * the pin keeps its bytes. The gap comes with the next read. */
+            uint32_t len = record_len(c->at, c->off);
+            iov[0] = (struct iovec){c->at->data + c->off + c->into, len - c->into};
+            c->at_end = c->off + len;
+            *out = (vg_tread){.iovcnt = 1, .bytes = len - c->into, .records = 1};
+            pthread_mutex_unlock(&t->mu);
+            return;
+        }
+        chunk_unpin(c->at);
+        c->at = NULL;
+    }
+    if (c->at == NULL)
+        locate(t, c, &out->gap);
+    if (c->at == NULL) {
+        pthread_mutex_unlock(&t->mu);
+        return;
+    }
+    vg_chunk *ch = c->at;
+    uint32_t pos = c->off + c->into;
+    uint64_t seq = c->seq; /* of the record at pos's start */
+    for (;;) {
+        if (pos < ch->len) {
+            iov[out->iovcnt++] = (struct iovec){ch->data + pos, ch->len - pos};
+            out->bytes += ch->len - pos;
+            out->records += ch->first_seq + ch->count - seq;
+        }
+        if (ch == c->at)
+            c->at_end = ch->len;
+        else
+            c->ahead_end[c->nahead - 1] = ch->len;
+        seq = ch->first_seq + ch->count;
+        if (ch->next == NULL || out->iovcnt == iovmax || out->bytes >= max_bytes ||
+            c->nahead == VG_TCURSOR_PINS)
+            break;
+        ch = ch->next;
+        pin(ch);
+        c->ahead[c->nahead++] = ch;
+        pos = 0;
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+uint64_t vg_tcursor_consume(vg_tcursor *c, size_t n)
+{
+    uint64_t done = 0;
+    unsigned next = 0; /* the ahead chunk after at */
+    while (c->at != NULL) {
+        if (c->off + c->into == c->at_end) {
+            if (next == c->nahead)
+                break; /* at the end of what was offered */
+            chunk_unpin(c->at);
+            c->at = c->ahead[next];
+            c->at_end = c->ahead_end[next];
+            next++;
+            c->off = c->into = 0;
+            continue;
+        }
+        if (n == 0)
+            break;
+        uint32_t left = record_len(c->at, c->off) - c->into;
+        if (n < left) {
+            c->into += (uint32_t)n;
+            n = 0;
+            break;
+        }
+        n -= left;
+        c->off += c->into + left;
+        c->into = 0;
+        c->seq++;
+        done++;
+    }
+    for (; next < c->nahead; next++)
+        chunk_unpin(c->ahead[next]);
+    c->nahead = 0;
+    return done;
+}
+
+void vg_tcursor_release(vg_tcursor *c)
+{
+    release_ahead(c);
+    if (c->at != NULL)
+        chunk_unpin(c->at);
+    c->at = NULL;
+}
