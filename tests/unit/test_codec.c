@@ -1,6 +1,6 @@
 /* Frame codec: every encoder round-trips through vg_frame_parse, sizes match
  * at msgpack header boundaries, msgpack-c agrees with us in both directions,
- * and malformed bodies are refused with the right status. */
+ * and malformed bodies are refused with the right status; and the ERR codes. */
 #include <criterion/criterion.h>
 #include <msgpack.h>
 #include <stdint.h>
@@ -9,6 +9,7 @@
 
 #include "buf.h"
 #include "frame.h"
+#include "proto.h"
 #include "status.h"
 
 /* ---- helpers ---- */
@@ -1402,4 +1403,26 @@ Test(codec_msgpack, v2_frames_built_by_msgpack_with_other_encodings)
     cr_assert_eq(f.to, 0);
     cr_assert_eq(f.code, VG_GAP_EPOCH);
     msgpack_sbuffer_destroy(&sb);
+}
+
+/* ---- ERR codes (proto.h) ---- */
+
+Test(proto, errcode_names_and_fatality)
+{
+    for (uint64_t code = VG_E_BAD_FRAME; code <= VG_E_BAD_POSITION; code++)
+        cr_assert_str_neq(vg_errcode_name(code), "unknown", "code %llu", (unsigned long long)code);
+    cr_assert_str_eq(vg_errcode_name(VG_E_BAD_POSITION), "bad_position");
+    cr_assert_str_eq(vg_errcode_name(VG_E_BAD_POSITION + 1), "unknown");
+    cr_assert_str_eq(vg_errcode_name(0), "unknown");
+    /* The answers to a SUB or UNSUB that leave the connection open... */
+    static const vg_errcode answers[] = {VG_E_BAD_TOPIC, VG_E_LIMIT, VG_E_DUPLICATE_SID,
+                                         VG_E_NO_SUCH_SID, VG_E_PERMISSION, VG_E_BAD_POSITION};
+    for (size_t i = 0; i < sizeof answers / sizeof answers[0]; i++) {
+        cr_assert_not(vg_errcode_is_fatal(answers[i], 1), "%s", vg_errcode_name(answers[i]));
+        cr_assert(vg_errcode_is_fatal(answers[i], 0), "%s without a sid", vg_errcode_name(answers[i]));
+    }
+    /* ...and no other code. */
+    cr_assert(vg_errcode_is_fatal(VG_E_BAD_FRAME, 1));
+    cr_assert(vg_errcode_is_fatal(VG_E_PROTOCOL, 3));
+    cr_assert(vg_errcode_is_fatal(VG_E_BAD_POSITION + 1, 1));
 }
