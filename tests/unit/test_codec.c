@@ -1419,7 +1419,8 @@ Test(proto, errcode_names_and_fatality)
                                          VG_E_NO_SUCH_SID, VG_E_PERMISSION, VG_E_BAD_POSITION};
     for (size_t i = 0; i < sizeof answers / sizeof answers[0]; i++) {
         cr_assert_not(vg_errcode_is_fatal(answers[i], 1), "%s", vg_errcode_name(answers[i]));
-        cr_assert(vg_errcode_is_fatal(answers[i], 0), "%s without a sid", vg_errcode_name(answers[i]));
+        cr_assert(vg_errcode_is_fatal(answers[i], 0), "%s without a sid",
+                  vg_errcode_name(answers[i]));
     }
     /* ...and no other code. */
     cr_assert(vg_errcode_is_fatal(VG_E_BAD_FRAME, 1));

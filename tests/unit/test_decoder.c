@@ -61,7 +61,9 @@ static void put_frame(vg_buf *b, size_t i)
         st = v2_of(i) ? vg_frame_put_info2(b, 2, topic, i * 1000, i + 5, i * 7, i * 11)
                       : vg_frame_put_info(b, 1, topic, i * 1000, i + 5);
         break;
-    case VG_FRAME_OK: st = v2_of(i) ? vg_frame_put_ok2(b, i, i * 7, i + 2) : vg_frame_put_ok(b, i); break;
+    case VG_FRAME_OK:
+        st = v2_of(i) ? vg_frame_put_ok2(b, i, i * 7, i + 2) : vg_frame_put_ok(b, i);
+        break;
     case VG_FRAME_ERR: st = vg_frame_put_err(b, i % 15, topic, i); break;
     case VG_FRAME_SUB:
         st = v2_of(i) ? vg_frame_put_sub2(b, i, topic, strlen(topic), VG_SUB_SEQ, i * 7, i + 3)
@@ -131,7 +133,9 @@ static void check_frame(const stream *s, size_t i, const vg_frame *f)
     case VG_FRAME_PONG:
     case VG_FRAME_ERR:
     case VG_FRAME_UNSUB: cr_assert_eq(f->form, 1); break;
-    default: cr_assert_eq(f->form, v2 || f->type == VG_FRAME_GAP ? 2 : 1, "frame %zu: form", i); break;
+    default:
+        cr_assert_eq(f->form, v2 || f->type == VG_FRAME_GAP ? 2 : 1, "frame %zu: form", i);
+        break;
     }
     switch (f->type) {
     case VG_FRAME_PING:
