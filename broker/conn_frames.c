@@ -153,6 +153,8 @@ static void handle_connect(vg_conn *c, const vg_frame *f)
         vg_conn_send_err(c, VG_E_AUTH, "authentication failed", 0); /* the same for missing and wrong */
         return;
     }
+    /* A later client's CONNECT (version 2 or more) gets INFO version 1; its
+     * publisher and resend_from mean nothing on a version-1 connection. */
     uint64_t version = f->version < VG_PROTO_VERSION ? f->version : VG_PROTO_VERSION;
     if (!vg_link_ctl_ok(c->link, vg_frame_put_info(vg_link_ctl(c->link), version,
                                                    "vigil " VG_VERSION, c->id, cfg->max_payload)))
@@ -166,6 +168,24 @@ static void handle_connect(vg_conn *c, const vg_frame *f)
 }
 
 /* ---- dispatch ---- */
+
+/* Why a frame in a version-2 shape cannot be taken, or NULL. This broker
+ * speaks version 1 (its INFO says so), so such a frame is refused as a
+ * malformed one would be. A version-2 CONNECT is the negotiation itself
+ * and is accepted (handle_connect); an INFO is no client's frame at all. */
+static const char *shape_refusal(const vg_frame *f)
+{
+    if (f->form < 2)
+        return NULL;
+    switch (f->type) {
+    case VG_FRAME_SUB: return "SUB with a start position on a version-1 connection";
+    case VG_FRAME_OK: return "OK with a position from a client";
+    case VG_FRAME_GAP: return "GAP from a client";
+    case VG_FRAME_MSG_TYPE1:
+    case VG_FRAME_MSG_TYPE2: return "MSG with a sequence number from a client";
+    default: return NULL;
+    }
+}
 
 /* Checks a MSG frame; false (and a fatal ERR) if it may not be delivered. */
 static bool publish_ok(vg_conn *c, const vg_frame *f)
@@ -191,6 +211,12 @@ static bool publish_ok(vg_conn *c, const vg_frame *f)
 void vg_conn_on_frame(void *ud, const vg_frame *f)
 {
     vg_conn *c = ud;
+    const char *refused = shape_refusal(f);
+    if (refused != NULL) {
+        vg_router_flush(c); /* frames before a bad one were valid: they go out */
+        vg_conn_send_err(c, VG_E_BAD_FRAME, refused, 0);
+        return;
+    }
     if (vg_frame_is_msg(f->type) && c->connected) {
         /* A frame that continues the run has the run's topic, already checked. */
         if ((!vg_router_extends(c, f) || f->payload_len > c->srv->cfg.max_payload) &&

@@ -316,6 +316,13 @@ static void on_frame(void *ud, const vg_frame *f)
         vg_link_end(c->link, VG_END_PROTOCOL, 0, "expected INFO");
         return;
     }
+    /* This client speaks version 1: a MSG with a seq, an OK with a position
+     * or a GAP cannot come from a broker that agreed to it. INFO's shape
+     * follows its version, which handshake_done checks. */
+    if (f->form > 1 && f->type != VG_FRAME_INFO) {
+        vg_link_end(c->link, VG_END_PROTOCOL, 0, "a version-2 frame on a version-1 connection");
+        return;
+    }
     switch (f->type) {
     case VG_FRAME_MSG_TYPE1:
     case VG_FRAME_MSG_TYPE2: deliver(c, f); break;

@@ -16,6 +16,7 @@ const char *vg_frame_type_name(uint64_t type)
     case VG_FRAME_ERR: return "ERR";
     case VG_FRAME_SUB: return "SUB";
     case VG_FRAME_UNSUB: return "UNSUB";
+    case VG_FRAME_GAP: return "GAP";
     case VG_FRAME_MSG_TYPE1: return "MSG_TYPE1";
     case VG_FRAME_MSG_TYPE2: return "MSG_TYPE2";
     }
@@ -24,22 +25,64 @@ const char *vg_frame_type_name(uint64_t type)
 
 /* ---- parsing ---- */
 
-/* Element count of each known type, including the type itself; 0 if unknown. */
-static uint32_t arity(uint64_t type)
+/* The element counts, the type included, of a type's version-1 and
+ * version-2 shapes (0: it has no such shape); open: a later version may add
+ * scalars after the version-2 fields. */
+typedef struct {
+    uint32_t v1, v2;
+    bool open;
+} shape;
+
+/* False for a type this codec does not know. */
+static bool shape_of(uint64_t type, shape *s)
 {
     switch (type) {
     case VG_FRAME_PING:
-    case VG_FRAME_PONG: return 1;
-    case VG_FRAME_OK:
-    case VG_FRAME_UNSUB: return 2;
-    case VG_FRAME_SUB:
+    case VG_FRAME_PONG: *s = (shape){1, 0, false}; return true;
+    case VG_FRAME_UNSUB: *s = (shape){2, 0, false}; return true;
+    case VG_FRAME_OK: *s = (shape){2, 4, false}; return true;
+    case VG_FRAME_ERR: *s = (shape){4, 0, false}; return true;
+    case VG_FRAME_SUB: *s = (shape){3, 6, false}; return true;
     case VG_FRAME_MSG_TYPE1:
-    case VG_FRAME_MSG_TYPE2: return 3;
-    case VG_FRAME_CONNECT:
-    case VG_FRAME_ERR: return 4;
-    case VG_FRAME_INFO: return 5;
+    case VG_FRAME_MSG_TYPE2: *s = (shape){3, 4, false}; return true;
+    case VG_FRAME_CONNECT: *s = (shape){4, 6, true}; return true;
+    case VG_FRAME_INFO: *s = (shape){5, 7, true}; return true;
+    case VG_FRAME_GAP: *s = (shape){0, 6, false}; return true;
     }
-    return 0;
+    return false;
+}
+
+/* CONNECT and INFO: versions 0 and 1 have the version-1 shape, version 2
+ * exactly the version-2 one, and a later version at least as many elements,
+ * so that a newer peer's extra fields do not break this parser. */
+static bool version_fits(uint64_t version, uint32_t count, const shape *s)
+{
+    if (version < 2)
+        return count == s->v1;
+    return version == 2 ? count == s->v2 : count >= s->v2;
+}
+
+/* A version-2 SUB's rules beyond its element types; NULL if it keeps them. */
+static const char *sub_problem(uint64_t start, const vg_frame *f)
+{
+    if (start > VG_SUB_AGO)
+        return "unknown SUB start";
+    if (start <= VG_SUB_FIRST && (f->epoch != 0 || f->position != 0))
+        return "SUB NEW or FIRST with a nonzero epoch or position";
+    return NULL;
+}
+
+/* A GAP's rules beyond its element types; NULL if it keeps them. */
+static const char *gap_problem(const vg_frame *f)
+{
+    if (f->sid == 0)
+        return "GAP with sid 0";
+    switch (f->code) {
+    case VG_GAP_RETENTION:
+        return f->from >= 1 && f->to >= f->from ? NULL : "GAP range is empty or starts at 0";
+    case VG_GAP_EPOCH: return f->to == 0 ? NULL : "GAP for another epoch with a known end";
+    }
+    return "unknown GAP reason";
 }
 
 #define CHECK(expr, msg)                                                                       \
@@ -60,42 +103,68 @@ vg_status vg_frame_parse(const uint8_t *body, size_t len, vg_frame *f, const cha
     vg_mp_reader r;
     vg_mp_init(&r, body, len);
     uint32_t count;
-    uint64_t type;
+    uint64_t type, start;
     CHECK(vg_mp_read_array(&r, &count), "frame is not a msgpack array");
     if (count == 0) {
         *why = "frame array is empty";
         return VG_ERR_MALFORMED;
     }
     CHECK(vg_mp_read_uint(&r, &type), "frame type is not a non-negative integer");
-    uint32_t want = arity(type);
-    if (want == 0) {
+    shape s;
+    if (!shape_of(type, &s)) {
         *why = "unknown frame type";
         return VG_ERR_UNKNOWN_TYPE;
     }
-    if (count != want) {
+    if (count != s.v1 && count != s.v2 && !(s.open && count > s.v2)) {
         *why = "wrong number of elements for the frame type";
         return VG_ERR_MALFORMED;
     }
     f->type = (vg_frame_type)type;
+    f->form = count == s.v1 ? 1 : 2;
+    bool v2 = f->form == 2;
 
     bool nil;
+    const char *problem = NULL;
     switch (f->type) {
     case VG_FRAME_PING:
     case VG_FRAME_PONG:
         break;
     case VG_FRAME_CONNECT:
         CHECK(vg_mp_read_uint(&r, &f->version), "CONNECT version is not an integer");
+        if (!version_fits(f->version, count, &s)) {
+            *why = "CONNECT's element count does not fit its version";
+            return VG_ERR_MALFORMED;
+        }
         CHECK(vg_mp_read_str(&r, &f->name, &f->name_len), "CONNECT name is not a string");
         CHECK(vg_mp_read_str_or_nil(&r, &f->token, &f->token_len, &nil),
               "CONNECT token is neither a string nor nil");
+        if (v2) {
+            CHECK(vg_mp_read_uint(&r, &f->publisher), "CONNECT publisher is not an integer");
+            CHECK(vg_mp_read_uint(&r, &f->resend_from), "CONNECT resend_from is not an integer");
+        }
         break;
     case VG_FRAME_INFO:
         CHECK(vg_mp_read_uint(&r, &f->version), "INFO version is not an integer");
+        if (!version_fits(f->version, count, &s)) {
+            *why = "INFO's element count does not fit its version";
+            return VG_ERR_MALFORMED;
+        }
         CHECK(vg_mp_read_str(&r, &f->name, &f->name_len), "INFO server is not a string");
         CHECK(vg_mp_read_uint(&r, &f->client_id), "INFO client id is not an integer");
         CHECK(vg_mp_read_uint(&r, &f->max_payload), "INFO max payload is not an integer");
+        if (v2) {
+            CHECK(vg_mp_read_uint(&r, &f->epoch), "INFO epoch is not an integer");
+            CHECK(vg_mp_read_uint(&r, &f->publisher_acked),
+                  "INFO publisher_acked is not an integer");
+        }
         break;
     case VG_FRAME_OK:
+        CHECK(vg_mp_read_uint(&r, &f->sid), "sid is not an integer");
+        if (v2) {
+            CHECK(vg_mp_read_uint(&r, &f->epoch), "OK epoch is not an integer");
+            CHECK(vg_mp_read_uint(&r, &f->next), "OK next is not an integer");
+        }
+        break;
     case VG_FRAME_UNSUB:
         CHECK(vg_mp_read_uint(&r, &f->sid), "sid is not an integer");
         break;
@@ -107,14 +176,42 @@ vg_status vg_frame_parse(const uint8_t *body, size_t len, vg_frame *f, const cha
     case VG_FRAME_SUB:
         CHECK(vg_mp_read_uint(&r, &f->sid), "sid is not an integer");
         CHECK(vg_mp_read_str(&r, &f->topic, &f->topic_len), "topic is not a string");
+        if (v2) {
+            CHECK(vg_mp_read_uint(&r, &start), "SUB start is not an integer");
+            CHECK(vg_mp_read_uint(&r, &f->epoch), "SUB epoch is not an integer");
+            CHECK(vg_mp_read_uint(&r, &f->position), "SUB position is not an integer");
+            problem = sub_problem(start, f);
+            if (problem == NULL)
+                f->start = (vg_sub_start)start;
+        }
         break;
     case VG_FRAME_MSG_TYPE1:
     case VG_FRAME_MSG_TYPE2:
         CHECK(vg_mp_read_str(&r, &f->topic, &f->topic_len), "topic is not a string");
         CHECK(vg_mp_read_bytes(&r, &f->payload, &f->payload_len),
               "payload is neither bin nor str");
+        if (v2) {
+            CHECK(vg_mp_read_uint(&r, &f->seq), "MSG sequence number is not an integer");
+            if (f->seq == 0)
+                problem = "MSG sequence number 0";
+        }
+        break;
+    case VG_FRAME_GAP:
+        CHECK(vg_mp_read_uint(&r, &f->sid), "sid is not an integer");
+        CHECK(vg_mp_read_str(&r, &f->topic, &f->topic_len), "topic is not a string");
+        CHECK(vg_mp_read_uint(&r, &f->from), "GAP from is not an integer");
+        CHECK(vg_mp_read_uint(&r, &f->to), "GAP to is not an integer");
+        CHECK(vg_mp_read_uint(&r, &f->code), "GAP reason is not an integer");
+        problem = gap_problem(f);
         break;
     }
+    if (problem != NULL) {
+        *why = problem;
+        return VG_ERR_MALFORMED;
+    }
+    if (s.open) /* what a later version adds is skipped, but only scalars, within bounds */
+        for (uint32_t i = s.v2; i < count; i++)
+            CHECK(vg_mp_skip_scalar(&r), "a field after the version-2 ones is not a scalar");
     if (!vg_mp_at_end(&r)) {
         *why = "trailing bytes after the frame's msgpack value";
         return VG_ERR_MALFORMED;
@@ -182,33 +279,75 @@ vg_status vg_frame_put_ping(vg_buf *out) { return put_bare(out, VG_FRAME_PING); 
 
 vg_status vg_frame_put_pong(vg_buf *out) { return put_bare(out, VG_FRAME_PONG); }
 
-vg_status vg_frame_put_connect(vg_buf *out, uint64_t version, const char *name, const char *token)
+/* CONNECT in its version-1 shape, or with the version-2 fields (v2). */
+static vg_status connect_frame(vg_buf *out, bool v2, uint64_t version, const char *name,
+                               const char *token, uint64_t publisher, uint64_t resend_from)
 {
     encoder e;
-    if (begin(&e, out, 4, VG_FRAME_CONNECT) != VG_OK)
+    if (begin(&e, out, v2 ? 6 : 4, VG_FRAME_CONNECT) != VG_OK)
         return VG_ERR_NOMEM;
     int failed = msgpack_pack_uint64(&e.pk, version) | pack_str(&e.pk, name, strlen(name));
     failed |= token ? pack_str(&e.pk, token, strlen(token)) : msgpack_pack_nil(&e.pk);
+    if (v2)
+        failed |= msgpack_pack_uint64(&e.pk, publisher) | msgpack_pack_uint64(&e.pk, resend_from);
+    return finish(&e, failed);
+}
+
+vg_status vg_frame_put_connect(vg_buf *out, uint64_t version, const char *name, const char *token)
+{
+    return connect_frame(out, false, version, name, token, 0, 0);
+}
+
+vg_status vg_frame_put_connect2(vg_buf *out, uint64_t version, const char *name, const char *token,
+                                uint64_t publisher, uint64_t resend_from)
+{
+    return connect_frame(out, true, version, name, token, publisher, resend_from);
+}
+
+/* INFO in its version-1 shape, or with the version-2 fields (v2). */
+static vg_status info_frame(vg_buf *out, bool v2, uint64_t version, const char *server,
+                            uint64_t client_id, uint64_t max_payload, uint64_t epoch,
+                            uint64_t publisher_acked)
+{
+    encoder e;
+    if (begin(&e, out, v2 ? 7 : 5, VG_FRAME_INFO) != VG_OK)
+        return VG_ERR_NOMEM;
+    int failed = msgpack_pack_uint64(&e.pk, version) | pack_str(&e.pk, server, strlen(server)) |
+                 msgpack_pack_uint64(&e.pk, client_id) | msgpack_pack_uint64(&e.pk, max_payload);
+    if (v2)
+        failed |= msgpack_pack_uint64(&e.pk, epoch) | msgpack_pack_uint64(&e.pk, publisher_acked);
     return finish(&e, failed);
 }
 
 vg_status vg_frame_put_info(vg_buf *out, uint64_t version, const char *server, uint64_t client_id,
                             uint64_t max_payload)
 {
+    return info_frame(out, false, version, server, client_id, max_payload, 0, 0);
+}
+
+vg_status vg_frame_put_info2(vg_buf *out, uint64_t version, const char *server, uint64_t client_id,
+                             uint64_t max_payload, uint64_t epoch, uint64_t publisher_acked)
+{
+    return info_frame(out, true, version, server, client_id, max_payload, epoch, publisher_acked);
+}
+
+/* OK in its version-1 shape, or with the version-2 fields (v2). */
+static vg_status ok_frame(vg_buf *out, bool v2, uint64_t sid, uint64_t epoch, uint64_t next)
+{
     encoder e;
-    if (begin(&e, out, 5, VG_FRAME_INFO) != VG_OK)
+    if (begin(&e, out, v2 ? 4 : 2, VG_FRAME_OK) != VG_OK)
         return VG_ERR_NOMEM;
-    int failed = msgpack_pack_uint64(&e.pk, version) | pack_str(&e.pk, server, strlen(server)) |
-                 msgpack_pack_uint64(&e.pk, client_id) | msgpack_pack_uint64(&e.pk, max_payload);
+    int failed = msgpack_pack_uint64(&e.pk, sid);
+    if (v2)
+        failed |= msgpack_pack_uint64(&e.pk, epoch) | msgpack_pack_uint64(&e.pk, next);
     return finish(&e, failed);
 }
 
-vg_status vg_frame_put_ok(vg_buf *out, uint64_t sid)
+vg_status vg_frame_put_ok(vg_buf *out, uint64_t sid) { return ok_frame(out, false, sid, 0, 0); }
+
+vg_status vg_frame_put_ok2(vg_buf *out, uint64_t sid, uint64_t epoch, uint64_t next)
 {
-    encoder e;
-    if (begin(&e, out, 2, VG_FRAME_OK) != VG_OK)
-        return VG_ERR_NOMEM;
-    return finish(&e, msgpack_pack_uint64(&e.pk, sid));
+    return ok_frame(out, true, sid, epoch, next);
 }
 
 vg_status vg_frame_put_err(vg_buf *out, uint64_t code, const char *reason, uint64_t sid)
@@ -221,13 +360,30 @@ vg_status vg_frame_put_err(vg_buf *out, uint64_t code, const char *reason, uint6
     return finish(&e, failed);
 }
 
-vg_status vg_frame_put_sub(vg_buf *out, uint64_t sid, const char *topic, size_t topic_len)
+/* SUB in its version-1 shape, or with a start position (v2). */
+static vg_status sub_frame(vg_buf *out, bool v2, uint64_t sid, const char *topic,
+                           size_t topic_len, vg_sub_start start, uint64_t epoch,
+                           uint64_t position)
 {
     encoder e;
-    if (begin(&e, out, 3, VG_FRAME_SUB) != VG_OK)
+    if (begin(&e, out, v2 ? 6 : 3, VG_FRAME_SUB) != VG_OK)
         return VG_ERR_NOMEM;
     int failed = msgpack_pack_uint64(&e.pk, sid) | pack_str(&e.pk, topic, topic_len);
+    if (v2)
+        failed |= msgpack_pack_uint64(&e.pk, (uint64_t)start) |
+                  msgpack_pack_uint64(&e.pk, epoch) | msgpack_pack_uint64(&e.pk, position);
     return finish(&e, failed);
+}
+
+vg_status vg_frame_put_sub(vg_buf *out, uint64_t sid, const char *topic, size_t topic_len)
+{
+    return sub_frame(out, false, sid, topic, topic_len, VG_SUB_NEW, 0, 0);
+}
+
+vg_status vg_frame_put_sub2(vg_buf *out, uint64_t sid, const char *topic, size_t topic_len,
+                            vg_sub_start start, uint64_t epoch, uint64_t position)
+{
+    return sub_frame(out, true, sid, topic, topic_len, start, epoch, position);
 }
 
 vg_status vg_frame_put_unsub(vg_buf *out, uint64_t sid)
@@ -236,6 +392,18 @@ vg_status vg_frame_put_unsub(vg_buf *out, uint64_t sid)
     if (begin(&e, out, 2, VG_FRAME_UNSUB) != VG_OK)
         return VG_ERR_NOMEM;
     return finish(&e, msgpack_pack_uint64(&e.pk, sid));
+}
+
+vg_status vg_frame_put_gap(vg_buf *out, uint64_t sid, const char *topic, size_t topic_len,
+                           uint64_t from, uint64_t to, vg_gap_reason reason)
+{
+    encoder e;
+    if (begin(&e, out, 6, VG_FRAME_GAP) != VG_OK)
+        return VG_ERR_NOMEM;
+    int failed = msgpack_pack_uint64(&e.pk, sid) | pack_str(&e.pk, topic, topic_len) |
+                 msgpack_pack_uint64(&e.pk, from) | msgpack_pack_uint64(&e.pk, to) |
+                 msgpack_pack_uint64(&e.pk, (uint64_t)reason);
+    return finish(&e, failed);
 }
 
 static size_t str_header(size_t n) { return n < 32 ? 1 : n < 256 ? 2 : n < 65536 ? 3 : 5; }
@@ -315,6 +483,18 @@ vg_status vg_frame_put_msg(vg_buf *out, vg_frame_type type, const char *topic, s
     if (vg_buf_reserve(out, n) != VG_OK)
         return VG_ERR_NOMEM;
     vg_frame_write_msg(out->data + out->len, type, topic, topic_len, payload, payload_len);
+    out->len += n;
+    return VG_OK;
+}
+
+vg_status vg_frame_put_msg_seq(vg_buf *out, vg_frame_type type, const char *topic,
+                               size_t topic_len, const void *payload, size_t payload_len,
+                               uint64_t seq)
+{
+    size_t n = vg_frame_msg_seq_size(topic_len, payload_len);
+    if (vg_buf_reserve(out, n) != VG_OK)
+        return VG_ERR_NOMEM;
+    vg_frame_write_msg_seq(out->data + out->len, type, topic, topic_len, payload, payload_len, seq);
     out->len += n;
     return VG_OK;
 }

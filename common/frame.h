@@ -19,20 +19,45 @@ typedef enum {
     VG_FRAME_ERR = 6,
     VG_FRAME_SUB = 7,
     VG_FRAME_UNSUB = 8,
+    VG_FRAME_GAP = 9, /* version 2 only */
     VG_FRAME_MSG_TYPE1 = 11,
     VG_FRAME_MSG_TYPE2 = 21,
 } vg_frame_type;
+
+/* Where a version-2 SUB starts (docs/protocol.md). */
+typedef enum {
+    VG_SUB_NEW = 0,   /* only messages appended after the SUB */
+    VG_SUB_FIRST = 1, /* the oldest retained */
+    VG_SUB_SEQ = 2,   /* sequence number `position` of log `epoch` */
+    VG_SUB_AGO = 3,   /* the oldest appended within the last `position` ms */
+} vg_sub_start;
+
+/* Why a GAP's messages are missing. */
+typedef enum {
+    VG_GAP_RETENTION = 1, /* from..to were dropped by retention */
+    VG_GAP_EPOCH = 2,     /* the position is in another log; to is 0 (unknown loss) */
+} vg_gap_reason;
 
 #define VG_FRAME_HEADER 4
 
 /* A parsed frame. Pointers refer into the bytes it was parsed from. */
 typedef struct {
     vg_frame_type type;
+    uint8_t form; /* 1: the version-1 shape; 2: the version-2 one (GAP's only shape) */
     const uint8_t *raw; /* the whole frame, length prefix included (set by the decoder) */
     size_t raw_len;
     uint64_t version;     /* CONNECT, INFO */
-    uint64_t sid;         /* SUB, UNSUB, OK, ERR (0: not about a subscription) */
-    uint64_t code;        /* ERR */
+    uint64_t sid;         /* SUB, UNSUB, OK, ERR, GAP (0: not about a subscription) */
+    uint64_t code;        /* ERR; GAP: the vg_gap_reason */
+    uint64_t publisher;   /* CONNECT v2: the client's publisher identity (0: none) */
+    uint64_t resend_from; /* CONNECT v2: the publisher number of its first MSG here */
+    uint64_t epoch;       /* INFO, SUB, OK v2: a message log's identity */
+    uint64_t publisher_acked; /* INFO v2: the highest publisher number appended */
+    vg_sub_start start;   /* SUB v2 */
+    uint64_t position;    /* SUB v2: a sequence number (SEQ) or milliseconds (AGO) */
+    uint64_t next;        /* OK v2: the first sequence number the subscription delivers */
+    uint64_t seq;         /* MSG v2, from the broker: the message's number, >= 1 */
+    uint64_t from, to;    /* GAP: the missing sequence numbers, inclusive */
     uint64_t client_id;   /* INFO */
     uint64_t max_payload; /* INFO */
     const char *name;     /* CONNECT: client name; INFO: server name */
@@ -60,8 +85,10 @@ static inline uint32_t vg_be32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-/* Parses one frame body (the bytes after the length prefix). Returns VG_OK,
- * VG_ERR_MALFORMED or VG_ERR_UNKNOWN_TYPE; *why then names the problem (static). */
+/* Parses one frame body (the bytes after the length prefix) in either shape
+ * of its type; f->form says which, and whether the connection allows it is
+ * the receiver's decision. Returns VG_OK, VG_ERR_MALFORMED or
+ * VG_ERR_UNKNOWN_TYPE; *why then names the problem (static). */
 vg_status vg_frame_parse(const uint8_t *body, size_t len, vg_frame *out, const char **why);
 
 /* Encoders append one whole frame, length prefix included, to out. On
@@ -78,6 +105,22 @@ vg_status vg_frame_put_sub(vg_buf *out, uint64_t sid, const char *topic, size_t 
 vg_status vg_frame_put_unsub(vg_buf *out, uint64_t sid);
 vg_status vg_frame_put_msg(vg_buf *out, vg_frame_type type, const char *topic, size_t topic_len,
                            const void *payload, size_t payload_len);
+
+/* The version-2 shapes (docs/protocol.md). Versions are not checked: the
+ * caller passes 2 or later to put_connect2 and put_info2. */
+vg_status vg_frame_put_connect2(vg_buf *out, uint64_t version, const char *name, const char *token,
+                                uint64_t publisher, uint64_t resend_from);
+vg_status vg_frame_put_info2(vg_buf *out, uint64_t version, const char *server, uint64_t client_id,
+                             uint64_t max_payload, uint64_t epoch, uint64_t publisher_acked);
+vg_status vg_frame_put_sub2(vg_buf *out, uint64_t sid, const char *topic, size_t topic_len,
+                            vg_sub_start start, uint64_t epoch, uint64_t position);
+vg_status vg_frame_put_ok2(vg_buf *out, uint64_t sid, uint64_t epoch, uint64_t next);
+vg_status vg_frame_put_gap(vg_buf *out, uint64_t sid, const char *topic, size_t topic_len,
+                           uint64_t from, uint64_t to, vg_gap_reason reason);
+/* A MSG with its sequence number, as vg_frame_write_msg_seq encodes it. */
+vg_status vg_frame_put_msg_seq(vg_buf *out, vg_frame_type type, const char *topic,
+                               size_t topic_len, const void *payload, size_t payload_len,
+                               uint64_t seq);
 
 /* The exact encoded size of a MSG frame, length prefix included. */
 size_t vg_frame_msg_size(size_t topic_len, size_t payload_len);

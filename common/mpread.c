@@ -123,3 +123,29 @@ vg_status vg_mp_read_str_or_nil(vg_mp_reader *r, const char **s, uint32_t *len, 
     *is_nil = false;
     return vg_mp_read_str(r, s, len);
 }
+
+vg_status vg_mp_skip_scalar(vg_mp_reader *r)
+{
+    const uint8_t *tag, *body;
+    uint32_t len;
+    if (r->p == r->end)
+        return VG_ERR_MALFORMED;
+    uint8_t t = *r->p;
+    if ((t & 0xe0) == 0xa0 || t == 0xd9 || t == 0xda || t == 0xdb || t == 0xc4 || t == 0xc5 ||
+        t == 0xc6)
+        return read_raw(r, true, true, &body, &len);
+    size_t width;
+    if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3) /* fixints, nil, bool */
+        width = 0;
+    else if (t == 0xcc || t == 0xd0)
+        width = 1;
+    else if (t == 0xcd || t == 0xd1)
+        width = 2;
+    else if (t == 0xce || t == 0xd2 || t == 0xca)
+        width = 4;
+    else if (t == 0xcf || t == 0xd3 || t == 0xcb)
+        width = 8;
+    else
+        return VG_ERR_MALFORMED;
+    return take(r, 1 + width, &tag) ? VG_OK : VG_ERR_MALFORMED;
+}

@@ -32,5 +32,8 @@ vg_status vg_mp_read_uint(vg_mp_reader *r, uint64_t *v); /* any non-negative int
 vg_status vg_mp_read_str(vg_mp_reader *r, const char **s, uint32_t *len);
 vg_status vg_mp_read_bytes(vg_mp_reader *r, const uint8_t **b, uint32_t *len); /* bin or str */
 vg_status vg_mp_read_str_or_nil(vg_mp_reader *r, const char **s, uint32_t *len, bool *is_nil);
+/* Skips one nil, bool, int, float, str or bin; an array, a map, an ext or a
+ * length past the end is malformed (fields a later version adds are scalars). */
+vg_status vg_mp_skip_scalar(vg_mp_reader *r);
 
 #endif

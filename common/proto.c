@@ -18,6 +18,7 @@ const char *vg_errcode_name(uint64_t code)
     case VG_E_SLOW_CONSUMER: return "slow_consumer";
     case VG_E_INTERNAL: return "internal";
     case VG_E_PERMISSION: return "permission";
+    case VG_E_BAD_POSITION: return "bad_position";
     }
     return "unknown";
 }

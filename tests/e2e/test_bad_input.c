@@ -202,3 +202,122 @@ Test(bad_input, many_bad_clients_at_once)
     }
     finish(&fx);
 }
+
+/* ---- version-2 shapes on a version-1 connection ---- */
+
+/* A client of a later version sends CONNECT in the version-2 shape (or a
+ * longer one, version 3): the broker answers INFO version 1, in the
+ * version-1 shape, and serves the connection as any other. */
+Test(bad_input, version2_connect_gets_version1_info)
+{
+    fixture fx = start();
+    for (int version = 2; version <= 3; version++) {
+        h_raw r = h_raw_connect(fx.port);
+        vg_buf b = {0};
+        if (version == 2) {
+            vg_frame_put_connect2(&b, 2, "v2-client", NULL, 0x1234567890abcdefull, 1);
+        } else { /* [3, 3, "v3-client", nil, 7, 1, "a later field", nil] */
+            static const uint8_t v3[] = {0x98, 0x03, 0x03, 0xa9, 'v', '3', '-', 'c', 'l', 'i',
+                                         'e', 'n', 't', 0xc0, 0x07, 0x01, 0xad, 'a', ' ', 'l',
+                                         'a', 't', 'e', 'r', ' ', 'f', 'i', 'e', 'l', 'd', 0xc0};
+            send_body(&r, v3, sizeof v3);
+        }
+        vg_frame_put_sub(&b, 1, "bystander", 9);
+        vg_frame_put_ping(&b);
+        h_raw_send_buf(&r, &b);
+        vg_frame f;
+        cr_assert(h_raw_read(&r, &f, WAIT), "no INFO for a version-%d CONNECT", version);
+        cr_assert_eq(f.type, VG_FRAME_INFO);
+        cr_assert_eq(f.version, 1, "INFO version %llu", (unsigned long long)f.version);
+        cr_assert_eq(f.form, 1);
+        cr_assert(h_raw_read(&r, &f, WAIT));
+        cr_assert_eq(f.type, VG_FRAME_OK);
+        cr_assert_eq(f.form, 1, "a version-1 OK answers a version-1 SUB");
+        cr_assert(h_raw_read(&r, &f, WAIT));
+        cr_assert_eq(f.type, VG_FRAME_PONG);
+        /* A message to the topic arrives in the version-1 shape, without a seq. */
+        vg_frame_put_msg(&b, VG_FRAME_MSG_TYPE1, "bystander", 9, "v1", 2);
+        h_raw_send_buf(&r, &b);
+        cr_assert(h_raw_read(&r, &f, WAIT));
+        cr_assert_eq(f.type, VG_FRAME_MSG_TYPE1);
+        cr_assert_eq(f.form, 1);
+        cr_assert(h_wait_out(fx.bystander, "bystander MSG_TYPE1 v1\n", WAIT), "%s",
+                  fx.bystander->out);
+        vg_buf_free(&b);
+        h_raw_close(&r);
+    }
+    finish(&fx);
+}
+
+/* Reads frames until an ERR; asserts bad_frame with reason, then the close. */
+static void expect_bad_frame(h_raw *r, const char *reason)
+{
+    vg_frame f;
+    do {
+        cr_assert(h_raw_read(r, &f, WAIT), "expected ERR bad_frame \"%s\", got nothing", reason);
+    } while (f.type != VG_FRAME_ERR);
+    cr_assert_eq(f.code, VG_E_BAD_FRAME, "ERR %s, expected bad_frame (\"%s\")",
+                 vg_errcode_name(f.code), reason);
+    cr_assert(f.reason_len == strlen(reason) && memcmp(f.reason, reason, f.reason_len) == 0,
+              "reason \"%.*s\", expected \"%s\"", (int)f.reason_len, f.reason, reason);
+    cr_assert(h_raw_wait_eof(r, WAIT), "broker did not close after a fatal ERR");
+}
+
+/* Every other version-2 shape is refused like a malformed frame: a
+ * fatal ERR bad_frame that says what was wrong, logged as an eviction. A
+ * valid MSG sent just before is still delivered. */
+Test(bad_input, version2_shapes_on_a_version1_connection_are_refused)
+{
+    fixture fx = start();
+    static const char *const reasons[] = {
+        "SUB with a start position on a version-1 connection",
+        "MSG with a sequence number from a client",
+        "MSG with a sequence number from a client",
+        "OK with a position from a client",
+        "GAP from a client",
+    };
+    for (int i = 0; i < 5; i++) {
+        h_raw r = h_raw_connect(fx.port);
+        h_raw_handshake(&r);
+        vg_buf b = {0};
+        char before[16];
+        snprintf(before, sizeof before, "before-%d", i);
+        vg_frame_put_msg(&b, VG_FRAME_MSG_TYPE1, "bystander", 9, before, strlen(before));
+        switch (i) {
+        case 0: vg_frame_put_sub2(&b, 1, "bystander", 9, VG_SUB_FIRST, 0, 0); break;
+        case 1: vg_frame_put_msg_seq(&b, VG_FRAME_MSG_TYPE1, "bystander", 9, "seq", 3, 1); break;
+        case 2: vg_frame_put_msg_seq(&b, VG_FRAME_MSG_TYPE2, "bystander", 9, "seq", 3, 7); break;
+        case 3: vg_frame_put_ok2(&b, 1, 1, 1); break;
+        case 4: vg_frame_put_gap(&b, 1, "bystander", 9, 1, 5, VG_GAP_RETENTION); break;
+        }
+        vg_frame_put_msg(&b, VG_FRAME_MSG_TYPE1, "bystander", 9, "after", 5);
+        h_raw_send_buf(&r, &b);
+        vg_buf_free(&b);
+        expect_bad_frame(&r, reasons[i]);
+        h_raw_close(&r);
+        char line[64];
+        snprintf(line, sizeof line, "bystander MSG_TYPE1 %s\n", before);
+        cr_assert(h_wait_out(fx.bystander, line, WAIT), "%s", fx.bystander->out);
+        cr_assert(h_wait_err(fx.broker, reasons[i], WAIT), "%s", fx.broker->err);
+    }
+    cr_assert(h_wait_err(fx.broker, "event=evict reason=bad_frame", WAIT), "%s", fx.broker->err);
+    /* Nothing of a refused frame, nor anything after it, was delivered. */
+    cr_assert(strstr(fx.bystander->out, "MSG_TYPE1 seq") == NULL, "%s", fx.bystander->out);
+    cr_assert(strstr(fx.bystander->out, "MSG_TYPE2 seq") == NULL, "%s", fx.bystander->out);
+    cr_assert(strstr(fx.bystander->out, " after\n") == NULL, "%s", fx.bystander->out);
+    finish(&fx);
+}
+
+/* Before CONNECT too: the shape is refused first, as a malformed frame is. */
+Test(bad_input, version2_sub_before_connect_is_a_bad_frame)
+{
+    fixture fx = start();
+    h_raw r = h_raw_connect(fx.port);
+    vg_buf b = {0};
+    vg_frame_put_sub2(&b, 1, "bystander", 9, VG_SUB_SEQ, 0, 1);
+    h_raw_send_buf(&r, &b);
+    vg_buf_free(&b);
+    expect_bad_frame(&r, "SUB with a start position on a version-1 connection");
+    h_raw_close(&r);
+    finish(&fx);
+}

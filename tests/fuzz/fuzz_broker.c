@@ -9,9 +9,10 @@
  *              input itself is the first thing the broker sees
  *   the rest   sent as is, then shutdown(SHUT_WR)
  * and the broker's replies are read until it closes, each checked to be a
- * well-formed frame the broker may send. Then its connection thread must
- * have ended. Every SERVE_CHECK_EVERY inputs a subscriber and a publisher
- * must still get a message through.
+ * well-formed frame the broker may send, in its version-1 shape (whatever
+ * version a CONNECT in the input asks for, the broker speaks version 1).
+ * Then its connection thread must have ended. Every SERVE_CHECK_EVERY
+ * inputs a subscriber and a publisher must still get a message through.
  *
  * A broker that does not close, or a thread that does not end, within
  * DEADLINE_MS is a hang: abort(), which libFuzzer reports with the input.
@@ -200,6 +201,10 @@ static void check_replies(replies *r)
             die("the broker sent a malformed frame");
         }
         r->frames++;
+        if (f.form != 1 || f.type == VG_FRAME_GAP) {
+            fprintf(stderr, "fuzz_broker: reply %zu: %s\n", r->frames, vg_frame_type_name(f.type));
+            die("a version-2 frame on a version-1 connection");
+        }
         if (vg_frame_is_msg(f.type)) {
             if (r->controls == 0)
                 die("a MSG before INFO");
@@ -210,6 +215,8 @@ static void check_replies(replies *r)
         case VG_FRAME_INFO:
             if (!first)
                 die("INFO after another control reply");
+            if (f.version != VG_PROTO_VERSION)
+                die("INFO with another version than the broker's");
             break;
         case VG_FRAME_ERR:
             if (strcmp(vg_errcode_name(f.code), "unknown") == 0)

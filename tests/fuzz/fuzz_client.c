@@ -25,12 +25,14 @@
  *              oversized lengths), then shutdown(SHUT_WR)
  *
  * and reads what the client writes until it closes, checking each frame:
- * well-formed, one a client may send, CONNECT first and only then, nothing
- * but PONG before a handshake was possible, no more PONGs than PINGs sent,
+ * well-formed, one a client may send, in its version-1 shape (the client
+ * speaks version 1 only), CONNECT first and only then, nothing but PONG
+ * before a handshake was possible, no more PONGs than PINGs sent,
  * and SUB, UNSUB and MSG exactly in the order the application issued them.
  *
  * A model of the client (model()) walks the input as the client must read
- * it: where it stops and why, the reason on_closed must give, the PINGs it
+ * it: where it stops and why (a version-2 frame, an INFO of another version
+ * among the reasons), the reason on_closed must give, the PINGs it
  * answers. Callbacks are checked as they come against client.h's promises
  * (on_msg only for a message sent, in order, on a topic subscribed, not
  * unsubscribed and not refused; on_sub_error only for our topics, with a
@@ -262,6 +264,8 @@ static void model(void)
         vg_frame_type t = fr->f.type;
         if (!handshaken && t != VG_FRAME_INFO && t != VG_FRAME_ERR && t != VG_FRAME_PING)
             return; /* "expected INFO" */
+        if (fr->f.form > 1 && t != VG_FRAME_INFO)
+            return; /* a MSG with a seq, an OK with a position, a GAP: not on version 1 */
         fr->processed = true;
         fr->max_payload = limit;
         switch (t) {
@@ -296,7 +300,7 @@ static void model(void)
             limit = capped(fr->f.max_payload);
             max_frame = vg_max_frame_for(limit);
             break;
-        default: return; /* CONNECT, SUB, UNSUB: frames only clients send */
+        default: return; /* CONNECT, SUB, UNSUB: frames only clients send; GAP above */
         }
     }
 }
@@ -574,6 +578,11 @@ static void check_writes(writes *w)
             die("the client sent a malformed frame");
         }
         bool first = w->frames++ == 0;
+        if (f.form != 1) {
+            fprintf(report, "fuzz_client: client frame %zu: %s\n", w->frames,
+                    vg_frame_type_name(f.type));
+            die("the client sent a version-2 shape on its version-1 connection");
+        }
         if (first) {
             check(f.type == VG_FRAME_CONNECT, "the client's first frame is not CONNECT");
             check(f.version == VG_PROTO_VERSION && is_str(f.name, f.name_len, CLIENT_NAME) &&

@@ -12,7 +12,8 @@
  * The stream is decoded twice: in those pieces, draining frames after each,
  * and in one piece. Both must yield the same frames and the same final
  * status, whatever the cut. Every frame must be exactly the bytes of the
- * stream at its offset, and must survive a round trip through the encoders.
+ * stream at its offset, keep the rules of its shape (version 1 or 2), and
+ * survive a round trip through the encoders of that shape.
  * A failed check prints what and aborts, which libFuzzer reports as a crash. */
 #include <stdbool.h>
 #include <stdint.h>
@@ -89,9 +90,13 @@ static bool same_bytes(const void *a, size_t alen, const void *b, size_t blen)
 /* Field-by-field equality, ignoring where the bytes lie. */
 static bool same_fields(const vg_frame *a, const vg_frame *b)
 {
-    return a->type == b->type && a->version == b->version && a->sid == b->sid &&
-           a->code == b->code && a->client_id == b->client_id &&
-           a->max_payload == b->max_payload &&
+    return a->type == b->type && a->form == b->form && a->version == b->version &&
+           a->sid == b->sid && a->code == b->code && a->client_id == b->client_id &&
+           a->max_payload == b->max_payload && a->publisher == b->publisher &&
+           a->resend_from == b->resend_from && a->epoch == b->epoch &&
+           a->publisher_acked == b->publisher_acked && a->start == b->start &&
+           a->position == b->position && a->next == b->next && a->seq == b->seq &&
+           a->from == b->from && a->to == b->to &&
            same_bytes(a->name, a->name_len, b->name, b->name_len) &&
            same_bytes(a->token, a->token_len, b->token, b->token_len) &&
            same_bytes(a->reason, a->reason_len, b->reason, b->reason_len) &&
@@ -113,34 +118,53 @@ static char *cstr(const char *s, size_t n)
     return c;
 }
 
-/* Encodes f again with the real encoders. Returns false when it cannot be
- * (a C-string field holds a NUL); encoding failures abort. */
+/* Encodes f again with the real encoders, in the shape it came in (the
+ * scalars a version above 2 may add are not kept). Returns false when it
+ * cannot be (a C-string field holds a NUL); encoding failures abort. */
 static bool reencode(const vg_frame *f, vg_buf *out)
 {
     char *a = NULL, *b = NULL;
     vg_status st = VG_OK;
-    bool done = true;
+    bool done = true, v2 = f->form == 2;
     switch (f->type) {
     case VG_FRAME_PING: st = vg_frame_put_ping(out); break;
     case VG_FRAME_PONG: st = vg_frame_put_pong(out); break;
-    case VG_FRAME_OK: st = vg_frame_put_ok(out, f->sid); break;
+    case VG_FRAME_OK:
+        st = v2 ? vg_frame_put_ok2(out, f->sid, f->epoch, f->next) : vg_frame_put_ok(out, f->sid);
+        break;
     case VG_FRAME_UNSUB: st = vg_frame_put_unsub(out, f->sid); break;
-    case VG_FRAME_SUB: st = vg_frame_put_sub(out, f->sid, f->topic, f->topic_len); break;
+    case VG_FRAME_SUB:
+        st = v2 ? vg_frame_put_sub2(out, f->sid, f->topic, f->topic_len, f->start, f->epoch,
+                                    f->position)
+                : vg_frame_put_sub(out, f->sid, f->topic, f->topic_len);
+        break;
+    case VG_FRAME_GAP:
+        st = vg_frame_put_gap(out, f->sid, f->topic, f->topic_len, f->from, f->to,
+                              (vg_gap_reason)f->code);
+        break;
     case VG_FRAME_MSG_TYPE1:
     case VG_FRAME_MSG_TYPE2:
-        st = vg_frame_put_msg(out, f->type, f->topic, f->topic_len, f->payload, f->payload_len);
+        st = v2 ? vg_frame_put_msg_seq(out, f->type, f->topic, f->topic_len, f->payload,
+                                       f->payload_len, f->seq)
+                : vg_frame_put_msg(out, f->type, f->topic, f->topic_len, f->payload,
+                                   f->payload_len);
         break;
     case VG_FRAME_CONNECT:
         a = cstr(f->name, f->name_len);
         b = cstr(f->token, f->token_len);
         done = a != NULL && (f->token == NULL || b != NULL);
-        if (done)
+        if (done && v2)
+            st = vg_frame_put_connect2(out, f->version, a, b, f->publisher, f->resend_from);
+        else if (done)
             st = vg_frame_put_connect(out, f->version, a, b);
         break;
     case VG_FRAME_INFO:
         a = cstr(f->name, f->name_len);
         done = a != NULL;
-        if (done)
+        if (done && v2)
+            st = vg_frame_put_info2(out, f->version, a, f->client_id, f->max_payload, f->epoch,
+                                    f->publisher_acked);
+        else if (done)
             st = vg_frame_put_info(out, f->version, a, f->client_id, f->max_payload);
         break;
     case VG_FRAME_ERR:
@@ -154,6 +178,33 @@ static bool reencode(const vg_frame *f, vg_buf *out)
     free(b);
     check(st == VG_OK, "an encoder failed on a parsed frame");
     return done;
+}
+
+/* The rules of the two shapes (docs/protocol.md) hold for an accepted frame. */
+static void check_shape(const vg_frame *f)
+{
+    check(f->form == 1 || f->form == 2, "a frame of neither shape");
+    bool two_shapes = f->type == VG_FRAME_CONNECT || f->type == VG_FRAME_INFO ||
+                      f->type == VG_FRAME_SUB || f->type == VG_FRAME_OK || vg_frame_is_msg(f->type);
+    check(f->type == VG_FRAME_GAP ? f->form == 2 : two_shapes || f->form == 1,
+          "a version-2 shape for a type that has none, or a version-1 GAP");
+    if (f->type == VG_FRAME_CONNECT || f->type == VG_FRAME_INFO)
+        check((f->version >= 2) == (f->form == 2), "CONNECT or INFO of a version not its shape's");
+    if (f->form == 1)
+        check(f->publisher == 0 && f->resend_from == 0 && f->epoch == 0 &&
+                  f->publisher_acked == 0 && f->start == VG_SUB_NEW && f->position == 0 &&
+                  f->next == 0 && f->seq == 0 && f->from == 0 && f->to == 0,
+              "a version-1 frame with version-2 fields set");
+    if (f->type == VG_FRAME_SUB && f->form == 2)
+        check(f->start <= VG_SUB_AGO &&
+                  (f->start >= VG_SUB_SEQ || (f->epoch == 0 && f->position == 0)),
+              "a SUB start accepted against its rules");
+    if (vg_frame_is_msg(f->type) && f->form == 2)
+        check(f->seq >= 1, "a MSG with sequence number 0 accepted");
+    if (f->type == VG_FRAME_GAP)
+        check(f->sid >= 1 && ((f->code == VG_GAP_RETENTION && f->from >= 1 && f->to >= f->from) ||
+                              (f->code == VG_GAP_EPOCH && f->to == 0)),
+              "a GAP accepted against its rules");
 }
 
 /* Everything that must hold for one frame the decoder returned; stream_off
@@ -173,6 +224,7 @@ static void check_frame(const plan *p, const vg_frame *f, size_t stream_off)
     check_inside(f->topic, f->topic_len, f, "topic outside the frame");
     check_inside(f->payload, f->payload_len, f, "payload outside the frame");
     check(strcmp(vg_frame_type_name(f->type), "UNKNOWN") != 0, "a frame of unknown type");
+    check_shape(f);
 
     vg_frame again;
     const char *why = NULL;
@@ -206,7 +258,7 @@ static void check_frame(const plan *p, const vg_frame *f, size_t stream_off)
         check(same_fields(f, &g), "re-encoded frame parses to other fields");
         check(reencode(&g, &two) && same_bytes(one.data, one.len, two.data, two.len),
               "encoding is not stable across a round trip");
-        if (vg_frame_is_msg(f->type)) {
+        if (vg_frame_is_msg(f->type) && f->form == 1) {
             check(vg_frame_msg_size(f->topic_len, f->payload_len) == one.len,
                   "vg_frame_msg_size differs from the encoder");
             uint8_t *direct = malloc(one.len);
@@ -214,6 +266,10 @@ static void check_frame(const plan *p, const vg_frame *f, size_t stream_off)
             vg_frame_write_msg(direct, f->type, f->topic, f->topic_len, f->payload, f->payload_len);
             check(memcmp(direct, one.data, one.len) == 0, "vg_frame_write_msg differs from put_msg");
             free(direct);
+        } else if (vg_frame_is_msg(f->type)) {
+            check(vg_frame_msg_seq_size(f->topic_len, f->payload_len) == one.len,
+                  "vg_frame_msg_seq_size differs from the encoder");
+            check(one.data[one.len - 9] == 0xcf, "a MSG's seq not encoded as a uint64");
         }
     }
     vg_buf_free(&one);

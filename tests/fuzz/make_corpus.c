@@ -4,7 +4,7 @@
  * build-fuzz/fuzz_make_corpus tests/fuzz/corpus).
  *
  * Each seed is a byte stream a client could send: valid frames of every
- * type, sessions, and the hostile classics (oversize and empty lengths,
+ * type and shape (version 1 and 2), sessions, and the hostile classics (oversize and empty lengths,
  * truncation, msgpack-c issue #1013's count bomb, deep nesting, garbage).
  * The decoder's copy gets a header choosing how the stream is cut (see
  * fuzz_decoder.c); the broker's a first byte choosing whether a CONNECT goes
@@ -306,6 +306,104 @@ static void hostile_bytes(vg_buf *b)
     seed("garbage_512", b, true);
 }
 
+/* The version-2 shapes, from a client: a CONNECT of a later version is
+ * answered INFO version 1, the rest refused on a version-1 connection;
+ * and the malformed variants of each. */
+static void version2_frames(vg_buf *b)
+{
+    ok(vg_frame_put_connect2(b, 2, "seed", NULL, 0x1234567890abcdefull, 1));
+    seed("connect2", b, false);
+    ok(vg_frame_put_connect2(b, 2, "seed", "secret", 0, 5000));
+    sub(b, 1, "news");
+    msg(b, MSG1, "news", "on a negotiated version-1 connection");
+    ok(vg_frame_put_ping(b));
+    seed("connect2_session", b, false);
+    ok(vg_frame_put_connect2(b, 7, "seed", NULL, 1, 1));
+    seed("connect2_version7", b, false);
+    ok(vg_frame_put_connect2(b, 1, "seed", NULL, 1, 1));
+    seed("connect2_version1", b, false);
+    ok(vg_frame_put_connect2(b, 2, "seed", NULL, 1, 1));
+    ok(vg_frame_put_connect2(b, 2, "seed", NULL, 1, 1));
+    seed("connect2_twice", b, false);
+
+    ok(vg_frame_put_sub2(b, 1, "news", 4, VG_SUB_NEW, 0, 0));
+    seed("sub2_new", b, true);
+    ok(vg_frame_put_sub2(b, 1, "news", 4, VG_SUB_FIRST, 0, 0));
+    seed("sub2_first", b, true);
+    ok(vg_frame_put_sub2(b, 1, "news", 4, VG_SUB_SEQ, 0x77, 1000));
+    seed("sub2_seq", b, true);
+    ok(vg_frame_put_sub2(b, 1, "news", 4, VG_SUB_AGO, 0, 60000));
+    seed("sub2_ago", b, true);
+    ok(vg_frame_put_sub2(b, 1, "news", 4, VG_SUB_SEQ, 0, 1));
+    seed("sub2_before_connect", b, false);
+    sub(b, 1, "news");
+    msg(b, MSG1, "news", "before the version-2 SUB");
+    ok(vg_frame_put_sub2(b, 2, "news", 4, VG_SUB_FIRST, 0, 0));
+    msg(b, MSG1, "news", "after it");
+    seed("sub2_after_sub", b, true);
+    ok(vg_frame_put_msg_seq(b, MSG1, "news", 4, "with a seq", 10, 1));
+    seed("msg_seq", b, true);
+    msg(b, MSG2, "news", "a run");
+    msg(b, MSG2, "news", "of two");
+    ok(vg_frame_put_msg_seq(b, MSG2, "news", 4, "then a seq", 10, UINT64_MAX));
+    seed("msg_seq_after_run", b, true);
+    ok(vg_frame_put_ok2(b, 1, 7, 1));
+    seed("ok2_from_client", b, true);
+    ok(vg_frame_put_gap(b, 1, "news", 4, 1, 10, VG_GAP_RETENTION));
+    seed("gap_from_client", b, true);
+    ok(vg_frame_put_gap(b, 1, "news", 4, 5, 0, VG_GAP_EPOCH));
+    seed("gap_epoch_from_client", b, true);
+    ok(vg_frame_put_info2(b, 2, "vigil", 7, 1024, 9, 0));
+    seed("info2_from_client", b, true);
+}
+
+/* Hand-written version-2 bodies: the shapes' rules broken, later versions' fields. */
+static const struct {
+    const char *name;
+    bool connect_first;
+    uint8_t len;
+    uint8_t bytes[40];
+} v2_bodies[] = {
+    /* [3, 3, "seed", nil, 1, 1, nil, true, -1, 1.5f32, "x", bin "y"] */
+    {"connect3_scalars", false, 24, {0x9c, 0x03, 0x03, 0xa4, 's', 'e', 'e', 'd', 0xc0, 0x01,
+                                     0x01, 0xc0, 0xc3, 0xff, 0xca, 0x3f, 0xc0, 0x00, 0x00, 0xa1,
+                                     'x', 0xc4, 0x01, 'y'}},
+    {"connect3_nested", false, 12, {0x97, 0x03, 0x03, 0xa4, 's', 'e', 'e', 'd', 0xc0, 0x01,
+                                    0x01, 0x90}},
+    {"connect3_map", false, 13, {0x97, 0x03, 0x03, 0xa4, 's', 'e', 'e', 'd', 0xc0, 0x01, 0x01,
+                                 0x81, 0xc0}},
+    {"connect3_str_overrun", false, 14, {0x97, 0x03, 0x03, 0xa4, 's', 'e', 'e', 'd', 0xc0, 0x01,
+                                         0x01, 0xd9, 0xff, 'x'}},
+    {"connect3_ext", false, 14, {0x97, 0x03, 0x03, 0xa4, 's', 'e', 'e', 'd', 0xc0, 0x01, 0x01,
+                                 0xd4, 0x01, 0x02}},
+    {"connect3_four", false, 9, {0x94, 0x03, 0x03, 0xa4, 's', 'e', 'e', 'd', 0xc0}},
+    {"connect2_seven", false, 12, {0x97, 0x03, 0x02, 0xa4, 's', 'e', 'e', 'd', 0xc0, 0x01,
+                                   0x01, 0xc0}},
+    {"connect_five", false, 10, {0x95, 0x03, 0x02, 0xa4, 's', 'e', 'e', 'd', 0xc0, 0x01}},
+    {"sub2_start4", true, 11, {0x96, 0x07, 0x01, 0xa4, 'n', 'e', 'w', 's', 0x04, 0x00, 0x00}},
+    {"sub2_new_position", true, 11, {0x96, 0x07, 0x01, 0xa4, 'n', 'e', 'w', 's', 0x00, 0x00,
+                                     0x05}},
+    {"sub2_first_epoch", true, 11, {0x96, 0x07, 0x01, 0xa4, 'n', 'e', 'w', 's', 0x01, 0x09,
+                                    0x00}},
+    {"sub_five", true, 10, {0x95, 0x07, 0x01, 0xa4, 'n', 'e', 'w', 's', 0x02, 0x00}},
+    {"msg_seq0", true, 11, {0x94, 0x0b, 0xa4, 'n', 'e', 'w', 's', 0xc4, 0x01, 'x', 0x00}},
+    {"msg_seq_fixint", true, 11, {0x94, 0x15, 0xa4, 'n', 'e', 'w', 's', 0xc4, 0x01, 'x', 0x05}},
+    {"gap_sid0", true, 11, {0x96, 0x09, 0x00, 0xa4, 'n', 'e', 'w', 's', 0x01, 0x01, 0x01}},
+    {"gap_reversed", true, 11, {0x96, 0x09, 0x01, 0xa4, 'n', 'e', 'w', 's', 0x05, 0x04, 0x01}},
+    {"gap_epoch_end", true, 11, {0x96, 0x09, 0x01, 0xa4, 'n', 'e', 'w', 's', 0x05, 0x06, 0x02}},
+    {"gap_reason3", true, 11, {0x96, 0x09, 0x01, 0xa4, 'n', 'e', 'w', 's', 0x01, 0x01, 0x03}},
+    {"gap_one", true, 2, {0x91, 0x09}},
+    {"ok_three", true, 4, {0x93, 0x05, 0x01, 0x01}},
+};
+
+static void version2_bodies(vg_buf *b)
+{
+    for (size_t i = 0; i < sizeof v2_bodies / sizeof *v2_bodies; i++) {
+        body(b, v2_bodies[i].bytes, v2_bodies[i].len);
+        seed(v2_bodies[i].name, b, v2_bodies[i].connect_first);
+    }
+}
+
 /* ---- fuzz_client: what a broker sends ---- */
 
 /* fuzz_client.c's first two bytes. */
@@ -528,6 +626,60 @@ static void broker_hostile_bytes(vg_buf *b)
     client_seed("garbage_before_info", 0, 0, b);
 }
 
+/* Version-2 frames from a broker that agreed to version 1 (all end the
+ * connection), INFOs of later versions (the client lacks them), and the
+ * malformed variants. */
+static void broker_v2_frames(vg_buf *b)
+{
+    ok_frame(b, 1);
+    msg(b, MSG1, "news", "before");
+    ok(vg_frame_put_msg_seq(b, MSG1, "news", 4, "with a seq", 10, 1));
+    msg(b, MSG1, "news", "after");
+    client_seed("msg_seq", C_INFO, C_MP_1MIB, b);
+    ok(vg_frame_put_msg_seq(b, MSG2, "news", 4, "before the OK", 13, 3));
+    client_seed("msg_seq_before_ok", C_INFO, C_MP_1MIB, b);
+    ok(vg_frame_put_ok2(b, 1, 0x77, 1));
+    msg(b, MSG1, "news", "after");
+    client_seed("ok2", C_INFO, C_MP_1MIB, b);
+    ok_frame(b, 1);
+    ok(vg_frame_put_ok2(b, 2, 0x77, 5));
+    client_seed("ok2_second_sid", C_INFO | C_TWO_SUBS, C_MP_1MIB, b);
+    ok_frame(b, 1);
+    ok(vg_frame_put_gap(b, 1, "news", 4, 1, 10, VG_GAP_RETENTION));
+    msg(b, MSG1, "news", "after the gap");
+    client_seed("gap_retention", C_INFO, C_MP_1MIB, b);
+    ok_frame(b, 1);
+    ok(vg_frame_put_gap(b, 1, "news", 4, 7, 0, VG_GAP_EPOCH));
+    client_seed("gap_epoch", C_INFO, C_CB_UNSUB, b);
+    ok(vg_frame_put_gap(b, 1, "news", 4, 1, 1, VG_GAP_RETENTION));
+    client_seed("gap_before_info", 0, 0, b);
+    ok(vg_frame_put_info2(b, 2, "vigil 0.2.0", 7, 1024, 0x77, 0));
+    ok_frame(b, 1);
+    client_seed("info2_version2", 0, 0, b);
+    body(b, (const uint8_t[]){0x99, 0x04, 0x03, 0xa1, 's', 0x07, 0xcd, 0x04, 0x00, 0x01, 0x00,
+                              0xa1, 'x', 0xc0},
+         14); /* [4, 3, "s", 7, 1024, 1, 0, "x", nil] */
+    client_seed("info3_scalars", 0, 0, b);
+    body(b, (const uint8_t[]){0x97, 0x04, 0x01, 0xa1, 's', 0x07, 0xcd, 0x04, 0x00, 0x01, 0x00}, 11);
+    client_seed("info1_seven", 0, 0, b);
+    ok_frame(b, 1);
+    ok(vg_frame_put_sub2(b, 1, "news", 4, VG_SUB_SEQ, 1, 1));
+    client_seed("sub2_from_broker", C_INFO, C_MP_1MIB, b);
+    ok(vg_frame_put_connect2(b, 2, "seed", NULL, 1, 1));
+    client_seed("connect2_from_broker", C_INFO, C_MP_1MIB, b);
+    ok_frame(b, 1);
+    body(b, (const uint8_t[]){0x94, 0x0b, 0xa4, 'n', 'e', 'w', 's', 0xc4, 0x01, 'x', 0x00}, 11);
+    client_seed("msg_seq0", C_INFO, C_MP_1MIB, b);
+    ok_frame(b, 1);
+    body(b, (const uint8_t[]){0x96, 0x09, 0x00, 0xa4, 'n', 'e', 'w', 's', 0x01, 0x01, 0x01}, 11);
+    client_seed("gap_sid0", C_INFO, C_MP_1MIB, b);
+    err_frame(b, 16, "position past the end of the log", 1);
+    msg(b, MSG1, "news", "refused");
+    client_seed("err_bad_position", C_INFO, C_MP_1MIB, b);
+    err_frame(b, 16, "position past the end of the log", 0);
+    client_seed("err_bad_position_fatal", C_INFO, C_MP_1MIB, b);
+}
+
 /* ---- fuzz_format: a topic and a payload ---- */
 
 /* fuzz_format.c's layout: format (3: all three), type, the topic's length. */
@@ -626,10 +778,13 @@ int main(int argc, char **argv)
     valid_frames(&b);
     rule_breakers(&b);
     hostile_bytes(&b);
+    version2_frames(&b); /* after the others: their cuts stay as they were */
+    version2_bodies(&b);
     unsigned shared = seeds;
     broker_sessions(&b);
     broker_frames(&b);
     broker_hostile_bytes(&b);
+    broker_v2_frames(&b);
     unsigned client = seeds - shared;
     format_seeds();
     vg_buf_free(&b);

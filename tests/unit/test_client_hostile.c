@@ -1,7 +1,7 @@
 /* The client library (client.h) against the scripted fake broker
  * (client_harness.h): a hostile broker. INFO claiming payloads of 4 GiB
  * and more, a flood of PINGs whose PONGs it never reads, answers for sids
- * the client never used, and frames before INFO.
+ * the client never used, frames before INFO, and version-2 frames.
  *
  * "Defect N" marks the regression test of a numbered defect of the
  * outside review (client_harness.h). */
@@ -215,6 +215,56 @@ Test(client_hostile, ping_before_info_is_answered_and_a_msg_is_a_protocol_error)
     cr_assert_eq(cb_msgs(), 0);
     vg_client_destroy(c);
     fb_close(&c2);
+    fb_unlisten(&l);
+}
+
+/* The client speaks protocol version 1: a MSG with a sequence number, an
+ * OK with a position or a GAP from the broker is a protocol error that
+ * ends the connection, like any frame a version-1 broker cannot send.
+ * Nothing of it (or after it) reaches the application, and the next
+ * connection works as before. */
+Test(client_hostile, version2_frames_end_a_version1_connection)
+{
+    fb_listener l;
+    fb_listen(&l, false, 0);
+    fb_conn conn;
+    vg_client_opts o = opts_for(l.port);
+    vg_client *c = connected_client(&l, &conn, &o);
+    uint64_t sid = must_subscribe(c, "v2.t");
+    emu_init(&conn, true, false);
+    emu_until_frame(VG_FRAME_SUB, sid);
+    cr_assert_eq(vg_client_wait_subscribed(c, sid, fb_ms(5000)), VG_OK);
+    for (int i = 0; i < 3; i++) {
+        vg_buf b = {0};
+        switch (i) {
+        case 0: vg_frame_put_msg_seq(&b, VG_FRAME_MSG_TYPE1, "v2.t", 4, "with seq", 8, 1); break;
+        case 1: vg_frame_put_ok2(&b, sid, 1, 1); break;
+        case 2: vg_frame_put_gap(&b, sid, "v2.t", 4, 1, 3, VG_GAP_RETENTION); break;
+        }
+        vg_frame_put_msg(&b, VG_FRAME_MSG_TYPE1, "v2.t", 4, "after it", 8);
+        fb_send_raw(&conn, b.data, b.len);
+        vg_buf_free(&b);
+        cr_assert(fb_wait_eof(&conn, fb_ms(5000)), "version-2 frame %d did not end the connection",
+                  i);
+        fb_close(&conn);
+        cr_assert(fb_log_wait(i + 1, fb_ms(2000), "event=disconnected", "reason=protocol",
+                              "a version-2 frame on a version-1 connection", NULL),
+                  "version-2 frame %d", i);
+        fb_accept(&l, &conn, fb_ms(5000), "the reconnection");
+        fb_handshake(&conn, VG_DEFAULT_MAX_PAYLOAD);
+        emu_init(&conn, true, false);
+        emu_until_frame(VG_FRAME_SUB, sid); /* the renewal, answered OK */
+        cr_assert(fb_log_wait(i + 1, fb_ms(5000), "event=reconnected", NULL));
+    }
+    cr_assert_eq(cb_msgs(), 0, "a message from a version-2 frame's connection was delivered");
+    fb_send_msg(&conn, "v2.t", "version 1");
+    unsigned one = 1;
+    cr_assert(wait_until(msgs_at_least, &one, fb_ms(5000)), "no message after reconnecting");
+    emu_barrier();
+    cr_assert_eq(cb_msgs(), 1);
+    cr_assert_str_eq(cb.last_payload, "version 1");
+    vg_client_destroy(c);
+    fb_close(&conn);
     fb_unlisten(&l);
 }
 

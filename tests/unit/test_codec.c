@@ -1,6 +1,6 @@
 /* Frame codec: every encoder round-trips through vg_frame_parse, sizes match
  * at msgpack header boundaries, msgpack-c agrees with us in both directions,
- * and malformed bodies are refused with the right status. */
+ * and malformed bodies are refused with the right status; and the ERR codes. */
 #include <criterion/criterion.h>
 #include <msgpack.h>
 #include <stdint.h>
@@ -9,6 +9,7 @@
 
 #include "buf.h"
 #include "frame.h"
+#include "proto.h"
 #include "status.h"
 
 /* ---- helpers ---- */
@@ -91,10 +92,11 @@ Test(codec, connect_with_token)
 {
     vg_buf b = {0};
     vg_frame f;
-    cr_assert_eq(vg_frame_put_connect(&b, 7, "client-a", "s3cret"), VG_OK);
+    cr_assert_eq(vg_frame_put_connect(&b, 1, "client-a", "s3cret"), VG_OK);
     parse_whole(&b, &f);
     cr_assert_eq(f.type, VG_FRAME_CONNECT);
-    cr_assert_eq(f.version, 7);
+    cr_assert_eq(f.form, 1);
+    cr_assert_eq(f.version, 1);
     assert_mem(f.name, f.name_len, "client-a", 8);
     cr_assert_not_null(f.token);
     assert_mem(f.token, f.token_len, "s3cret", 6);
@@ -105,10 +107,10 @@ Test(codec, connect_without_token)
 {
     vg_buf b = {0};
     vg_frame f;
-    cr_assert_eq(vg_frame_put_connect(&b, UINT64_MAX, "", NULL), VG_OK);
+    cr_assert_eq(vg_frame_put_connect(&b, 0, "", NULL), VG_OK); /* parses; the broker refuses 0 */
     parse_whole(&b, &f);
     cr_assert_eq(f.type, VG_FRAME_CONNECT);
-    cr_assert_eq(f.version, UINT64_MAX);
+    cr_assert_eq(f.version, 0);
     cr_assert_eq(f.name_len, 0);
     cr_assert_null(f.token, "a nil token parses as NULL");
     cr_assert_eq(f.token_len, 0);
@@ -135,12 +137,20 @@ Test(codec, info)
         vg_buf b = {0};
         vg_frame f;
         uint64_t v = values[i], c = values[(i + 3) % nv], m = values[(i + 5) % nv];
-        cr_assert_eq(vg_frame_put_info(&b, v, "vigil-1.0", c, m), VG_OK);
+        uint64_t e = values[(i + 7) % nv], a = values[(i + 9) % nv];
+        /* Versions 0 and 1 have the version-1 shape; any later one the version-2 shape. */
+        if (v < 2)
+            cr_assert_eq(vg_frame_put_info(&b, v, "vigil-1.0", c, m), VG_OK);
+        else
+            cr_assert_eq(vg_frame_put_info2(&b, v, "vigil-1.0", c, m, e, a), VG_OK);
         parse_whole(&b, &f);
         cr_assert_eq(f.type, VG_FRAME_INFO);
+        cr_assert_eq(f.form, v < 2 ? 1 : 2);
         cr_assert_eq(f.version, v);
         cr_assert_eq(f.client_id, c);
         cr_assert_eq(f.max_payload, m);
+        cr_assert_eq(f.epoch, v < 2 ? 0 : e);
+        cr_assert_eq(f.publisher_acked, v < 2 ? 0 : a);
         assert_mem(f.name, f.name_len, "vigil-1.0", 9);
         vg_buf_free(&b);
     }
@@ -629,7 +639,7 @@ Test(codec_reject, unknown_types)
 {
     REJECT(VG_ERR_UNKNOWN_TYPE, 0x91, 99);
     REJECT(VG_ERR_UNKNOWN_TYPE, 0x91, 0x00);
-    REJECT(VG_ERR_UNKNOWN_TYPE, 0x91, 9);
+    REJECT(VG_ERR_UNKNOWN_TYPE, 0x91, 10);
     REJECT(VG_ERR_UNKNOWN_TYPE, 0x91, 12);
     REJECT(VG_ERR_UNKNOWN_TYPE, 0x93, 99, 0x01, 0x02);
     REJECT(VG_ERR_UNKNOWN_TYPE, 0x91, 0xcf, 0, 0, 0, 0x01, 0, 0, 0, VG_FRAME_PING);
@@ -649,6 +659,7 @@ Test(codec_reject, wrong_arity)
     REJECT(VG_ERR_MALFORMED, 0x93, VG_FRAME_UNSUB, 0x01, 0x01);
     REJECT(VG_ERR_MALFORMED, 0x92, VG_FRAME_MSG_TYPE1, 0xa1, 't');
     REJECT(VG_ERR_MALFORMED, 0x94, VG_FRAME_MSG_TYPE2, 0xa1, 't', 0xc4, 0x00, 0xc0);
+    REJECT(VG_ERR_MALFORMED, 0x91, VG_FRAME_GAP); /* a known type now: wrong shape, not unknown */
 }
 
 Test(codec_reject, wrong_element_types)
@@ -723,4 +734,696 @@ Test(codec_reject, truncated_lengths)
     REJECT(VG_ERR_MALFORMED, 0x93, VG_FRAME_MSG_TYPE2, 0xa1, 't', 0xa3, 'p');
     /* CONNECT token cut short */
     REJECT(VG_ERR_MALFORMED, 0x94, VG_FRAME_CONNECT, 0x01, 0xa1, 'n', 0xa4, 't');
+}
+
+/* ---- version 2: round trips ---- */
+
+static const uint64_t wide[] = {0, 1, 127, 128, 255, 256, 65535, 65536, 0xffffffffu,
+                                0x100000000ull, UINT64_MAX};
+#define NWIDE (sizeof wide / sizeof wide[0])
+
+Test(codec_v2, version1_encoders_keep_the_version1_shape)
+{
+    vg_buf b = {0};
+    vg_frame f;
+    cr_assert_eq(vg_frame_put_connect(&b, 1, "c", NULL), VG_OK);
+    cr_assert_eq(vg_frame_put_info(&b, 1, "s", 1, 2), VG_OK);
+    cr_assert_eq(vg_frame_put_sub(&b, 1, "t", 1), VG_OK);
+    cr_assert_eq(vg_frame_put_ok(&b, 1), VG_OK);
+    cr_assert_eq(vg_frame_put_msg(&b, VG_FRAME_MSG_TYPE1, "t", 1, "p", 1), VG_OK);
+    cr_assert_eq(vg_frame_put_ping(&b), VG_OK);
+    cr_assert_eq(vg_frame_put_err(&b, 4, "r", 1), VG_OK);
+    cr_assert_eq(vg_frame_put_unsub(&b, 1), VG_OK);
+    size_t off = 0;
+    while (off < b.len) {
+        off = parse_at(&b, off, &f);
+        cr_assert_eq(f.form, 1, "%s", vg_frame_type_name(f.type));
+        cr_assert_eq(f.seq, 0);
+        cr_assert_eq(f.epoch, 0);
+        cr_assert_eq(f.start, VG_SUB_NEW, "a version-1 SUB means NEW");
+    }
+    vg_buf_free(&b);
+}
+
+Test(codec_v2, connect2)
+{
+    for (size_t i = 0; i < NWIDE; i++) {
+        vg_buf b = {0};
+        vg_frame f;
+        uint64_t version = i % 2 ? 2 : UINT64_MAX - i, p = wide[i], r = wide[(i + 4) % NWIDE];
+        const char *token = i % 3 ? "s3cret" : NULL;
+        cr_assert_eq(vg_frame_put_connect2(&b, version, "client-a", token, p, r), VG_OK);
+        parse_whole(&b, &f);
+        cr_assert_eq(f.type, VG_FRAME_CONNECT);
+        cr_assert_eq(f.form, 2);
+        cr_assert_eq(f.version, version);
+        assert_mem(f.name, f.name_len, "client-a", 8);
+        if (token)
+            assert_mem(f.token, f.token_len, token, 6);
+        else
+            cr_assert_null(f.token);
+        cr_assert_eq(f.publisher, p);
+        cr_assert_eq(f.resend_from, r);
+        vg_buf_free(&b);
+    }
+}
+
+Test(codec_v2, sub2_every_start)
+{
+    static const struct {
+        vg_sub_start start;
+        uint64_t epoch, position;
+    } cases[] = {{VG_SUB_NEW, 0, 0},
+                 {VG_SUB_FIRST, 0, 0},
+                 {VG_SUB_SEQ, 0, 1},
+                 {VG_SUB_SEQ, UINT64_MAX, UINT64_MAX},
+                 {VG_SUB_SEQ, 0x1234567890ull, 70000},
+                 {VG_SUB_AGO, 0, 60000},
+                 {VG_SUB_AGO, 5, 0}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        vg_buf b = {0};
+        vg_frame f;
+        cr_assert_eq(vg_frame_put_sub2(&b, i + 1, "news.x", 6, cases[i].start, cases[i].epoch,
+                                       cases[i].position),
+                     VG_OK);
+        parse_whole(&b, &f);
+        cr_assert_eq(f.type, VG_FRAME_SUB);
+        cr_assert_eq(f.form, 2);
+        cr_assert_eq(f.sid, i + 1);
+        assert_mem(f.topic, f.topic_len, "news.x", 6);
+        cr_assert_eq(f.start, cases[i].start);
+        cr_assert_eq(f.epoch, cases[i].epoch);
+        cr_assert_eq(f.position, cases[i].position);
+        vg_buf_free(&b);
+    }
+}
+
+Test(codec_v2, ok2)
+{
+    for (size_t i = 0; i < NWIDE; i++) {
+        vg_buf b = {0};
+        vg_frame f;
+        cr_assert_eq(vg_frame_put_ok2(&b, wide[i], wide[(i + 2) % NWIDE], wide[(i + 5) % NWIDE]),
+                     VG_OK);
+        parse_whole(&b, &f);
+        cr_assert_eq(f.type, VG_FRAME_OK);
+        cr_assert_eq(f.form, 2);
+        cr_assert_eq(f.sid, wide[i]);
+        cr_assert_eq(f.epoch, wide[(i + 2) % NWIDE]);
+        cr_assert_eq(f.next, wide[(i + 5) % NWIDE]);
+        vg_buf_free(&b);
+    }
+}
+
+Test(codec_v2, gap_both_reasons)
+{
+    static const struct {
+        uint64_t sid, from, to;
+        vg_gap_reason reason;
+    } cases[] = {{1, 1, 1, VG_GAP_RETENTION},
+                 {7, 10, 20, VG_GAP_RETENTION},
+                 {UINT64_MAX, 1, UINT64_MAX, VG_GAP_RETENTION},
+                 {2, 500, 0, VG_GAP_EPOCH},
+                 {3, 0, 0, VG_GAP_EPOCH}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        vg_buf b = {0};
+        vg_frame f;
+        cr_assert_eq(vg_frame_put_gap(&b, cases[i].sid, "a.b", 3, cases[i].from, cases[i].to,
+                                      cases[i].reason),
+                     VG_OK);
+        parse_whole(&b, &f);
+        cr_assert_eq(f.type, VG_FRAME_GAP);
+        cr_assert_eq(f.form, 2);
+        cr_assert_eq(f.sid, cases[i].sid);
+        assert_mem(f.topic, f.topic_len, "a.b", 3);
+        cr_assert_eq(f.from, cases[i].from);
+        cr_assert_eq(f.to, cases[i].to);
+        cr_assert_eq(f.code, cases[i].reason);
+        vg_buf_free(&b);
+    }
+    cr_assert_str_eq(vg_frame_type_name(VG_FRAME_GAP), "GAP");
+}
+
+Test(codec_v2, msg_seq_round_trip_and_fixed_width)
+{
+    static const uint64_t seqs[] = {1, 2, 127, 128, 0xffffffffu, UINT64_MAX};
+    static const size_t payload_lens[] = {0, 5, 255, 256, 65536};
+    uint8_t *payload = malloc(65536);
+    cr_assert_not_null(payload);
+    fill_pattern(payload, 65536, 3);
+    for (size_t i = 0; i < sizeof seqs / sizeof seqs[0]; i++) {
+        size_t pl = payload_lens[i % (sizeof payload_lens / sizeof payload_lens[0])];
+        vg_frame_type type = i % 2 ? VG_FRAME_MSG_TYPE2 : VG_FRAME_MSG_TYPE1;
+        vg_buf b = {0};
+        vg_frame f;
+        cr_assert_eq(vg_frame_put_msg_seq(&b, type, "news", 4, payload, pl, seqs[i]), VG_OK);
+        cr_assert_eq(b.len, vg_frame_msg_seq_size(4, pl));
+        cr_assert_eq(b.len, vg_frame_msg_size(4, pl) + 9, "seq is always 9 bytes");
+        cr_assert_eq(b.data[b.len - 9], 0xcf, "seq is a uint64, whatever its value");
+        parse_whole(&b, &f);
+        cr_assert_eq(f.type, type);
+        cr_assert_eq(f.form, 2);
+        cr_assert_eq(f.seq, seqs[i]);
+        assert_mem(f.topic, f.topic_len, "news", 4);
+        assert_mem(f.payload, f.payload_len, payload, pl);
+
+        uint8_t *direct = malloc(b.len);
+        cr_assert_not_null(direct);
+        vg_frame_write_msg_seq(direct, type, "news", 4, payload, pl, seqs[i]);
+        cr_assert(memcmp(direct, b.data, b.len) == 0, "put_msg_seq differs from write_msg_seq");
+        free(direct);
+        vg_buf_free(&b);
+    }
+    free(payload);
+}
+
+Test(codec_v2, msg_seq_appends_after_earlier_bytes)
+{
+    vg_buf b = {0};
+    vg_frame f;
+    cr_assert_eq(vg_frame_put_ping(&b), VG_OK);
+    cr_assert_eq(vg_frame_put_msg_seq(&b, VG_FRAME_MSG_TYPE1, "t", 1, "x", 1, 9), VG_OK);
+    cr_assert_eq(vg_frame_put_gap(&b, 1, "t", 1, 3, 4, VG_GAP_RETENTION), VG_OK);
+    size_t off = parse_at(&b, 0, &f);
+    cr_assert_eq(f.type, VG_FRAME_PING);
+    off = parse_at(&b, off, &f);
+    cr_assert_eq(f.seq, 9);
+    cr_assert_eq(parse_at(&b, off, &f), b.len);
+    cr_assert_eq(f.type, VG_FRAME_GAP);
+    vg_buf_free(&b);
+}
+
+/* ---- version 2: rejections, each with its reason ---- */
+
+/* Expects vg_frame_parse to refuse body as malformed, saying want_why. */
+static void expect_why(const void *body, size_t len, const char *want_why, const char *label)
+{
+    vg_frame f;
+    const char *why = NULL;
+    vg_status st = vg_frame_parse(body, len, &f, &why);
+    cr_assert_eq(st, VG_ERR_MALFORMED, "%s: got %s", label, vg_strerror(st));
+    cr_assert_not_null(why, "%s: why not set", label);
+    cr_assert_str_eq(why, want_why, "%s", label);
+}
+
+#define REJECT_WHY(want_why, ...)                                                              \
+    do {                                                                                       \
+        static const uint8_t body_[] = {__VA_ARGS__};                                          \
+        expect_why(body_, sizeof body_, (want_why), #__VA_ARGS__);                             \
+    } while (0)
+
+static const char *const COUNT = "wrong number of elements for the frame type";
+static const char *const CONNECT_VERSION = "CONNECT's element count does not fit its version";
+static const char *const INFO_VERSION = "INFO's element count does not fit its version";
+
+Test(codec_v2_reject, connect_count_must_fit_the_version)
+{
+    /* version 1 (or 0) with the version-2 fields */
+    REJECT_WHY(CONNECT_VERSION, 0x96, VG_FRAME_CONNECT, 0x01, 0xa1, 'n', 0xc0, 0x01, 0x01);
+    REJECT_WHY(CONNECT_VERSION, 0x96, VG_FRAME_CONNECT, 0x00, 0xa1, 'n', 0xc0, 0x01, 0x01);
+    /* version 2 without them, or with more */
+    REJECT_WHY(CONNECT_VERSION, 0x94, VG_FRAME_CONNECT, 0x02, 0xa1, 'n', 0xc0);
+    REJECT_WHY(CONNECT_VERSION, 0x97, VG_FRAME_CONNECT, 0x02, 0xa1, 'n', 0xc0, 0x01, 0x01, 0xc0);
+    /* a later version with fewer than six */
+    REJECT_WHY(CONNECT_VERSION, 0x94, VG_FRAME_CONNECT, 0x03, 0xa1, 'n', 0xc0);
+    REJECT_WHY(CONNECT_VERSION, 0x94, VG_FRAME_CONNECT, 0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+               0xff, 0xff, 0xa1, 'n', 0xc0);
+    /* five elements fit no version */
+    REJECT_WHY(COUNT, 0x95, VG_FRAME_CONNECT, 0x03, 0xa1, 'n', 0xc0, 0x01);
+    /* the version-2 fields are integers */
+    REJECT_WHY("CONNECT publisher is not an integer", 0x96, VG_FRAME_CONNECT, 0x02, 0xa1, 'n',
+               0xc0, 0xa1, '1', 0x01);
+    REJECT_WHY("CONNECT resend_from is not an integer", 0x96, VG_FRAME_CONNECT, 0x02, 0xa1, 'n',
+               0xc0, 0x01, 0xff);
+}
+
+Test(codec_v2_reject, info_count_must_fit_the_version)
+{
+    REJECT_WHY(INFO_VERSION, 0x97, VG_FRAME_INFO, 0x01, 0xa1, 's', 0x01, 0x01, 0x01, 0x01);
+    REJECT_WHY(INFO_VERSION, 0x95, VG_FRAME_INFO, 0x02, 0xa1, 's', 0x01, 0x01);
+    REJECT_WHY(INFO_VERSION, 0x98, VG_FRAME_INFO, 0x02, 0xa1, 's', 0x01, 0x01, 0x01, 0x01, 0xc0);
+    REJECT_WHY(INFO_VERSION, 0x95, VG_FRAME_INFO, 0x09, 0xa1, 's', 0x01, 0x01);
+    REJECT_WHY(COUNT, 0x96, VG_FRAME_INFO, 0x03, 0xa1, 's', 0x01, 0x01, 0x01);
+    REJECT_WHY("INFO epoch is not an integer", 0x97, VG_FRAME_INFO, 0x02, 0xa1, 's', 0x01, 0x01,
+               0xc0, 0x01);
+    REJECT_WHY("INFO publisher_acked is not an integer", 0x97, VG_FRAME_INFO, 0x02, 0xa1, 's',
+               0x01, 0x01, 0x01, 0xca, 0x3f, 0x80, 0, 0);
+}
+
+Test(codec_v2_reject, sub_start_and_its_fields)
+{
+    REJECT_WHY("unknown SUB start", 0x96, VG_FRAME_SUB, 0x01, 0xa1, 't', 0x04, 0x00, 0x00);
+    REJECT_WHY("unknown SUB start", 0x96, VG_FRAME_SUB, 0x01, 0xa1, 't', 0xcf, 0, 0, 0, 0x01, 0,
+               0, 0, VG_SUB_SEQ, 0x00, 0x01);
+    static const char *const zero = "SUB NEW or FIRST with a nonzero epoch or position";
+    REJECT_WHY(zero, 0x96, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_NEW, 0x01, 0x00);
+    REJECT_WHY(zero, 0x96, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_NEW, 0x00, 0x01);
+    REJECT_WHY(zero, 0x96, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_FIRST, 0x07, 0x00);
+    REJECT_WHY(zero, 0x96, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_FIRST, 0x00, 0xcc, 0x80);
+    REJECT_WHY("SUB start is not an integer", 0x96, VG_FRAME_SUB, 0x01, 0xa1, 't', 0xc0, 0x00,
+               0x00);
+    REJECT_WHY("SUB start is not an integer", 0x96, VG_FRAME_SUB, 0x01, 0xa1, 't', 0xff, 0x00,
+               0x00);
+    REJECT_WHY("SUB epoch is not an integer", 0x96, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_SEQ,
+               0xa0, 0x01);
+    REJECT_WHY("SUB position is not an integer", 0x96, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_SEQ,
+               0x00, 0x90);
+    REJECT_WHY(COUNT, 0x94, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_SEQ);
+    REJECT_WHY(COUNT, 0x95, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_SEQ, 0x00);
+    REJECT_WHY(COUNT, 0x97, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_SEQ, 0x00, 0x01, 0xc0);
+}
+
+Test(codec_v2_reject, ok_and_msg_fields)
+{
+    REJECT_WHY(COUNT, 0x93, VG_FRAME_OK, 0x01, 0x01);
+    REJECT_WHY(COUNT, 0x95, VG_FRAME_OK, 0x01, 0x01, 0x01, 0x01);
+    REJECT_WHY("OK epoch is not an integer", 0x94, VG_FRAME_OK, 0x01, 0xc2, 0x01);
+    REJECT_WHY("OK next is not an integer", 0x94, VG_FRAME_OK, 0x01, 0x01, 0xd0, 0x80);
+    REJECT_WHY("MSG sequence number 0", 0x94, VG_FRAME_MSG_TYPE1, 0xa1, 't', 0xc4, 0x00, 0x00);
+    REJECT_WHY("MSG sequence number 0", 0x94, VG_FRAME_MSG_TYPE2, 0xa1, 't', 0xc4, 0x00, 0xcf, 0,
+               0, 0, 0, 0, 0, 0, 0);
+    REJECT_WHY("MSG sequence number is not an integer", 0x94, VG_FRAME_MSG_TYPE1, 0xa1, 't', 0xc4,
+               0x00, 0xa1, '1');
+    REJECT_WHY("MSG sequence number is not an integer", 0x94, VG_FRAME_MSG_TYPE1, 0xa1, 't', 0xc4,
+               0x00, 0xcf, 0, 0, 0); /* a uint64 cut short */
+    REJECT_WHY(COUNT, 0x95, VG_FRAME_MSG_TYPE1, 0xa1, 't', 0xc4, 0x00, 0x01, 0x01);
+}
+
+Test(codec_v2_reject, gap_rules)
+{
+    REJECT_WHY("GAP with sid 0", 0x96, VG_FRAME_GAP, 0x00, 0xa1, 't', 0x01, 0x01, VG_GAP_RETENTION);
+    REJECT_WHY("unknown GAP reason", 0x96, VG_FRAME_GAP, 0x01, 0xa1, 't', 0x01, 0x01, 0x00);
+    REJECT_WHY("unknown GAP reason", 0x96, VG_FRAME_GAP, 0x01, 0xa1, 't', 0x01, 0x01, 0x03);
+    static const char *const range = "GAP range is empty or starts at 0";
+    REJECT_WHY(range, 0x96, VG_FRAME_GAP, 0x01, 0xa1, 't', 0x00, 0x05, VG_GAP_RETENTION);
+    REJECT_WHY(range, 0x96, VG_FRAME_GAP, 0x01, 0xa1, 't', 0x00, 0x00, VG_GAP_RETENTION);
+    REJECT_WHY(range, 0x96, VG_FRAME_GAP, 0x01, 0xa1, 't', 0x05, 0x04, VG_GAP_RETENTION);
+    REJECT_WHY("GAP for another epoch with a known end", 0x96, VG_FRAME_GAP, 0x01, 0xa1, 't', 0x05,
+               0x05, VG_GAP_EPOCH);
+    REJECT_WHY("GAP from is not an integer", 0x96, VG_FRAME_GAP, 0x01, 0xa1, 't', 0xc0, 0x01,
+               VG_GAP_RETENTION);
+    REJECT_WHY("GAP to is not an integer", 0x96, VG_FRAME_GAP, 0x01, 0xa1, 't', 0x01, 0xa0,
+               VG_GAP_RETENTION);
+    REJECT_WHY("GAP reason is not an integer", 0x96, VG_FRAME_GAP, 0x01, 0xa1, 't', 0x01, 0x01,
+               0xc3);
+    REJECT_WHY("topic is not a string", 0x96, VG_FRAME_GAP, 0x01, 0xc4, 0x01, 't', 0x01, 0x01,
+               VG_GAP_RETENTION);
+    REJECT_WHY(COUNT, 0x95, VG_FRAME_GAP, 0x01, 0xa1, 't', 0x01, 0x01);
+    REJECT_WHY(COUNT, 0x97, VG_FRAME_GAP, 0x01, 0xa1, 't', 0x01, 0x01, VG_GAP_RETENTION, 0x00);
+    REJECT_WHY(COUNT, 0x93, VG_FRAME_GAP, 0x01, 0xa1, 't');
+}
+
+/* ---- version 2: what a later version may add ---- */
+
+/* CONNECT [3, 3, "n", nil, 5, 6, ...extra] packed by msgpack-c; extra
+ * appends the fields after the sixth. */
+static void pack_connect3(msgpack_sbuffer *sb, msgpack_packer *pk, uint32_t elements)
+{
+    msgpack_sbuffer_clear(sb);
+    msgpack_pack_array(pk, elements);
+    msgpack_pack_uint64(pk, VG_FRAME_CONNECT);
+    msgpack_pack_uint64(pk, 3);
+    msgpack_pack_str_with_body(pk, "n", 1);
+    msgpack_pack_nil(pk);
+    msgpack_pack_uint64(pk, 5);
+    msgpack_pack_uint64(pk, 6);
+}
+
+Test(codec_v2, later_versions_add_scalars_that_are_skipped)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    vg_frame f;
+
+    pack_connect3(&sb, &pk, 6); /* version 3 with nothing more */
+    parse_sbuf(&sb, &f);
+    cr_assert_eq(f.version, 3);
+    cr_assert_eq(f.form, 2);
+    cr_assert_eq(f.publisher, 5);
+    cr_assert_eq(f.resend_from, 6);
+
+    pack_connect3(&sb, &pk, 6 + 18); /* every kind of scalar, in every width */
+    msgpack_pack_nil(&pk);
+    msgpack_pack_true(&pk);
+    msgpack_pack_false(&pk);
+    msgpack_pack_int(&pk, -1);          /* negative fixint */
+    msgpack_pack_fix_int8(&pk, -100);
+    msgpack_pack_fix_int16(&pk, -1000);
+    msgpack_pack_fix_int32(&pk, -100000);
+    msgpack_pack_fix_int64(&pk, INT64_MIN);
+    msgpack_pack_fix_uint8(&pk, 200);
+    msgpack_pack_fix_uint16(&pk, 60000);
+    msgpack_pack_fix_uint32(&pk, 4000000000u);
+    msgpack_pack_fix_uint64(&pk, UINT64_MAX);
+    msgpack_pack_float(&pk, 1.5f);
+    msgpack_pack_double(&pk, -2.25);
+    msgpack_pack_str_with_body(&pk, "a later field", 13);
+    raw(&sb, "\xd9\x02hi\xda\x00\x01x", 8); /* str8, str16 */
+    msgpack_pack_bin_with_body(&pk, "\x00\x01", 2);
+    parse_sbuf(&sb, &f);
+    cr_assert_eq(f.type, VG_FRAME_CONNECT);
+    cr_assert_eq(f.version, 3);
+    assert_mem(f.name, f.name_len, "n", 1);
+    cr_assert_null(f.token);
+    cr_assert_eq(f.publisher, 5);
+    cr_assert_eq(f.resend_from, 6);
+
+    /* str32 and bin16, bin32 */
+    pack_connect3(&sb, &pk, 9);
+    raw(&sb, "\xdb\x00\x00\x00\x02ok", 7);
+    raw(&sb, "\xc5\x00\x01z", 4);
+    raw(&sb, "\xc6\x00\x00\x00\x00", 5);
+    parse_sbuf(&sb, &f);
+    cr_assert_eq(f.resend_from, 6);
+
+    /* INFO of version 3, with two more fields */
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_array(&pk, 9);
+    msgpack_pack_uint64(&pk, VG_FRAME_INFO);
+    msgpack_pack_uint64(&pk, 3);
+    msgpack_pack_str_with_body(&pk, "srv", 3);
+    msgpack_pack_uint64(&pk, 7);
+    msgpack_pack_uint64(&pk, 1024);
+    msgpack_pack_uint64(&pk, 99);
+    msgpack_pack_uint64(&pk, 42);
+    msgpack_pack_str_with_body(&pk, "x", 1);
+    msgpack_pack_double(&pk, 0.5);
+    parse_sbuf(&sb, &f);
+    cr_assert_eq(f.type, VG_FRAME_INFO);
+    cr_assert_eq(f.form, 2);
+    cr_assert_eq(f.version, 3);
+    cr_assert_eq(f.max_payload, 1024);
+    cr_assert_eq(f.epoch, 99);
+    cr_assert_eq(f.publisher_acked, 42);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static void expect_sbuf_why(const msgpack_sbuffer *sb, const char *want_why, const char *label)
+{
+    expect_why(sb->data, sb->size, want_why, label);
+}
+
+Test(codec_v2_reject, later_fields_must_be_bounded_scalars)
+{
+    static const char *const scalar = "a field after the version-2 ones is not a scalar";
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+
+    pack_connect3(&sb, &pk, 7);
+    msgpack_pack_array(&pk, 0);
+    expect_sbuf_why(&sb, scalar, "an empty array");
+    pack_connect3(&sb, &pk, 7);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_nil(&pk);
+    expect_sbuf_why(&sb, scalar, "a nested array");
+    pack_connect3(&sb, &pk, 7);
+    msgpack_pack_map(&pk, 1);
+    msgpack_pack_nil(&pk);
+    msgpack_pack_nil(&pk);
+    expect_sbuf_why(&sb, scalar, "a nested map");
+    pack_connect3(&sb, &pk, 7);
+    raw(&sb, "\xdc\x00\x00", 3);
+    expect_sbuf_why(&sb, scalar, "an array16");
+    pack_connect3(&sb, &pk, 7);
+    raw(&sb, "\xdf\x00\x00\x00\x00", 5);
+    expect_sbuf_why(&sb, scalar, "a map32");
+    pack_connect3(&sb, &pk, 7);
+    msgpack_pack_ext_with_body(&pk, "\x01", 1, 5);
+    expect_sbuf_why(&sb, scalar, "a fixext");
+    pack_connect3(&sb, &pk, 7);
+    raw(&sb, "\xc7\x01\x05\x01", 4);
+    expect_sbuf_why(&sb, scalar, "an ext8");
+    pack_connect3(&sb, &pk, 7);
+    raw(&sb, "\xc1", 1);
+    expect_sbuf_why(&sb, scalar, "the never-used byte");
+
+    /* lengths past the end of the frame */
+    pack_connect3(&sb, &pk, 7);
+    raw(&sb, "\xa5xy", 3);
+    expect_sbuf_why(&sb, scalar, "a fixstr claiming 5 bytes, 2 present");
+    pack_connect3(&sb, &pk, 7);
+    raw(&sb, "\xd9\x10x", 3);
+    expect_sbuf_why(&sb, scalar, "a str8 claiming 16 bytes");
+    pack_connect3(&sb, &pk, 7);
+    raw(&sb, "\xdb\xff\xff\xff\xff", 5);
+    expect_sbuf_why(&sb, scalar, "a str32 claiming 4 GiB");
+    pack_connect3(&sb, &pk, 7);
+    raw(&sb, "\xc6\xff\xff\xff\xf0\x00", 6);
+    expect_sbuf_why(&sb, scalar, "a bin32 claiming 4 GiB");
+    pack_connect3(&sb, &pk, 7);
+    raw(&sb, "\xcb\x00\x00\x00", 4);
+    expect_sbuf_why(&sb, scalar, "a float64 cut short");
+    pack_connect3(&sb, &pk, 7);
+    raw(&sb, "\xd9", 1);
+    expect_sbuf_why(&sb, scalar, "a str8 without its length");
+    pack_connect3(&sb, &pk, 8); /* claims two more, holds one */
+    msgpack_pack_nil(&pk);
+    expect_sbuf_why(&sb, scalar, "one field short");
+
+    /* the array's count is checked first: more elements than bytes */
+    pack_connect3(&sb, &pk, 200);
+    expect_sbuf_why(&sb, "frame is not a msgpack array", "a count above the bytes left");
+
+    /* and a valid field followed by bytes outside the array */
+    pack_connect3(&sb, &pk, 7);
+    msgpack_pack_nil(&pk);
+    msgpack_pack_nil(&pk);
+    expect_sbuf_why(&sb, "trailing bytes after the frame's msgpack value", "trailing bytes");
+
+    /* INFO the same */
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_array(&pk, 8);
+    msgpack_pack_uint64(&pk, VG_FRAME_INFO);
+    msgpack_pack_uint64(&pk, 4);
+    msgpack_pack_str_with_body(&pk, "srv", 3);
+    msgpack_pack_uint64(&pk, 7);
+    msgpack_pack_uint64(&pk, 1024);
+    msgpack_pack_uint64(&pk, 99);
+    msgpack_pack_uint64(&pk, 42);
+    msgpack_pack_map(&pk, 0);
+    expect_sbuf_why(&sb, scalar, "INFO with a map");
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* ---- version 2: msgpack-c cross-checks ---- */
+
+Test(codec_msgpack, our_v2_frames_decode_with_msgpack_c)
+{
+    vg_buf b = {0};
+    msgpack_unpacked u;
+    const msgpack_object *e;
+
+    cr_assert_eq(vg_frame_put_connect2(&b, 2, "me", NULL, UINT64_MAX, 1), VG_OK);
+    e = unpack_body(&b, &u, 6);
+    expect_uint(&e[0], VG_FRAME_CONNECT);
+    expect_uint(&e[1], 2);
+    expect_str(&e[2], "me", 2);
+    cr_assert_eq(e[3].type, MSGPACK_OBJECT_NIL);
+    expect_uint(&e[4], UINT64_MAX);
+    expect_uint(&e[5], 1);
+    msgpack_unpacked_destroy(&u);
+
+    b.len = 0;
+    cr_assert_eq(vg_frame_put_info2(&b, 2, "srv", 7, 1048576, 0xdeadbeefcafeull, 300), VG_OK);
+    e = unpack_body(&b, &u, 7);
+    expect_uint(&e[0], VG_FRAME_INFO);
+    expect_uint(&e[1], 2);
+    expect_str(&e[2], "srv", 3);
+    expect_uint(&e[3], 7);
+    expect_uint(&e[4], 1048576);
+    expect_uint(&e[5], 0xdeadbeefcafeull);
+    expect_uint(&e[6], 300);
+    msgpack_unpacked_destroy(&u);
+
+    b.len = 0;
+    cr_assert_eq(vg_frame_put_sub2(&b, 77, "a.b.c", 5, VG_SUB_AGO, 0, 60000), VG_OK);
+    e = unpack_body(&b, &u, 6);
+    expect_uint(&e[0], VG_FRAME_SUB);
+    expect_uint(&e[1], 77);
+    expect_str(&e[2], "a.b.c", 5);
+    expect_uint(&e[3], VG_SUB_AGO);
+    expect_uint(&e[4], 0);
+    expect_uint(&e[5], 60000);
+    msgpack_unpacked_destroy(&u);
+
+    b.len = 0;
+    cr_assert_eq(vg_frame_put_ok2(&b, 77, 65536, 12), VG_OK);
+    e = unpack_body(&b, &u, 4);
+    expect_uint(&e[0], VG_FRAME_OK);
+    expect_uint(&e[1], 77);
+    expect_uint(&e[2], 65536);
+    expect_uint(&e[3], 12);
+    msgpack_unpacked_destroy(&u);
+
+    b.len = 0;
+    cr_assert_eq(vg_frame_put_gap(&b, 3, "news", 4, 10, 19, VG_GAP_RETENTION), VG_OK);
+    e = unpack_body(&b, &u, 6);
+    expect_uint(&e[0], VG_FRAME_GAP);
+    expect_uint(&e[1], 3);
+    expect_str(&e[2], "news", 4);
+    expect_uint(&e[3], 10);
+    expect_uint(&e[4], 19);
+    expect_uint(&e[5], VG_GAP_RETENTION);
+    msgpack_unpacked_destroy(&u);
+
+    b.len = 0;
+    cr_assert_eq(vg_frame_put_msg_seq(&b, VG_FRAME_MSG_TYPE2, "news", 4, "hi", 2, 5), VG_OK);
+    e = unpack_body(&b, &u, 4);
+    expect_uint(&e[0], VG_FRAME_MSG_TYPE2);
+    expect_str(&e[1], "news", 4);
+    cr_assert_eq(e[2].type, MSGPACK_OBJECT_BIN);
+    assert_mem(e[2].via.bin.ptr, e[2].via.bin.size, "hi", 2);
+    expect_uint(&e[3], 5);
+    msgpack_unpacked_destroy(&u);
+    vg_buf_free(&b);
+}
+
+/* The smallest encodings: what msgpack-c's own packer writes for the same values. */
+Test(codec_msgpack, v2_integers_use_the_smallest_encoding)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 4);
+    msgpack_pack_uint64(&pk, VG_FRAME_OK);
+    msgpack_pack_uint64(&pk, 300);
+    msgpack_pack_uint64(&pk, 70000);
+    msgpack_pack_uint64(&pk, 5);
+    vg_buf b = {0};
+    cr_assert_eq(vg_frame_put_ok2(&b, 300, 70000, 5), VG_OK);
+    assert_mem(b.data + VG_FRAME_HEADER, b.len - VG_FRAME_HEADER, sb.data, sb.size);
+    cr_assert_eq(b.len - VG_FRAME_HEADER, 1 + 1 + 3 + 5 + 1);
+    vg_buf_free(&b);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+Test(codec_msgpack, v2_frames_built_by_msgpack_with_other_encodings)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    vg_frame f;
+
+    /* CONNECT: int8 type, uint64 version, str8 name, str token, int16 and int64 ids */
+    msgpack_pack_array(&pk, 6);
+    msgpack_pack_fix_int8(&pk, VG_FRAME_CONNECT);
+    msgpack_pack_fix_uint64(&pk, 2);
+    raw(&sb, "\xd9\x01n", 3);
+    msgpack_pack_str_with_body(&pk, "tok", 3);
+    msgpack_pack_fix_int16(&pk, 12345);
+    msgpack_pack_fix_int64(&pk, 1);
+    parse_sbuf(&sb, &f);
+    cr_assert_eq(f.type, VG_FRAME_CONNECT);
+    cr_assert_eq(f.version, 2);
+    assert_mem(f.token, f.token_len, "tok", 3);
+    cr_assert_eq(f.publisher, 12345);
+    cr_assert_eq(f.resend_from, 1);
+
+    /* INFO as array16, with uint32 epoch and uint8 publisher_acked */
+    msgpack_sbuffer_clear(&sb);
+    raw(&sb, "\xdc\x00\x07", 3);
+    msgpack_pack_fix_uint16(&pk, VG_FRAME_INFO);
+    msgpack_pack_fix_int32(&pk, 2);
+    msgpack_pack_str_with_body(&pk, "s", 1);
+    msgpack_pack_fix_uint8(&pk, 1);
+    msgpack_pack_fix_uint32(&pk, 1 << 20);
+    msgpack_pack_fix_uint32(&pk, 0xfffffffeu);
+    msgpack_pack_fix_uint8(&pk, 9);
+    parse_sbuf(&sb, &f);
+    cr_assert_eq(f.type, VG_FRAME_INFO);
+    cr_assert_eq(f.epoch, 0xfffffffeu);
+    cr_assert_eq(f.publisher_acked, 9);
+
+    /* SUB with every field a uint64, a str16 topic */
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_array(&pk, 6);
+    msgpack_pack_fix_uint64(&pk, VG_FRAME_SUB);
+    msgpack_pack_fix_uint64(&pk, 4);
+    raw(&sb, "\xda\x00\x04news", 7);
+    msgpack_pack_fix_uint64(&pk, VG_SUB_SEQ);
+    msgpack_pack_fix_uint64(&pk, 0);
+    msgpack_pack_fix_uint64(&pk, 1);
+    parse_sbuf(&sb, &f);
+    cr_assert_eq(f.type, VG_FRAME_SUB);
+    cr_assert_eq(f.start, VG_SUB_SEQ);
+    cr_assert_eq(f.position, 1);
+
+    /* SUB FIRST with zeros as int8 and int64 */
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_array(&pk, 6);
+    msgpack_pack_int(&pk, VG_FRAME_SUB);
+    msgpack_pack_int(&pk, 5);
+    msgpack_pack_str_with_body(&pk, "t", 1);
+    msgpack_pack_fix_int8(&pk, VG_SUB_FIRST);
+    msgpack_pack_fix_int8(&pk, 0);
+    msgpack_pack_fix_int64(&pk, 0);
+    parse_sbuf(&sb, &f);
+    cr_assert_eq(f.start, VG_SUB_FIRST);
+
+    /* OK with uint16 fields */
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_array(&pk, 4);
+    msgpack_pack_fix_uint16(&pk, VG_FRAME_OK);
+    msgpack_pack_fix_uint16(&pk, 1);
+    msgpack_pack_fix_uint16(&pk, 2);
+    msgpack_pack_fix_uint16(&pk, 3);
+    parse_sbuf(&sb, &f);
+    cr_assert_eq(f.type, VG_FRAME_OK);
+    cr_assert_eq(f.next, 3);
+
+    /* MSG with a str payload and a smallest-encoded seq (vigil's is always 9 bytes) */
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_array(&pk, 4);
+    msgpack_pack_uint64(&pk, VG_FRAME_MSG_TYPE1);
+    msgpack_pack_str_with_body(&pk, "t", 1);
+    msgpack_pack_str_with_body(&pk, "p", 1);
+    msgpack_pack_uint64(&pk, 1);
+    parse_sbuf(&sb, &f);
+    cr_assert_eq(f.seq, 1);
+    assert_mem(f.payload, f.payload_len, "p", 1);
+
+    /* GAP with a uint32 sid and an int32 reason */
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_array(&pk, 6);
+    msgpack_pack_uint64(&pk, VG_FRAME_GAP);
+    msgpack_pack_fix_uint32(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "t", 1);
+    msgpack_pack_fix_uint64(&pk, 77);
+    msgpack_pack_fix_int16(&pk, 0);
+    msgpack_pack_fix_int32(&pk, VG_GAP_EPOCH);
+    parse_sbuf(&sb, &f);
+    cr_assert_eq(f.type, VG_FRAME_GAP);
+    cr_assert_eq(f.from, 77);
+    cr_assert_eq(f.to, 0);
+    cr_assert_eq(f.code, VG_GAP_EPOCH);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* ---- ERR codes (proto.h) ---- */
+
+Test(proto, errcode_names_and_fatality)
+{
+    for (uint64_t code = VG_E_BAD_FRAME; code <= VG_E_BAD_POSITION; code++)
+        cr_assert_str_neq(vg_errcode_name(code), "unknown", "code %llu", (unsigned long long)code);
+    cr_assert_str_eq(vg_errcode_name(VG_E_BAD_POSITION), "bad_position");
+    cr_assert_str_eq(vg_errcode_name(VG_E_BAD_POSITION + 1), "unknown");
+    cr_assert_str_eq(vg_errcode_name(0), "unknown");
+    /* The answers to a SUB or UNSUB that leave the connection open... */
+    static const vg_errcode answers[] = {VG_E_BAD_TOPIC, VG_E_LIMIT, VG_E_DUPLICATE_SID,
+                                         VG_E_NO_SUCH_SID, VG_E_PERMISSION, VG_E_BAD_POSITION};
+    for (size_t i = 0; i < sizeof answers / sizeof answers[0]; i++) {
+        cr_assert_not(vg_errcode_is_fatal(answers[i], 1), "%s", vg_errcode_name(answers[i]));
+        cr_assert(vg_errcode_is_fatal(answers[i], 0), "%s without a sid",
+                  vg_errcode_name(answers[i]));
+    }
+    /* ...and no other code. */
+    cr_assert(vg_errcode_is_fatal(VG_E_BAD_FRAME, 1));
+    cr_assert(vg_errcode_is_fatal(VG_E_PROTOCOL, 3));
+    cr_assert(vg_errcode_is_fatal(VG_E_BAD_POSITION + 1, 1));
 }

@@ -38,9 +38,12 @@ static vg_frame_type type_of(size_t i)
     static const vg_frame_type types[] = {VG_FRAME_MSG_TYPE1, VG_FRAME_PING, VG_FRAME_SUB,
                                           VG_FRAME_MSG_TYPE2, VG_FRAME_OK,   VG_FRAME_CONNECT,
                                           VG_FRAME_INFO,      VG_FRAME_ERR,  VG_FRAME_UNSUB,
-                                          VG_FRAME_PONG,      VG_FRAME_MSG_TYPE1};
+                                          VG_FRAME_PONG,      VG_FRAME_MSG_TYPE1, VG_FRAME_GAP};
     return types[i % (sizeof types / sizeof types[0])];
 }
+
+/* Every other round of the types above uses the version-2 shapes. */
+static bool v2_of(size_t i) { return i / 12 % 2 == 1; }
 
 static void put_frame(vg_buf *b, size_t i)
 {
@@ -50,12 +53,26 @@ static void put_frame(vg_buf *b, size_t i)
     switch (type_of(i)) {
     case VG_FRAME_PING: st = vg_frame_put_ping(b); break;
     case VG_FRAME_PONG: st = vg_frame_put_pong(b); break;
-    case VG_FRAME_CONNECT: st = vg_frame_put_connect(b, i, topic, i % 2 ? "tok" : NULL); break;
-    case VG_FRAME_INFO: st = vg_frame_put_info(b, 1, topic, i * 1000, i + 5); break;
-    case VG_FRAME_OK: st = vg_frame_put_ok(b, i); break;
+    case VG_FRAME_CONNECT:
+        st = v2_of(i) ? vg_frame_put_connect2(b, i, topic, i % 2 ? "tok" : NULL, i * 3, i + 1)
+                      : vg_frame_put_connect(b, i % 2, topic, i % 2 ? "tok" : NULL);
+        break;
+    case VG_FRAME_INFO:
+        st = v2_of(i) ? vg_frame_put_info2(b, 2, topic, i * 1000, i + 5, i * 7, i * 11)
+                      : vg_frame_put_info(b, 1, topic, i * 1000, i + 5);
+        break;
+    case VG_FRAME_OK:
+        st = v2_of(i) ? vg_frame_put_ok2(b, i, i * 7, i + 2) : vg_frame_put_ok(b, i);
+        break;
     case VG_FRAME_ERR: st = vg_frame_put_err(b, i % 15, topic, i); break;
-    case VG_FRAME_SUB: st = vg_frame_put_sub(b, i, topic, strlen(topic)); break;
+    case VG_FRAME_SUB:
+        st = v2_of(i) ? vg_frame_put_sub2(b, i, topic, strlen(topic), VG_SUB_SEQ, i * 7, i + 3)
+                      : vg_frame_put_sub(b, i, topic, strlen(topic));
+        break;
     case VG_FRAME_UNSUB: st = vg_frame_put_unsub(b, i); break;
+    case VG_FRAME_GAP:
+        st = vg_frame_put_gap(b, i, topic, strlen(topic), i, i * 2, VG_GAP_RETENTION);
+        break;
     case VG_FRAME_MSG_TYPE1:
     case VG_FRAME_MSG_TYPE2: {
         size_t n = payload_len_of(i);
@@ -63,7 +80,8 @@ static void put_frame(vg_buf *b, size_t i)
         cr_assert_not_null(p);
         for (size_t k = 0; k < n; k++)
             p[k] = payload_byte(i, k);
-        st = vg_frame_put_msg(b, type_of(i), topic, strlen(topic), p, n);
+        st = v2_of(i) ? vg_frame_put_msg_seq(b, type_of(i), topic, strlen(topic), p, n, i)
+                      : vg_frame_put_msg(b, type_of(i), topic, strlen(topic), p, n);
         free(p);
         break;
     }
@@ -109,11 +127,23 @@ static void check_frame(const stream *s, size_t i, const vg_frame *f)
     cr_assert_eq(f->type, type_of(i), "frame %zu: type %d", i, (int)f->type);
     cr_assert_eq(f->raw_len, s->len[i], "frame %zu: raw_len", i);
     cr_assert(memcmp(f->raw, s->bytes.data + s->off[i], s->len[i]) == 0, "frame %zu: raw", i);
+    bool v2 = v2_of(i);
+    switch (f->type) {
+    case VG_FRAME_PING:
+    case VG_FRAME_PONG:
+    case VG_FRAME_ERR:
+    case VG_FRAME_UNSUB: cr_assert_eq(f->form, 1); break;
+    default:
+        cr_assert_eq(f->form, v2 || f->type == VG_FRAME_GAP ? 2 : 1, "frame %zu: form", i);
+        break;
+    }
     switch (f->type) {
     case VG_FRAME_PING:
     case VG_FRAME_PONG: break;
     case VG_FRAME_CONNECT:
-        cr_assert_eq(f->version, i);
+        cr_assert_eq(f->version, v2 ? i : i % 2);
+        cr_assert_eq(f->publisher, v2 ? i * 3 : 0);
+        cr_assert_eq(f->resend_from, v2 ? i + 1 : 0);
         cr_assert_eq(f->name_len, tl);
         cr_assert(memcmp(f->name, topic, tl) == 0);
         if (i % 2) {
@@ -124,13 +154,19 @@ static void check_frame(const stream *s, size_t i, const vg_frame *f)
         }
         break;
     case VG_FRAME_INFO:
-        cr_assert_eq(f->version, 1);
+        cr_assert_eq(f->version, v2 ? 2 : 1);
+        cr_assert_eq(f->epoch, v2 ? i * 7 : 0);
+        cr_assert_eq(f->publisher_acked, v2 ? i * 11 : 0);
         cr_assert_eq(f->client_id, i * 1000);
         cr_assert_eq(f->max_payload, i + 5);
         cr_assert_eq(f->name_len, tl);
         cr_assert(memcmp(f->name, topic, tl) == 0);
         break;
     case VG_FRAME_OK:
+        cr_assert_eq(f->sid, i);
+        cr_assert_eq(f->epoch, v2 ? i * 7 : 0);
+        cr_assert_eq(f->next, v2 ? i + 2 : 0);
+        break;
     case VG_FRAME_UNSUB: cr_assert_eq(f->sid, i); break;
     case VG_FRAME_ERR:
         cr_assert_eq(f->code, i % 15);
@@ -142,9 +178,21 @@ static void check_frame(const stream *s, size_t i, const vg_frame *f)
         cr_assert_eq(f->sid, i);
         cr_assert_eq(f->topic_len, tl);
         cr_assert(memcmp(f->topic, topic, tl) == 0);
+        cr_assert_eq(f->start, v2 ? VG_SUB_SEQ : VG_SUB_NEW);
+        cr_assert_eq(f->epoch, v2 ? i * 7 : 0);
+        cr_assert_eq(f->position, v2 ? i + 3 : 0);
+        break;
+    case VG_FRAME_GAP:
+        cr_assert_eq(f->sid, i);
+        cr_assert_eq(f->topic_len, tl);
+        cr_assert(memcmp(f->topic, topic, tl) == 0);
+        cr_assert_eq(f->from, i);
+        cr_assert_eq(f->to, i * 2);
+        cr_assert_eq(f->code, VG_GAP_RETENTION);
         break;
     case VG_FRAME_MSG_TYPE1:
     case VG_FRAME_MSG_TYPE2:
+        cr_assert_eq(f->seq, v2 ? i : 0);
         cr_assert_eq(f->topic_len, tl);
         cr_assert(memcmp(f->topic, topic, tl) == 0);
         cr_assert_eq(f->payload_len, payload_len_of(i), "frame %zu: payload_len", i);
