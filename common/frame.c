@@ -434,10 +434,12 @@ static int cursor_write(void *data, const char *src, size_t n)
     return 0;
 }
 
-void vg_frame_write_msg(uint8_t *dst, vg_frame_type type, const char *topic, size_t topic_len,
-                        const void *payload, size_t payload_len)
+/* Encodes [type, topic, payload] or, with_seq, [type, topic, payload, seq]
+ * into dst, which holds exactly the frame's size. */
+static void write_msg(uint8_t *dst, vg_frame_type type, const char *topic, size_t topic_len,
+                      const void *payload, size_t payload_len, bool with_seq, uint64_t seq)
 {
-    size_t body = vg_frame_msg_size(topic_len, payload_len) - VG_FRAME_HEADER;
+    size_t body = vg_frame_msg_size(topic_len, payload_len) + (with_seq ? 9 : 0) - VG_FRAME_HEADER;
     dst[0] = (uint8_t)(body >> 24);
     dst[1] = (uint8_t)(body >> 16);
     dst[2] = (uint8_t)(body >> 8);
@@ -445,11 +447,19 @@ void vg_frame_write_msg(uint8_t *dst, vg_frame_type type, const char *topic, siz
     cursor c = {dst + VG_FRAME_HEADER, dst + VG_FRAME_HEADER + body};
     msgpack_packer pk;
     msgpack_packer_init(&pk, &c, cursor_write);
-    msgpack_pack_array(&pk, 3);
+    msgpack_pack_array(&pk, with_seq ? 4 : 3);
     msgpack_pack_uint64(&pk, type);
     pack_str(&pk, topic, topic_len);
     msgpack_pack_bin(&pk, payload_len);
     msgpack_pack_bin_body(&pk, payload, payload_len);
+    if (with_seq)
+        msgpack_pack_fix_uint64(&pk, seq); /* fixed width: a record's size is known before its number */
+}
+
+void vg_frame_write_msg(uint8_t *dst, vg_frame_type type, const char *topic, size_t topic_len,
+                        const void *payload, size_t payload_len)
+{
+    write_msg(dst, type, topic, topic_len, payload, payload_len, false, 0);
 }
 
 size_t vg_frame_msg_seq_size(size_t topic_len, size_t payload_len)
@@ -460,20 +470,7 @@ size_t vg_frame_msg_seq_size(size_t topic_len, size_t payload_len)
 void vg_frame_write_msg_seq(uint8_t *dst, vg_frame_type type, const char *topic, size_t topic_len,
                             const void *payload, size_t payload_len, uint64_t seq)
 {
-    size_t body = vg_frame_msg_seq_size(topic_len, payload_len) - VG_FRAME_HEADER;
-    dst[0] = (uint8_t)(body >> 24);
-    dst[1] = (uint8_t)(body >> 16);
-    dst[2] = (uint8_t)(body >> 8);
-    dst[3] = (uint8_t)body;
-    cursor c = {dst + VG_FRAME_HEADER, dst + VG_FRAME_HEADER + body};
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &c, cursor_write);
-    msgpack_pack_array(&pk, 4);
-    msgpack_pack_uint64(&pk, type);
-    pack_str(&pk, topic, topic_len);
-    msgpack_pack_bin(&pk, payload_len);
-    msgpack_pack_bin_body(&pk, payload, payload_len);
-    msgpack_pack_fix_uint64(&pk, seq);
+    write_msg(dst, type, topic, topic_len, payload, payload_len, true, seq);
 }
 
 vg_status vg_frame_put_msg(vg_buf *out, vg_frame_type type, const char *topic, size_t topic_len,
