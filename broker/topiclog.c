@@ -367,7 +367,7 @@ vg_status vg_tlog_append(vg_tlog *t, const vg_tlog_msg *msgs, size_t n, int64_t 
 {
     vg_chunk *spare[SPARE];
     size_t done = 0, nspare;
-    bool nomem = false;
+    bool nomem = false, grew = false;
 
     pthread_mutex_lock(&t->mu);
     *first_seq = t->next_seq;
@@ -384,6 +384,7 @@ vg_status vg_tlog_append(vg_tlog *t, const vg_tlog_msg *msgs, size_t n, int64_t 
             if (ch == NULL || ch->cap - ch->len < rec) {
                 ch = spare[used++];
                 chunk_link(t, ch);
+                grew = true;
             }
             vg_frame_write_msg_seq(ch->data + ch->len, msgs[i].type, t->topic, t->topic_len,
                                    msgs[i].payload, msgs[i].payload_len, t->next_seq);
@@ -397,8 +398,8 @@ vg_status vg_tlog_append(vg_tlog *t, const vg_tlog_msg *msgs, size_t n, int64_t 
     pthread_mutex_unlock(&t->mu);
     atomic_fetch_add_explicit(&t->store->records, done, memory_order_relaxed);
     *appended = done;
-    if (done > 0)
-        trim(t->store);
+    if (grew)
+        trim(t->store); /* only a new chunk adds bytes: most appends skip the store's lock */
     return nomem ? VG_ERR_NOMEM : VG_OK;
 }
 

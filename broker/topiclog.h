@@ -76,9 +76,10 @@ typedef struct {
  * of the first in *first_seq (the others follow it) and how many went in,
  * in *appended: all of them, or on VG_ERR_NOMEM a prefix (every chunk a
  * part needs is allocated before any of it is written, so the prefix is
- * empty unless the batch needs more than eight new chunks). Then drops the
- * oldest chunks of the store while it is over its byte budget (a chunk
- * just written included, if it alone is larger than the budget). */
+ * empty unless the batch needs more than eight new chunks). If it started
+ * a chunk, it then drops the oldest chunks of the store while it is over
+ * its byte budget (a chunk just written included, if it alone is larger
+ * than the budget). */
 vg_status vg_tlog_append(vg_tlog *t, const vg_tlog_msg *msgs, size_t n, int64_t now_ms,
                          uint64_t *first_seq, size_t *appended);
 
