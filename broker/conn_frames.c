@@ -155,7 +155,7 @@ static void handle_connect(vg_conn *c, const vg_frame *f)
     }
     /* A later client's CONNECT (version 2 or more) gets INFO version 1; its
      * publisher and resend_from mean nothing on a version-1 connection. */
-    uint64_t version = f->version < VG_PROTO_VERSION ? f->version : VG_PROTO_VERSION;
+    uint64_t version = VG_PROTO_V1; /* version 2 is not served yet */
     if (!vg_link_ctl_ok(c->link, vg_frame_put_info(vg_link_ctl(c->link), version,
                                                    "vigil " VG_VERSION, c->id, cfg->max_payload)))
         return;

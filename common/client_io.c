@@ -262,7 +262,7 @@ static vg_status emit_renewal(void *arg, uint64_t sid, const char *topic, size_t
 
 static void handshake_done(vg_client *c, const vg_frame *f)
 {
-    if (f->version < 1 || f->version > VG_PROTO_VERSION) { /* INFO says what both will speak */
+    if (f->version < 1 || f->version > VG_PROTO_V1) { /* INFO says what both will speak */
         vg_link_end(c->link, VG_END_PROTOCOL, 0, "INFO names a protocol version this client lacks");
         return;
     }
@@ -557,7 +557,7 @@ static void attempt(vg_client *c)
     vg_log(VG_LOG_DEBUG, "connecting", "server=%s", c->server_str);
     vg_link_attach(c->link, fd, vg_now_ms());
     c->handshaken = false;
-    if (vg_link_ctl_ok(c->link, vg_frame_put_connect(vg_link_ctl(c->link), VG_PROTO_VERSION,
+    if (vg_link_ctl_ok(c->link, vg_frame_put_connect(vg_link_ctl(c->link), VG_PROTO_V1,
                                                      c->name, c->opts.token)))
         conn_ended(c, vg_link_run(c->link, &client_ops, c));
     else

@@ -5,7 +5,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define VG_PROTO_VERSION 1
+#define VG_PROTO_VERSION 2 /* the highest version this build speaks */
+#define VG_PROTO_V1 1      /* the version-1 forms, still served to older clients */
 #define VG_DEFAULT_PORT 7222
 #define VG_DEFAULT_SERVER "127.0.0.1:7222"
 

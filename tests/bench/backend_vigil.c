@@ -134,7 +134,7 @@ static void *v_idle_open(const char *server, int n, const char *topic)
     p->dec = calloc((size_t)n, sizeof *p->dec);
     p->ep = epoll_create1(0);
     vg_buf hello = {0};
-    vg_frame_put_connect(&hello, VG_PROTO_VERSION, "idle", NULL);
+    vg_frame_put_connect(&hello, VG_PROTO_V1, "idle", NULL);
     vg_frame_put_sub(&hello, 1, topic, strlen(topic));
     for (int i = 0; i < n; i++) {
         p->fds[i] = socket(a.ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -591,7 +591,7 @@ int main(int argc, char **argv)
     p.server = (struct sockaddr_in){.sin_family = AF_INET,
                                     .sin_port = htons((uint16_t)b.port),
                                     .sin_addr.s_addr = htonl(0x7f000001u)};
-    if (p.ep < 0 || vg_frame_put_connect(&p.connect, VG_PROTO_VERSION, "maxconn", NULL) != VG_OK ||
+    if (p.ep < 0 || vg_frame_put_connect(&p.connect, VG_PROTO_V1, "maxconn", NULL) != VG_OK ||
         vg_frame_put_pong(&p.pong) != VG_OK)
         die("%s", "setup failed");
     struct epoll_event pev = {.events = EPOLLIN, .data.u32 = PIPE_TAG};

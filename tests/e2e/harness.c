@@ -618,7 +618,7 @@ void h_raw_send_buf(h_raw *r, vg_buf *b)
 void h_raw_handshake(h_raw *r)
 {
     vg_buf b = {0};
-    cr_assert(vg_frame_put_connect(&b, VG_PROTO_VERSION, "raw-test", NULL) == VG_OK);
+    cr_assert(vg_frame_put_connect(&b, VG_PROTO_V1, "raw-test", NULL) == VG_OK);
     h_raw_send_buf(r, &b);
     vg_buf_free(&b);
     vg_frame f;

@@ -106,7 +106,7 @@ static void raw_refused(int port, const char *token)
 {
     h_raw r = h_raw_connect(port);
     vg_buf b = {0};
-    vg_frame_put_connect(&b, VG_PROTO_VERSION, "raw-auth", token);
+    vg_frame_put_connect(&b, VG_PROTO_V1, "raw-auth", token);
     /* Anything after CONNECT must not be acted on either. */
     vg_frame_put_sub(&b, 1, "auth.topic", 10);
     h_raw_send_buf(&r, &b);

@@ -243,7 +243,7 @@ static bool try_admit(int port, h_raw *out)
 {
     h_raw r = h_raw_connect(port);
     vg_buf b = {0};
-    vg_frame_put_connect(&b, VG_PROTO_VERSION, "flood", NULL);
+    vg_frame_put_connect(&b, VG_PROTO_V1, "flood", NULL);
     h_raw_send_buf(&r, &b);
     vg_buf_free(&b);
     vg_frame f;
@@ -327,7 +327,7 @@ Test(limits, connection_flood_past_max_connections)
 static void open_and_drop(h_proc *broker, int port, int n)
 {
     vg_buf connect = {0}, sub = {0};
-    vg_frame_put_connect(&connect, VG_PROTO_VERSION, "mass", NULL);
+    vg_frame_put_connect(&connect, VG_PROTO_V1, "mass", NULL);
     vg_frame_put_sub(&sub, 1, "bystander", 9);
     int *fd = calloc((size_t)n, sizeof *fd);
     cr_assert(fd != NULL);

@@ -326,7 +326,7 @@ Test(stats, auth_and_slow_consumer_evictions_are_counted)
     /* auth: a CONNECT without the token. */
     h_raw r = h_raw_connect(port);
     vg_buf b0 = {0};
-    vg_frame_put_connect(&b0, VG_PROTO_VERSION, "no-token", NULL);
+    vg_frame_put_connect(&b0, VG_PROTO_V1, "no-token", NULL);
     h_raw_send_buf(&r, &b0);
     h_raw_expect_fatal(&r, VG_E_AUTH, WAIT);
     h_raw_close(&r);
@@ -338,7 +338,7 @@ Test(stats, auth_and_slow_consumer_evictions_are_counted)
     /* slow_consumer: subscribes, never reads, keeps PINGing (so the
      * heartbeat sees it alive) while a publisher floods its topic. */
     h_raw stuck = h_raw_connect_small(port, 4096);
-    vg_frame_put_connect(&b0, VG_PROTO_VERSION, "stuck", "stats-test-token");
+    vg_frame_put_connect(&b0, VG_PROTO_V1, "stuck", "stats-test-token");
     vg_frame_put_sub(&b0, 1, "flood", 5);
     h_raw_send_buf(&stuck, &b0);
     vg_frame f;

@@ -167,7 +167,7 @@ static h_raw fake_serve(int listener, const char *topic, size_t topic_len, const
     vg_frame f;
     cr_assert(h_raw_read(&r, &f, WAIT) && f.type == VG_FRAME_CONNECT, "no CONNECT");
     vg_buf b = {0};
-    cr_assert_eq(vg_frame_put_info(&b, VG_PROTO_VERSION, "fake", 1, 1u << 20), VG_OK);
+    cr_assert_eq(vg_frame_put_info(&b, VG_PROTO_V1, "fake", 1, 1u << 20), VG_OK);
     h_raw_send_buf(&r, &b);
     do
         cr_assert(h_raw_read(&r, &f, WAIT), "no SUB");

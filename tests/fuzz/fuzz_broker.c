@@ -172,7 +172,7 @@ static void hang_up(int fd)
 
 static void put_connect(vg_buf *b)
 {
-    if (vg_frame_put_connect(b, VG_PROTO_VERSION, "fuzz", NULL) != VG_OK)
+    if (vg_frame_put_connect(b, VG_PROTO_V1, "fuzz", NULL) != VG_OK)
         die("out of memory");
 }
 
@@ -215,7 +215,7 @@ static void check_replies(replies *r)
         case VG_FRAME_INFO:
             if (!first)
                 die("INFO after another control reply");
-            if (f.version != VG_PROTO_VERSION)
+            if (f.version != VG_PROTO_V1)
                 die("INFO with another version than the broker's");
             break;
         case VG_FRAME_ERR:

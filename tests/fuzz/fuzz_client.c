@@ -293,7 +293,7 @@ static void model(void)
         case VG_FRAME_INFO:
             if (handshaken)
                 return; /* "unexpected INFO" */
-            if (fr->f.version < 1 || fr->f.version > VG_PROTO_VERSION)
+            if (fr->f.version < 1 || fr->f.version > VG_PROTO_V1)
                 return; /* a protocol version the client lacks */
             handshaken = true;
             m->hs_end = fr->end;
@@ -585,7 +585,7 @@ static void check_writes(writes *w)
         }
         if (first) {
             check(f.type == VG_FRAME_CONNECT, "the client's first frame is not CONNECT");
-            check(f.version == VG_PROTO_VERSION && is_str(f.name, f.name_len, CLIENT_NAME) &&
+            check(f.version == VG_PROTO_V1 && is_str(f.name, f.name_len, CLIENT_NAME) &&
                       f.token == NULL,
                   "CONNECT does not carry the client's version, name and no token");
             continue;
@@ -691,7 +691,7 @@ static bool queue_written(const writes *w)
 static void send_info(int fd)
 {
     vg_buf b = {0};
-    if (vg_frame_put_info(&b, VG_PROTO_VERSION, "fuzz-broker", 1, s.p.max_payload) != VG_OK)
+    if (vg_frame_put_info(&b, VG_PROTO_V1, "fuzz-broker", 1, s.p.max_payload) != VG_OK)
         die("out of memory");
     atomic_store(&s.info_sent, true); /* just before: the answers may come at once */
     int64_t deadline = vg_now_ms() + DEADLINE_MS;

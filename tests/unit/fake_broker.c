@@ -261,7 +261,7 @@ static void send_buf(fb_conn *c, vg_buf *b, vg_status st)
 void fb_send_info(fb_conn *c, uint64_t max_payload)
 {
     vg_buf b = {0};
-    send_buf(c, &b, vg_frame_put_info(&b, VG_PROTO_VERSION, "fake-broker", 7, max_payload));
+    send_buf(c, &b, vg_frame_put_info(&b, VG_PROTO_V1, "fake-broker", 7, max_payload));
 }
 
 void fb_send_ok(fb_conn *c, uint64_t sid)
