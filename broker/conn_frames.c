@@ -94,15 +94,35 @@ static void handle_sub(vg_conn *c, const vg_frame *f)
     if (topic == NULL)
         goto fail_nomem;
     memcpy(topic, f->topic, f->topic_len);
+    uint64_t next = 0;
+    if (c->version >= 2) {
+        /* Before the table: a message appended in between is in the log
+         * after the cursor's position, and the fill reads it. */
+        vg_status st = vg_reader_attach(c, f, topic, f->topic_len, &next);
+        if (st != VG_OK) {
+            free(topic);
+            if (st == VG_ERR_ARG) {
+                vg_conn_send_err(c, VG_E_BAD_POSITION, "position past the end", f->sid);
+                return;
+            }
+            goto fail_nomem;
+        }
+    }
     /* Several sids may name one topic; the table holds the connection once,
      * so each message is delivered to it once. */
     if (!has_topic(c, topic, f->topic_len) &&
         vg_subtable_add(c->srv->subs, topic, f->topic_len, c) != VG_OK) {
+        if (c->version >= 2)
+            vg_reader_detach(c, topic, f->topic_len);
         free(topic);
         goto fail_nomem;
     }
     c->subs[c->nsubs++] = (conn_sub){f->sid, topic, f->topic_len};
-    send_ok(c, f->sid);
+    if (c->version >= 2)
+        vg_link_ctl_ok(c->link, vg_frame_put_ok2(vg_link_ctl(c->link), f->sid,
+                                                 vg_logs_epoch(c->srv->logs), next));
+    else
+        send_ok(c, f->sid);
     if (vg_log_enabled(VG_LOG_DEBUG)) {
         char t[80];
         vg_log(VG_LOG_DEBUG, "subscribed", "client=%llu sid=%llu topic=%s",
@@ -130,6 +150,8 @@ static void handle_unsub(vg_conn *c, const vg_frame *f)
     *s = c->subs[--c->nsubs];
     if (!has_topic(c, gone.topic, gone.len))
         vg_subtable_remove(c->srv->subs, gone.topic, gone.len, c);
+    if (c->version >= 2)
+        vg_reader_detach(c, gone.topic, gone.len);
     free(gone.topic);
     send_ok(c, f->sid);
 }
@@ -153,32 +175,52 @@ static void handle_connect(vg_conn *c, const vg_frame *f)
         vg_conn_send_err(c, VG_E_AUTH, "authentication failed", 0); /* the same for missing and wrong */
         return;
     }
-    /* A later client's CONNECT (version 2 or more) gets INFO version 1; its
-     * publisher and resend_from mean nothing on a version-1 connection. */
-    uint64_t version = VG_PROTO_V1; /* version 2 is not served yet */
-    if (!vg_link_ctl_ok(c->link, vg_frame_put_info(vg_link_ctl(c->link), version,
-                                                   "vigil " VG_VERSION, c->id, cfg->max_payload)))
+    /* A later client's CONNECT gets INFO of the highest version both
+     * speak; a version-1 one gets today's version-1 behaviour, unchanged. */
+    vg_status st;
+    if (f->version >= 2) {
+        c->version = 2;
+        c->publisher = f->publisher;
+        c->pub_next = f->resend_from > 0 ? f->resend_from : 1;
+        uint64_t acked = 0;
+        if (c->publisher != 0) {
+            pthread_mutex_lock(&c->srv->dedupe_mu);
+            acked = vg_dedupe_acked(c->srv->dedupe, c->publisher, vg_now_ms());
+            pthread_mutex_unlock(&c->srv->dedupe_mu);
+        }
+        st = vg_frame_put_info2(vg_link_ctl(c->link), 2, "vigil " VG_VERSION, c->id,
+                                cfg->max_payload, vg_logs_epoch(c->srv->logs), acked);
+    } else {
+        c->version = 1;
+        st = vg_frame_put_info(vg_link_ctl(c->link), VG_PROTO_V1, "vigil " VG_VERSION, c->id,
+                               cfg->max_payload);
+    }
+    if (!vg_link_ctl_ok(c->link, st))
         return;
-    vg_link_set_max_frame(c->link, vg_max_frame_for(cfg->max_payload));
+    vg_link_set_max_frame(c->link, vg_max_frame_for(cfg->max_payload) +
+                                       (c->version >= 2 ? VG_SEQ_OVERHEAD : 0));
     vg_link_hold_bulk(c->link, false);
     vg_link_set_heartbeat(c->link, true, vg_now_ms());
     c->connected = true;
-    vg_log(VG_LOG_INFO, "client_connected", "client=%llu addr=%s name=%s",
-           (unsigned long long)c->id, c->addr, c->name);
+    vg_log(VG_LOG_INFO, "client_connected", "client=%llu addr=%s version=%u name=%s",
+           (unsigned long long)c->id, c->addr, (unsigned)c->version, c->name);
 }
 
 /* ---- dispatch ---- */
 
-/* Why a frame in a version-2 shape cannot be taken, or NULL. This broker
- * speaks version 1 (its INFO says so), so such a frame is refused as a
- * malformed one would be. A version-2 CONNECT is the negotiation itself
- * and is accepted (handle_connect); an INFO is no client's frame at all. */
-static const char *shape_refusal(const vg_frame *f)
+/* Why a frame in a version-2 shape cannot be taken from this client, or
+ * NULL. On a version-1 connection (or before CONNECT) every version-2
+ * shape is refused as a malformed frame would be; a version-2 CONNECT is
+ * the negotiation itself and is accepted (handle_connect). On a version-2
+ * connection a client may send the version-2 SUB; it never sends OK, GAP
+ * or a MSG with a sequence number, which are the broker's. */
+static const char *shape_refusal(const vg_conn *c, const vg_frame *f)
 {
     if (f->form < 2)
         return NULL;
+    bool v2 = c->version >= 2;
     switch (f->type) {
-    case VG_FRAME_SUB: return "SUB with a start position on a version-1 connection";
+    case VG_FRAME_SUB: return v2 ? NULL : "SUB with a start position on a version-1 connection";
     case VG_FRAME_OK: return "OK with a position from a client";
     case VG_FRAME_GAP: return "GAP from a client";
     case VG_FRAME_MSG_TYPE1:
@@ -211,7 +253,7 @@ static bool publish_ok(vg_conn *c, const vg_frame *f)
 void vg_conn_on_frame(void *ud, const vg_frame *f)
 {
     vg_conn *c = ud;
-    const char *refused = shape_refusal(f);
+    const char *refused = shape_refusal(c, f);
     if (refused != NULL) {
         vg_router_flush(c); /* frames before a bad one were valid: they go out */
         vg_conn_send_err(c, VG_E_BAD_FRAME, refused, 0);

@@ -15,6 +15,7 @@
 #include "outbox.h"
 #include "proto.h"
 #include "sock.h"
+#include "topiclog.h"
 
 /* How long a publisher's thread may wait, per delivery, for room in the
  * outbox of a subscriber that is still draining (its socket took bytes within
@@ -35,6 +36,18 @@ typedef struct {
     uint32_t len;
 } conn_sub;
 
+/* A version-2 connection's cursor into one topic's log (reader.c): every
+ * sid of the connection on that topic shares it, so each message reaches
+ * the connection once. */
+typedef struct {
+    char *topic;
+    uint32_t len;
+    uint64_t sid;    /* a sid of the connection on it, named in its GAP frames */
+    unsigned nsids;  /* sids of this connection on the topic */
+    bool more;       /* may have records not yet copied out */
+    vg_tcursor cur;
+} conn_reader;
+
 /* A run of consecutive MSG frames with one topic, contiguous in the read
  * buffer: looked up once and copied into each subscriber's outbox at once. */
 typedef struct {
@@ -44,6 +57,8 @@ typedef struct {
     size_t len;
     uint32_t frames;
     uint64_t payload; /* payload bytes of its frames */
+    vg_tlog_msg *msgs; /* the frames' types and payloads, for the topic log */
+    size_t msgs_cap;
 } conn_run;
 
 struct vg_conn {
@@ -57,6 +72,9 @@ struct vg_conn {
     int fd;            /* the accepted socket until the thread attaches it to link */
     int64_t born_ms;   /* accepted at; the handshake timeout runs from here */
     bool connected;    /* CONNECT accepted */
+    uint8_t version;   /* negotiated: 1, or 2 (fixed before any SUB) */
+    uint64_t publisher; /* version 2: the publisher identity (0: none) */
+    uint64_t pub_next;  /* version 2: the publisher number of the next MSG */
     bool sent_fatal_err;
 
     conn_sub *subs;
@@ -70,7 +88,16 @@ struct vg_conn {
     _Atomic int64_t last_drop_ms;
     uint64_t drops_before; /* outbox drop count when the episode began (own thread) */
 
+    /* Version 2: cursors into the topic logs; publishers set kicked after
+     * appending to a topic this connection reads (reader.c). */
+    conn_reader *readers;
+    size_t nreaders, readers_cap, rr;
+    atomic_bool kicked;
+
     conn_run run;   /* the run being built from the current read */
+    vg_tlog *run_log; /* the log of the topic named in run_log_topic: a cache */
+    char run_log_topic[VG_TOPIC_MAX_LEN];
+    uint32_t run_log_len;
     void **scratch; /* subscriber list of the run being delivered */
     size_t scratch_cap;
 
@@ -95,6 +122,31 @@ void vg_router_add(vg_conn *c, const vg_frame *f);
 
 /* router.c: delivers the run being built, if any. */
 void vg_router_flush(vg_conn *c);
+
+/* reader.c: a version-2 SUB for sid on topic (checked) that no other sid
+ * of c reads: positions a cursor as f asks (a 3-element SUB starts NEW),
+ * queuing a GAP for a position in another epoch. *next gets the first
+ * sequence number it will deliver. VG_OK, VG_ERR_ARG (the position is past
+ * the end: ERR bad_position) or VG_ERR_NOMEM. Another sid on a topic
+ * already read shares its cursor (*next: its position). */
+vg_status vg_reader_attach(vg_conn *c, const vg_frame *f, const char *topic, uint32_t len,
+                           uint64_t *next);
+
+/* reader.c: a sid on topic left (already gone from c->subs); the cursor
+ * goes with the topic's last sid. */
+void vg_reader_detach(vg_conn *c, const char *topic, uint32_t len);
+
+/* reader.c: copies records from the cursors into c's outbox while little is
+ * queued (own thread, from on_tick), GAP frames first where retention
+ * skipped some. */
+void vg_reader_fill(vg_conn *c);
+
+/* reader.c: a publisher appended to a topic c reads: wakes c's thread
+ * unless a wake-up is already owed (one per round of c's, not per run). */
+void vg_reader_kick(vg_conn *c);
+
+/* reader.c: drops every cursor (the connection is gone). */
+void vg_reader_free_all(vg_conn *c);
 
 /* registry.c: registers c and starts its thread (conn_main); on failure
  * unregisters it and returns the pthread_create error, or ESHUTDOWN if the

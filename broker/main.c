@@ -54,6 +54,13 @@ static void help(void)
            "                         allow a non-loopback --listen without a token\n"
            "  --stats-interval SECS  publish statistics as JSON on $SYS.stats this often\n"
            "                         (default 5; 0: never)\n"
+           "  --retention-bytes BYTES\n"
+           "                         memory kept for the topic logs, all topics together;\n"
+           "                         the oldest messages go first (default 512MiB, at\n"
+           "                         least 1MiB). Subscribers resume from the logs after\n"
+           "                         a reconnect (docs/design.md)\n"
+           "  --retention-age SECS   also drop messages older than this (default 0: kept\n"
+           "                         until the byte budget needs the room)\n"
            "The broker PINGs every client that falls silent and evicts one that does\n"
            "not answer (event=evict reason=heartbeat), or whose outbound data has not\n"
            "moved for the same bound (reason=slow_consumer):\n",
@@ -323,6 +330,8 @@ static void parse_args(int argc, char **argv, vg_broker_config *cfg, extra_args 
         OPT_AUTH_TOKEN_FILE,
         OPT_ALLOW_UNAUTH,
         OPT_STATS_INTERVAL,
+        OPT_RETENTION_BYTES,
+        OPT_RETENTION_AGE,
     };
     static const struct option own[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
@@ -336,6 +345,8 @@ static void parse_args(int argc, char **argv, vg_broker_config *cfg, extra_args 
         {"auth-token-file", required_argument, NULL, OPT_AUTH_TOKEN_FILE},
         {"allow-unauthenticated", no_argument, NULL, OPT_ALLOW_UNAUTH},
         {"stats-interval", required_argument, NULL, OPT_STATS_INTERVAL},
+        {"retention-bytes", required_argument, NULL, OPT_RETENTION_BYTES},
+        {"retention-age", required_argument, NULL, OPT_RETENTION_AGE},
         {NULL, 0, NULL, 0},
     };
     int64_t v;
@@ -401,6 +412,18 @@ static void parse_args(int argc, char **argv, vg_broker_config *cfg, extra_args 
                 vg_usage_error(prog, usage, "--stats-interval must be decimal seconds, got '%s'",
                                optarg);
             cfg->stats_interval_ms = v;
+            break;
+        case OPT_RETENTION_BYTES:
+            if (!vg_parse_bytes(optarg, 1u << 20, 1ull << 44, &bytes))
+                vg_usage_error(prog, usage, "--retention-bytes must be at least 1MiB, got '%s'",
+                               optarg);
+            cfg->retention_bytes = bytes;
+            break;
+        case OPT_RETENTION_AGE:
+            if (!vg_parse_seconds(optarg, 365ll * 86400 * 1000, &v))
+                vg_usage_error(prog, usage, "--retention-age must be decimal seconds, got '%s'",
+                               optarg);
+            cfg->retention_age_ms = v;
             break;
         default:
             if (!vg_cli_common_option(o, optarg, &cfg->keepalive, prog, usage, help))

@@ -1,18 +1,26 @@
-/* The message router: from a publisher's read buffer to its subscribers'
- * outboxes.
+/* The message router: from a publisher's read buffer to the topic log and
+ * the subscribers.
  *
- * A MSG frame is forwarded exactly as the publisher encoded it, so
- * consecutive frames with the same topic in one read form a contiguous run
- * that is looked up once and copied into each subscriber's outbox with one
- * memcpy. Subscribers' threads write it out; this thread never touches
- * their sockets. */
+ * Consecutive MSG frames with the same topic in one read form a run,
+ * handled at once: appended to the topic's log (each message gets its
+ * sequence number there; a version-2 publisher's resent messages are
+ * dropped as duplicates first, under the dedupe lock), then the topic's
+ * subscribers are looked up once. A version-2 subscriber is only kicked:
+ * its own thread reads the log (reader.c). A version-1 subscriber gets the
+ * run's frames exactly as the publisher encoded them, copied into its
+ * outbox with one memcpy. Subscribers' threads write their sockets; this
+ * thread never touches them. */
 #include "conn_internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "clock.h"
 #include "log.h"
+#include "server.h"
 #include "subtable.h"
+
+#define RUN_MSGS_MIN 64
 
 bool vg_router_extends(const vg_conn *c, const vg_frame *f)
 {
@@ -50,7 +58,8 @@ static void note_drops(vg_server *srv, vg_conn *sub, int64_t now_ms)
     }
 }
 
-/* Queues a run of whole MSG frames on topic to every subscriber. from, if
+/* Hands a run of whole MSG frames on topic, just appended to its log, to
+ * every subscriber: version 2 is kicked, version 1 gets the bytes. from, if
  * not NULL, is the publishing connection: its own outbox is never waited
  * on (only its thread drains it); stall_ms bounds the wait for any other. */
 static void fan_out(vg_server *srv, vg_conn *from, const char *topic, uint32_t topic_len,
@@ -68,6 +77,11 @@ static void fan_out(vg_server *srv, vg_conn *from, const char *topic, uint32_t t
     uint64_t out = 0, out_bytes = 0, lost = 0;
     for (size_t i = 0; i < n; i++) {
         vg_conn *sub = (*scratch)[i];
+        if (sub->version >= 2) { /* fixed before it could subscribe */
+            vg_reader_kick(sub);
+            vg_conn_release(sub);
+            continue;
+        }
         uint32_t dropped;
         vg_status st = vg_outbox_put_frames(sub->outbox, bytes, len, frames,
                                             sub == from ? 0 : stall_ms, now_ns, &dropped);
@@ -87,6 +101,72 @@ static void fan_out(vg_server *srv, vg_conn *from, const char *topic, uint32_t t
         atomic_fetch_add_explicit(&st->dropped, lost, memory_order_relaxed);
 }
 
+/* The log of topic, from the connection's one-entry cache: a publisher
+ * usually repeats its topic, and logs live as long as the store. */
+static vg_tlog *run_log(vg_conn *c, const char *topic, uint32_t len)
+{
+    if (c->run_log != NULL && c->run_log_len == len && memcmp(c->run_log_topic, topic, len) == 0)
+        return c->run_log;
+    vg_tlog *t = vg_logs_get(c->srv->logs, topic, len);
+    if (t != NULL) {
+        memcpy(c->run_log_topic, topic, len);
+        c->run_log_len = len;
+        c->run_log = t;
+    }
+    return t;
+}
+
+/* Appends the run to its log: *skip frames at its front were appended
+ * before (a version-2 publisher resending), *done after them went in now.
+ * The dedupe lock covers check, append and record, so that two
+ * connections of one publisher (an old one not yet found dead) cannot both
+ * append a message. */
+static vg_status append_run(vg_conn *c, const conn_run *r, uint32_t *skip, uint32_t *done)
+{
+    vg_server *srv = c->srv;
+    *skip = 0;
+    *done = 0;
+    vg_tlog *log = run_log(c, r->topic, r->topic_len);
+    if (log == NULL)
+        return VG_ERR_NOMEM;
+    int64_t now = vg_now_ms();
+    bool dedupe = c->publisher != 0;
+    if (dedupe) {
+        pthread_mutex_lock(&srv->dedupe_mu);
+        *skip = (uint32_t)vg_dedupe_skip(srv->dedupe, c->publisher, c->pub_next, r->frames, now);
+    }
+    vg_status st = VG_OK;
+    if (*skip < r->frames) {
+        uint64_t first_seq;
+        size_t appended = 0;
+        st = vg_tlog_append(log, r->msgs + *skip, r->frames - *skip, now, &first_seq, &appended);
+        *done = (uint32_t)appended;
+    }
+    if (dedupe) {
+        if (*done > 0)
+            vg_dedupe_appended(srv->dedupe, c->publisher, c->pub_next + *skip + *done - 1, now);
+        pthread_mutex_unlock(&srv->dedupe_mu);
+    }
+    return st;
+}
+
+/* The bytes from frame `from` of the run for n frames, and their payload. */
+static const uint8_t *run_slice(const conn_run *r, uint32_t from, uint32_t n, size_t *len,
+                                uint64_t *payload)
+{
+    const uint8_t *p = r->start;
+    for (uint32_t i = 0; i < from; i++)
+        p += VG_FRAME_HEADER + vg_be32(p);
+    const uint8_t *q = p;
+    *payload = 0;
+    for (uint32_t i = from; i < from + n; i++) {
+        q += VG_FRAME_HEADER + vg_be32(q);
+        *payload += r->msgs[i].payload_len;
+    }
+    *len = (size_t)(q - p);
+    return p;
+}
+
 void vg_router_flush(vg_conn *c)
 {
     conn_run *r = &c->run;
@@ -95,22 +175,64 @@ void vg_router_flush(vg_conn *c)
     vg_server_stats *st = &c->srv->stats;
     atomic_fetch_add_explicit(&st->msgs_in, r->frames, memory_order_relaxed);
     atomic_fetch_add_explicit(&st->bytes_in, r->payload, memory_order_relaxed);
-    fan_out(c->srv, c, r->topic, r->topic_len, r->start, r->len, r->frames, r->payload,
-            VG_DELIVER_STALL_MS, &c->scratch, &c->scratch_cap);
+    uint32_t skip, done;
+    vg_status ast = append_run(c, r, &skip, &done);
+    if (skip > 0)
+        atomic_fetch_add_explicit(&st->duplicates, skip, memory_order_relaxed);
+    if (ast != VG_OK) {
+        uint32_t lost = r->frames - skip - done;
+        atomic_fetch_add_explicit(&st->dropped, lost, memory_order_relaxed);
+        vg_log(VG_LOG_WARN, "append_failed", "client=%llu lost=%u error=\"out of memory\"",
+               (unsigned long long)c->id, lost);
+        /* A version-2 publisher resends what was not appended on its next
+         * connection: end this one, so it does. */
+        if (c->version >= 2)
+            vg_conn_send_err(c, VG_E_INTERNAL, "broker out of memory for the topic log", 0);
+    }
+    if (done > 0) {
+        size_t len = r->len;
+        uint64_t payload = r->payload;
+        const uint8_t *bytes = done == r->frames ? r->start : run_slice(r, skip, done, &len, &payload);
+        fan_out(c->srv, c, r->topic, r->topic_len, bytes, len, done, payload, VG_DELIVER_STALL_MS,
+                &c->scratch, &c->scratch_cap);
+    }
+    c->pub_next += r->frames;
     r->frames = 0;
+}
+
+/* Room for one more message of the run; false when out of memory. */
+static bool run_room(conn_run *r)
+{
+    if (r->frames < r->msgs_cap)
+        return true;
+    size_t cap = r->msgs_cap ? r->msgs_cap * 2 : RUN_MSGS_MIN;
+    vg_tlog_msg *m = realloc(r->msgs, cap * sizeof *m);
+    if (m == NULL)
+        return false;
+    r->msgs = m;
+    r->msgs_cap = cap;
+    return true;
 }
 
 void vg_router_add(vg_conn *c, const vg_frame *f)
 {
     conn_run *r = &c->run;
-    if (vg_router_extends(c, f)) {
-        r->len += f->raw_len;
-        r->frames++;
-        r->payload += f->payload_len;
-        return;
+    if (!vg_router_extends(c, f) || !run_room(r)) {
+        vg_router_flush(c);
+        if (!run_room(r)) {
+            atomic_fetch_add_explicit(&c->srv->stats.dropped, 1, memory_order_relaxed);
+            vg_conn_send_err(c, VG_E_INTERNAL, "broker out of memory", 0);
+            return;
+        }
+        r->topic = f->topic;
+        r->topic_len = f->topic_len;
+        r->start = f->raw;
+        r->len = 0;
+        r->payload = 0;
     }
-    vg_router_flush(c);
-    *r = (conn_run){f->topic, f->topic_len, f->raw, f->raw_len, 1, f->payload_len};
+    r->msgs[r->frames++] = (vg_tlog_msg){f->type, f->payload, f->payload_len};
+    r->len += f->raw_len;
+    r->payload += f->payload_len;
 }
 
 vg_status vg_conn_publish_system(vg_server *srv, const char *topic, const void *payload,
@@ -121,6 +243,15 @@ vg_status vg_conn_publish_system(vg_server *srv, const char *topic, const void *
     size_t topic_len = strlen(topic);
     vg_status st = vg_frame_put_msg(frame, VG_FRAME_MSG_TYPE1, topic, topic_len, payload,
                                     payload_len);
+    if (st != VG_OK)
+        return st;
+    vg_tlog *log = vg_logs_get(srv->logs, topic, topic_len);
+    if (log == NULL)
+        return VG_ERR_NOMEM;
+    vg_tlog_msg m = {VG_FRAME_MSG_TYPE1, payload, payload_len};
+    uint64_t seq;
+    size_t appended;
+    st = vg_tlog_append(log, &m, 1, vg_now_ms(), &seq, &appended);
     if (st != VG_OK)
         return st;
     /* Never a stall: this is the main thread, which also accepts and stops. */

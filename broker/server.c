@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <time.h>
@@ -23,6 +24,25 @@
 #define ACCEPT_BACKOFF_MS 100
 #define RESUME_CHECK_MS 1000
 #define MEMORY_CHECK_MS 1000 /* how often the load is looked at (memory.h) */
+#define EXPIRE_CHECK_MS 1000 /* how late an aged log chunk may go */
+/* Publishers deduplicated at once, and for how long after they were last
+ * seen: JetStream's duplicate window is 2 minutes too (dedupe.h). */
+#define DEDUPE_PUBLISHERS 65536
+#define DEDUPE_WINDOW_MS (120 * 1000)
+
+/* A nonzero random epoch: the identity of this process's log. A clock-
+ * derived fallback if the kernel's generator fails (it does not after
+ * boot), because a broker without an epoch could not serve version 2. */
+static uint64_t new_epoch(void)
+{
+    uint64_t e = 0;
+    if (getrandom(&e, sizeof e, 0) != (ssize_t)sizeof e) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        e = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    }
+    return e != 0 ? e : 1;
+}
 
 void vg_broker_config_defaults(vg_broker_config *cfg)
 {
@@ -37,6 +57,10 @@ void vg_broker_config_defaults(vg_broker_config *cfg)
     cfg->max_subs = 10000;
     cfg->handshake_timeout_ms = 5000;
     cfg->stats_interval_ms = 5000;
+    vg_logs_cfg lc;
+    vg_logs_cfg_defaults(&lc);
+    cfg->retention_bytes = lc.max_bytes;
+    cfg->retention_age_ms = 0;
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
     cfg->thread_stack = 1u << 20; /* sanitizers need far deeper stacks */
 #elif defined(__has_feature)
@@ -67,6 +91,17 @@ vg_status vg_server_open(vg_server *srv, const vg_broker_config *cfg)
     srv->subs = vg_subtable_create(vg_conn_retain);
     if (srv->subs == NULL)
         goto fail_listen;
+    vg_logs_cfg lc;
+    vg_logs_cfg_defaults(&lc);
+    lc.max_bytes = cfg->retention_bytes;
+    lc.max_age_ms = cfg->retention_age_ms;
+    srv->logs = vg_logs_create(&lc, new_epoch());
+    if (srv->logs == NULL)
+        goto fail_subs;
+    srv->dedupe = vg_dedupe_create(DEDUPE_PUBLISHERS, DEDUPE_WINDOW_MS);
+    if (srv->dedupe == NULL)
+        goto fail_logs;
+    pthread_mutex_init(&srv->dedupe_mu, NULL);
     pthread_mutex_init(&srv->mu, NULL);
     vg_cond_init(&srv->drained);
     pthread_attr_init(&srv->thread_attr);
@@ -78,12 +113,18 @@ vg_status vg_server_open(vg_server *srv, const vg_broker_config *cfg)
     const vg_keepalive *k = &cfg->keepalive;
     vg_log(VG_LOG_INFO, "listening",
            "addr=%s max_payload=%llu keepalive_ms=%lld/%lld/%d dead_after_ms=%lld "
-           "max_connections=%zu auth=%s",
+           "max_connections=%zu auth=%s epoch=%llu retention_bytes=%llu retention_age_ms=%lld",
            srv->listen_str, (unsigned long long)cfg->max_payload, (long long)k->time_ms,
            (long long)k->interval_ms, k->probes, (long long)vg_keepalive_bound_ms(k),
-           cfg->max_connections, cfg->token != NULL ? "token" : "none");
+           cfg->max_connections, cfg->token != NULL ? "token" : "none",
+           (unsigned long long)vg_logs_epoch(srv->logs), (unsigned long long)cfg->retention_bytes,
+           (long long)cfg->retention_age_ms);
     return VG_OK;
 
+fail_logs:
+    vg_logs_destroy(srv->logs);
+fail_subs:
+    vg_subtable_destroy(srv->subs);
 fail_listen:
     close(srv->listen_fd);
     vg_log(VG_LOG_ERROR, "start_failed", "error=\"out of memory\"");
@@ -241,6 +282,7 @@ void vg_server_run(vg_server *srv, int sig_fd, int drain_ms)
     size_t scratch_cap = 0;
     int64_t stats_due = srv->started_ms + srv->cfg.stats_interval_ms;
     vg_memory_idle idle = {0};
+    int64_t expire_due = 0;
     if (tfd >= 0)
         check_resume(srv, tfd, &offset); /* the first reading of the clocks' gap */
     for (;;) {
@@ -252,10 +294,14 @@ void vg_server_run(vg_server *srv, int sig_fd, int drain_ms)
                         atomic_load_explicit(&srv->stats.msgs_out, memory_order_relaxed);
         if (vg_memory_idle_tick(&idle, now, msgs, srv->next_client_id))
             vg_memory_release();
+        if (srv->cfg.retention_age_ms > 0 && now >= expire_due) {
+            vg_logs_expire(srv->logs, now);
+            expire_due = now + EXPIRE_CHECK_MS;
+        }
         int64_t wake = p[0].events ? stats_due : now + ACCEPT_BACKOFF_MS;
         if (wake > stats_due)
             wake = stats_due;
-        if (wake > now + MEMORY_CHECK_MS)
+        if (wake > now + MEMORY_CHECK_MS) /* also EXPIRE_CHECK_MS */
             wake = now + MEMORY_CHECK_MS;
         int n = poll(p, 3, vg_poll_timeout(wake, now));
         if (n < 0 && errno != EINTR)
@@ -293,6 +339,9 @@ void vg_server_close(vg_server *srv)
         return;
     }
     vg_subtable_destroy(srv->subs);
+    vg_logs_destroy(srv->logs);
+    vg_dedupe_destroy(srv->dedupe);
+    pthread_mutex_destroy(&srv->dedupe_mu);
     pthread_attr_destroy(&srv->thread_attr);
     pthread_cond_destroy(&srv->drained);
     pthread_mutex_destroy(&srv->mu);

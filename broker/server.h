@@ -3,7 +3,9 @@
  *
  * Lock order: server.mu (registry) may be held while calling
  * vg_outbox_close() on a connection's outbox (which takes the outbox lock);
- * never the other way round. The subscription table's lock is a leaf. */
+ * never the other way round. The subscription table's lock is a leaf.
+ * dedupe_mu may be held while appending to a topic log (whose locks are
+ * leaves below it: topiclog.h). */
 #ifndef VG_SERVER_H
 #define VG_SERVER_H
 
@@ -17,6 +19,8 @@
 #include "sock.h"
 #include "status.h"
 #include "subtable.h"
+#include "dedupe.h"
+#include "topiclog.h"
 
 typedef struct {
     vg_addr listen;
@@ -32,6 +36,8 @@ typedef struct {
     const char *token;            /* NULL: no authentication */
     size_t token_len;
     int64_t stats_interval_ms;    /* $SYS.stats publication period; 0: none */
+    uint64_t retention_bytes;     /* the topic logs' byte budget (topiclog.h) */
+    int64_t retention_age_ms;     /* drop log chunks older than this; 0: no age limit */
 } vg_broker_config;
 
 /* Why connections were ended by the broker, for $SYS.stats. */
@@ -51,7 +57,9 @@ typedef enum {
 typedef struct {
     _Atomic uint64_t msgs_in, bytes_in;   /* MSG frames / their payload bytes from clients */
     _Atomic uint64_t msgs_out, bytes_out; /* ... queued to subscribers (one per subscriber) */
-    _Atomic uint64_t dropped;             /* messages dropped for slow subscribers */
+    _Atomic uint64_t dropped;             /* messages dropped for slow version-1 subscribers,
+                                             or not appended for want of memory */
+    _Atomic uint64_t duplicates;          /* resent messages dropped as already appended */
     _Atomic uint64_t pings_sent, pongs_received;
     _Atomic uint64_t evictions[VG_EVICT_COUNT];
 } vg_server_stats;
@@ -63,6 +71,9 @@ typedef struct vg_server {
     int listen_fd;
     char listen_str[VG_ADDR_STRLEN];
     vg_subtable *subs;
+    vg_logs *logs;        /* every accepted message, per topic (topiclog.h) */
+    vg_dedupe *dedupe;    /* version-2 publishers' high-water marks, under dedupe_mu */
+    pthread_mutex_t dedupe_mu; /* held across check, append and record: before any log lock */
     pthread_attr_t thread_attr;
 
     pthread_mutex_t mu; /* guards the registry below; conn.c maintains it */

@@ -206,9 +206,10 @@ Test(bad_input, many_bad_clients_at_once)
 /* ---- version-2 shapes on a version-1 connection ---- */
 
 /* A client of a later version sends CONNECT in the version-2 shape (or a
- * longer one, version 3): the broker answers INFO version 1, in the
- * version-1 shape, and serves the connection as any other. */
-Test(bad_input, version2_connect_gets_version1_info)
+ * longer one, version 3): the broker answers INFO version 2, in the
+ * version-2 shape; a 3-element SUB is a NEW one, answered with where it
+ * starts, and messages carry their sequence numbers. */
+Test(bad_input, version2_connect_gets_version2_info)
 {
     fixture fx = start();
     for (int version = 2; version <= 3; version++) {
@@ -228,20 +229,29 @@ Test(bad_input, version2_connect_gets_version1_info)
         vg_frame f;
         cr_assert(h_raw_read(&r, &f, WAIT), "no INFO for a version-%d CONNECT", version);
         cr_assert_eq(f.type, VG_FRAME_INFO);
-        cr_assert_eq(f.version, 1, "INFO version %llu", (unsigned long long)f.version);
-        cr_assert_eq(f.form, 1);
+        cr_assert_eq(f.version, 2, "INFO version %llu", (unsigned long long)f.version);
+        cr_assert_eq(f.form, 2);
+        cr_assert_neq(f.epoch, 0);
+        uint64_t epoch = f.epoch;
         cr_assert(h_raw_read(&r, &f, WAIT));
         cr_assert_eq(f.type, VG_FRAME_OK);
-        cr_assert_eq(f.form, 1, "a version-1 OK answers a version-1 SUB");
+        cr_assert_eq(f.form, 2, "a version-2 OK answers any SUB on a version-2 connection");
+        cr_assert_eq(f.epoch, epoch);
+        uint64_t next = f.next;
+        cr_assert_geq(next, 1);
         cr_assert(h_raw_read(&r, &f, WAIT));
         cr_assert_eq(f.type, VG_FRAME_PONG);
-        /* A message to the topic arrives in the version-1 shape, without a seq. */
-        vg_frame_put_msg(&b, VG_FRAME_MSG_TYPE1, "bystander", 9, "v1", 2);
+        /* A message to the topic arrives with its sequence number. */
+        vg_frame_put_msg(&b, VG_FRAME_MSG_TYPE1, "bystander", 9, "v2", 2);
         h_raw_send_buf(&r, &b);
         cr_assert(h_raw_read(&r, &f, WAIT));
         cr_assert_eq(f.type, VG_FRAME_MSG_TYPE1);
-        cr_assert_eq(f.form, 1);
-        cr_assert(h_wait_out(fx.bystander, "bystander MSG_TYPE1 v1\n", WAIT), "%s",
+        cr_assert_eq(f.form, 2);
+        cr_assert_eq(f.seq, next, "seq %llu, OK said %llu", (unsigned long long)f.seq,
+                     (unsigned long long)next);
+        cr_assert(h_wait_out(fx.bystander, version == 2 ? "bystander MSG_TYPE1 v2\n"
+                                                        : "bystander MSG_TYPE1 v2\nbystander MSG_TYPE1 v2\n",
+                             WAIT), "%s",
                   fx.bystander->out);
         vg_buf_free(&b);
         h_raw_close(&r);
