@@ -5,12 +5,15 @@
  * runs on its own thread, heartbeats and statistics off so that nothing
  * happens that the input did not cause. Per input:
  *   byte 0     not a multiple of 8: a valid CONNECT is sent first, so most
- *              inputs reach the post-handshake frames; a multiple of 8: the
- *              input itself is the first thing the broker sees
+ *              inputs reach the post-handshake frames, version 2 if bit 4
+ *              is set, else version 1; a multiple of 8: the input itself is
+ *              the first thing the broker sees
  *   the rest   sent as is, then shutdown(SHUT_WR)
  * and the broker's replies are read until it closes, each checked to be a
- * well-formed frame the broker may send, in its version-1 shape (whatever
- * version a CONNECT in the input asks for, the broker speaks version 1).
+ * well-formed frame the broker may send, in the shapes of the version its
+ * INFO named (version 1: no seq, no position, no GAP; version 2: every MSG
+ * with its seq). The topic logs get a small budget, so that inputs also
+ * run into retention and its GAP frames.
  * Then its connection thread must have ended. Every SERVE_CHECK_EVERY
  * inputs a subscriber and a publisher must still get a message through.
  *
@@ -176,12 +179,21 @@ static void put_connect(vg_buf *b)
         die("out of memory");
 }
 
+/* A version-2 CONNECT whose publisher identity comes from the input, so
+ * that inputs share publishers and meet the dedupe of earlier ones. */
+static void put_connect2(vg_buf *b, uint64_t publisher)
+{
+    if (vg_frame_put_connect2(b, 2, "fuzz", NULL, publisher, 1) != VG_OK)
+        die("out of memory");
+}
+
 /* ---- one input ---- */
 
 typedef struct {
     vg_decoder *rx;
     size_t frames;
     size_t controls; /* replies other than MSG */
+    uint64_t version; /* INFO's; 0 before it */
 } replies;
 
 /* Checks every complete frame the broker sent: well-formed and of a type the
@@ -201,13 +213,15 @@ static void check_replies(replies *r)
             die("the broker sent a malformed frame");
         }
         r->frames++;
-        if (f.form != 1 || f.type == VG_FRAME_GAP) {
+        if (f.type != VG_FRAME_INFO && r->version < 2 && (f.form != 1 || f.type == VG_FRAME_GAP)) {
             fprintf(stderr, "fuzz_broker: reply %zu: %s\n", r->frames, vg_frame_type_name(f.type));
             die("a version-2 frame on a version-1 connection");
         }
         if (vg_frame_is_msg(f.type)) {
             if (r->controls == 0)
                 die("a MSG before INFO");
+            if (r->version >= 2 && f.form != 2)
+                die("a MSG without its seq on a version-2 connection");
             continue;
         }
         bool first = r->controls++ == 0;
@@ -215,14 +229,20 @@ static void check_replies(replies *r)
         case VG_FRAME_INFO:
             if (!first)
                 die("INFO after another control reply");
-            if (f.version != VG_PROTO_V1)
-                die("INFO with another version than the broker's");
+            if (f.version < VG_PROTO_V1 || f.version > VG_PROTO_VERSION)
+                die("INFO with a version the broker does not speak");
+            if ((f.version >= 2) != (f.form == 2))
+                die("INFO in another shape than its version's");
+            if (f.version >= 2 && f.epoch == 0)
+                die("INFO version 2 without an epoch");
+            r->version = f.version;
             break;
         case VG_FRAME_ERR:
             if (strcmp(vg_errcode_name(f.code), "unknown") == 0)
                 die("ERR with an unknown code");
             break;
         case VG_FRAME_OK:
+        case VG_FRAME_GAP:
         case VG_FRAME_PING:
         case VG_FRAME_PONG:
             if (first)
@@ -259,7 +279,8 @@ static bool read_replies(int fd, replies *r)
 static void exchange(const uint8_t *out, size_t n)
 {
     int fd = dial();
-    replies r = {.rx = vg_decoder_create(64 * 1024, vg_max_frame_for(srv.cfg.max_payload))};
+    replies r = {.rx = vg_decoder_create(64 * 1024, vg_max_frame_for(srv.cfg.max_payload) +
+                                                        VG_SEQ_OVERHEAD)};
     if (r.rx == NULL)
         die("out of memory");
     size_t sent = 0;
@@ -420,6 +441,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         die("vg_addr_parse");
     cfg.keepalive.time_ms = 0; /* heartbeats off: each input ends its connection itself */
     cfg.stats_interval_ms = 0; /* nothing the input did not cause */
+    cfg.retention_bytes = 4u << 20;
     if (vg_server_open(&srv, &cfg) != VG_OK)
         die("vg_server_open");
     socklen_t len = sizeof broker_addr;
@@ -440,7 +462,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     int threads = thread_count();
     vg_buf out = {0};
-    if (data[0] % 8 != 0)
+    if (data[0] % 8 != 0 && (data[0] & 0x10))
+        put_connect2(&out, data[0] & 0x20 ? data[0] : 0);
+    else if (data[0] % 8 != 0)
         put_connect(&out);
     if (vg_buf_append(&out, data + 1, size - 1) != VG_OK)
         die("out of memory");

@@ -77,6 +77,16 @@ static void seed(const char *name, vg_buf *b, bool connect_first)
     b->len = 0;
 }
 
+/* Writes the stream in b as a broker seed on a version-2 connection (first
+ * byte 0x11; 0x31 also gives it a publisher identity: fuzz_broker.c), then
+ * empties b. */
+static void seed_v2(const char *name, vg_buf *b, bool publisher)
+{
+    uint8_t first = publisher ? 0x31 : 0x11;
+    write_file("broker", name, &first, 1, b);
+    b->len = 0;
+}
+
 /* Appends a frame around a hand-written body, for shapes the encoders refuse to make. */
 static void body(vg_buf *b, const uint8_t *p, size_t n)
 {
@@ -343,6 +353,31 @@ static void version2_frames(vg_buf *b)
     seed("sub2_after_sub", b, true);
     ok(vg_frame_put_msg_seq(b, MSG1, "news", 4, "with a seq", 10, 1));
     seed("msg_seq", b, true);
+
+    /* On a negotiated version-2 connection. */
+    msg(b, MSG1, "news", "one");
+    msg(b, MSG2, "news", "two");
+    ok(vg_frame_put_sub2(b, 1, "news", 4, VG_SUB_FIRST, 0, 0));
+    sub(b, 2, "news");
+    ok(vg_frame_put_sub2(b, 3, "other", 5, VG_SUB_AGO, 0, 1000));
+    msg(b, MSG1, "news", "three");
+    ok(vg_frame_put_unsub(b, 1));
+    ok(vg_frame_put_ping(b));
+    seed_v2("v2_session", b, false);
+    ok(vg_frame_put_sub2(b, 1, "news", 4, VG_SUB_SEQ, 0, 1000000));
+    ok(vg_frame_put_sub2(b, 2, "news", 4, VG_SUB_SEQ, 0x77, 3));
+    ok(vg_frame_put_sub2(b, 3, "news", 4, VG_SUB_SEQ, 0, 1));
+    ok(vg_frame_put_ping(b));
+    seed_v2("v2_positions", b, false);
+    ok(vg_frame_put_sub2(b, 1, "flood", 5, VG_SUB_FIRST, 0, 0));
+    for (int i = 0; i < 64; i++)
+        msg(b, MSG2, "flood", "a message the dedupe of a publisher sees once");
+    ok(vg_frame_put_ping(b));
+    seed_v2("v2_publisher", b, true);
+    ok(vg_frame_put_msg_seq(b, MSG1, "news", 4, "a seq from a client", 19, 1));
+    seed_v2("v2_msg_seq", b, false);
+    ok(vg_frame_put_gap(b, 1, "news", 4, 1, 2, VG_GAP_RETENTION));
+    seed_v2("v2_gap_from_client", b, false);
     msg(b, MSG2, "news", "a run");
     msg(b, MSG2, "news", "of two");
     ok(vg_frame_put_msg_seq(b, MSG2, "news", 4, "then a seq", 10, UINT64_MAX));
