@@ -401,7 +401,7 @@ Test(limits, subscriber_that_never_reads_is_evicted_as_slow_consumer)
     enum { N = 150 };
     /* A small log: what is checked below is that the evicted client's
      * memory goes, and the topic log keeps up to its budget by design. */
-    fixture fx = START(KA, "--max-outbox", "1M", "--retention-bytes", "1M");
+    fixture fx = START(KA, "--max-outbox", "1M", "--retention-bytes", "4M");
     h_proc *healthy = h_sub(fx.port, "--count", "150", "flood", NULL);
     h_raw stuck = h_raw_connect_small(fx.port, 4096);
     h_raw_handshake(&stuck);

@@ -42,7 +42,6 @@ static const char *secs(double s)
 #define SLACK_MS ((int)(1000 * scale()))
 #define FAST_RETRY "--backoff-base", "0.05", "--backoff-max", "0.2"
 #define WAIT ((int)(10000 * scale()))
-#define VG_DROP_HOLD_WAIT 10000 /* the broker's VG_DROP_HOLD_MS, real time */
 
 static h_proc *proxy(int upstream, int *port)
 {
@@ -265,7 +264,10 @@ Test(recovery, slow_reader_under_a_flood_is_not_declared_dead)
      * two busy cores alone can starve a live reader for that long. */
 #define TINY "--keepalive-time", secs(0.5), "--keepalive-interval", secs(0.3), "--keepalive-probes", "3"
     const int bound = (int)(1400 * scale());
-    h_proc *b = h_broker(&port, TINY, "--max-outbox", "1M", NULL);
+    /* A small log, so that the flood soon passes the slow reader: it then
+     * gets a gap, proof that it was behind (a version-2 subscriber is
+     * never dropped for; it falls behind in the log). */
+    h_proc *b = h_broker(&port, TINY, "--max-outbox", "1M", "--retention-bytes", "4M", NULL);
     h_proc *s = h_sub(port, TINY, "--name", "slow", "flood", NULL);
     unsigned id = h_client_id(b, "slow");
     cr_assert(id != 0, "%s", h_tail(b->err));
@@ -301,21 +303,12 @@ Test(recovery, slow_reader_under_a_flood_is_not_declared_dead)
               " (dead bound %d ms)\nsub: %s\nbroker: %s",
               (long long)pause, bound, h_tail(s->err), h_tail(b->err));
     cr_assert(strstr(p->err, "event=disconnected") == NULL, "publisher: %s", h_tail(p->err));
-    char dropping[64], recovered[64];
-    snprintf(dropping, sizeof dropping, "state=dropping client=%u ", id);
-    snprintf(recovered, sizeof recovered, "state=recovered client=%u ", id);
-    cr_assert(strstr(b->err, dropping) != NULL,
-              "the queue to the subscriber never filled: the test did not test anything");
-    /* Defect 10: a steadily slow reader is one episode, not a flapping
-     * pair of warn lines every couple of seconds. */
-    cr_assert_eq(h_count(b->err, "event=slow_consumer state=dropping"), 1, "%s", h_tail(b->err));
-    cr_assert_eq(h_count(b->err, "event=slow_consumer state=recovered"), 0, "%s", h_tail(b->err));
+    cr_assert(strstr(s->err, "event=gap") != NULL,
+              "the subscriber never fell behind the log: the test did not test anything");
+    cr_assert(strstr(b->err, "event=slow_consumer") == NULL, "%s", h_tail(b->err));
 
-    /* Once the backlog has drained and nothing was dropped for the hold
-     * (10 s), the episode ends; the same connection still delivers. */
+    /* Read at full speed again: the same connection still delivers. */
     s->throttled = false;
-    cr_assert(h_wait_err_count(b, recovered, 1, VG_DROP_HOLD_WAIT + WAIT),
-              "the queue to the subscriber did not drain: %s", h_tail(b->err));
     expect_delivery(port, s, "flood", "still-connected");
     cr_assert(strstr(s->err, "event=reconnected") == NULL, "%s", h_tail(s->err));
     h_free(p), h_free(s), h_free(b);

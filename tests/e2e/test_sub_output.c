@@ -167,15 +167,16 @@ static h_raw fake_serve(int listener, const char *topic, size_t topic_len, const
     vg_frame f;
     cr_assert(h_raw_read(&r, &f, WAIT) && f.type == VG_FRAME_CONNECT, "no CONNECT");
     vg_buf b = {0};
-    cr_assert_eq(vg_frame_put_info(&b, VG_PROTO_V1, "fake", 1, 1u << 20), VG_OK);
+    cr_assert_eq(vg_frame_put_info2(&b, 2, "fake", 1, 1u << 20, 5, 0), VG_OK);
     h_raw_send_buf(&r, &b);
     do
         cr_assert(h_raw_read(&r, &f, WAIT), "no SUB");
     while (f.type != VG_FRAME_SUB);
-    cr_assert_eq(vg_frame_put_ok(&b, f.sid), VG_OK);
-    cr_assert_eq(vg_frame_put_msg(&b, VG_FRAME_MSG_TYPE1, topic, topic_len, payload, strlen(payload)),
+    cr_assert_eq(vg_frame_put_ok2(&b, f.sid, 5, 1), VG_OK);
+    cr_assert_eq(vg_frame_put_msg_seq(&b, VG_FRAME_MSG_TYPE1, topic, topic_len, payload,
+                                      strlen(payload), 1), VG_OK);
+    cr_assert_eq(vg_frame_put_msg_seq(&b, VG_FRAME_MSG_TYPE1, "t", 1, payload, strlen(payload), 1),
                  VG_OK);
-    cr_assert_eq(vg_frame_put_msg(&b, VG_FRAME_MSG_TYPE1, "t", 1, payload, strlen(payload)), VG_OK);
     h_raw_send_buf(&r, &b);
     vg_buf_free(&b);
     return r;
