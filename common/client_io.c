@@ -110,77 +110,6 @@ static uint64_t mark_now(vg_client *c)
     return c->tally.written + (partial != NULL && vg_frame_is_msg(written_type(partial)));
 }
 
-/* ---- delivering messages ---- */
-
-static vg_status filter_add(void *arg, const char *topic, size_t len)
-{
-    vg_client_filter *f = arg;
-    if (f->n == f->cap) {
-        size_t cap = f->cap ? f->cap * 2 : 4;
-        char **t = realloc(f->topics, cap * sizeof *t);
-        if (t == NULL)
-            return VG_ERR_NOMEM;
-        f->topics = t;
-        size_t *l = realloc(f->lens, cap * sizeof *l);
-        if (l == NULL)
-            return VG_ERR_NOMEM;
-        f->lens = l;
-        f->cap = cap;
-    }
-    f->topics[f->n] = strndup(topic, len);
-    if (f->topics[f->n] == NULL)
-        return VG_ERR_NOMEM;
-    f->lens[f->n++] = len;
-    return VG_OK;
-}
-
-/* Rebuilds the I/O thread's copy of the wanted topics. Out of memory, it
- * stays invalid and everything is delivered (retried on the next message). */
-static void filter_refresh(vg_client *c, uint64_t gen)
-{
-    vg_client_filter *f = &c->filter;
-    for (size_t i = 0; i < f->n; i++)
-        free(f->topics[i]);
-    f->n = 0;
-    f->last = 0;
-    pthread_mutex_lock(&c->mu);
-    f->valid = vg_subs_each_deliverable(c->subs, filter_add, f) == VG_OK;
-    pthread_mutex_unlock(&c->mu);
-    f->gen = gen;
-}
-
-/* Whether a message on topic is for the application (not unsubscribed). */
-static bool wanted(vg_client *c, const char *topic, size_t len)
-{
-    vg_client_filter *f = &c->filter;
-    uint64_t gen = atomic_load_explicit(&c->subs_gen, memory_order_acquire);
-    if (gen != f->gen || !f->valid)
-        filter_refresh(c, gen);
-    if (!f->valid)
-        return true;
-    if (f->last < f->n && f->lens[f->last] == len && memcmp(f->topics[f->last], topic, len) == 0)
-        return true;
-    for (size_t i = 0; i < f->n; i++) {
-        if (f->lens[i] == len && memcmp(f->topics[i], topic, len) == 0) {
-            f->last = i;
-            return true;
-        }
-    }
-    return false;
-}
-
-static void deliver(vg_client *c, const vg_frame *f)
-{
-    if (!wanted(c, f->topic, f->topic_len))
-        return;
-    c->received_local++;
-    atomic_store_explicit(&c->received, c->received_local, memory_order_relaxed);
-    if (c->opts.on_msg != NULL) {
-        vg_msg m = {f->type, f->topic, f->topic_len, f->payload, f->payload_len};
-        c->opts.on_msg(c->opts.ud, &m);
-    }
-}
-
 /* ---- answers from the broker ---- */
 
 static void log_reconnected(vg_client *c)
@@ -190,12 +119,14 @@ static void log_reconnected(vg_client *c)
            c->lost_attempts, c->resubscribed);
 }
 
-/* An OK (ok) or a non-fatal ERR for sid. */
-static void on_answer(vg_client *c, uint64_t sid, bool ok, uint64_t code, const char *reason)
+/* An OK (ok: the frame, whose version-2 form places a SUB's position) or a
+ * non-fatal ERR for sid. */
+static void on_answer(vg_client *c, uint64_t sid, const vg_frame *ok, uint64_t code,
+                      const char *reason)
 {
     char topic[VG_TOPIC_MAX_LEN + 1] = "";
     pthread_mutex_lock(&c->mu);
-    vg_sub_event ev = vg_subs_answer(c->subs, sid, ok, topic, sizeof topic);
+    vg_sub_event ev = vg_subs_answer(c->subs, sid, ok != NULL, topic, sizeof topic);
     unsigned renewing = vg_subs_renewing(c->subs);
     atomic_fetch_add(&c->subs_gen, 1);
     pthread_cond_broadcast(&c->cv);
@@ -203,6 +134,8 @@ static void on_answer(vg_client *c, uint64_t sid, bool ok, uint64_t code, const 
 
     char q[96];
     vg_log_quote(q, sizeof q, topic, strlen(topic));
+    if ((ev == VG_SUBEV_SUBSCRIBED || ev == VG_SUBEV_RESUBSCRIBED) && ok->form == 2)
+        vg_client_position_started(c, topic, strlen(topic), ok->epoch, ok->next);
     switch (ev) {
     case VG_SUBEV_SUBSCRIBED:
         vg_log(VG_LOG_INFO, "subscribed", "topic=%s sid=%llu", q, (unsigned long long)sid);
@@ -222,7 +155,7 @@ static void on_answer(vg_client *c, uint64_t sid, bool ok, uint64_t code, const 
     case VG_SUBEV_UNEXPECTED:
         /* A broken or hostile broker; nothing of ours is affected. */
         vg_log(VG_LOG_WARN, "unexpected_answer", "server=%s sid=%llu answer=%s", c->server_str,
-               (unsigned long long)sid, ok ? "ok" : vg_errcode_name(code));
+               (unsigned long long)sid, ok != NULL ? "ok" : vg_errcode_name(code));
         return;
     }
     if (c->reconnecting && renewing == 0 &&
@@ -235,7 +168,7 @@ static void on_err(vg_client *c, const vg_frame *f)
     char reason[128];
     vg_log_quote(reason, sizeof reason, f->reason, f->reason_len);
     if (!vg_errcode_is_fatal(f->code, f->sid)) {
-        on_answer(c, f->sid, false, f->code, reason);
+        on_answer(c, f->sid, NULL, f->code, reason);
         return;
     }
     /* The broker closes the connection after a fatal ERR: it is the reason. */
@@ -257,13 +190,26 @@ static void on_pong(vg_client *c)
 static vg_status emit_renewal(void *arg, uint64_t sid, const char *topic, size_t len)
 {
     vg_client *c = arg;
-    return vg_frame_put_sub(vg_link_ctl(c->link), sid, topic, len);
+    return vg_client_put_renewal(c, vg_link_ctl(c->link), sid, topic, len);
 }
 
 static void handshake_done(vg_client *c, const vg_frame *f)
 {
-    if (f->version < 1 || f->version > VG_PROTO_V1) { /* INFO says what both will speak */
+    /* INFO says what both will speak. This client needs version 2 (its
+     * positions and resends rely on it): a version-1 broker is refused for
+     * good, as retrying cannot change its version. */
+    if (f->version == VG_PROTO_V1) {
+        vg_link_end(c->link, VG_END_PROTOCOL, VG_E_VERSION,
+                    "the broker speaks protocol version 1; this client needs version 2 "
+                    "(a vigil 0.2 broker or later)");
+        return;
+    }
+    if (f->version != VG_PROTO_VERSION) {
         vg_link_end(c->link, VG_END_PROTOCOL, 0, "INFO names a protocol version this client lacks");
+        return;
+    }
+    if (f->epoch == 0) {
+        vg_link_end(c->link, VG_END_PROTOCOL, 0, "INFO with epoch 0");
         return;
     }
     uint64_t max = f->max_payload;
@@ -274,7 +220,7 @@ static void handshake_done(vg_client *c, const vg_frame *f)
     }
     atomic_store(&c->max_payload, max);
     int64_t now = vg_now_ms();
-    vg_link_set_max_frame(c->link, vg_max_frame_for(max));
+    vg_link_set_max_frame(c->link, vg_max_frame_for_v2(max));
     vg_link_hold_bulk(c->link, false);
     vg_link_set_heartbeat(c->link, true, now);
     const vg_keepalive *k = &c->opts.keepalive;
@@ -286,6 +232,8 @@ static void handshake_done(vg_client *c, const vg_frame *f)
     c->attempt = 0;
     c->resubscribed = 0;
     vg_backoff_reset(c->backoff); /* only now: a refused handshake keeps backing off */
+    c->conn_epoch = f->epoch;
+    vg_client_positions_connected(c); /* before the renewals, which ask for positions */
 
     unsigned renewals = 0;
     pthread_mutex_lock(&c->mu);
@@ -316,19 +264,20 @@ static void on_frame(void *ud, const vg_frame *f)
         vg_link_end(c->link, VG_END_PROTOCOL, 0, "expected INFO");
         return;
     }
-    /* This client speaks version 1: a MSG with a seq, an OK with a position
-     * or a GAP cannot come from a broker that agreed to it. INFO's shape
-     * follows its version, which handshake_done checks. */
-    if (f->form > 1 && f->type != VG_FRAME_INFO) {
-        vg_link_end(c->link, VG_END_PROTOCOL, 0, "a version-2 frame on a version-1 connection");
+    /* Every connection this client keeps speaks version 2, where a broker
+     * numbers each MSG it delivers: one without its seq cannot be placed.
+     * INFO's shape follows its version, which handshake_done checks. */
+    if (vg_frame_is_msg(f->type) && f->form != 2) {
+        vg_link_end(c->link, VG_END_PROTOCOL, 0, "a MSG without a sequence number");
         return;
     }
     switch (f->type) {
     case VG_FRAME_MSG_TYPE1:
-    case VG_FRAME_MSG_TYPE2: deliver(c, f); break;
+    case VG_FRAME_MSG_TYPE2: vg_client_deliver(c, f); break;
+    case VG_FRAME_GAP: vg_client_gap_frame(c, f); break;
     case VG_FRAME_PING: vg_link_ctl_ok(c->link, vg_frame_put_pong(vg_link_ctl(c->link))); break;
     case VG_FRAME_PONG: on_pong(c); break;
-    case VG_FRAME_OK: on_answer(c, f->sid, true, 0, ""); break;
+    case VG_FRAME_OK: on_answer(c, f->sid, f, 0, ""); break;
     case VG_FRAME_ERR: on_err(c, f); break;
     case VG_FRAME_INFO:
         if (c->handshaken)
@@ -401,9 +350,12 @@ static const vg_link_ops client_ops = {
 
 /* ---- attempts and their end ---- */
 
-/* Refusals that retrying cannot fix. */
+/* Refusals that retrying cannot fix: the broker's, and a broker too old
+ * (handshake_done). */
 static bool permanent(vg_end e)
 {
+    if (e.kind == VG_END_PROTOCOL && e.code == VG_E_VERSION)
+        return true;
     if (e.kind != VG_END_ERR_RECEIVED)
         return false;
     switch (e.code) {
@@ -466,6 +418,8 @@ static void conn_ended(vg_client *c, vg_end e)
     snprintf(detail, sizeof detail, "%s", vg_link_end_detail(c->link));
     vg_link_detach(c->link);
     c->handshaken = false;
+    c->conn_epoch = 0;
+    vg_client_positions_lost(c);
     if (e.kind == VG_END_STOP)
         return;
     c->reconnecting = c->reconnecting || was_connected;
@@ -557,8 +511,12 @@ static void attempt(vg_client *c)
     vg_log(VG_LOG_DEBUG, "connecting", "server=%s", c->server_str);
     vg_link_attach(c->link, fd, vg_now_ms());
     c->handshaken = false;
-    if (vg_link_ctl_ok(c->link, vg_frame_put_connect(vg_link_ctl(c->link), VG_PROTO_V1,
-                                                     c->name, c->opts.token)))
+    /* MSG frames are numbered from resend_from on this connection: the
+     * next one written is the first never written before. */
+    uint64_t resend_from = c->tally.written + 1;
+    if (vg_link_ctl_ok(c->link, vg_frame_put_connect2(vg_link_ctl(c->link), VG_PROTO_VERSION,
+                                                      c->name, c->opts.token, c->publisher,
+                                                      resend_from)))
         conn_ended(c, vg_link_run(c->link, &client_ops, c));
     else
         conn_ended(c, (vg_end){VG_END_NOMEM, 0});

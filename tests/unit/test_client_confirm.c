@@ -197,9 +197,11 @@ static void check_received_batch(bool bad_frame_after)
     cr_assert_eq(vg_client_wait_subscribed(c, sid, fb_ms(5000)), VG_OK);
     vg_buf b = {0};
     for (int i = 0; i < 50; i++)
-        cr_assert_eq(vg_frame_put_msg(&b, VG_FRAME_MSG_TYPE1, "batch.t", 7, "m", 1), VG_OK);
+        cr_assert_eq(vg_frame_put_msg_seq(&b, VG_FRAME_MSG_TYPE1, "batch.t", 7, "m", 1, i + 1),
+                     VG_OK);
     for (int i = 0; i < 5; i++) /* not subscribed: not handed over, not counted */
-        cr_assert_eq(vg_frame_put_msg(&b, VG_FRAME_MSG_TYPE1, "other.t", 7, "m", 1), VG_OK);
+        cr_assert_eq(vg_frame_put_msg_seq(&b, VG_FRAME_MSG_TYPE1, "other.t", 7, "m", 1, i + 1),
+                     VG_OK);
     if (bad_frame_after) /* a second INFO: a protocol error ends the connection */
         cr_assert_eq(vg_frame_put_info(&b, 1, "again", 1, 1024), VG_OK);
     fb_send_raw(&c1, b.data, b.len);
