@@ -96,6 +96,7 @@ vg_status vg_client_start(vg_client **out, const vg_client_opts *opts, const cha
     c->link = c->outbox != NULL ? vg_link_create(&lc, c->outbox) : NULL;
     if (c->name == NULL || c->link == NULL || c->subs == NULL || c->backoff == NULL)
         goto fail_free;
+    vg_resend_init(&c->resend, opts->max_buffer);
     vg_sender *tx = vg_link_sender(c->link);
     tx->on_written = vg_client_on_written;
     tx->ud = c;
@@ -160,6 +161,7 @@ void vg_client_destroy(vg_client *c)
     vg_backoff_destroy(c->backoff);
     vg_servers_destroy(c->servers);
     vg_client_filter_free(&c->filter);
+    vg_resend_free(&c->resend);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
     free(c->name);

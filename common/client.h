@@ -45,7 +45,8 @@ typedef struct {
     const char *servers; /* "HOST:PORT[,HOST:PORT...]", resolved on every attempt */
     const char *name;    /* sent in CONNECT, shown in the broker's log */
     const char *token;   /* sent in CONNECT if not NULL; must outlive the client */
-    size_t max_buffer;   /* bytes of publishes queued before vg_client_publish waits */
+    size_t max_buffer;   /* bytes of publishes queued before vg_client_publish waits;
+                            as many again of written ones kept to send again */
     uint64_t max_payload; /* the largest payload this client sends or accepts,
                              whatever a broker's INFO says */
     vg_keepalive keepalive;
@@ -74,13 +75,20 @@ typedef struct {
 } vg_client_opts;
 
 /* Every message vg_client_publish accepted is in exactly one of the last
- * four counters: published = confirmed + unconfirmed + pending + unsent. */
+ * four counters: published = confirmed + unconfirmed + pending + unsent.
+ * MSG frames written but not confirmed when a connection dies are sent
+ * again on the next one (the newest, up to max_buffer bytes of them), and a
+ * version-2 broker drops those it already has. */
 typedef struct {
     uint64_t published;   /* messages accepted by vg_client_publish */
-    uint64_t confirmed;   /* ... that the broker confirmed receiving (a PONG after them) */
-    uint64_t unconfirmed; /* ... written to a connection that died before the broker
-                             confirmed them: possibly lost (at-most-once) */
-    uint64_t pending;     /* ... written on the current connection, not yet confirmed */
+    uint64_t confirmed;   /* ... that the broker has in its log (a PONG after them,
+                             or INFO's publisher_acked) */
+    uint64_t unconfirmed; /* ... written, not confirmed, and never to be sent again
+                             (beyond the max_buffer bytes kept when a connection
+                             died, or still waiting when the client closed):
+                             possibly lost */
+    uint64_t pending;     /* ... written, not confirmed yet: on the current
+                             connection, or kept to be sent again on the next */
     uint64_t unsent;      /* ... still queued: never written (dropped by vg_client_close) */
     uint64_t received;    /* messages handed to on_msg */
     uint64_t duplicates;  /* messages received again after a resume, not handed over */
@@ -153,8 +161,8 @@ vg_status vg_client_publish(vg_client *c, vg_frame_type type, const char *topic,
                             int timeout_ms);
 
 /* Waits until every message published so far is either confirmed by the
- * broker or written to a connection that died unconfirmed (stats say
- * which). VG_OK, VG_ERR_TIMEOUT or VG_ERR_CLOSED. */
+ * broker or unconfirmed (stats say which): a message sent again after a
+ * reconnect keeps it waiting. VG_OK, VG_ERR_TIMEOUT or VG_ERR_CLOSED. */
 vg_status vg_client_flush(vg_client *c, int timeout_ms);
 
 /* A consistent snapshot of the counters. */

@@ -17,6 +17,7 @@
 #include "backoff.h"
 #include "client.h"
 #include "client_confirm.h"
+#include "client_resend.h"
 #include "client_resume.h"
 #include "client_servers.h"
 #include "client_subs.h"
@@ -79,6 +80,8 @@ struct vg_client {
     vg_backoff *backoff;
     uint64_t rng; /* xorshift state for backoff jitter */
     vg_confirm tally;
+    vg_resend resend;     /* copies of the written, unconfirmed MSG frames */
+    uint64_t conn_pos;    /* the number of the last MSG frame written on this connection */
     vg_client_filter filter;
     size_t next_server;
     char server_str[VG_ADDR_STRLEN + 8];

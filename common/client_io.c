@@ -9,9 +9,13 @@
  * Every wait (lookup, connect, backoff, the connection itself) also wakes
  * on the outbox's eventfd, so a stopping client stops at once.
  *
- * Delivery accounting (client_confirm.h): marks count MSG frames written,
- * learnt from the sender's written-frame hook, which also tells the
- * subscription state machine when SUB and UNSUB frames went out. */
+ * Delivery accounting (client_confirm.h): MSG frames are numbered in the
+ * order first written, learnt from the sender's written-frame hook, which
+ * also tells the subscription state machine when SUB and UNSUB frames went
+ * out. Each frame written for the first time is copied (client_resend.h)
+ * until the broker confirms it; a new connection sends the copies again
+ * ahead of the outbox's stream, from CONNECT's resend_from, and a version-2
+ * broker drops those it already has. */
 #include "client_internal.h"
 
 #include <errno.h>
@@ -64,8 +68,20 @@ static bool wait_for(vg_client *c, int64_t deadline, int fd, short events)
 
 /* ---- giving up ---- */
 
+/* No connection will send the copies again: what they hold is unconfirmed. */
+static void settle_all(vg_client *c)
+{
+    vg_confirm_lost(&c->tally, 0);
+    vg_resend_clear(&c->resend);
+    pthread_mutex_lock(&c->mu);
+    c->unconfirmed = c->tally.unconfirmed;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
 static void close_for_good(vg_client *c, const char *reason, const char *detail)
 {
+    settle_all(c);
     pthread_mutex_lock(&c->mu);
     c->closed = true;
     snprintf(c->closed_reason, sizeof c->closed_reason, "%s", reason);
@@ -89,8 +105,12 @@ void vg_client_on_written(void *ud, const uint8_t *frame, size_t len)
     vg_client *c = ud;
     vg_frame_type t = written_type(frame);
     if (vg_frame_is_msg(t)) {
-        c->tally.written++;
-        atomic_store_explicit(&c->written, c->tally.written, memory_order_relaxed);
+        /* Frames up to tally.written are copies sent again. */
+        if (++c->conn_pos > c->tally.written) {
+            c->tally.written = c->conn_pos;
+            vg_resend_add(&c->resend, c->conn_pos, frame, len);
+            atomic_store_explicit(&c->written, c->tally.written, memory_order_relaxed);
+        }
         return;
     }
     vg_frame f;
@@ -107,7 +127,7 @@ void vg_client_on_written(void *ud, const uint8_t *frame, size_t len)
 static uint64_t mark_now(vg_client *c)
 {
     const uint8_t *partial = vg_sender_partial_frame(vg_link_sender(c->link));
-    return c->tally.written + (partial != NULL && vg_frame_is_msg(written_type(partial)));
+    return c->conn_pos + (partial != NULL && vg_frame_is_msg(written_type(partial)));
 }
 
 /* ---- answers from the broker ---- */
@@ -181,6 +201,7 @@ static void on_pong(vg_client *c)
 {
     if (!vg_confirm_pong(&c->tally))
         return; /* unsolicited, or nothing new confirmed */
+    vg_resend_confirmed(&c->resend, vg_confirm_settled(&c->tally));
     pthread_mutex_lock(&c->mu);
     c->confirmed = c->tally.confirmed;
     pthread_cond_broadcast(&c->cv);
@@ -235,9 +256,15 @@ static void handshake_done(vg_client *c, const vg_frame *f)
     c->conn_epoch = f->epoch;
     vg_client_positions_connected(c); /* before the renewals, which ask for positions */
 
+    /* The copies the broker already has are confirmed now; they are sent
+     * again all the same (resend_from is said), and it drops them. */
+    if (vg_confirm_acked(&c->tally, f->publisher_acked) > 0)
+        vg_resend_confirmed(&c->resend, vg_confirm_settled(&c->tally));
+
     unsigned renewals = 0;
     pthread_mutex_lock(&c->mu);
     c->handshakes++;
+    c->confirmed = c->tally.confirmed;
     vg_status st = vg_subs_renew(c->subs, emit_renewal, c, &renewals);
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
@@ -385,8 +412,12 @@ static void after_failure(vg_client *c, const char *reason, const char *detail, 
         snprintf(retry, sizeof retry, " retry_in_ms=%lld", (long long)delay);
     int64_t now = vg_now_ms();
     if (was_connected) {
-        vg_log(VG_LOG_WARN, "disconnected", "reason=%s server=%s unconfirmed=%llu%s%s", reason,
-               c->server_str, (unsigned long long)unconfirmed, retry, d);
+        /* Giving up, the copies will not be sent again (close_for_good). */
+        uint64_t resending = give_up ? 0 : c->resend.n;
+        vg_log(VG_LOG_WARN, "disconnected",
+               "reason=%s server=%s unconfirmed=%llu resending=%llu%s%s", reason, c->server_str,
+               (unsigned long long)(unconfirmed + c->resend.n - resending),
+               (unsigned long long)resending, retry, d);
     } else {
         /* The first attempts, then one line every ATTEMPT_LOG_EVERY_MS. */
         static _Thread_local int64_t logged_at;
@@ -407,7 +438,7 @@ static void after_failure(vg_client *c, const char *reason, const char *detail, 
 static void conn_ended(vg_client *c, vg_end e)
 {
     bool was_connected = c->handshaken;
-    uint64_t lost = vg_confirm_lost(&c->tally);
+    uint64_t lost = vg_confirm_lost(&c->tally, c->resend.n);
     pthread_mutex_lock(&c->mu);
     c->unconfirmed = c->tally.unconfirmed;
     vg_subs_lost(c->subs);
@@ -508,12 +539,22 @@ static void attempt(vg_client *c)
         }
         return;
     }
-    vg_log(VG_LOG_DEBUG, "connecting", "server=%s", c->server_str);
+    /* The copies go first, from the oldest unconfirmed frame, replacing
+     * those of them the last connection did not finish writing. */
+    size_t copies_len;
+    const uint8_t *copies = vg_resend_bytes(&c->resend, &copies_len);
+    if (vg_sender_replace_front(vg_link_sender(c->link), c->tally.written - c->conn_pos, copies,
+                                copies_len) != VG_OK) {
+        close(fd);
+        after_failure(c, "internal", "out of memory for the frames to send again", false, 0, false);
+        return;
+    }
+    uint64_t resend_from = c->tally.written - c->resend.n + 1;
+    c->conn_pos = resend_from - 1;
+    vg_log(VG_LOG_DEBUG, "connecting", "server=%s resend_from=%llu resending=%llu", c->server_str,
+           (unsigned long long)resend_from, (unsigned long long)c->resend.n);
     vg_link_attach(c->link, fd, vg_now_ms());
     c->handshaken = false;
-    /* MSG frames are numbered from resend_from on this connection: the
-     * next one written is the first never written before. */
-    uint64_t resend_from = c->tally.written + 1;
     if (vg_link_ctl_ok(c->link, vg_frame_put_connect2(vg_link_ctl(c->link), VG_PROTO_VERSION,
                                                       c->name, c->opts.token, c->publisher,
                                                       resend_from)))
@@ -538,6 +579,7 @@ void *vg_client_io_main(void *arg)
         pthread_mutex_unlock(&c->mu);
     }
     vg_outbox_close(c->outbox); /* release publishers waiting for room */
+    settle_all(c); /* copies left from a lost connection go unsent */
     pthread_mutex_lock(&c->mu);
     if (!c->closed) {
         c->closed = true;
