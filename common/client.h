@@ -68,9 +68,10 @@ typedef struct {
     void (*on_gap)(void *ud, const char *topic, size_t topic_len, const vg_gap *gap);
     /* A subscription the broker refused (code is a vg_errcode). */
     void (*on_sub_error)(void *ud, const char *topic, uint64_t code, const char *reason);
-    /* The client has given up for good (--max-reconnects reached, or the
-     * broker refused it for a reason retrying cannot fix); no more
-     * callbacks follow, and publishing fails with VG_ERR_CLOSED. */
+    /* The client has given up for good (--max-reconnects reached, the
+     * broker refused it for a reason retrying cannot fix, or the broker
+     * speaks only protocol version 1: reason "version"); no more callbacks
+     * follow, and publishing fails with VG_ERR_CLOSED. */
     void (*on_closed)(void *ud, const char *reason);
 } vg_client_opts;
 

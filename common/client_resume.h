@@ -1,7 +1,7 @@
 /* A subscription's place in its topic's log, as the client library keeps
  * it for protocol version 2 (issue 10): pure, no locks, no I/O; the I/O
- * thread owns it. Not yet used by the library: the broker does not offer
- * version 2 yet (docs/design.md, "The topic log").
+ * thread owns it (client_deliver.c keeps one per topic; docs/design.md,
+ * "The topic log").
  *
  * The position is the last sequence number handed to the application, in
  * one epoch of the broker's log. Everything the client learns about the
@@ -21,8 +21,8 @@
  *                       again from the first message of the new log
  *
  * A connection receives each message of a topic once however many sids it
- * has on it, so the library will keep one position per topic; wildcard
- * subscriptions (issue 12) one per topic they span. */
+ * has on it, so the library keeps one position per topic; wildcard
+ * subscriptions (issue 12) will keep one per topic they span. */
 #ifndef VG_CLIENT_RESUME_H
 #define VG_CLIENT_RESUME_H
 

@@ -254,7 +254,7 @@ static uint64_t capped(uint64_t mp) { return mp < CLIENT_MAX_PAYLOAD ? mp : CLIE
 
 
 /* Splits the rest into frames and walks them as client_io.c must: the limit
- * on a frame's length (4096 before the handshake, max_payload + 1048 after),
+ * on a frame's length (4096 before the handshake, max_payload + 1057 after),
  * what ends the connection, whom each answer and message is for. */
 static void model(void)
 {
