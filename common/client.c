@@ -96,11 +96,19 @@ vg_status vg_client_start(vg_client **out, const vg_client_opts *opts, const cha
     c->link = c->outbox != NULL ? vg_link_create(&lc, c->outbox) : NULL;
     if (c->name == NULL || c->link == NULL || c->subs == NULL || c->backoff == NULL)
         goto fail_free;
+    vg_resend_init(&c->resend, opts->max_buffer);
     vg_sender *tx = vg_link_sender(c->link);
     tx->on_written = vg_client_on_written;
     tx->ud = c;
     if (getrandom(&c->rng, sizeof c->rng, 0) != sizeof c->rng || c->rng == 0)
         c->rng = (uint64_t)vg_now_ns() | 1;
+    /* The broker drops a publisher's MSG frames it already has, so the
+     * identity must not be another client's: 64 random bits, never 0
+     * ("no identity"). Without getrandom, the clock and the address mix. */
+    if (getrandom(&c->publisher, sizeof c->publisher, 0) != sizeof c->publisher)
+        c->publisher = (uint64_t)vg_now_ns() * 0x9e3779b97f4a7c15u ^ (uint64_t)(uintptr_t)c;
+    if (c->publisher == 0)
+        c->publisher = 1;
     pthread_mutex_init(&c->mu, NULL);
     vg_cond_init(&c->cv);
     if (pthread_create(&c->thread, NULL, vg_client_io_main, c) != 0) {
@@ -152,10 +160,8 @@ void vg_client_destroy(vg_client *c)
     vg_subs_destroy(c->subs);
     vg_backoff_destroy(c->backoff);
     vg_servers_destroy(c->servers);
-    for (size_t i = 0; i < c->filter.n; i++)
-        free(c->filter.topics[i]);
-    free(c->filter.topics);
-    free(c->filter.lens);
+    vg_client_filter_free(&c->filter);
+    vg_resend_free(&c->resend);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
     free(c->name);
@@ -251,6 +257,9 @@ void vg_client_get_stats(vg_client *c, vg_client_stats *out)
     out->pending = written - out->confirmed - out->unconfirmed;
     out->unsent = out->published - written;
     out->received = atomic_load(&c->received);
+    out->duplicates = atomic_load(&c->duplicates);
+    out->gaps = atomic_load(&c->gaps);
+    out->missed = atomic_load(&c->missed);
 }
 
 const char *vg_client_closed_reason(vg_client *c)
@@ -271,17 +280,33 @@ static vg_status queue_control(vg_client *c, const vg_buf *frame)
     return vg_outbox_put_always(c->outbox, frame->data, frame->len, 1);
 }
 
-vg_status vg_client_subscribe(vg_client *c, const char *topic, uint64_t *sid_out)
+/* Whether a start keeps the rules of vg_client_subscribe_from. */
+static bool start_ok(vg_sub_start start, uint64_t epoch, uint64_t position)
+{
+    switch (start) {
+    case VG_SUB_NEW:
+    case VG_SUB_FIRST: return epoch == 0 && position == 0;
+    case VG_SUB_SEQ: return position >= 1;
+    case VG_SUB_AGO: return epoch == 0;
+    }
+    return false;
+}
+
+vg_status vg_client_subscribe_from(vg_client *c, const char *topic, vg_sub_start start,
+                                   uint64_t epoch, uint64_t position, uint64_t *sid_out)
 {
     size_t len = strlen(topic);
     if (vg_topic_check(topic, len, VG_TOPIC_MAX_LEN, VG_TOPIC_MAX_LEN, NULL) != VG_OK)
         return VG_ERR_BAD_TOPIC;
+    if (!start_ok(start, epoch, position))
+        return VG_ERR_ARG;
+    vg_sub_from from = {start, epoch, position};
     vg_buf frame = {0};
     uint64_t sid;
     pthread_mutex_lock(&c->mu);
-    vg_status st = c->closed ? VG_ERR_CLOSED : vg_subs_add(c->subs, topic, len, &sid);
+    vg_status st = c->closed ? VG_ERR_CLOSED : vg_subs_add(c->subs, topic, len, &from, &sid);
     if (st == VG_OK) {
-        st = vg_frame_put_sub(&frame, sid, topic, len);
+        st = vg_frame_put_sub2(&frame, sid, topic, len, start, epoch, position);
         if (st == VG_OK)
             st = queue_control(c, &frame);
         if (st != VG_OK)
@@ -293,6 +318,11 @@ vg_status vg_client_subscribe(vg_client *c, const char *topic, uint64_t *sid_out
     if (st == VG_OK && sid_out != NULL)
         *sid_out = sid;
     return st;
+}
+
+vg_status vg_client_subscribe(vg_client *c, const char *topic, uint64_t *sid)
+{
+    return vg_client_subscribe_from(c, topic, VG_SUB_NEW, 0, 0, sid);
 }
 
 vg_status vg_client_unsubscribe(vg_client *c, uint64_t sid)

@@ -8,12 +8,14 @@
  * outbox, so SUB, UNSUB and MSG leave the connection in the order they
  * were issued. A connection found dead (EOF, error, or heartbeat silence)
  * is replaced with exponential backoff and full jitter; subscriptions the
- * broker had are renewed ahead of everything still queued.
+ * broker had are renewed ahead of everything still queued, each resuming
+ * after the last message handed over (protocol version 2, which this
+ * client requires of a broker: docs/protocol.md).
  *
  * Threads: every function may be called from any thread except where said.
  * Callbacks run on the I/O thread and must not call back into the client
  * except vg_client_get_stats, vg_client_publish with timeout 0,
- * vg_client_subscribe and vg_client_unsubscribe.
+ * vg_client_subscribe, vg_client_subscribe_from and vg_client_unsubscribe.
  *
  * Timeouts, everywhere: timeout_ms < 0 waits for ever, 0 does not wait. */
 #ifndef VG_CLIENT_H
@@ -22,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "client_resume.h"
 #include "frame.h"
 #include "liveness.h"
 #include "status.h"
@@ -34,13 +37,16 @@ typedef struct {
     size_t topic_len;
     const uint8_t *payload;
     size_t payload_len;
+    uint64_t seq;   /* its number in the topic's log, from 1 */
+    uint64_t epoch; /* the log's identity: resume from seq + 1 of this epoch */
 } vg_msg;
 
 typedef struct {
     const char *servers; /* "HOST:PORT[,HOST:PORT...]", resolved on every attempt */
     const char *name;    /* sent in CONNECT, shown in the broker's log */
     const char *token;   /* sent in CONNECT if not NULL; must outlive the client */
-    size_t max_buffer;   /* bytes of publishes queued before vg_client_publish waits */
+    size_t max_buffer;   /* bytes of publishes queued before vg_client_publish waits;
+                            as many again of written ones kept to send again */
     uint64_t max_payload; /* the largest payload this client sends or accepts,
                              whatever a broker's INFO says */
     vg_keepalive keepalive;
@@ -53,24 +59,42 @@ typedef struct {
     void (*on_msg)(void *ud, const vg_msg *m);
     /* After the messages of one read from the socket (e.g. to flush stdout). */
     void (*on_batch_end)(void *ud);
+    /* Messages of topic the subscriptions to it will never receive (once
+     * per range; gap->reason: VG_GAP_RETENTION, from..to dropped by the
+     * broker's retention; VG_GAP_EPOCH, the broker lost its log and
+     * everything from gap->from on in the old one, to = 0;
+     * VG_GAP_UNANNOUNCED, a message skipped from..to with no word from the
+     * broker). Messages after the gap follow. May be NULL. */
+    void (*on_gap)(void *ud, const char *topic, size_t topic_len, const vg_gap *gap);
     /* A subscription the broker refused (code is a vg_errcode). */
     void (*on_sub_error)(void *ud, const char *topic, uint64_t code, const char *reason);
-    /* The client has given up for good (--max-reconnects reached, or the
-     * broker refused it for a reason retrying cannot fix); no more
-     * callbacks follow, and publishing fails with VG_ERR_CLOSED. */
+    /* The client has given up for good (--max-reconnects reached, the
+     * broker refused it for a reason retrying cannot fix, or the broker
+     * speaks only protocol version 1: reason "version"); no more callbacks
+     * follow, and publishing fails with VG_ERR_CLOSED. */
     void (*on_closed)(void *ud, const char *reason);
 } vg_client_opts;
 
 /* Every message vg_client_publish accepted is in exactly one of the last
- * four counters: published = confirmed + unconfirmed + pending + unsent. */
+ * four counters: published = confirmed + unconfirmed + pending + unsent.
+ * MSG frames written but not confirmed when a connection dies are sent
+ * again on the next one (the newest, up to max_buffer bytes of them), and a
+ * version-2 broker drops those it already has. */
 typedef struct {
     uint64_t published;   /* messages accepted by vg_client_publish */
-    uint64_t confirmed;   /* ... that the broker confirmed receiving (a PONG after them) */
-    uint64_t unconfirmed; /* ... written to a connection that died before the broker
-                             confirmed them: possibly lost (at-most-once) */
-    uint64_t pending;     /* ... written on the current connection, not yet confirmed */
+    uint64_t confirmed;   /* ... that the broker has in its log (a PONG after them,
+                             or INFO's publisher_acked) */
+    uint64_t unconfirmed; /* ... written, not confirmed, and never to be sent again
+                             (beyond the max_buffer bytes kept when a connection
+                             died, or still waiting when the client closed):
+                             possibly lost */
+    uint64_t pending;     /* ... written, not confirmed yet: on the current
+                             connection, or kept to be sent again on the next */
     uint64_t unsent;      /* ... still queued: never written (dropped by vg_client_close) */
     uint64_t received;    /* messages handed to on_msg */
+    uint64_t duplicates;  /* messages received again after a resume, not handed over */
+    uint64_t gaps;        /* gaps reported to on_gap */
+    uint64_t missed;      /* messages in those gaps whose range is known (not EPOCH) */
 } vg_client_stats;
 
 /* Fills opts with defaults: VIGIL_SERVER from the environment or
@@ -100,12 +124,23 @@ void vg_client_destroy(vg_client *c);
  * maximum. VG_OK, VG_ERR_TIMEOUT or VG_ERR_CLOSED. */
 vg_status vg_client_wait_connected(vg_client *c, int timeout_ms);
 
-/* Subscribes to topic, now and after every reconnect: the SUB is queued in
- * order with publishes (never waiting for buffer room) and the broker's
- * answer arrives later (a refusal through on_sub_error). *sid, if not NULL,
- * receives the id used by vg_client_unsubscribe. VG_ERR_BAD_TOPIC,
- * VG_ERR_CLOSED, VG_ERR_NOMEM. */
+/* Subscribes to topic from now on (VG_SUB_NEW), now and after every
+ * reconnect: the SUB is queued in order with publishes (never waiting for
+ * buffer room) and the broker's answer arrives later (a refusal through
+ * on_sub_error). *sid, if not NULL, receives the id used by
+ * vg_client_unsubscribe. VG_ERR_BAD_TOPIC, VG_ERR_CLOSED, VG_ERR_NOMEM. */
 vg_status vg_client_subscribe(vg_client *c, const char *topic, uint64_t *sid);
+
+/* The same, starting where start says: VG_SUB_FIRST, the oldest message
+ * retained; VG_SUB_SEQ, sequence number position (>= 1) of log epoch (0:
+ * the broker's current one); VG_SUB_AGO, what was appended within the last
+ * position ms (epoch 0); epoch and position are 0 for NEW and FIRST. The
+ * client keeps one position per topic: a reconnect resumes after the last
+ * message handed over, whatever the start, and a second subscription to a
+ * topic already subscribed shares its position (its start is ignored, as
+ * the broker ignores it). VG_ERR_ARG for a start that breaks these rules. */
+vg_status vg_client_subscribe_from(vg_client *c, const char *topic, vg_sub_start start,
+                                   uint64_t epoch, uint64_t position, uint64_t *sid);
 
 /* Ends subscription sid: from the return on, no message is handed to
  * on_msg for it (a call already running may finish). The broker is told
@@ -127,8 +162,8 @@ vg_status vg_client_publish(vg_client *c, vg_frame_type type, const char *topic,
                             int timeout_ms);
 
 /* Waits until every message published so far is either confirmed by the
- * broker or written to a connection that died unconfirmed (stats say
- * which). VG_OK, VG_ERR_TIMEOUT or VG_ERR_CLOSED. */
+ * broker or unconfirmed (stats say which): a message sent again after a
+ * reconnect keeps it waiting. VG_OK, VG_ERR_TIMEOUT or VG_ERR_CLOSED. */
 vg_status vg_client_flush(vg_client *c, int timeout_ms);
 
 /* A consistent snapshot of the counters. */

@@ -37,13 +37,26 @@ bool vg_confirm_pong(vg_confirm *c)
     return true;
 }
 
-uint64_t vg_confirm_lost(vg_confirm *c)
+uint64_t vg_confirm_lost(vg_confirm *c, uint64_t keep)
 {
-    uint64_t lost = c->written - c->confirmed - c->unconfirmed;
+    uint64_t open = c->written - c->confirmed - c->unconfirmed;
+    uint64_t lost = keep < open ? open - keep : 0;
     c->unconfirmed += lost;
     c->n = 0;
     c->head = 0;
     c->unmarked = 0;
-    c->last_mark = c->written;
+    /* The next connection starts writing after the settled frames. */
+    c->last_mark = vg_confirm_settled(c);
     return lost;
+}
+
+uint64_t vg_confirm_acked(vg_confirm *c, uint64_t number)
+{
+    if (number > c->written)
+        number = c->written;
+    uint64_t settled = vg_confirm_settled(c);
+    if (number <= settled)
+        return 0;
+    c->confirmed += number - settled;
+    return number - settled;
 }

@@ -17,16 +17,30 @@
 #include "backoff.h"
 #include "client.h"
 #include "client_confirm.h"
+#include "client_resend.h"
+#include "client_resume.h"
 #include "client_servers.h"
 #include "client_subs.h"
 #include "link.h"
 #include "outbox.h"
 
-/* A private copy of the topics the application still wants, for the I/O
- * thread's per-message check, rebuilt when subs_gen moves. */
+/* One topic the application still wants, and the subscription's place in
+ * its log (one per topic: the broker delivers each message of a topic to a
+ * connection once, however many sids it has on it). */
 typedef struct {
-    char **topics;
-    size_t *lens;
+    char *topic;
+    size_t len;
+    vg_resume pos;
+    bool connected; /* pos has been told this connection's epoch */
+    bool started;   /* an OK on this connection has placed pos */
+    bool kept;      /* scratch, during a rebuild */
+} vg_client_topic;
+
+/* The I/O thread's copy of the wanted topics, for its per-message check,
+ * rebuilt when subs_gen moves; a rebuild keeps the positions of the topics
+ * still wanted. */
+typedef struct {
+    vg_client_topic *v;
     size_t n, cap;
     size_t last; /* the topic matched last: most messages repeat it */
     uint64_t gen;
@@ -42,7 +56,10 @@ struct vg_client {
     _Atomic uint64_t max_payload; /* the current broker's, capped by opts.max_payload */
     _Atomic uint64_t published;   /* counted under the outbox lock (publish's fill) */
     _Atomic uint64_t written;     /* MSG frames written, every connection (I/O thread stores) */
-    _Atomic uint64_t received;    /* I/O thread stores */
+    _Atomic uint64_t received;    /* I/O thread stores, as the three below */
+    _Atomic uint64_t duplicates;
+    _Atomic uint64_t gaps;
+    _Atomic uint64_t missed;
     _Atomic uint64_t flush_target; /* a flush waits for the frames up to here */
     _Atomic uint64_t subs_gen;    /* bumped under mu whenever deliverability may change */
     vg_outbox *outbox;
@@ -63,6 +80,8 @@ struct vg_client {
     vg_backoff *backoff;
     uint64_t rng; /* xorshift state for backoff jitter */
     vg_confirm tally;
+    vg_resend resend;     /* copies of the written, unconfirmed MSG frames */
+    uint64_t conn_pos;    /* the number of the last MSG frame written on this connection */
     vg_client_filter filter;
     size_t next_server;
     char server_str[VG_ADDR_STRLEN + 8];
@@ -74,6 +93,9 @@ struct vg_client {
     unsigned resubscribed;
     int64_t deadline;     /* the current connection attempt's */
     uint64_t received_local;
+    uint64_t duplicates_local, gaps_local, missed_local;
+    uint64_t publisher;   /* CONNECT's publisher identity, random, nonzero */
+    uint64_t conn_epoch;  /* INFO's epoch on the current connection; 0 before INFO */
 };
 
 /* client_io.c: the I/O thread. */
@@ -81,5 +103,36 @@ void *vg_client_io_main(void *arg);
 
 /* client_io.c: the I/O thread's hook for a bulk frame completely written. */
 void vg_client_on_written(void *ud, const uint8_t *frame, size_t len);
+
+/* client_deliver.c, on the I/O thread: what the broker says about the
+ * subscriptions' logs. A delivered MSG, handed to on_msg unless it is
+ * unsubscribed or a duplicate. */
+void vg_client_deliver(vg_client *c, const vg_frame *f);
+
+/* A GAP frame: reported to on_gap if it is news. */
+void vg_client_gap_frame(vg_client *c, const vg_frame *f);
+
+/* The handshake set c->conn_epoch: every position learns it (an epoch
+ * change is reported as a gap) and none is placed on this connection yet.
+ * Not under c->mu. */
+void vg_client_positions_connected(vg_client *c);
+
+/* The broker's OK v2 for a SUB on topic: the first on this connection for
+ * the topic places its position (a skip is reported as a gap); later ones
+ * share that cursor and change nothing. Not under c->mu. */
+void vg_client_position_started(vg_client *c, const char *topic, size_t len, uint64_t epoch,
+                                uint64_t next);
+
+/* Appends the renewal SUB for sid on topic to out, asking for the topic's
+ * position (vg_resume_sub). Under c->mu: it only reads the copy
+ * vg_client_positions_connected refreshed. */
+vg_status vg_client_put_renewal(vg_client *c, vg_buf *out, uint64_t sid, const char *topic,
+                                size_t len);
+
+/* The connection is gone: no position knows the next one's epoch yet. */
+void vg_client_positions_lost(vg_client *c);
+
+/* Frees the I/O thread's topic copy (at destroy). */
+void vg_client_filter_free(vg_client_filter *f);
 
 #endif

@@ -9,9 +9,13 @@
  * Every wait (lookup, connect, backoff, the connection itself) also wakes
  * on the outbox's eventfd, so a stopping client stops at once.
  *
- * Delivery accounting (client_confirm.h): marks count MSG frames written,
- * learnt from the sender's written-frame hook, which also tells the
- * subscription state machine when SUB and UNSUB frames went out. */
+ * Delivery accounting (client_confirm.h): MSG frames are numbered in the
+ * order first written, learnt from the sender's written-frame hook, which
+ * also tells the subscription state machine when SUB and UNSUB frames went
+ * out. Each frame written for the first time is copied (client_resend.h)
+ * until the broker confirms it; a new connection sends the copies again
+ * ahead of the outbox's stream, from CONNECT's resend_from, and a version-2
+ * broker drops those it already has. */
 #include "client_internal.h"
 
 #include <errno.h>
@@ -64,8 +68,20 @@ static bool wait_for(vg_client *c, int64_t deadline, int fd, short events)
 
 /* ---- giving up ---- */
 
+/* No connection will send the copies again: what they hold is unconfirmed. */
+static void settle_all(vg_client *c)
+{
+    vg_confirm_lost(&c->tally, 0);
+    vg_resend_clear(&c->resend);
+    pthread_mutex_lock(&c->mu);
+    c->unconfirmed = c->tally.unconfirmed;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
 static void close_for_good(vg_client *c, const char *reason, const char *detail)
 {
+    settle_all(c);
     pthread_mutex_lock(&c->mu);
     c->closed = true;
     snprintf(c->closed_reason, sizeof c->closed_reason, "%s", reason);
@@ -89,8 +105,12 @@ void vg_client_on_written(void *ud, const uint8_t *frame, size_t len)
     vg_client *c = ud;
     vg_frame_type t = written_type(frame);
     if (vg_frame_is_msg(t)) {
-        c->tally.written++;
-        atomic_store_explicit(&c->written, c->tally.written, memory_order_relaxed);
+        /* Frames up to tally.written are copies sent again. */
+        if (++c->conn_pos > c->tally.written) {
+            c->tally.written = c->conn_pos;
+            vg_resend_add(&c->resend, c->conn_pos, frame, len);
+            atomic_store_explicit(&c->written, c->tally.written, memory_order_relaxed);
+        }
         return;
     }
     vg_frame f;
@@ -107,78 +127,7 @@ void vg_client_on_written(void *ud, const uint8_t *frame, size_t len)
 static uint64_t mark_now(vg_client *c)
 {
     const uint8_t *partial = vg_sender_partial_frame(vg_link_sender(c->link));
-    return c->tally.written + (partial != NULL && vg_frame_is_msg(written_type(partial)));
-}
-
-/* ---- delivering messages ---- */
-
-static vg_status filter_add(void *arg, const char *topic, size_t len)
-{
-    vg_client_filter *f = arg;
-    if (f->n == f->cap) {
-        size_t cap = f->cap ? f->cap * 2 : 4;
-        char **t = realloc(f->topics, cap * sizeof *t);
-        if (t == NULL)
-            return VG_ERR_NOMEM;
-        f->topics = t;
-        size_t *l = realloc(f->lens, cap * sizeof *l);
-        if (l == NULL)
-            return VG_ERR_NOMEM;
-        f->lens = l;
-        f->cap = cap;
-    }
-    f->topics[f->n] = strndup(topic, len);
-    if (f->topics[f->n] == NULL)
-        return VG_ERR_NOMEM;
-    f->lens[f->n++] = len;
-    return VG_OK;
-}
-
-/* Rebuilds the I/O thread's copy of the wanted topics. Out of memory, it
- * stays invalid and everything is delivered (retried on the next message). */
-static void filter_refresh(vg_client *c, uint64_t gen)
-{
-    vg_client_filter *f = &c->filter;
-    for (size_t i = 0; i < f->n; i++)
-        free(f->topics[i]);
-    f->n = 0;
-    f->last = 0;
-    pthread_mutex_lock(&c->mu);
-    f->valid = vg_subs_each_deliverable(c->subs, filter_add, f) == VG_OK;
-    pthread_mutex_unlock(&c->mu);
-    f->gen = gen;
-}
-
-/* Whether a message on topic is for the application (not unsubscribed). */
-static bool wanted(vg_client *c, const char *topic, size_t len)
-{
-    vg_client_filter *f = &c->filter;
-    uint64_t gen = atomic_load_explicit(&c->subs_gen, memory_order_acquire);
-    if (gen != f->gen || !f->valid)
-        filter_refresh(c, gen);
-    if (!f->valid)
-        return true;
-    if (f->last < f->n && f->lens[f->last] == len && memcmp(f->topics[f->last], topic, len) == 0)
-        return true;
-    for (size_t i = 0; i < f->n; i++) {
-        if (f->lens[i] == len && memcmp(f->topics[i], topic, len) == 0) {
-            f->last = i;
-            return true;
-        }
-    }
-    return false;
-}
-
-static void deliver(vg_client *c, const vg_frame *f)
-{
-    if (!wanted(c, f->topic, f->topic_len))
-        return;
-    c->received_local++;
-    atomic_store_explicit(&c->received, c->received_local, memory_order_relaxed);
-    if (c->opts.on_msg != NULL) {
-        vg_msg m = {f->type, f->topic, f->topic_len, f->payload, f->payload_len};
-        c->opts.on_msg(c->opts.ud, &m);
-    }
+    return c->conn_pos + (partial != NULL && vg_frame_is_msg(written_type(partial)));
 }
 
 /* ---- answers from the broker ---- */
@@ -190,12 +139,14 @@ static void log_reconnected(vg_client *c)
            c->lost_attempts, c->resubscribed);
 }
 
-/* An OK (ok) or a non-fatal ERR for sid. */
-static void on_answer(vg_client *c, uint64_t sid, bool ok, uint64_t code, const char *reason)
+/* An OK (ok: the frame, whose version-2 form places a SUB's position) or a
+ * non-fatal ERR for sid. */
+static void on_answer(vg_client *c, uint64_t sid, const vg_frame *ok, uint64_t code,
+                      const char *reason)
 {
     char topic[VG_TOPIC_MAX_LEN + 1] = "";
     pthread_mutex_lock(&c->mu);
-    vg_sub_event ev = vg_subs_answer(c->subs, sid, ok, topic, sizeof topic);
+    vg_sub_event ev = vg_subs_answer(c->subs, sid, ok != NULL, topic, sizeof topic);
     unsigned renewing = vg_subs_renewing(c->subs);
     atomic_fetch_add(&c->subs_gen, 1);
     pthread_cond_broadcast(&c->cv);
@@ -203,6 +154,8 @@ static void on_answer(vg_client *c, uint64_t sid, bool ok, uint64_t code, const 
 
     char q[96];
     vg_log_quote(q, sizeof q, topic, strlen(topic));
+    if ((ev == VG_SUBEV_SUBSCRIBED || ev == VG_SUBEV_RESUBSCRIBED) && ok->form == 2)
+        vg_client_position_started(c, topic, strlen(topic), ok->epoch, ok->next);
     switch (ev) {
     case VG_SUBEV_SUBSCRIBED:
         vg_log(VG_LOG_INFO, "subscribed", "topic=%s sid=%llu", q, (unsigned long long)sid);
@@ -222,7 +175,7 @@ static void on_answer(vg_client *c, uint64_t sid, bool ok, uint64_t code, const 
     case VG_SUBEV_UNEXPECTED:
         /* A broken or hostile broker; nothing of ours is affected. */
         vg_log(VG_LOG_WARN, "unexpected_answer", "server=%s sid=%llu answer=%s", c->server_str,
-               (unsigned long long)sid, ok ? "ok" : vg_errcode_name(code));
+               (unsigned long long)sid, ok != NULL ? "ok" : vg_errcode_name(code));
         return;
     }
     if (c->reconnecting && renewing == 0 &&
@@ -235,7 +188,7 @@ static void on_err(vg_client *c, const vg_frame *f)
     char reason[128];
     vg_log_quote(reason, sizeof reason, f->reason, f->reason_len);
     if (!vg_errcode_is_fatal(f->code, f->sid)) {
-        on_answer(c, f->sid, false, f->code, reason);
+        on_answer(c, f->sid, NULL, f->code, reason);
         return;
     }
     /* The broker closes the connection after a fatal ERR: it is the reason. */
@@ -248,6 +201,7 @@ static void on_pong(vg_client *c)
 {
     if (!vg_confirm_pong(&c->tally))
         return; /* unsolicited, or nothing new confirmed */
+    vg_resend_confirmed(&c->resend, vg_confirm_settled(&c->tally));
     pthread_mutex_lock(&c->mu);
     c->confirmed = c->tally.confirmed;
     pthread_cond_broadcast(&c->cv);
@@ -257,13 +211,26 @@ static void on_pong(vg_client *c)
 static vg_status emit_renewal(void *arg, uint64_t sid, const char *topic, size_t len)
 {
     vg_client *c = arg;
-    return vg_frame_put_sub(vg_link_ctl(c->link), sid, topic, len);
+    return vg_client_put_renewal(c, vg_link_ctl(c->link), sid, topic, len);
 }
 
 static void handshake_done(vg_client *c, const vg_frame *f)
 {
-    if (f->version < 1 || f->version > VG_PROTO_V1) { /* INFO says what both will speak */
+    /* INFO says what both will speak. This client needs version 2 (its
+     * positions and resends rely on it): a version-1 broker is refused for
+     * good, as retrying cannot change its version. */
+    if (f->version == VG_PROTO_V1) {
+        vg_link_end(c->link, VG_END_PROTOCOL, VG_E_VERSION,
+                    "the broker speaks protocol version 1; this client needs version 2 "
+                    "(a vigil 0.2 broker or later)");
+        return;
+    }
+    if (f->version != VG_PROTO_VERSION) {
         vg_link_end(c->link, VG_END_PROTOCOL, 0, "INFO names a protocol version this client lacks");
+        return;
+    }
+    if (f->epoch == 0) {
+        vg_link_end(c->link, VG_END_PROTOCOL, 0, "INFO with epoch 0");
         return;
     }
     uint64_t max = f->max_payload;
@@ -274,7 +241,7 @@ static void handshake_done(vg_client *c, const vg_frame *f)
     }
     atomic_store(&c->max_payload, max);
     int64_t now = vg_now_ms();
-    vg_link_set_max_frame(c->link, vg_max_frame_for(max));
+    vg_link_set_max_frame(c->link, vg_max_frame_for_v2(max));
     vg_link_hold_bulk(c->link, false);
     vg_link_set_heartbeat(c->link, true, now);
     const vg_keepalive *k = &c->opts.keepalive;
@@ -286,10 +253,18 @@ static void handshake_done(vg_client *c, const vg_frame *f)
     c->attempt = 0;
     c->resubscribed = 0;
     vg_backoff_reset(c->backoff); /* only now: a refused handshake keeps backing off */
+    c->conn_epoch = f->epoch;
+    vg_client_positions_connected(c); /* before the renewals, which ask for positions */
+
+    /* The copies the broker already has are confirmed now; they are sent
+     * again all the same (resend_from is said), and it drops them. */
+    if (vg_confirm_acked(&c->tally, f->publisher_acked) > 0)
+        vg_resend_confirmed(&c->resend, vg_confirm_settled(&c->tally));
 
     unsigned renewals = 0;
     pthread_mutex_lock(&c->mu);
     c->handshakes++;
+    c->confirmed = c->tally.confirmed;
     vg_status st = vg_subs_renew(c->subs, emit_renewal, c, &renewals);
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
@@ -316,19 +291,20 @@ static void on_frame(void *ud, const vg_frame *f)
         vg_link_end(c->link, VG_END_PROTOCOL, 0, "expected INFO");
         return;
     }
-    /* This client speaks version 1: a MSG with a seq, an OK with a position
-     * or a GAP cannot come from a broker that agreed to it. INFO's shape
-     * follows its version, which handshake_done checks. */
-    if (f->form > 1 && f->type != VG_FRAME_INFO) {
-        vg_link_end(c->link, VG_END_PROTOCOL, 0, "a version-2 frame on a version-1 connection");
+    /* Every connection this client keeps speaks version 2, where a broker
+     * numbers each MSG it delivers: one without its seq cannot be placed.
+     * INFO's shape follows its version, which handshake_done checks. */
+    if (vg_frame_is_msg(f->type) && f->form != 2) {
+        vg_link_end(c->link, VG_END_PROTOCOL, 0, "a MSG without a sequence number");
         return;
     }
     switch (f->type) {
     case VG_FRAME_MSG_TYPE1:
-    case VG_FRAME_MSG_TYPE2: deliver(c, f); break;
+    case VG_FRAME_MSG_TYPE2: vg_client_deliver(c, f); break;
+    case VG_FRAME_GAP: vg_client_gap_frame(c, f); break;
     case VG_FRAME_PING: vg_link_ctl_ok(c->link, vg_frame_put_pong(vg_link_ctl(c->link))); break;
     case VG_FRAME_PONG: on_pong(c); break;
-    case VG_FRAME_OK: on_answer(c, f->sid, true, 0, ""); break;
+    case VG_FRAME_OK: on_answer(c, f->sid, f, 0, ""); break;
     case VG_FRAME_ERR: on_err(c, f); break;
     case VG_FRAME_INFO:
         if (c->handshaken)
@@ -401,9 +377,12 @@ static const vg_link_ops client_ops = {
 
 /* ---- attempts and their end ---- */
 
-/* Refusals that retrying cannot fix. */
+/* Refusals that retrying cannot fix: the broker's, and a broker too old
+ * (handshake_done). */
 static bool permanent(vg_end e)
 {
+    if (e.kind == VG_END_PROTOCOL && e.code == VG_E_VERSION)
+        return true;
     if (e.kind != VG_END_ERR_RECEIVED)
         return false;
     switch (e.code) {
@@ -433,8 +412,12 @@ static void after_failure(vg_client *c, const char *reason, const char *detail, 
         snprintf(retry, sizeof retry, " retry_in_ms=%lld", (long long)delay);
     int64_t now = vg_now_ms();
     if (was_connected) {
-        vg_log(VG_LOG_WARN, "disconnected", "reason=%s server=%s unconfirmed=%llu%s%s", reason,
-               c->server_str, (unsigned long long)unconfirmed, retry, d);
+        /* Giving up, the copies will not be sent again (close_for_good). */
+        uint64_t resending = give_up ? 0 : c->resend.n;
+        vg_log(VG_LOG_WARN, "disconnected",
+               "reason=%s server=%s unconfirmed=%llu resending=%llu%s%s", reason, c->server_str,
+               (unsigned long long)(unconfirmed + c->resend.n - resending),
+               (unsigned long long)resending, retry, d);
     } else {
         /* The first attempts, then one line every ATTEMPT_LOG_EVERY_MS. */
         static _Thread_local int64_t logged_at;
@@ -455,7 +438,7 @@ static void after_failure(vg_client *c, const char *reason, const char *detail, 
 static void conn_ended(vg_client *c, vg_end e)
 {
     bool was_connected = c->handshaken;
-    uint64_t lost = vg_confirm_lost(&c->tally);
+    uint64_t lost = vg_confirm_lost(&c->tally, c->resend.n);
     pthread_mutex_lock(&c->mu);
     c->unconfirmed = c->tally.unconfirmed;
     vg_subs_lost(c->subs);
@@ -466,6 +449,8 @@ static void conn_ended(vg_client *c, vg_end e)
     snprintf(detail, sizeof detail, "%s", vg_link_end_detail(c->link));
     vg_link_detach(c->link);
     c->handshaken = false;
+    c->conn_epoch = 0;
+    vg_client_positions_lost(c);
     if (e.kind == VG_END_STOP)
         return;
     c->reconnecting = c->reconnecting || was_connected;
@@ -554,11 +539,25 @@ static void attempt(vg_client *c)
         }
         return;
     }
-    vg_log(VG_LOG_DEBUG, "connecting", "server=%s", c->server_str);
+    /* The copies go first, from the oldest unconfirmed frame, replacing
+     * those of them the last connection did not finish writing. */
+    size_t copies_len;
+    const uint8_t *copies = vg_resend_bytes(&c->resend, &copies_len);
+    if (vg_sender_replace_front(vg_link_sender(c->link), c->tally.written - c->conn_pos, copies,
+                                copies_len) != VG_OK) {
+        close(fd);
+        after_failure(c, "internal", "out of memory for the frames to send again", false, 0, false);
+        return;
+    }
+    uint64_t resend_from = c->tally.written - c->resend.n + 1;
+    c->conn_pos = resend_from - 1;
+    vg_log(VG_LOG_DEBUG, "connecting", "server=%s resend_from=%llu resending=%llu", c->server_str,
+           (unsigned long long)resend_from, (unsigned long long)c->resend.n);
     vg_link_attach(c->link, fd, vg_now_ms());
     c->handshaken = false;
-    if (vg_link_ctl_ok(c->link, vg_frame_put_connect(vg_link_ctl(c->link), VG_PROTO_V1,
-                                                     c->name, c->opts.token)))
+    if (vg_link_ctl_ok(c->link, vg_frame_put_connect2(vg_link_ctl(c->link), VG_PROTO_VERSION,
+                                                      c->name, c->opts.token, c->publisher,
+                                                      resend_from)))
         conn_ended(c, vg_link_run(c->link, &client_ops, c));
     else
         conn_ended(c, (vg_end){VG_END_NOMEM, 0});
@@ -580,6 +579,7 @@ void *vg_client_io_main(void *arg)
         pthread_mutex_unlock(&c->mu);
     }
     vg_outbox_close(c->outbox); /* release publishers waiting for room */
+    settle_all(c); /* copies left from a lost connection go unsent */
     pthread_mutex_lock(&c->mu);
     if (!c->closed) {
         c->closed = true;

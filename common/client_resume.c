@@ -1,8 +1,8 @@
 #include "client_resume.h"
 
-void vg_resume_init(vg_resume *r, vg_start start, uint64_t epoch, uint64_t position)
+void vg_resume_init(vg_resume *r, vg_sub_start start, uint64_t epoch, uint64_t position)
 {
-    bool seq = start == VG_START_SEQ;
+    bool seq = start == VG_SUB_SEQ;
     *r = (vg_resume){
         .epoch = seq ? epoch : 0,
         .last = seq && position > 0 ? position - 1 : 0,
@@ -37,17 +37,17 @@ bool vg_resume_connected(vg_resume *r, uint64_t epoch, vg_gap *gap)
     return true;
 }
 
-void vg_resume_sub(const vg_resume *r, vg_start *start, uint64_t *epoch, uint64_t *position)
+void vg_resume_sub(const vg_resume *r, vg_sub_start *start, uint64_t *epoch, uint64_t *position)
 {
     if (r->anchored || r->epoch != 0) {
-        *start = VG_START_SEQ;
+        *start = VG_SUB_SEQ;
         *epoch = r->epoch;
         *position = r->last + 1;
         return;
     }
     *start = r->start;
     *epoch = 0;
-    *position = r->start == VG_START_AGO ? r->position : 0;
+    *position = r->start == VG_SUB_AGO ? r->position : 0;
 }
 
 bool vg_resume_started(vg_resume *r, uint64_t epoch, uint64_t next, vg_gap *gap)

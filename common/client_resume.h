@@ -1,7 +1,7 @@
 /* A subscription's place in its topic's log, as the client library keeps
  * it for protocol version 2 (issue 10): pure, no locks, no I/O; the I/O
- * thread owns it. Not yet used by the library: the broker does not offer
- * version 2 yet (docs/design.md, "The topic log").
+ * thread owns it (client_deliver.c keeps one per topic; docs/design.md,
+ * "The topic log").
  *
  * The position is the last sequence number handed to the application, in
  * one epoch of the broker's log. Everything the client learns about the
@@ -21,28 +21,15 @@
  *                       again from the first message of the new log
  *
  * A connection receives each message of a topic once however many sids it
- * has on it, so the library will keep one position per topic; wildcard
- * subscriptions (issue 12) one per topic they span. */
+ * has on it, so the library keeps one position per topic; wildcard
+ * subscriptions (issue 12) will keep one per topic they span. */
 #ifndef VG_CLIENT_RESUME_H
 #define VG_CLIENT_RESUME_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
-/* Where a SUB asks the broker to start (the SUB frame's start field). */
-typedef enum {
-    VG_START_NEW = 0,   /* what is published from now on */
-    VG_START_FIRST = 1, /* the oldest message the broker retains */
-    VG_START_SEQ = 2,   /* a sequence number in an epoch */
-    VG_START_AGO = 3,   /* what was published within the last position ms */
-} vg_start;
-
-typedef enum {
-    VG_GAP_RETENTION = 1,   /* the broker dropped them before we got them */
-    VG_GAP_EPOCH = 2,       /* the broker restarted without its log: unknown */
-    VG_GAP_UNANNOUNCED = 3, /* a message skipped ahead with no word from the
-                               broker: a broker bug, reported all the same */
-} vg_gap_reason;
+#include "frame.h"
 
 /* What the application must be told is missing: from..to inclusive, or
  * with to = 0 everything after from - 1 up to the new epoch (unknown). */
@@ -56,15 +43,15 @@ typedef struct {
     uint64_t last;   /* last seq handed over (or skipped as a gap) */
     bool anchored;   /* last is the application's: a start before the
                         broker's is a gap */
-    vg_start start;  /* what to ask for while there is no position */
+    vg_sub_start start; /* what to ask for while there is no position */
     uint64_t position;
     uint64_t conn_epoch; /* the current connection's (vg_resume_connected) */
 } vg_resume;
 
 /* A subscription starting at start (position: the sequence number for
- * VG_START_SEQ, in epoch, 0 = the broker's current one; milliseconds for
- * VG_START_AGO; else 0). */
-void vg_resume_init(vg_resume *r, vg_start start, uint64_t epoch, uint64_t position);
+ * VG_SUB_SEQ, in epoch, 0 = the broker's current one; milliseconds for
+ * VG_SUB_AGO; else 0). */
+void vg_resume_init(vg_resume *r, vg_sub_start start, uint64_t epoch, uint64_t position);
 
 /* The connection's handshake named the broker's epoch. true with *gap set
  * if the position was in another one: it is then reset to start from the
@@ -72,7 +59,7 @@ void vg_resume_init(vg_resume *r, vg_start start, uint64_t epoch, uint64_t posit
 bool vg_resume_connected(vg_resume *r, uint64_t epoch, vg_gap *gap);
 
 /* What the next SUB for this subscription asks for. */
-void vg_resume_sub(const vg_resume *r, vg_start *start, uint64_t *epoch, uint64_t *position);
+void vg_resume_sub(const vg_resume *r, vg_sub_start *start, uint64_t *epoch, uint64_t *position);
 
 /* The broker's OK for the SUB: it starts at next in epoch. true with *gap
  * set if that skips messages the subscription was owed. */

@@ -9,6 +9,7 @@ typedef struct {
     uint64_t sid;
     char *topic;
     size_t len;
+    vg_sub_from from;
     vg_sub_state state;
     bool leaving;     /* the application unsubscribed */
     unsub_state unsub;
@@ -56,7 +57,8 @@ static void drop(vg_subs *s, entry *e)
     *e = s->v[--s->n];
 }
 
-vg_status vg_subs_add(vg_subs *s, const char *topic, size_t len, uint64_t *sid)
+vg_status vg_subs_add(vg_subs *s, const char *topic, size_t len, const vg_sub_from *from,
+                      uint64_t *sid)
 {
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 4;
@@ -72,7 +74,8 @@ vg_status vg_subs_add(vg_subs *s, const char *topic, size_t len, uint64_t *sid)
     memcpy(copy, topic, len);
     copy[len] = '\0';
     *sid = s->next_sid++;
-    s->v[s->n++] = (entry){.sid = *sid, .topic = copy, .len = len, .state = VG_SUB_QUEUED};
+    s->v[s->n++] = (entry){.sid = *sid, .topic = copy, .len = len, .from = *from,
+                             .state = VG_SUB_QUEUED};
     return VG_OK;
 }
 
@@ -187,7 +190,8 @@ bool vg_subs_deliverable(const vg_subs *s, const char *topic, size_t len)
 }
 
 vg_status vg_subs_each_deliverable(const vg_subs *s,
-                                   vg_status (*fn)(void *arg, const char *topic, size_t len),
+                                   vg_status (*fn)(void *arg, const char *topic, size_t len,
+                                                   const vg_sub_from *from),
                                    void *arg)
 {
     for (size_t i = 0; i < s->n; i++) {
@@ -200,7 +204,7 @@ vg_status vg_subs_each_deliverable(const vg_subs *s,
                    memcmp(s->v[j].topic, e->topic, e->len) == 0;
         if (seen)
             continue;
-        vg_status st = fn(arg, e->topic, e->len);
+        vg_status st = fn(arg, e->topic, e->len, &e->from);
         if (st != VG_OK)
             return st;
     }

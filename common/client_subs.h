@@ -52,15 +52,23 @@ typedef enum {
     VG_SUBEV_UNEXPECTED,   /* an answer for no SUB or UNSUB in flight */
 } vg_sub_event;
 
+/* Where a subscription asked to start (client.h, vg_client_subscribe_from). */
+typedef struct {
+    vg_sub_start start;
+    uint64_t epoch, position;
+} vg_sub_from;
+
 typedef struct vg_subs vg_subs;
 
 /* Returns NULL when out of memory. */
 vg_subs *vg_subs_create(void);
 void vg_subs_destroy(vg_subs *s);
 
-/* A new subscription to topic (copied), QUEUED, with a fresh sid (from 1,
- * never reused). The caller queues its SUB frame. VG_OK or VG_ERR_NOMEM. */
-vg_status vg_subs_add(vg_subs *s, const char *topic, size_t len, uint64_t *sid);
+/* A new subscription to topic (copied), QUEUED, starting at *from, with a
+ * fresh sid (from 1, never reused). The caller queues its SUB frame. VG_OK
+ * or VG_ERR_NOMEM. */
+vg_status vg_subs_add(vg_subs *s, const char *topic, size_t len, const vg_sub_from *from,
+                      uint64_t *sid);
 
 /* Forgets sid, just added, whose SUB frame could not be queued. */
 void vg_subs_cancel(vg_subs *s, uint64_t sid);
@@ -94,9 +102,12 @@ unsigned vg_subs_renewing(const vg_subs *s);
  * it is neither leaving nor refused. */
 bool vg_subs_deliverable(const vg_subs *s, const char *topic, size_t len);
 
-/* Calls fn for each distinct topic vg_subs_deliverable accepts. */
+/* Calls fn for each distinct topic vg_subs_deliverable accepts, with the
+ * start one of its subscriptions asked for (the client keeps one position
+ * per topic, client.h). */
 vg_status vg_subs_each_deliverable(const vg_subs *s,
-                                   vg_status (*fn)(void *arg, const char *topic, size_t len),
+                                   vg_status (*fn)(void *arg, const char *topic, size_t len,
+                                                   const vg_sub_from *from),
                                    void *arg);
 
 /* The state of sid; false if there is no such subscription or it is leaving. */

@@ -32,10 +32,13 @@ typedef enum {
     VG_SUB_AGO = 3,   /* the oldest appended within the last `position` ms */
 } vg_sub_start;
 
-/* Why a GAP's messages are missing. */
+/* Why a GAP's messages are missing: the wire values, and one the client
+ * library finds by itself. */
 typedef enum {
-    VG_GAP_RETENTION = 1, /* from..to were dropped by retention */
-    VG_GAP_EPOCH = 2,     /* the position is in another log; to is 0 (unknown loss) */
+    VG_GAP_RETENTION = 1,   /* from..to were dropped by retention */
+    VG_GAP_EPOCH = 2,       /* the position is in another log; to is 0 (unknown loss) */
+    VG_GAP_UNANNOUNCED = 3, /* never on the wire: a client saw a MSG skip ahead with no
+                               GAP before it (a broker bug, reported all the same) */
 } vg_gap_reason;
 
 #define VG_FRAME_HEADER 4

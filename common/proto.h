@@ -33,6 +33,15 @@ static inline uint64_t vg_max_frame_for(uint64_t max_payload)
     return max_payload + VG_MSG_OVERHEAD;
 }
 
+/* On a version-2 connection a delivered MSG also carries its seq, always
+ * as a uint64 (9 bytes): the largest frame body is 9 bytes longer. */
+#define VG_MSG_SEQ_OVERHEAD 9
+
+static inline uint64_t vg_max_frame_for_v2(uint64_t max_payload)
+{
+    return max_payload + VG_MSG_OVERHEAD + VG_MSG_SEQ_OVERHEAD;
+}
+
 /* Codes carried by ERR frames. A fatal one is followed by the broker closing
  * the connection. */
 typedef enum {

@@ -133,6 +133,31 @@ void vg_sender_rewind(vg_sender *s)
     s->bytes_written = 0;
 }
 
+vg_status vg_sender_replace_front(vg_sender *s, uint64_t skip, const uint8_t *front, size_t len)
+{
+    if (len == 0 && skip == 0)
+        return VG_OK; /* the rest goes out from where it is, as it would have */
+    size_t rest = s->off;
+    for (uint64_t i = 0; i < skip && rest + VG_FRAME_HEADER <= s->bulk.len; i++)
+        rest += VG_FRAME_HEADER + vg_be32(s->bulk.data + rest);
+    if (rest > s->bulk.len)
+        rest = s->bulk.len;
+    vg_buf next = {0};
+    if (vg_buf_reserve(&next, len + (s->bulk.len - rest)) != VG_OK)
+        return VG_ERR_NOMEM;
+    if (len > 0)
+        memcpy(next.data, front, len);
+    if (s->bulk.len > rest)
+        memcpy(next.data + len, s->bulk.data + rest, s->bulk.len - rest);
+    next.len = len + (s->bulk.len - rest);
+    vg_buf_free(&s->bulk);
+    s->bulk = next;
+    bulk_begin(s, 0);
+    if (s->bulk.len == 0)
+        bulk_reset(s);
+    return VG_OK;
+}
+
 void vg_sender_free(vg_sender *s)
 {
     vg_buf_free(&s->ctl);

@@ -67,6 +67,13 @@ static inline const uint8_t *vg_sender_partial_frame(const vg_sender *s)
  * already written are gone. */
 void vg_sender_rewind(vg_sender *s);
 
+/* After vg_sender_rewind, before the next connection's first write: drops
+ * the bulk frames already written and the next skip unwritten ones, and
+ * puts front (len bytes of whole frames) ahead of the rest, so that a
+ * client sends its unconfirmed frames again first. VG_OK, or VG_ERR_NOMEM
+ * with nothing changed. */
+vg_status vg_sender_replace_front(vg_sender *s, uint64_t skip, const uint8_t *front, size_t len);
+
 /* Frees the buffers. */
 void vg_sender_free(vg_sender *s);
 

@@ -35,15 +35,22 @@ static void help(void)
            usage);
     vg_cli_client_help();
     vg_cli_common_help();
-    printf("\nEvents go to stderr, one per line (level=... event=... key=value). The\n"
+    printf("\nA message is confirmed once the broker has it in its log. One written\n"
+           "to a connection that died before the broker confirmed it is sent again\n"
+           "on the next connection (the broker drops those it already has), as long\n"
+           "as it is among the newest --buffer bytes written; a reconnect does not\n"
+           "end the wait for confirmation, --timeout does. Needs a vigil 0.2 broker\n"
+           "(protocol version 2).\n"
+           "\nEvents go to stderr, one per line (level=... event=... key=value). The\n"
            "last line counts every message: published = confirmed + unconfirmed +\n"
-           "unsent (unconfirmed: written to a connection that died before the broker\n"
-           "confirmed it; unsent: still queued when pub stopped).\n"
+           "unsent (unconfirmed: written, not confirmed, and not sent again: beyond\n"
+           "the --buffer bytes kept, or still waiting when pub stopped; unsent: still\n"
+           "queued when pub stopped).\n"
            "SIGINT/SIGTERM: stop publishing, wait briefly (60 ms) for confirmations,\n"
            "report and exit.\n"
            "Exit status: 0 when every message published was confirmed (also when\n"
            "interrupted), 1 when some were not (or the broker refused the client),\n"
-           "2 on a usage error. Delivery is at most once.\n");
+           "2 on a usage error.\n");
 }
 
 static volatile sig_atomic_t interrupted;
@@ -123,8 +130,8 @@ static void sleep_until(const struct timespec *t)
         ;
 }
 
-/* The last line: every message accepted is confirmed, unconfirmed (written
- * to a connection that died first) or unsent (still queued at the end). */
+/* The last line: every message accepted is confirmed, unconfirmed (written,
+ * not confirmed, and not sent again) or unsent (still queued at the end). */
 static int report(const vg_client_stats *s, const char *why, bool was_interrupted)
 {
     bool ok = s->confirmed == s->published && why == NULL;

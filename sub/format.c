@@ -214,8 +214,15 @@ static void json_field_true(json_obj *o, const char *key)
     put(o->out, "true", 4);
 }
 
+static void json_field_uint(json_obj *o, const char *key, uint64_t v)
+{
+    char num[24];
+    json_key(o, key);
+    put(o->out, num, (size_t)snprintf(num, sizeof num, "%llu", (unsigned long long)v));
+}
+
 static void write_json(sink *out, vg_frame_type type, const char *topic, size_t topic_len,
-                       const uint8_t *payload, size_t payload_len)
+                       const uint8_t *payload, size_t payload_len, uint64_t seq, uint64_t epoch)
 {
     json_obj o;
     json_begin(&o, out);
@@ -226,6 +233,10 @@ static void write_json(sink *out, vg_frame_type type, const char *topic, size_t 
     } else {
         json_field_base64(&o, "payload", payload, payload_len);
         json_field_true(&o, "base64");
+    }
+    if (seq != 0) {
+        json_field_uint(&o, "seq", seq);
+        json_field_uint(&o, "epoch", epoch);
     }
     json_end(&o);
 }
@@ -302,7 +313,8 @@ void sub_fmt_init(sub_fmt *f, sub_format format)
 }
 
 bool sub_fmt_write(sub_fmt *f, FILE *out, vg_frame_type type, const char *topic,
-                   size_t topic_len, const uint8_t *payload, size_t payload_len)
+                   size_t topic_len, const uint8_t *payload, size_t payload_len, uint64_t seq,
+                   uint64_t epoch)
 {
     if (f->format == SUB_FMT_RAW && payload_len > 0 && memchr(payload, '\n', payload_len) != NULL) {
         /* One payload per line is the whole promise of raw mode; splitting
@@ -323,7 +335,7 @@ bool sub_fmt_write(sub_fmt *f, FILE *out, vg_frame_type type, const char *topic,
         put_ch(&s, '\n');
         break;
     case SUB_FMT_JSON:
-        write_json(&s, type, topic, topic_len, payload, payload_len);
+        write_json(&s, type, topic, topic_len, payload, payload_len, seq, epoch);
         break;
     case SUB_FMT_TEXT:
     default:

@@ -17,7 +17,8 @@
 typedef enum {
     SUB_FMT_TEXT, /* TOPIC TYPE PAYLOAD, bytes below 0x20, 0x7f and '\' escaped */
     SUB_FMT_RAW,  /* PAYLOAD exactly as sent; a payload with a newline is skipped */
-    SUB_FMT_JSON, /* {"topic":...,"type":...,"payload":...[,"base64":true]} */
+    SUB_FMT_JSON, /* {"topic":...,"type":...,"payload":...[,"base64":true]
+                     [,"seq":N,"epoch":N]} */
 } sub_format;
 
 typedef struct {
@@ -29,12 +30,15 @@ typedef struct {
 void sub_fmt_init(sub_fmt *f, sub_format format);
 
 /* Writes one message (type VG_FRAME_MSG_TYPE1 or VG_FRAME_MSG_TYPE2) to out
- * as one line in f's format. Returns false if it was skipped instead (raw
- * mode, a newline in the payload): the first skip is logged on stderr, the
- * rest only counted in f->skipped. A write error is left for the caller in
- * ferror(out), as stdio keeps it. Not thread-safe: one writer per f. */
+ * as one line in f's format; JSON adds its place in its topic's log, seq
+ * and epoch, unless seq is 0 (not known). Returns false if it was skipped
+ * instead (raw mode, a newline in the payload): the first skip is logged on
+ * stderr, the rest only counted in f->skipped. A write error is left for
+ * the caller in ferror(out), as stdio keeps it. Not thread-safe: one
+ * writer per f. */
 bool sub_fmt_write(sub_fmt *f, FILE *out, vg_frame_type type, const char *topic,
-                   size_t topic_len, const uint8_t *payload, size_t payload_len);
+                   size_t topic_len, const uint8_t *payload, size_t payload_len, uint64_t seq,
+                   uint64_t epoch);
 
 /* Logs the total skipped (event=skipped ... total=N) if any; for exit time,
  * once no more sub_fmt_write calls can run. */

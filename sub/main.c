@@ -22,7 +22,7 @@
 #define STOP_WAIT_MS 80
 
 static const char usage[] =
-    "sub [--server HOST:PORT] [--count N] [--raw | --json] [OPTIONS] TOPIC...";
+    "sub [--server HOST:PORT] [--count N] [--raw | --json] [--since WHEN] [OPTIONS] TOPIC...";
 
 static void help(void)
 {
@@ -42,21 +42,42 @@ static void help(void)
            "                         payload: the first one skipped is logged, the\n"
            "                         total at exit (event=skipped)\n"
            "  --json                 print one JSON object per line:\n"
-           "                         {\"topic\":...,\"type\":...,\"payload\":...}; a payload\n"
-           "                         that is not valid UTF-8 is base64, with\n"
-           "                         \"base64\":true added\n",
+           "                         {\"topic\":...,\"type\":...,\"payload\":...,\"seq\":N,\n"
+           "                         \"epoch\":N}; a payload that is not valid UTF-8 is\n"
+           "                         base64, with \"base64\":true added before seq. seq\n"
+           "                         is the message's number in its topic's log, epoch\n"
+           "                         the log's identity (a broker restarted without\n"
+           "                         its log has a new one)\n"
+           "  --since WHEN           where new subscriptions start: new (default: what\n"
+           "                         is published from now on), first (the oldest\n"
+           "                         message the broker retains), SEQ (a number: from\n"
+           "                         that seq of the broker's current log) or a\n"
+           "                         duration such as 500ms, 30s, 2m, 1h (what was\n"
+           "                         published that long ago or later). After a\n"
+           "                         reconnect each subscription resumes after the\n"
+           "                         last message printed, whatever WHEN\n"
+           "  --no-gaps              exit 1 at the first gap (after logging it)\n",
            usage);
     vg_cli_client_help();
     vg_cli_common_help();
     printf("\nEvents go to stderr, one per line (level=... event=... key=value).\n"
+           "Messages that will never be printed are a gap, logged once each:\n"
+           "  level=warn event=gap topic=T from=F to=T missed=N (the broker's\n"
+           "  retention dropped them; reason=unannounced added if the broker did not\n"
+           "  say so)\n"
+           "  level=warn event=gap topic=T from=F reason=broker_restarted (the broker\n"
+           "  lost its log: what followed F-1 in it is unknown)\n"
+           "A message the broker sends again after a reconnect is not printed twice.\n"
+           "Needs a vigil 0.2 broker (protocol version 2).\n"
            "Exit status: 0 on --count reached or SIGINT/SIGTERM/SIGHUP, 1 if a\n"
-           "subscription is refused, the connection is given up or stdout cannot be\n"
-           "written, 2 on a usage error.\n");
+           "subscription is refused, the connection is given up, stdout cannot be\n"
+           "written or (with --no-gaps) a gap, 2 on a usage error.\n");
 }
 
 typedef struct {
     uint64_t limit; /* 0: none */
     uint64_t seen;
+    bool no_gaps;
     sub_fmt fmt;
     int done_fd;
     atomic_int exit_code; /* -1 while running */
@@ -77,8 +98,10 @@ static void on_msg(void *ud, const vg_msg *m)
     sub_state *s = ud;
     if (s->limit != 0 && s->seen >= s->limit)
         return;
+    if (atomic_load(&s->exit_code) >= 0)
+        return; /* stopping (--no-gaps after a gap, a signal): nothing more */
     if (!sub_fmt_write(&s->fmt, stdout, m->type, m->topic, m->topic_len, m->payload,
-                       m->payload_len))
+                       m->payload_len, m->seq, m->epoch))
         return;
     if (++s->seen == s->limit) {
         fflush(stdout);
@@ -96,6 +119,62 @@ static void on_batch_end(void *ud)
     }
 }
 
+static void on_gap(void *ud, const char *topic, size_t topic_len, const vg_gap *g)
+{
+    sub_state *s = ud;
+    char q[96];
+    vg_log_quote(q, sizeof q, topic, topic_len);
+    if (g->reason == VG_GAP_EPOCH)
+        vg_log(VG_LOG_WARN, "gap", "topic=%s from=%llu reason=broker_restarted", q,
+               (unsigned long long)g->from);
+    else
+        vg_log(VG_LOG_WARN, "gap", "topic=%s from=%llu to=%llu missed=%llu%s", q,
+               (unsigned long long)g->from, (unsigned long long)g->to,
+               (unsigned long long)(g->to - g->from + 1),
+               g->reason == VG_GAP_UNANNOUNCED ? " reason=unannounced" : "");
+    if (s->no_gaps) {
+        fflush(stdout); /* what came before the gap is printed */
+        finish(s, 1);
+    }
+}
+
+/* --since: new, first, a sequence number, or a duration with its unit (ms,
+ * s, m, h). False if arg is none of them. */
+static bool parse_since(const char *arg, vg_sub_start *start, uint64_t *position)
+{
+    if (strcmp(arg, "new") == 0 || strcmp(arg, "first") == 0) {
+        *start = arg[0] == 'n' ? VG_SUB_NEW : VG_SUB_FIRST;
+        *position = 0;
+        return true;
+    }
+    int64_t n;
+    if (vg_parse_int(arg, 1, INT64_MAX, &n)) {
+        *start = VG_SUB_SEQ;
+        *position = (uint64_t)n;
+        return true;
+    }
+    static const struct {
+        const char *unit;
+        int64_t ms;
+    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
+    size_t len = strlen(arg), digits = strspn(arg, "0123456789");
+    if (digits == 0 || digits > 12)
+        return false;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (strcmp(arg + digits, units[i].unit) != 0 || len != digits + strlen(units[i].unit))
+            continue;
+        char num[16];
+        memcpy(num, arg, digits);
+        num[digits] = '\0';
+        if (!vg_parse_int(num, 0, INT64_MAX / units[i].ms, &n))
+            return false;
+        *start = VG_SUB_AGO;
+        *position = (uint64_t)(n * units[i].ms);
+        return true;
+    }
+    return false;
+}
+
 static void on_sub_error(void *ud, const char *topic, uint64_t code, const char *reason)
 {
     (void)topic, (void)code, (void)reason; /* the client library has logged it */
@@ -110,11 +189,13 @@ static void on_closed(void *ud, const char *reason)
 
 int main(int argc, char **argv)
 {
-    enum { OPT_COUNT = VG_OPT_FIRST_OWN, OPT_RAW, OPT_JSON };
+    enum { OPT_COUNT = VG_OPT_FIRST_OWN, OPT_RAW, OPT_JSON, OPT_SINCE, OPT_NO_GAPS };
     static const struct option own[] = {
         {"count", required_argument, NULL, OPT_COUNT},
         {"raw", no_argument, NULL, OPT_RAW},
         {"json", no_argument, NULL, OPT_JSON},
+        {"since", required_argument, NULL, OPT_SINCE},
+        {"no-gaps", no_argument, NULL, OPT_NO_GAPS},
         {NULL, 0, NULL, 0},
     };
     struct option opts[VG_CLI_MAX_OPTIONS];
@@ -125,6 +206,8 @@ int main(int argc, char **argv)
     vg_client_opts_defaults(&co);
     co.name = "sub";
     sub_format format = SUB_FMT_TEXT;
+    vg_sub_start since = VG_SUB_NEW;
+    uint64_t since_position = 0;
     int64_t n;
     int o;
     opterr = 0;
@@ -134,6 +217,12 @@ int main(int argc, char **argv)
             if (format != SUB_FMT_TEXT && format != f)
                 vg_usage_error("sub", usage, "--raw and --json cannot be used together");
             format = f;
+        } else if (o == OPT_SINCE) {
+            if (!parse_since(optarg, &since, &since_position))
+                vg_usage_error("sub", usage, "--since must be new, first, a sequence number or a "
+                               "duration such as 30s, got '%s'", optarg);
+        } else if (o == OPT_NO_GAPS) {
+            s.no_gaps = true;
         } else if (o == OPT_COUNT) {
             if (!vg_parse_int(optarg, 1, INT64_MAX, &n))
                 vg_usage_error("sub", usage, "--count must be a positive integer, got '%s'", optarg);
@@ -168,6 +257,7 @@ int main(int argc, char **argv)
     co.on_batch_end = on_batch_end;
     co.on_sub_error = on_sub_error;
     co.on_closed = on_closed;
+    co.on_gap = on_gap;
     vg_client *c;
     const char *why;
     vg_status st = vg_client_start(&c, &co, &why);
@@ -178,7 +268,7 @@ int main(int argc, char **argv)
         return 1;
     }
     for (int i = optind; i < argc; i++) {
-        st = vg_client_subscribe(c, argv[i], NULL);
+        st = vg_client_subscribe_from(c, argv[i], since, 0, since_position, NULL);
         if (st == VG_ERR_CLOSED) {
             finish(&s, 1); /* refused already (e.g. ERR auth): the library said why */
             break;

@@ -25,21 +25,26 @@
  *              oversized lengths), then shutdown(SHUT_WR)
  *
  * and reads what the client writes until it closes, checking each frame:
- * well-formed, one a client may send, in its version-1 shape (the client
- * speaks version 1 only), CONNECT first and only then, nothing but PONG
+ * well-formed, one a client may send, in the shape protocol version 2 asks
+ * of a client (CONNECT and SUB in their version-2 form, MSG and UNSUB in
+ * their only client form), CONNECT first and only then, nothing but PONG
  * before a handshake was possible, no more PONGs than PINGs sent,
  * and SUB, UNSUB and MSG exactly in the order the application issued them.
  *
  * A model of the client (model()) walks the input as the client must read
- * it: where it stops and why (a version-2 frame, an INFO of another version
- * among the reasons), the reason on_closed must give, the PINGs it
- * answers. Callbacks are checked as they come against client.h's promises
- * (on_msg only for a message sent, in order, on a topic subscribed, not
- * unsubscribed and not refused; on_sub_error only for our topics, with a
- * code that answers a SUB and a printable reason; nothing after on_closed;
- * all on the one I/O thread). When the sequence is deterministic (INFO first
- * and the client's queue written before the rest), the callbacks must be
- * exactly the model's. Then vg_client_close must return VG_OK within
+ * it: where it stops and why (a MSG without a seq, an INFO of another
+ * version among the reasons; INFO version 1 closes it with "version"), the
+ * reason on_closed must give, the PINGs it answers, and, with the
+ * position client_resume.c (itself unit-tested) keeps for each topic,
+ * which messages are duplicates and which gaps are news. Callbacks are
+ * checked as they come against client.h's promises (on_msg only for a
+ * message sent, in order, with its seq, on a topic subscribed, not
+ * unsubscribed and not refused; on_gap only for our topics, with a range
+ * its reason allows; on_sub_error only for our topics, with a code that
+ * answers a SUB and a printable reason; nothing after on_closed; all on the
+ * one I/O thread). When the sequence is deterministic (INFO first and the
+ * client's queue written before the rest), the callbacks must be exactly
+ * the model's. Then vg_client_close must return VG_OK within
  * DEADLINE_MS (a hang is a finding: abort()), on_closed must have been
  * called once, the stats must add up (published = confirmed + unconfirmed +
  * pending + unsent, nothing pending after the close) and vg_client_destroy
@@ -67,6 +72,7 @@
 
 #include "buf.h"
 #include "client.h"
+#include "client_resume.h"
 #include "clock.h"
 #include "decoder.h"
 #include "frame.h"
@@ -80,6 +86,7 @@
 #define TOPIC_B "a.b"
 #define ECHO_TOPIC "echo"
 #define CLIENT_MAX_PAYLOAD (64u << 20) /* vg_client_opts_defaults' cap */
+#define HARNESS_EPOCH 0x3c6ef372fe94f82bull /* the harness's INFO's */
 
 static const uint64_t info_max_payloads[4] = {VG_DEFAULT_MAX_PAYLOAD, 64, 0, 1u << 30};
 
@@ -124,6 +131,7 @@ typedef struct {
     bool processed;     /* the client acts on it */
     bool deliver;       /* exact mode: on_msg gets it */
     bool refuse;        /* exact mode: on_sub_error for it */
+    bool gap;           /* exact mode: on_gap for it (before its on_msg, if a MSG) */
     uint64_t max_payload; /* the client's limit on its own publishes when it acts */
 } in_frame;
 
@@ -141,6 +149,7 @@ typedef struct {
                            (0: the harness's INFO; SIZE_MAX: never) */
     size_t pings;       /* PINGs the client answers */
     size_t pongs;       /* PONGs it reads after the handshake */
+    size_t gaps;        /* exact mode: on_gap calls */
     bool clean;         /* it reads the whole input, then EOF */
     const char *reason; /* what on_closed must say */
 } model_out;
@@ -185,7 +194,7 @@ typedef struct {
     unsigned refusals[2]; /* on_sub_error calls per sid's topic slot */
     bool cb_unsub_done;
     size_t msg_cursor, err_cursor;
-    size_t deliveries, sub_errors; /* counts */
+    size_t deliveries, sub_errors, gaps; /* counts */
     size_t *delivered, *refused_at; /* frame indices, as they came */
     unsigned closed_calls;
     char closed_reason[64];
@@ -195,7 +204,25 @@ typedef struct {
 
 static session s; /* one input at a time */
 
-static void model_answer(model_sub *subs, size_t nsubs, in_frame *fr, bool ok)
+/* Where each of our topics is in its log, as the client keeps it: one
+ * position per topic (TOPIC_A, TOPIC_B), placed by the connection's first
+ * OK v2 for a SUB on it. */
+typedef struct {
+    vg_resume pos[2];
+    bool started[2];
+} model_positions;
+
+static int topic_slot(const vg_frame *f)
+{
+    return is_str(f->topic, f->topic_len, TOPIC_A) ? 0 : is_str(f->topic, f->topic_len, TOPIC_B) ? 1 : -1;
+}
+
+static int sid_slot(uint64_t sid) { return strcmp(s.topics[sid - 1], TOPIC_A) == 0 ? 0 : 1; }
+
+static bool model_deliverable(const model_sub *subs, size_t nsubs, const vg_frame *f);
+
+static void model_answer(model_sub *subs, size_t nsubs, in_frame *fr, bool ok,
+                         model_positions *mp)
 {
     uint64_t sid = fr->f.sid;
     if (sid < 1 || sid > nsubs)
@@ -206,6 +233,13 @@ static void model_answer(model_sub *subs, size_t nsubs, in_frame *fr, bool ok)
     e->answered = true;
     e->refused = !ok;
     fr->refuse = !ok;
+    int slot = sid_slot(sid);
+    vg_frame on = {.topic = s.topics[sid - 1], .topic_len = (uint32_t)strlen(s.topics[sid - 1])};
+    if (ok && fr->f.form == 2 && !mp->started[slot] && model_deliverable(subs, nsubs, &on)) {
+        mp->started[slot] = true;
+        vg_gap g;
+        fr->gap = vg_resume_started(&mp->pos[slot], fr->f.epoch, fr->f.next, &g);
+    }
 }
 
 static bool model_deliverable(const model_sub *subs, size_t nsubs, const vg_frame *f)
@@ -218,8 +252,9 @@ static bool model_deliverable(const model_sub *subs, size_t nsubs, const vg_fram
 
 static uint64_t capped(uint64_t mp) { return mp < CLIENT_MAX_PAYLOAD ? mp : CLIENT_MAX_PAYLOAD; }
 
+
 /* Splits the rest into frames and walks them as client_io.c must: the limit
- * on a frame's length (4096 before the handshake, max_payload + 1048 after),
+ * on a frame's length (4096 before the handshake, max_payload + 1057 after),
  * what ends the connection, whom each answer and message is for. */
 static void model(void)
 {
@@ -231,9 +266,18 @@ static void model(void)
     m->reason = "max_reconnects";
     bool handshaken = s.p.info_first;
     uint64_t limit = handshaken ? capped(s.p.max_payload) : VG_DEFAULT_MAX_PAYLOAD;
-    size_t max_frame = handshaken ? vg_max_frame_for(limit) : VG_HANDSHAKE_MAX_FRAME;
+    size_t max_frame = handshaken ? vg_max_frame_for_v2(limit) : VG_HANDSHAKE_MAX_FRAME;
     model_sub subs[2] = {{.topic = s.topics[0], .leaving = s.p.unsub_early}, {.topic = s.topics[1]}};
     bool cb_unsub_done = false;
+    model_positions mp;
+    uint64_t epoch = handshaken ? HARNESS_EPOCH : 0; /* the connection's */
+    for (int i = 0; i < 2; i++) {
+        vg_resume_init(&mp.pos[i], VG_SUB_NEW, 0, 0);
+        mp.started[i] = false;
+        vg_gap g;
+        if (handshaken)
+            vg_resume_connected(&mp.pos[i], HARNESS_EPOCH, &g);
+    }
 
     size_t off = 0;
     for (;;) {
@@ -264,14 +308,19 @@ static void model(void)
         vg_frame_type t = fr->f.type;
         if (!handshaken && t != VG_FRAME_INFO && t != VG_FRAME_ERR && t != VG_FRAME_PING)
             return; /* "expected INFO" */
-        if (fr->f.form > 1 && t != VG_FRAME_INFO)
-            return; /* a MSG with a seq, an OK with a position, a GAP: not on version 1 */
+        if (vg_frame_is_msg(t) && fr->f.form != 2)
+            return; /* a MSG without a seq */
         fr->processed = true;
         fr->max_payload = limit;
+        int slot = topic_slot(&fr->f);
+        vg_gap g;
+        bool gapped = false;
         switch (t) {
         case VG_FRAME_MSG_TYPE1:
         case VG_FRAME_MSG_TYPE2:
-            fr->deliver = model_deliverable(subs, s.nsubs, &fr->f);
+            fr->deliver = model_deliverable(subs, s.nsubs, &fr->f) &&
+                          vg_resume_msg(&mp.pos[slot], fr->f.seq, &gapped, &g) == VG_RESUME_DELIVER;
+            fr->gap = gapped;
             if (fr->deliver && s.p.cb_unsub && !cb_unsub_done &&
                 is_str(fr->f.topic, fr->f.topic_len, TOPIC_A)) {
                 cb_unsub_done = true;
@@ -280,7 +329,15 @@ static void model(void)
             break;
         case VG_FRAME_PING: m->pings++; break;
         case VG_FRAME_PONG: m->pongs++; break;
-        case VG_FRAME_OK: model_answer(subs, s.nsubs, fr, true); break;
+        case VG_FRAME_OK: model_answer(subs, s.nsubs, fr, true, &mp); break;
+        case VG_FRAME_GAP:
+            if (!model_deliverable(subs, s.nsubs, &fr->f))
+                break;
+            if (fr->f.code == VG_GAP_EPOCH)
+                fr->gap = vg_resume_connected(&mp.pos[slot], epoch, &g);
+            else
+                fr->gap = vg_resume_gap(&mp.pos[slot], fr->f.from, fr->f.to, &g);
+            break;
         case VG_FRAME_ERR:
             if (vg_errcode_is_fatal(fr->f.code, fr->f.sid)) {
                 uint64_t code = fr->f.code;
@@ -288,19 +345,26 @@ static void model(void)
                     m->reason = vg_errcode_name(code);
                 return;
             }
-            model_answer(subs, s.nsubs, fr, false);
+            model_answer(subs, s.nsubs, fr, false, &mp);
             break;
         case VG_FRAME_INFO:
             if (handshaken)
                 return; /* "unexpected INFO" */
-            if (fr->f.version < 1 || fr->f.version > VG_PROTO_V1)
-                return; /* a protocol version the client lacks */
+            if (fr->f.version == VG_PROTO_V1) {
+                m->reason = "version"; /* a broker too old, for good */
+                return;
+            }
+            if (fr->f.version != VG_PROTO_VERSION || fr->f.epoch == 0)
+                return; /* a protocol version the client lacks, or no log */
             handshaken = true;
             m->hs_end = fr->end;
             limit = capped(fr->f.max_payload);
-            max_frame = vg_max_frame_for(limit);
+            max_frame = vg_max_frame_for_v2(limit);
+            epoch = fr->f.epoch;
+            for (int i = 0; i < 2; i++)
+                vg_resume_connected(&mp.pos[i], epoch, &g);
             break;
-        default: return; /* CONNECT, SUB, UNSUB: frames only clients send; GAP above */
+        default: return; /* CONNECT, SUB, UNSUB: frames only clients send */
         }
     }
 }
@@ -399,6 +463,7 @@ static void on_msg(void *ud, const vg_msg *msg)
         /* In exact mode only the frames the model delivers: identical
          * messages may differ in whether they are wanted. */
         if (fr->processed && (!s.exact || fr->deliver) && fr->f.type == msg->type &&
+            fr->f.seq == msg->seq &&
             same(fr->f.topic, fr->f.topic_len, msg->topic, msg->topic_len) &&
             same(fr->f.payload, fr->f.payload_len, msg->payload, msg->payload_len))
             break;
@@ -432,6 +497,21 @@ static void on_msg(void *ud, const vg_msg *msg)
         else
             unissue();
     }
+}
+
+static void on_gap(void *ud, const char *topic, size_t len, const vg_gap *g)
+{
+    (void)ud;
+    callback_entered("on_gap");
+    check(is_str(topic, len, TOPIC_A) || is_str(topic, len, TOPIC_B), "on_gap for another topic");
+    check(g->from >= 1, "on_gap from 0");
+    switch (g->reason) {
+    case VG_GAP_RETENTION:
+    case VG_GAP_UNANNOUNCED: check(g->to >= g->from, "on_gap with an empty range"); break;
+    case VG_GAP_EPOCH: check(g->to == 0, "on_gap EPOCH with a known end"); break;
+    default: die("on_gap with an unknown reason");
+    }
+    s.gaps++;
 }
 
 static void on_batch_end(void *ud)
@@ -578,18 +658,22 @@ static void check_writes(writes *w)
             die("the client sent a malformed frame");
         }
         bool first = w->frames++ == 0;
-        if (f.form != 1) {
-            fprintf(report, "fuzz_client: client frame %zu: %s\n", w->frames,
-                    vg_frame_type_name(f.type));
-            die("the client sent a version-2 shape on its version-1 connection");
+        bool v2_form = f.type == VG_FRAME_CONNECT || f.type == VG_FRAME_SUB;
+        if (f.form != (v2_form ? 2 : 1)) {
+            fprintf(report, "fuzz_client: client frame %zu: %s form %d\n", w->frames,
+                    vg_frame_type_name(f.type), f.form);
+            die("the client sent a frame in a shape version 2 does not ask of a client");
         }
         if (first) {
             check(f.type == VG_FRAME_CONNECT, "the client's first frame is not CONNECT");
-            check(f.version == VG_PROTO_V1 && is_str(f.name, f.name_len, CLIENT_NAME) &&
-                      f.token == NULL,
-                  "CONNECT does not carry the client's version, name and no token");
+            check(f.version == VG_PROTO_VERSION && is_str(f.name, f.name_len, CLIENT_NAME) &&
+                      f.token == NULL && f.publisher != 0 && f.resend_from == 1,
+                  "CONNECT does not carry the client's version, name, no token, a publisher "
+                  "and resend_from 1");
             continue;
         }
+        if (f.type == VG_FRAME_SUB)
+            check(f.start == VG_SUB_NEW, "a SUB of vg_client_subscribe that is not NEW");
         bool handshake_possible =
             atomic_load(&s.info_sent) || (s.m.hs_end != SIZE_MAX && atomic_load(&s.sent) >= s.m.hs_end);
         switch (f.type) {
@@ -691,7 +775,8 @@ static bool queue_written(const writes *w)
 static void send_info(int fd)
 {
     vg_buf b = {0};
-    if (vg_frame_put_info(&b, VG_PROTO_V1, "fuzz-broker", 1, s.p.max_payload) != VG_OK)
+    if (vg_frame_put_info2(&b, VG_PROTO_VERSION, "fuzz-broker", 1, s.p.max_payload, HARNESS_EPOCH,
+                           0) != VG_OK)
         die("out of memory");
     atomic_store(&s.info_sent, true); /* just before: the answers may come at once */
     int64_t deadline = vg_now_ms() + DEADLINE_MS;
@@ -723,6 +808,7 @@ static vg_client *start_client(void)
     o.on_batch_end = on_batch_end;
     o.on_sub_error = on_sub_error;
     o.on_closed = on_closed;
+    o.on_gap = on_gap;
     /* The I/O thread inherits this mask: libFuzzer's -timeout alarm and
      * SIGINT go to the fuzzing thread, as the real programs keep signals
      * away from the client's thread. */
@@ -795,6 +881,8 @@ static void check_outcome(const writes *w)
                 check(k < s.deliveries && s.delivered[k] == i, "a message the model delivers was not");
                 k++;
             }
+            if (s.m.v[i].gap)
+                s.m.gaps++;
             if (s.m.v[i].refuse) {
                 check(e < s.sub_errors && s.refused_at[e] == i, "a refusal the model reports was not");
                 e++;
@@ -802,6 +890,7 @@ static void check_outcome(const writes *w)
         }
         check(k == s.deliveries, "more messages delivered than the model says");
         check(e == s.sub_errors, "more refusals reported than the model says");
+        check(s.gaps == s.m.gaps, "not the gaps the model reports");
     }
 
     vg_client_stats st;
@@ -811,6 +900,7 @@ static void check_outcome(const writes *w)
           "published != confirmed + unconfirmed + pending + unsent");
     check(st.pending == 0, "frames still pending after vg_client_close");
     check(st.received == s.deliveries, "received differs from the on_msg calls");
+    check(st.gaps == s.gaps, "gaps differs from the on_gap calls");
     uint64_t written = st.published - st.unsent;
     size_t msgs_read = 0;
     for (size_t i = 0; i < w->next_issued; i++)

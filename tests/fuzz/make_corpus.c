@@ -456,15 +456,54 @@ enum {
     C_NO_WAIT = 0x10,  /* the input follows INFO at once */
 };
 
+#define C_EPOCH 0x3c6ef372fe94f82bull /* fuzz_client.c's HARNESS_EPOCH */
+
+/* What a version-2 broker delivers: each topic numbered from 1, per seed. */
+static struct {
+    char topic[64];
+    uint64_t last;
+} c_topics[16];
+static int c_ntopics;
+
+static uint64_t next_seq(const char *topic)
+{
+    for (int i = 0; i < c_ntopics; i++)
+        if (strcmp(c_topics[i].topic, topic) == 0)
+            return ++c_topics[i].last;
+    if (c_ntopics == 16)
+        return 1;
+    snprintf(c_topics[c_ntopics].topic, sizeof c_topics[0].topic, "%s", topic);
+    c_topics[c_ntopics].last = 1;
+    return c_topics[c_ntopics++].last;
+}
+
 static void client_seed(const char *name, uint8_t session, uint8_t options, vg_buf *b)
 {
     uint8_t head[2] = {session, options};
     write_file("client", name, head, 2, b);
     seeds++;
     b->len = 0;
+    c_ntopics = 0;
 }
 
-static void ok_frame(vg_buf *b, uint64_t sid) { ok(vg_frame_put_ok(b, sid)); }
+static void bmsg(vg_buf *b, vg_frame_type t, const char *topic, const char *payload)
+{
+    ok(vg_frame_put_msg_seq(b, t, topic, strlen(topic), payload, strlen(payload),
+                            next_seq(topic)));
+}
+
+static void bmsg_of(vg_buf *b, vg_frame_type t, size_t n, char c)
+{
+    char *p = malloc(n);
+    if (p == NULL)
+        exit(1);
+    memset(p, c, n);
+    ok(vg_frame_put_msg_seq(b, t, "news", 4, p, n, next_seq("news")));
+    free(p);
+}
+
+/* The answer to a SUB, from the next message on (as a broker's OK v2). */
+static void ok_frame(vg_buf *b, uint64_t sid) { ok(vg_frame_put_ok2(b, sid, C_EPOCH, 1)); }
 
 static void err_frame(vg_buf *b, uint64_t code, const char *reason, uint64_t sid)
 {
@@ -473,52 +512,52 @@ static void err_frame(vg_buf *b, uint64_t code, const char *reason, uint64_t sid
 
 static void info_frame(vg_buf *b, uint64_t max_payload)
 {
-    ok(vg_frame_put_info(b, 1, "vigil 0.1.0", 7, max_payload));
+    ok(vg_frame_put_info2(b, 2, "vigil 0.2.0", 7, max_payload, C_EPOCH, 0));
 }
 
 static void broker_sessions(vg_buf *b)
 {
     /* the session of docs/protocol.md, then more of everything */
     ok_frame(b, 1);
-    msg(b, MSG1, "news", "hello");
+    bmsg(b, MSG1, "news", "hello");
     ok(vg_frame_put_ping(b));
     client_seed("session", C_INFO, C_MP_1MIB, b);
     ok_frame(b, 1);
     ok_frame(b, 2);
-    msg(b, MSG1, "news", "one");
-    msg(b, MSG2, "a.b", "two");
+    bmsg(b, MSG1, "news", "one");
+    bmsg(b, MSG2, "a.b", "two");
     ok(vg_frame_put_ping(b));
     ok(vg_frame_put_pong(b));
-    msg(b, MSG1, "other", "not subscribed");
-    ok_frame(b, 1); /* the UNSUB's answer */
-    msg(b, MSG1, "news", "after the unsub");
+    bmsg(b, MSG1, "other", "not subscribed");
+    ok(vg_frame_put_ok(b, 1)); /* the UNSUB's answer */
+    bmsg(b, MSG1, "news", "after the unsub");
     client_seed("session_two_subs_publish_unsub", C_INFO | C_TWO_SUBS | C_PUBLISH | C_UNSUB_EARLY,
                 C_MP_1MIB, b);
     info_frame(b, 1024 * 1024);
     ok_frame(b, 1);
-    msg(b, MSG1, "news", "hello");
+    bmsg(b, MSG1, "news", "hello");
     client_seed("session_info_in_input", 0, 0, b);
     ok_frame(b, 1);
     ok_frame(b, 2);
-    msg(b, MSG1, "news", "to both sids, once");
+    bmsg(b, MSG1, "news", "to both sids, once");
     client_seed("same_topic_two_sids", C_INFO | C_TWO_SUBS | C_SAME_TOPIC, C_MP_1MIB, b);
     ok_frame(b, 1);
-    msg(b, MSG1, "news", "first");
-    msg(b, MSG2, "news", "after the unsubscribe in on_msg");
+    bmsg(b, MSG1, "news", "first");
+    bmsg(b, MSG2, "news", "after the unsubscribe in on_msg");
     ok_frame(b, 1);
     client_seed("unsub_in_callback", C_INFO, C_CB_UNSUB, b);
     ok_frame(b, 1);
-    msg(b, MSG1, "news", "echo me");
-    msg_of(b, MSG2, 3000, 'e'); /* over the 64-byte limit, and most of the client's buffer */
-    msg_of(b, MSG1, 3000, 'f');
+    bmsg(b, MSG1, "news", "echo me");
+    bmsg_of(b, MSG2, 3000, 'e'); /* over the 64-byte limit, and most of the client's buffer */
+    bmsg_of(b, MSG1, 3000, 'f');
     ok(vg_frame_put_pong(b));
     client_seed("echo_in_callback", C_INFO | C_PUBLISH, C_CB_ECHO, b);
     ok_frame(b, 1);
-    msg_of(b, MSG1, 100, 'l');
+    bmsg_of(b, MSG1, 100, 'l');
     client_seed("echo_above_max_payload", C_INFO, C_CB_ECHO | C_MP_64, b);
     ok_frame(b, 1);
     ok_frame(b, 2);
-    msg(b, MSG1, "news", "before the SUB was written");
+    bmsg(b, MSG1, "news", "before the SUB was written");
     client_seed("no_wait", C_INFO | C_TWO_SUBS, C_NO_WAIT, b);
     ok(vg_frame_put_pong(b));
     client_seed("pong_confirms_publish", C_INFO | C_PUBLISH, C_MP_1MIB, b);
@@ -530,15 +569,15 @@ static void broker_frames(vg_buf *b)
     client_seed("info", 0, 0, b);
     info_frame(b, 1u << 30); /* the review's 1 GiB: capped at the client's 64 MiB */
     ok_frame(b, 1);
-    msg(b, MSG1, "news", "x");
+    bmsg(b, MSG1, "news", "x");
     client_seed("info_max_payload_1gib", 0, 0, b);
     ok_frame(b, 1);
-    msg(b, MSG1, "news", "x");
+    bmsg(b, MSG1, "news", "x");
     client_seed("harness_info_1gib", C_INFO, C_MP_1GIB, b);
     info_frame(b, UINT64_MAX);
     client_seed("info_max_payload_uint64", 0, 0, b);
     info_frame(b, 0);
-    msg(b, MSG1, "news", "a payload above max_payload 0, in a frame within its limit");
+    bmsg(b, MSG1, "news", "a payload above max_payload 0, in a frame within its limit");
     client_seed("info_max_payload_0", 0, 0, b);
     ok(vg_frame_put_info(b, 0, "old", 1, 1024));
     client_seed("info_version0", 0, 0, b);
@@ -558,12 +597,12 @@ static void broker_frames(vg_buf *b)
     ok_frame(b, 1);
     client_seed("ok_thrice", C_INFO, C_MP_1MIB, b);
     err_frame(b, 4, "bad topic", 1);
-    msg(b, MSG1, "news", "after the refusal");
+    bmsg(b, MSG1, "news", "after the refusal");
     client_seed("err_refuses_sub", C_INFO, C_MP_1MIB, b);
     err_frame(b, 10, "duplicate sid", 2);
     err_frame(b, 8, "too many subscriptions", 1);
-    msg(b, MSG1, "news", "refused");
-    msg(b, MSG1, "a.b", "still wanted");
+    bmsg(b, MSG1, "news", "refused");
+    bmsg(b, MSG1, "a.b", "still wanted");
     client_seed("err_refuses_both", C_INFO | C_TWO_SUBS | C_SAME_TOPIC, C_MP_1MIB, b);
     err_frame(b, 11, "no such sid", 99);
     client_seed("err_unknown_sid", C_INFO, C_MP_1MIB, b);
@@ -584,25 +623,25 @@ static void broker_frames(vg_buf *b)
     err_frame(b, 4, "reason \x1b]0;owned\x07 with\nnewline and \xff bytes", 1);
     client_seed("err_hostile_reason", C_INFO, C_MP_1MIB, b);
 
-    msg(b, MSG1, "news", "before INFO");
+    bmsg(b, MSG1, "news", "before INFO");
     client_seed("msg_before_info", 0, 0, b);
     ok_frame(b, 1);
-    msg(b, MSG1, "a.b", "not subscribed");
-    msg(b, MSG2, "news", "subscribed");
+    bmsg(b, MSG1, "a.b", "not subscribed");
+    bmsg(b, MSG2, "news", "subscribed");
     client_seed("msg_unsubscribed_topic", C_INFO, C_MP_1MIB, b);
     ok_frame(b, 1);
-    msg(b, MSG1, "news\x1b[2J\r\n", "hostile topic");
-    msg(b, MSG1, "news", "hostile payload \x1b[31m\r\nforged line\x7f");
-    msg(b, MSG1, "", "empty topic");
+    bmsg(b, MSG1, "news\x1b[2J\r\n", "hostile topic");
+    bmsg(b, MSG1, "news", "hostile payload \x1b[31m\r\nforged line\x7f");
+    bmsg(b, MSG1, "", "empty topic");
     client_seed("msg_hostile_topic", C_INFO, C_MP_1MIB, b);
     ok_frame(b, 1);
-    msg(b, MSG1, "news", "");
+    bmsg(b, MSG1, "news", "");
     client_seed("msg_empty_payload", C_INFO, C_MP_1MIB, b);
     ok_frame(b, 1);
     body(b, (const uint8_t[]){0x93, 0x0b, 0xa4, 'n', 'e', 'w', 's', 0xa2, 'h', 'i'}, 10);
     client_seed("msg_str_payload", C_INFO, C_MP_1MIB, b);
     ok_frame(b, 1);
-    msg_of(b, MSG1, 100, 'p');
+    bmsg_of(b, MSG1, 100, 'p');
     client_seed("msg_above_max_payload_64", C_INFO, C_MP_64, b);
 
     for (int i = 0; i < 600; i++)
@@ -623,6 +662,39 @@ static void broker_frames(vg_buf *b)
     client_seed("sub_from_broker", C_INFO, C_MP_1MIB, b);
     ok(vg_frame_put_unsub(b, 1));
     client_seed("unsub_from_broker", C_INFO, C_MP_1MIB, b);
+
+    /* version 2: what a broker says about the logs */
+    ok(vg_frame_put_info(b, 1, "vigil 0.1.0", 7, 1024 * 1024));
+    client_seed("info_version1", 0, 0, b);
+    ok(vg_frame_put_info2(b, 2, "vigil 0.2.0", 7, 1024 * 1024, 0, 0));
+    client_seed("info_epoch0", 0, 0, b);
+    ok_frame(b, 1);
+    body(b, (const uint8_t[]){0x94, 0x0b, 0xa4, 'n', 'e', 'w', 's', 0xa2, 'h', 'i', 0x01}, 11);
+    client_seed("msg_str_payload_seq", C_INFO, C_MP_1MIB, b);
+    ok_frame(b, 1);
+    msg(b, MSG1, "news", "no seq");
+    client_seed("msg_without_seq", C_INFO, C_MP_1MIB, b);
+    ok(vg_frame_put_ok2(b, 1, C_EPOCH, 5));
+    ok(vg_frame_put_msg_seq(b, MSG1, "news", 4, "5", 1, 5));
+    ok(vg_frame_put_msg_seq(b, MSG1, "news", 4, "4 again", 7, 4));
+    ok(vg_frame_put_msg_seq(b, MSG1, "news", 4, "5 again", 7, 5));
+    ok(vg_frame_put_gap(b, 1, "news", 4, 6, 9, VG_GAP_RETENTION));
+    ok(vg_frame_put_gap(b, 1, "news", 4, 7, 8, VG_GAP_RETENTION));
+    ok(vg_frame_put_msg_seq(b, MSG1, "news", 4, "10", 2, 10));
+    ok(vg_frame_put_msg_seq(b, MSG2, "news", 4, "20: 11..19 unannounced", 22, 20));
+    ok(vg_frame_put_gap(b, 1, "news", 4, 21, 0, VG_GAP_EPOCH));
+    ok(vg_frame_put_gap(b, 2, "a.b", 3, 1, 3, VG_GAP_RETENTION));
+    ok(vg_frame_put_gap(b, 9, "other", 5, 1, 3, VG_GAP_RETENTION));
+    client_seed("duplicates_and_gaps", C_INFO | C_TWO_SUBS, C_MP_1MIB, b);
+    ok(vg_frame_put_ok2(b, 1, C_EPOCH, 3));
+    ok(vg_frame_put_ok2(b, 2, C_EPOCH, 9)); /* the shared cursor: no gap */
+    ok(vg_frame_put_msg_seq(b, MSG1, "news", 4, "3", 1, 3));
+    client_seed("two_sids_one_position", C_INFO | C_TWO_SUBS | C_SAME_TOPIC, C_MP_1MIB, b);
+    ok(vg_frame_put_info2(b, 2, "vigil 0.2.0", 7, 1024 * 1024, 77, 0));
+    ok(vg_frame_put_ok2(b, 1, 77, 1));
+    ok(vg_frame_put_gap(b, 1, "news", 4, 1, 0, VG_GAP_EPOCH));
+    ok(vg_frame_put_msg_seq(b, MSG1, "news", 4, "1", 1, 1));
+    client_seed("info_in_input_then_gaps", 0, 0, b);
 }
 
 static void broker_hostile_bytes(vg_buf *b)
@@ -652,7 +724,7 @@ static void broker_hostile_bytes(vg_buf *b)
     raw(b, over_64mib, sizeof over_64mib); /* refused: reserving it would break the cap */
     client_seed("length_1gib_after_1gib_info", C_INFO, C_MP_1GIB, b);
     ok_frame(b, 1);
-    msg(b, MSG1, "news", "cut short");
+    bmsg(b, MSG1, "news", "cut short");
     b->len -= 3;
     client_seed("truncated_msg", C_INFO, C_MP_1MIB, b);
     garbage(b, 64);
@@ -667,21 +739,21 @@ static void broker_hostile_bytes(vg_buf *b)
 static void broker_v2_frames(vg_buf *b)
 {
     ok_frame(b, 1);
-    msg(b, MSG1, "news", "before");
+    bmsg(b, MSG1, "news", "before");
     ok(vg_frame_put_msg_seq(b, MSG1, "news", 4, "with a seq", 10, 1));
-    msg(b, MSG1, "news", "after");
+    bmsg(b, MSG1, "news", "after");
     client_seed("msg_seq", C_INFO, C_MP_1MIB, b);
     ok(vg_frame_put_msg_seq(b, MSG2, "news", 4, "before the OK", 13, 3));
     client_seed("msg_seq_before_ok", C_INFO, C_MP_1MIB, b);
     ok(vg_frame_put_ok2(b, 1, 0x77, 1));
-    msg(b, MSG1, "news", "after");
+    bmsg(b, MSG1, "news", "after");
     client_seed("ok2", C_INFO, C_MP_1MIB, b);
     ok_frame(b, 1);
     ok(vg_frame_put_ok2(b, 2, 0x77, 5));
     client_seed("ok2_second_sid", C_INFO | C_TWO_SUBS, C_MP_1MIB, b);
     ok_frame(b, 1);
     ok(vg_frame_put_gap(b, 1, "news", 4, 1, 10, VG_GAP_RETENTION));
-    msg(b, MSG1, "news", "after the gap");
+    bmsg(b, MSG1, "news", "after the gap");
     client_seed("gap_retention", C_INFO, C_MP_1MIB, b);
     ok_frame(b, 1);
     ok(vg_frame_put_gap(b, 1, "news", 4, 7, 0, VG_GAP_EPOCH));
@@ -709,7 +781,7 @@ static void broker_v2_frames(vg_buf *b)
     body(b, (const uint8_t[]){0x96, 0x09, 0x00, 0xa4, 'n', 'e', 'w', 's', 0x01, 0x01, 0x01}, 11);
     client_seed("gap_sid0", C_INFO, C_MP_1MIB, b);
     err_frame(b, 16, "position past the end of the log", 1);
-    msg(b, MSG1, "news", "refused");
+    bmsg(b, MSG1, "news", "refused");
     client_seed("err_bad_position", C_INFO, C_MP_1MIB, b);
     err_frame(b, 16, "position past the end of the log", 0);
     client_seed("err_bad_position_fatal", C_INFO, C_MP_1MIB, b);

@@ -34,7 +34,28 @@ static void on_msg(void *ud, const vg_msg *m)
                                                            : sizeof cb.last_payload - 1;
     memcpy(cb.last_payload, m->payload, n);
     cb.last_payload[n] = '\0';
+    cb.last_seq = m->seq;
+    cb.last_epoch = m->epoch;
     pthread_mutex_unlock(&cb.mu);
+}
+
+static void on_gap(void *ud, const char *topic, size_t len, const vg_gap *g)
+{
+    (void)ud;
+    pthread_mutex_lock(&cb.mu);
+    if (cb.gaps < 8)
+        cb.gap[cb.gaps] = *g;
+    cb.gaps++;
+    snprintf(cb.gap_topic, sizeof cb.gap_topic, "%.*s", (int)len, topic);
+    pthread_mutex_unlock(&cb.mu);
+}
+
+unsigned cb_gaps(void)
+{
+    pthread_mutex_lock(&cb.mu);
+    unsigned n = cb.gaps;
+    pthread_mutex_unlock(&cb.mu);
+    return n;
 }
 
 static void on_sub_error(void *ud, const char *topic, uint64_t code, const char *reason)
@@ -124,6 +145,7 @@ vg_client_opts opts_for(int port)
     o.on_msg = on_msg;
     o.on_sub_error = on_sub_error;
     o.on_closed = on_closed;
+    o.on_gap = on_gap;
     return o;
 }
 
@@ -271,7 +293,7 @@ fb_result emu_step(int timeout_ms)
         for (i = 0; em.echo && i < em.nsubs; i++) {
             if (strlen(em.topics[i]) == f.topic_len &&
                 memcmp(em.topics[i], f.topic, f.topic_len) == 0) {
-                fb_send_raw(em.c, f.raw, f.raw_len);
+                fb_send_msg_bytes(em.c, f.type, f.topic, f.topic_len, f.payload, f.payload_len);
                 break;
             }
         }

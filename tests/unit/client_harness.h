@@ -44,6 +44,10 @@ typedef struct {
     char sub_error_topic[64];
     unsigned closed;
     char closed_reason[64];
+    uint64_t last_seq, last_epoch; /* of the last message */
+    unsigned gaps;
+    vg_gap gap[8];                 /* the first 8 gaps */
+    char gap_topic[64];            /* of the last gap */
 } cb_record;
 
 extern cb_record cb;
@@ -54,6 +58,7 @@ unsigned cb_msgs(void);
 unsigned cb_on_topic(const char *topic);
 unsigned cb_sub_errors(void);
 unsigned cb_closed(void);
+unsigned cb_gaps(void);
 
 /* Waits (polling) until pred(arg) or timeout_ms; returns pred's last value. */
 bool wait_until(bool (*pred)(void *), void *arg, int timeout_ms);

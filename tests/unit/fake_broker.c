@@ -124,7 +124,8 @@ bool fb_try_accept(fb_listener *l, fb_conn *c, int timeout_ms)
                 continue;
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            *c = (fb_conn){.fd = fd, .index = ++l->accepted, .pings = FB_PING_ANSWER};
+            *c = (fb_conn){.fd = fd, .index = ++l->accepted, .pings = FB_PING_ANSWER,
+                           .epoch = FB_EPOCH};
             c->rx = vg_decoder_create(64 * 1024, FB_MAX_FRAME);
             if (c->rx == NULL) {
                 close(fd);
@@ -188,6 +189,37 @@ static fb_result read_any(fb_conn *c, vg_frame *f, int64_t deadline)
     }
 }
 
+static void copy_str(char *dst, size_t cap, const void *src, size_t len);
+
+static fb_topic *topic_of(fb_conn *c, const char *topic, size_t len)
+{
+    for (int i = 0; i < c->ntopics; i++)
+        if (strlen(c->topics[i].topic) == len && memcmp(c->topics[i].topic, topic, len) == 0)
+            return &c->topics[i];
+    cr_assert_lt(c->ntopics, FB_TOPICS, "fake broker: too many topics");
+    fb_topic *t = &c->topics[c->ntopics++];
+    copy_str(t->topic, sizeof t->topic, topic, len);
+    t->last = 0;
+    return t;
+}
+
+/* What a broker remembers of the client's frames: CONNECT's fields, and
+ * the SUBs to answer. */
+static void note(fb_conn *c, const vg_frame *f)
+{
+    if (f->type == VG_FRAME_CONNECT) {
+        c->version = f->version;
+        c->publisher = f->publisher;
+        c->resend_from = f->resend_from;
+    } else if (f->type == VG_FRAME_SUB && c->nsubs < 32) {
+        fb_sub *s = &c->subs[c->nsubs++];
+        s->sid = f->sid;
+        copy_str(s->topic, sizeof s->topic, f->topic, f->topic_len);
+        s->start = f->form == 2 ? f->start : VG_SUB_NEW;
+        s->position = f->form == 2 ? f->position : 0;
+    }
+}
+
 fb_result fb_read(fb_conn *c, vg_frame *f, int timeout_ms)
 {
     int64_t deadline = fb_now() + timeout_ms;
@@ -196,6 +228,8 @@ fb_result fb_read(fb_conn *c, vg_frame *f, int timeout_ms)
         if (r != FB_FRAME || f->type != VG_FRAME_PING || c->pings == FB_PING_RETURN) {
             if (r == FB_FRAME && f->type == VG_FRAME_PING)
                 c->pings_seen++;
+            if (r == FB_FRAME)
+                note(c, f);
             return r;
         }
         c->pings_seen++;
@@ -261,13 +295,56 @@ static void send_buf(fb_conn *c, vg_buf *b, vg_status st)
 void fb_send_info(fb_conn *c, uint64_t max_payload)
 {
     vg_buf b = {0};
+    send_buf(c, &b, vg_frame_put_info2(&b, VG_PROTO_VERSION, "fake-broker", 7, max_payload,
+                                       c->epoch, c->publisher_acked));
+}
+
+void fb_send_info_v1(fb_conn *c, uint64_t max_payload)
+{
+    vg_buf b = {0};
     send_buf(c, &b, vg_frame_put_info(&b, VG_PROTO_V1, "fake-broker", 7, max_payload));
 }
 
 void fb_send_ok(fb_conn *c, uint64_t sid)
 {
     vg_buf b = {0};
+    for (int i = 0; i < c->nsubs; i++) {
+        if (c->subs[i].sid != sid)
+            continue;
+        fb_sub s = c->subs[i];
+        c->subs[i] = c->subs[--c->nsubs];
+        fb_topic *t = topic_of(c, s.topic, strlen(s.topic));
+        if (s.start == VG_SUB_SEQ && s.position > t->last + 1)
+            t->last = s.position - 1;
+        send_buf(c, &b, vg_frame_put_ok2(&b, sid, c->epoch, t->last + 1));
+        return;
+    }
     send_buf(c, &b, vg_frame_put_ok(&b, sid));
+}
+
+void fb_send_gap(fb_conn *c, uint64_t sid, const char *topic, uint64_t from, uint64_t to,
+                 vg_gap_reason reason)
+{
+    vg_buf b = {0};
+    send_buf(c, &b, vg_frame_put_gap(&b, sid, topic, strlen(topic), from, to, reason));
+}
+
+void fb_send_msg_bytes(fb_conn *c, vg_frame_type type, const char *topic, size_t topic_len,
+                       const void *payload, size_t payload_len)
+{
+    vg_buf b = {0};
+    uint64_t seq = ++topic_of(c, topic, topic_len)->last;
+    send_buf(c, &b, vg_frame_put_msg_seq(&b, type, topic, topic_len, payload, payload_len, seq));
+}
+
+void fb_send_msg_seq(fb_conn *c, const char *topic, const char *payload, uint64_t seq)
+{
+    fb_topic *t = topic_of(c, topic, strlen(topic));
+    if (seq > t->last)
+        t->last = seq;
+    vg_buf b = {0};
+    send_buf(c, &b, vg_frame_put_msg_seq(&b, VG_FRAME_MSG_TYPE1, topic, strlen(topic), payload,
+                                         strlen(payload), seq));
 }
 
 void fb_send_err(fb_conn *c, uint64_t code, const char *reason, uint64_t sid)
@@ -278,9 +355,7 @@ void fb_send_err(fb_conn *c, uint64_t code, const char *reason, uint64_t sid)
 
 void fb_send_msg(fb_conn *c, const char *topic, const char *payload)
 {
-    vg_buf b = {0};
-    send_buf(c, &b, vg_frame_put_msg(&b, VG_FRAME_MSG_TYPE1, topic, strlen(topic), payload,
-                                     strlen(payload)));
+    fb_send_msg_bytes(c, VG_FRAME_MSG_TYPE1, topic, strlen(topic), payload, strlen(payload));
 }
 
 void fb_send_ping(fb_conn *c)

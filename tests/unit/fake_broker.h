@@ -57,6 +57,24 @@ typedef enum {
     FB_PING_RETURN, /* a PING is returned like any other frame */
 } fb_ping_mode;
 
+/* The fake's epoch unless a test sets another before the handshake. */
+#define FB_EPOCH 0x3c6ef372fe94f82bull
+#define FB_TOPICS 256
+
+/* A topic's log, as the fake numbers it: it retains nothing. */
+typedef struct {
+    char topic[64];
+    uint64_t last; /* the last seq sent on the connection */
+} fb_topic;
+
+/* A SUB read and not yet answered, for the OK's position. */
+typedef struct {
+    uint64_t sid;
+    char topic[64];
+    vg_sub_start start;
+    uint64_t position;
+} fb_sub;
+
 typedef struct {
     int fd;
     int index;          /* 1 for the listener's first connection, ... */
@@ -64,6 +82,15 @@ typedef struct {
     fb_ping_mode pings;
     unsigned pings_seen; /* PINGs read on this connection */
     bool eof;            /* the client closed (or reset) the connection */
+    /* Protocol version 2: what INFO says (set before fb_send_info), and
+     * what the client's CONNECT said. */
+    uint64_t epoch;      /* FB_EPOCH at accept */
+    uint64_t publisher_acked;
+    uint64_t publisher, resend_from, version;
+    fb_topic topics[FB_TOPICS];
+    int ntopics;
+    fb_sub subs[32];
+    int nsubs;
 } fb_conn;
 
 /* Accepts the next connection within timeout_ms (scaled by the caller). */
@@ -82,16 +109,31 @@ fb_result fb_read(fb_conn *c, vg_frame *f, int timeout_ms);
  * aside), asserting; what names it in the message. */
 void fb_expect(fb_conn *c, vg_frame_type t, vg_frame *out, int timeout_ms, const char *what);
 
-/* Expects CONNECT and answers INFO with max_payload. */
+/* Expects CONNECT and answers INFO (version 2: c->epoch,
+ * c->publisher_acked) with max_payload. */
 void fb_handshake(fb_conn *c, uint64_t max_payload);
 
 /* Senders. The asserting ones fail the test if the bytes cannot be written
  * within a few seconds. */
 void fb_send_raw(fb_conn *c, const void *bytes, size_t n);
 void fb_send_info(fb_conn *c, uint64_t max_payload);
+/* INFO of version 1, as a vigil 0.1 broker answers. */
+void fb_send_info_v1(fb_conn *c, uint64_t max_payload);
+/* OK for sid: the version-2 form if it answers a SUB read on c (next: the
+ * SEQ asked for, which the fake takes as its topic's position, or the
+ * topic's next message for the other starts), else [5, sid]. */
 void fb_send_ok(fb_conn *c, uint64_t sid);
+/* A GAP frame. */
+void fb_send_gap(fb_conn *c, uint64_t sid, const char *topic, uint64_t from, uint64_t to,
+                 vg_gap_reason reason);
 void fb_send_err(fb_conn *c, uint64_t code, const char *reason, uint64_t sid);
+/* A MSG_TYPE1 with the topic's next seq on c. */
 void fb_send_msg(fb_conn *c, const char *topic, const char *payload);
+/* A MSG of type t with bytes for payload and the topic's next seq. */
+void fb_send_msg_bytes(fb_conn *c, vg_frame_type t, const char *topic, size_t topic_len,
+                       const void *payload, size_t payload_len);
+/* A MSG_TYPE1 with the given seq (the topic's position moves up to it). */
+void fb_send_msg_seq(fb_conn *c, const char *topic, const char *payload, uint64_t seq);
 void fb_send_ping(fb_conn *c);
 void fb_send_pong(fb_conn *c);
 /* Writes as much of bytes as the socket takes within timeout_ms; returns

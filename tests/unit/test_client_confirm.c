@@ -63,9 +63,10 @@ Test(client_confirm, everything_flushed_is_confirmed)
 }
 
 /* Defect 5: a connection closed after k frames without answering a PING:
- * every snapshot during the run keeps each message in exactly one state,
- * and in the end all are confirmed or unconfirmed, at least k of them
- * unconfirmed. */
+ * every snapshot during the run keeps each message in exactly one state.
+ * With protocol version 2 the frames written on the lost connection are
+ * sent again on the next one (they fit the resend buffer), from
+ * resend_from 1: in the end all are confirmed, none unconfirmed. */
 Test(client_confirm, counters_add_up_across_a_lost_connection)
 {
     fb_listener l;
@@ -117,8 +118,9 @@ Test(client_confirm, counters_add_up_across_a_lost_connection)
     vg_client_stats s = checked_stats(c, "after the flush");
     cr_assert_eq(s.published, N);
     cr_assert_eq(s.confirmed + s.unconfirmed, N);
-    cr_assert_geq(s.unconfirmed, K, "the %d frames read on the lost connection were never "
-                  "confirmed, yet unconfirmed is %llu", K, (unsigned long long)s.unconfirmed);
+    cr_assert_eq(s.unconfirmed, 0, "the %d frames read on the lost connection were sent "
+                 "again, yet unconfirmed is %llu", K, (unsigned long long)s.unconfirmed);
+    cr_assert_eq(c2.resend_from, 1, "nothing was confirmed on the first connection");
     cr_assert_eq(s.confirmed, em.msgs, "confirmed %llu, the second connection read %u",
                  (unsigned long long)s.confirmed, em.msgs);
 #ifndef VG_OLD_API
@@ -197,9 +199,11 @@ static void check_received_batch(bool bad_frame_after)
     cr_assert_eq(vg_client_wait_subscribed(c, sid, fb_ms(5000)), VG_OK);
     vg_buf b = {0};
     for (int i = 0; i < 50; i++)
-        cr_assert_eq(vg_frame_put_msg(&b, VG_FRAME_MSG_TYPE1, "batch.t", 7, "m", 1), VG_OK);
+        cr_assert_eq(vg_frame_put_msg_seq(&b, VG_FRAME_MSG_TYPE1, "batch.t", 7, "m", 1, i + 1),
+                     VG_OK);
     for (int i = 0; i < 5; i++) /* not subscribed: not handed over, not counted */
-        cr_assert_eq(vg_frame_put_msg(&b, VG_FRAME_MSG_TYPE1, "other.t", 7, "m", 1), VG_OK);
+        cr_assert_eq(vg_frame_put_msg_seq(&b, VG_FRAME_MSG_TYPE1, "other.t", 7, "m", 1, i + 1),
+                     VG_OK);
     if (bad_frame_after) /* a second INFO: a protocol error ends the connection */
         cr_assert_eq(vg_frame_put_info(&b, 1, "again", 1, 1024), VG_OK);
     fb_send_raw(&c1, b.data, b.len);
@@ -342,4 +346,187 @@ Test(client_confirm, pongs_for_pings_sent_before_a_message_do_not_confirm_it)
     fb_unlisten(&l);
 }
 
+#endif
+
+#ifndef VG_OLD_API
+static vg_client *pending_of; /* the client pending_at_least looks at */
+
+static bool pending_at_least(void *arg)
+{
+    vg_client_stats now;
+    vg_client_get_stats(pending_of, &now);
+    return now.pending >= *(uint64_t *)arg;
+}
+
+/* Waits until the client counts at least n frames pending (written). */
+static void wait_pending(vg_client *c, uint64_t n)
+{
+    pending_of = c;
+    cr_assert(wait_until(pending_at_least, &n, fb_ms(5000)), "%llu frames never written",
+              (unsigned long long)n);
+}
+
+/* Serves c2 until the client's flush completes. */
+static void serve_flush(vg_client *c)
+{
+    int64_t until = fb_now() + fb_ms(10000);
+    while (vg_client_flush(c, 0) != VG_OK) {
+        cr_assert_lt(fb_now(), until, "the flush did not complete");
+        emu_step(10);
+    }
+}
+
+/* MSG frames written but not confirmed when the connection died are sent
+ * again first on the next one, with CONNECT's resend_from naming the first
+ * and the same publisher identity; those INFO's publisher_acked covers are
+ * confirmed at once (still sent: the broker drops them). */
+Test(client_confirm, unconfirmed_frames_are_sent_again_on_the_next_connection)
+{
+    fb_listener l;
+    fb_listen(&l, false, 0);
+    fb_conn c1, c2;
+    vg_client_opts o = opts_for(l.port);
+    vg_client *c = start(&o);
+    fb_accept(&l, &c1, fb_ms(5000), "the first connection");
+    fb_handshake(&c1, VG_DEFAULT_MAX_PAYLOAD);
+    cr_assert_eq(vg_client_wait_connected(c, fb_ms(5000)), VG_OK);
+    c1.pings = FB_PING_SKIP;
+    char p[16];
+    for (int i = 0; i < 10; i++) {
+        snprintf(p, sizeof p, "r%d", i);
+        must_publish(c, "resend.t", p);
+    }
+    for (int i = 0; i < 10; i++)
+        fb_expect(&c1, VG_FRAME_MSG_TYPE1, NULL, fb_ms(5000), "the 10 MSGs");
+    wait_pending(c, 10);
+    uint64_t publisher = c1.publisher;
+    fb_close(&c1);
+    cr_assert(fb_log_wait(1, fb_ms(5000), "event=disconnected", "unconfirmed=0",
+                          "resending=10", NULL));
+    vg_client_stats s = checked_stats(c, "disconnected");
+    cr_assert_eq(s.pending, 10, "kept to send again: still pending");
+
+    fb_accept(&l, &c2, fb_ms(5000), "the reconnection");
+    fb_expect(&c2, VG_FRAME_CONNECT, NULL, fb_ms(5000), "CONNECT");
+    cr_assert_eq(c2.resend_from, 1);
+    cr_assert_eq(c2.publisher, publisher, "one publisher identity per client");
+    c2.publisher_acked = 4;
+    fb_send_info(&c2, VG_DEFAULT_MAX_PAYLOAD);
+    emu_init(&c2, true, false);
+    unsigned ten = 10;
+    emu_until(fake_read_msgs, &ten, fb_ms(5000), "the 10 frames sent again");
+    for (int i = 0; i < 10; i++) {
+        snprintf(p, sizeof p, "r%d", i);
+        cr_assert_str_eq(em.recs[i].payload, p, "frame %d sent again out of order", i);
+    }
+    s = checked_stats(c, "resent");
+    cr_assert_geq(s.confirmed, 4, "publisher_acked 4 confirms 4 at once");
+    must_publish(c, "resend.t", "r10");
+    serve_flush(c);
+    s = checked_stats(c, "flushed");
+    cr_assert_eq(s.confirmed, 11);
+    cr_assert_eq(s.unconfirmed, 0);
+    cr_assert_eq(em.msgs, 11, "r10 once, after the resent frames");
+    cr_assert_str_eq(em.recs[10].payload, "r10");
+    vg_client_destroy(c);
+    fb_close(&c2);
+    fb_unlisten(&l);
+}
+
+/* The copies are bounded by max_buffer, the newest kept: the older frames
+ * written on the lost connection are unconfirmed (possibly lost), and
+ * resend_from names the oldest copy. */
+Test(client_confirm, resend_overflow_counts_the_oldest_unconfirmed)
+{
+    fb_listener l;
+    fb_listen(&l, false, 0);
+    fb_conn c1, c2;
+    char p[101];
+    memset(p, 'x', 100);
+    p[100] = '\0';
+    size_t frame = vg_frame_msg_size(strlen("over.t"), 100);
+    vg_client_opts o = opts_for(l.port);
+    o.max_buffer = 8 * frame + frame / 2; /* room for 8 copies */
+    vg_client *c = start(&o);
+    fb_accept(&l, &c1, fb_ms(5000), "the first connection");
+    fb_handshake(&c1, VG_DEFAULT_MAX_PAYLOAD);
+    cr_assert_eq(vg_client_wait_connected(c, fb_ms(5000)), VG_OK);
+    c1.pings = FB_PING_SKIP;
+    for (int i = 0; i < 20; i++) {
+        p[0] = (char)('A' + i);
+        must_publish(c, "over.t", p);
+        fb_expect(&c1, VG_FRAME_MSG_TYPE1, NULL, fb_ms(5000), "each MSG");
+    }
+    wait_pending(c, 20);
+    fb_close(&c1);
+    cr_assert(fb_log_wait(1, fb_ms(5000), "event=disconnected", "unconfirmed=12",
+                          "resending=8", NULL));
+    fb_accept(&l, &c2, fb_ms(5000), "the reconnection");
+    fb_handshake(&c2, VG_DEFAULT_MAX_PAYLOAD);
+    cr_assert_eq(c2.resend_from, 13);
+    emu_init(&c2, true, false);
+    serve_flush(c);
+    cr_assert_eq(em.msgs, 8);
+    cr_assert_eq(em.recs[0].payload[0], 'A' + 12, "the oldest copy is message 13");
+    vg_client_stats s = checked_stats(c, "flushed");
+    cr_assert_eq(s.confirmed, 8);
+    cr_assert_eq(s.unconfirmed, 12);
+    cr_assert_eq(s.published, 20);
+    vg_client_destroy(c);
+    fb_close(&c2);
+    fb_unlisten(&l);
+}
+#endif
+
+#ifndef VG_OLD_API
+/* A connection that dies while the copies are being sent again (large
+ * frames, a small receive window: some are usually still unwritten; a
+ * debug run showed 2 of 10 replaced on the next attempt): the next one
+ * sends them all again, once each, from the same resend_from (the copies
+ * the dead one did not finish are replaced, not doubled). */
+Test(client_confirm, a_resend_cut_short_is_sent_again_once)
+{
+    fb_listener l;
+    fb_listen(&l, false, 4096);
+    fb_conn c1, c2, c3;
+    vg_client_opts o = opts_for(l.port);
+    vg_client *c = connected_client(&l, &c1, &o);
+    c1.pings = FB_PING_SKIP;
+    enum { N = 10, SIZE = 256 * KIB };
+    static char big[SIZE];
+    memset(big, 'x', sizeof big);
+    for (int i = 0; i < N; i++) {
+        snprintf(big, 8, "r%d-", i);
+        cr_assert_eq(vg_client_publish(c, VG_FRAME_MSG_TYPE1, "cut.t", 5, big, sizeof big,
+                                       fb_ms(5000)), VG_OK);
+        fb_expect(&c1, VG_FRAME_MSG_TYPE1, NULL, fb_ms(5000), "each MSG");
+    }
+    wait_pending(c, N);
+    fb_close(&c1);
+    fb_accept(&l, &c2, fb_ms(5000), "the second connection");
+    fb_handshake(&c2, VG_DEFAULT_MAX_PAYLOAD);
+    c2.pings = FB_PING_SKIP;
+    fb_expect(&c2, VG_FRAME_MSG_TYPE1, NULL, fb_ms(5000), "the first frame sent again");
+    vg_client_stats before = checked_stats(c, "mid-resend");
+    fb_close(&c2);
+    fb_accept(&l, &c3, fb_ms(5000), "the third connection");
+    fb_handshake(&c3, VG_DEFAULT_MAX_PAYLOAD);
+    cr_assert_eq(c3.resend_from, 1);
+    emu_init(&c3, true, false);
+    serve_flush(c);
+    cr_assert_eq(em.msgs, N, "%u MSG frames on the third connection", em.msgs);
+    for (int i = 0; i < N; i++) {
+        char p[16];
+        snprintf(p, sizeof p, "r%d-", i);
+        cr_assert(strncmp(em.recs[i].payload, p, strlen(p)) == 0, "frame %d: %.8s", i,
+                  em.recs[i].payload);
+    }
+    vg_client_stats s = checked_stats(c, "flushed");
+    cr_assert_eq(s.confirmed, N);
+    cr_assert_eq(s.unconfirmed, 0);
+    cr_assert_eq(before.pending, N);
+    vg_client_destroy(c);
+    fb_close(&c3);
+    fb_unlisten(&l);
+}
 #endif

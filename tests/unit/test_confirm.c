@@ -70,14 +70,14 @@ Test(confirm, lost_connection_makes_the_unconfirmed_ones_unconfirmed)
     vg_confirm_pong(&c);
     wrote(&c, 7);
     vg_confirm_ping(&c, 17);
-    cr_assert_eq(vg_confirm_lost(&c), 7);
+    cr_assert_eq(vg_confirm_lost(&c, 0), 7);
     cr_assert_eq(c.unconfirmed, 7);
     cr_assert_eq(c.confirmed, 10);
     cr_assert_eq(c.n, 0, "the PINGs in flight are forgotten");
     cr_assert_eq(c.last_mark, 17);
     cr_assert(!vg_confirm_pong(&c), "a PONG of the old connection cannot arrive; if one does");
     check(&c);
-    cr_assert_eq(vg_confirm_lost(&c), 0, "nothing more was written");
+    cr_assert_eq(vg_confirm_lost(&c, 0), 0, "nothing more was written");
     cr_assert_eq(c.unconfirmed, 7);
 }
 
@@ -86,7 +86,7 @@ Test(confirm, marks_count_across_connections)
     vg_confirm c = {0};
     wrote(&c, 10);
     vg_confirm_ping(&c, 10);
-    vg_confirm_lost(&c); /* 10 unconfirmed */
+    vg_confirm_lost(&c, 0); /* 10 unconfirmed */
     wrote(&c, 5);        /* frames 11..15 on the next connection */
     vg_confirm_ping(&c, 15);
     cr_assert(vg_confirm_pong(&c));
@@ -138,7 +138,7 @@ Test(confirm, room_for_flush_keeps_room_for_every_probe)
         cr_assert(vg_confirm_ping(&c, 0), "probe %d found no room", p + 1);
     vg_confirm_pong(&c);
     cr_assert(!vg_confirm_room_for_flush(&c));
-    vg_confirm_lost(&c);
+    vg_confirm_lost(&c, 0);
     cr_assert(vg_confirm_room_for_flush(&c), "a new connection starts empty");
 }
 
@@ -180,10 +180,32 @@ Test(confirm, lost_connection_forgets_unmarked_pings)
     for (int i = 0; i <= VG_CONFIRM_MARKS; i++)
         vg_confirm_ping(&c, 0);
     cr_assert_eq(c.unmarked, 1);
-    vg_confirm_lost(&c);
+    vg_confirm_lost(&c, 0);
     cr_assert_eq(c.unmarked, 0);
     wrote(&c, 2);
     cr_assert(vg_confirm_ping(&c, 2));
     cr_assert(vg_confirm_pong(&c));
     cr_assert_eq(c.confirmed, 2);
+}
+
+/* Frames kept for a resend stay pending across the loss; the next
+ * connection's marks start after the settled ones, and INFO's
+ * publisher_acked confirms up to what was written, no further. */
+Test(confirm, kept_frames_stay_pending_and_acked_confirms_them)
+{
+    vg_confirm c = {0};
+    wrote(&c, 10);
+    vg_confirm_ping(&c, 4);
+    cr_assert(vg_confirm_pong(&c));
+    cr_assert_eq(vg_confirm_lost(&c, 3), 3, "5..7 lost, 8..10 kept");
+    cr_assert_eq(c.unconfirmed, 3);
+    cr_assert_eq(vg_confirm_settled(&c), 7);
+    cr_assert_eq(c.last_mark, 7);
+    cr_assert_eq(vg_confirm_acked(&c, 6), 0, "already settled");
+    cr_assert_eq(vg_confirm_acked(&c, 8), 1);
+    cr_assert_eq(vg_confirm_acked(&c, 99), 2, "held to what was written");
+    cr_assert_eq(c.confirmed, 7);
+    check(&c);
+    cr_assert_eq(vg_confirm_lost(&c, 5), 0, "keep beyond the unsettled keeps them all");
+    check(&c);
 }

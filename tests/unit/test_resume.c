@@ -23,9 +23,9 @@ static void expect_gap(bool got, const vg_gap *g, uint64_t from, uint64_t to, vg
     cr_assert_eq(g->reason, why);
 }
 
-static void sub_is(const vg_resume *r, vg_start start, uint64_t epoch, uint64_t position)
+static void sub_is(const vg_resume *r, vg_sub_start start, uint64_t epoch, uint64_t position)
 {
-    vg_start s;
+    vg_sub_start s;
     uint64_t e, p;
     vg_resume_sub(r, &s, &e, &p);
     cr_assert_eq(s, start);
@@ -46,15 +46,15 @@ Test(resume, a_new_subscription_starts_where_the_broker_says_and_resumes_after_t
 {
     vg_resume r;
     vg_gap g;
-    vg_resume_init(&r, VG_START_NEW, 0, 0);
+    vg_resume_init(&r, VG_SUB_NEW, 0, 0);
     cr_assert_not(vg_resume_connected(&r, E1, &g));
-    sub_is(&r, VG_START_NEW, 0, 0);
+    sub_is(&r, VG_SUB_NEW, 0, 0);
     cr_assert_not(vg_resume_started(&r, E1, 40, &g), "the broker's choice is no gap");
     cr_assert_eq(msg(&r, 40), VG_RESUME_DELIVER);
     cr_assert_eq(msg(&r, 41), VG_RESUME_DELIVER);
     /* reconnect: ask for 42 in E1 */
     cr_assert_not(vg_resume_connected(&r, E1, &g));
-    sub_is(&r, VG_START_SEQ, E1, 42);
+    sub_is(&r, VG_SUB_SEQ, E1, 42);
     cr_assert_not(vg_resume_started(&r, E1, 42, &g));
     cr_assert_eq(msg(&r, 41), VG_RESUME_DUPLICATE, "a redelivery is dropped");
     cr_assert_eq(msg(&r, 42), VG_RESUME_DELIVER);
@@ -64,24 +64,24 @@ Test(resume, first_and_ago_are_asked_for_until_there_is_a_position)
 {
     vg_resume r;
     vg_gap g;
-    vg_resume_init(&r, VG_START_AGO, 0, 30000);
-    sub_is(&r, VG_START_AGO, 0, 30000);
+    vg_resume_init(&r, VG_SUB_AGO, 0, 30000);
+    sub_is(&r, VG_SUB_AGO, 0, 30000);
     vg_resume_connected(&r, E1, &g);
-    sub_is(&r, VG_START_AGO, 0, 30000);
+    sub_is(&r, VG_SUB_AGO, 0, 30000);
     cr_assert_not(vg_resume_started(&r, E1, 7, &g));
-    sub_is(&r, VG_START_SEQ, E1, 7);
-    vg_resume_init(&r, VG_START_FIRST, 0, 0);
-    sub_is(&r, VG_START_FIRST, 0, 0);
+    sub_is(&r, VG_SUB_SEQ, E1, 7);
+    vg_resume_init(&r, VG_SUB_FIRST, 0, 0);
+    sub_is(&r, VG_SUB_FIRST, 0, 0);
 }
 
 Test(resume, a_start_by_sequence_is_owed_from_there)
 {
     vg_resume r;
     vg_gap g;
-    vg_resume_init(&r, VG_START_SEQ, 0, 100); /* "--since 100", current epoch */
-    sub_is(&r, VG_START_SEQ, 0, 100);
+    vg_resume_init(&r, VG_SUB_SEQ, 0, 100); /* "--since 100", current epoch */
+    sub_is(&r, VG_SUB_SEQ, 0, 100);
     cr_assert_not(vg_resume_connected(&r, E1, &g));
-    sub_is(&r, VG_START_SEQ, E1, 100);
+    sub_is(&r, VG_SUB_SEQ, E1, 100);
     expect_gap(vg_resume_started(&r, E1, 150, &g), &g, 100, 149, VG_GAP_RETENTION);
     cr_assert_eq(msg(&r, 150), VG_RESUME_DELIVER);
 }
@@ -90,7 +90,7 @@ Test(resume, a_gap_frame_and_a_later_ok_report_each_missing_message_once)
 {
     vg_resume r;
     vg_gap g;
-    vg_resume_init(&r, VG_START_NEW, 0, 0);
+    vg_resume_init(&r, VG_SUB_NEW, 0, 0);
     vg_resume_connected(&r, E1, &g);
     vg_resume_started(&r, E1, 1, &g);
     cr_assert_eq(msg(&r, 1), VG_RESUME_DELIVER);
@@ -99,7 +99,7 @@ Test(resume, a_gap_frame_and_a_later_ok_report_each_missing_message_once)
     expect_gap(vg_resume_gap(&r, 5, 12, &g), &g, 11, 12, VG_GAP_RETENTION);
     cr_assert_eq(msg(&r, 13), VG_RESUME_DELIVER);
     vg_resume_connected(&r, E1, &g);
-    sub_is(&r, VG_START_SEQ, E1, 14);
+    sub_is(&r, VG_SUB_SEQ, E1, 14);
     expect_gap(vg_resume_started(&r, E1, 20, &g), &g, 14, 19, VG_GAP_RETENTION);
     cr_assert_eq(msg(&r, 19), VG_RESUME_DUPLICATE, "skipped is not deliverable later");
     cr_assert_eq(msg(&r, 20), VG_RESUME_DELIVER);
@@ -110,7 +110,7 @@ Test(resume, a_message_that_skips_ahead_is_delivered_and_the_hole_reported)
     vg_resume r;
     vg_gap g;
     bool gapped;
-    vg_resume_init(&r, VG_START_NEW, 0, 0);
+    vg_resume_init(&r, VG_SUB_NEW, 0, 0);
     vg_resume_connected(&r, E1, &g);
     vg_resume_started(&r, E1, 5, &g);
     cr_assert_eq(vg_resume_msg(&r, 8, &gapped, &g), VG_RESUME_DELIVER);
@@ -121,13 +121,13 @@ Test(resume, another_epoch_reports_unknown_loss_and_starts_the_new_log_from_one)
 {
     vg_resume r;
     vg_gap g;
-    vg_resume_init(&r, VG_START_NEW, 0, 0);
+    vg_resume_init(&r, VG_SUB_NEW, 0, 0);
     vg_resume_connected(&r, E1, &g);
     vg_resume_started(&r, E1, 1, &g);
     for (uint64_t s = 1; s <= 5; s++)
         cr_assert_eq(msg(&r, s), VG_RESUME_DELIVER);
     expect_gap(vg_resume_connected(&r, E2, &g), &g, 6, 0, VG_GAP_EPOCH);
-    sub_is(&r, VG_START_SEQ, E2, 1);
+    sub_is(&r, VG_SUB_SEQ, E2, 1);
     cr_assert_not(vg_resume_started(&r, E2, 1, &g), "the new log complete: nothing more");
     cr_assert_eq(msg(&r, 1), VG_RESUME_DELIVER, "seq 1 of the new epoch is new");
     /* retention already took the new log's first messages */
@@ -139,11 +139,11 @@ Test(resume, an_ok_in_another_epoch_than_the_position_is_an_epoch_gap)
 {
     vg_resume r;
     vg_gap g;
-    vg_resume_init(&r, VG_START_SEQ, E1, 10);
+    vg_resume_init(&r, VG_SUB_SEQ, E1, 10);
     cr_assert_not(vg_resume_connected(&r, E1, &g));
     expect_gap(vg_resume_started(&r, E2, 3, &g), &g, 10, 0, VG_GAP_EPOCH);
-    sub_is(&r, VG_START_SEQ, E2, 3);
-    vg_resume_init(&r, VG_START_SEQ, E1, 10);
+    sub_is(&r, VG_SUB_SEQ, E2, 3);
+    vg_resume_init(&r, VG_SUB_SEQ, E1, 10);
     expect_gap(vg_resume_connected(&r, E2, &g), &g, 10, 0, VG_GAP_EPOCH);
 }
 
@@ -169,7 +169,7 @@ Test(resume, randomized_schedules_deliver_once_in_order_and_account_for_every_me
         cr_assert_not_null(seen);
         vg_resume r;
         vg_gap g;
-        vg_resume_init(&r, VG_START_FIRST, 0, 0);
+        vg_resume_init(&r, VG_SUB_FIRST, 0, 0);
         vg_resume_connected(&r, E1, &g);
         cr_assert_not(vg_resume_started(&r, E1, 1, &g));
         uint64_t cursor = 1, last_app = 0;
@@ -197,11 +197,11 @@ Test(resume, randomized_schedules_deliver_once_in_order_and_account_for_every_me
                 }
                 cursor = to + 1;
             } else { /* reconnect: the broker resumes where asked, or later */
-                vg_start st;
+                vg_sub_start st;
                 uint64_t e, p;
                 cr_assert_not(vg_resume_connected(&r, E1, &g));
                 vg_resume_sub(&r, &st, &e, &p);
-                cr_assert_eq(st, VG_START_SEQ);
+                cr_assert_eq(st, VG_SUB_SEQ);
                 cr_assert_eq(e, E1);
                 /* the broker may also redeliver from earlier (a resend) */
                 uint64_t next = p + rnd(&x) % 5;

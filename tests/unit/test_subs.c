@@ -26,7 +26,8 @@ TestSuite(subs, .init = setup, .fini = teardown);
 static uint64_t add(const char *topic)
 {
     uint64_t sid = 0;
-    cr_assert_eq(vg_subs_add(s, topic, strlen(topic), &sid), VG_OK);
+    vg_sub_from from = {VG_SUB_NEW, 0, 0};
+    cr_assert_eq(vg_subs_add(s, topic, strlen(topic), &from, &sid), VG_OK);
     return sid;
 }
 
@@ -440,9 +441,10 @@ static struct {
     int fail_at;
 } listed;
 
-static vg_status list(void *arg, const char *topic, size_t len)
+static vg_status list(void *arg, const char *topic, size_t len, const vg_sub_from *from)
 {
     (void)arg;
+    cr_assert_eq(from->start, VG_SUB_NEW);
     if (listed.fail_at != 0 && listed.n + 1 == listed.fail_at)
         return VG_ERR_NOMEM;
     snprintf(listed.topics[listed.n++], 32, "%.*s", (int)len, topic);
