@@ -77,6 +77,31 @@ Test(sub_output, raw_keeps_a_json_payload_byte_for_byte)
     h_free(s), h_free(b);
 }
 
+/* out with the broker's epoch (random, from its listening line) written as
+ * E, so that an exact line can be expected. Static storage. */
+static const char *with_epoch_e(const char *out, const h_proc *broker)
+{
+    static char buf[4096];
+    const char *e = strstr(broker->err, " epoch=");
+    cr_assert(e != NULL, "%s", broker->err);
+    char epoch[24];
+    size_t n = strspn(e + 7, "0123456789");
+    cr_assert(n > 0 && n < sizeof epoch);
+    memcpy(epoch, e + 7, n);
+    epoch[n] = '\0';
+    size_t o = 0;
+    for (const char *p = out; *p != '\0' && o + 2 < sizeof buf;) {
+        if (strncmp(p, epoch, n) == 0) {
+            buf[o++] = 'E';
+            p += n;
+        } else {
+            buf[o++] = *p++;
+        }
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
 Test(sub_output, json_prints_one_exact_object_per_line)
 {
     int port;
@@ -86,11 +111,11 @@ Test(sub_output, json_prints_one_exact_object_per_line)
     cr_assert_eq(h_pub(port, "--type", "2", "news", "say \"hi\"\t\\ caf\xc3\xa9 \xe2\x80\xa8", NULL), 0);
     cr_assert_eq(h_pub(port, "news", "", NULL), 0);
     expect_exit_0(s);
-    cr_assert_str_eq(s->out,
-                     "{\"topic\":\"news\",\"type\":\"MSG_TYPE1\",\"payload\":\"hello\"}\n"
+    cr_assert_str_eq(with_epoch_e(s->out, b),
+                     "{\"topic\":\"news\",\"type\":\"MSG_TYPE1\",\"payload\":\"hello\",\"seq\":1,\"epoch\":E}\n"
                      "{\"topic\":\"news\",\"type\":\"MSG_TYPE2\",\"payload\":"
-                     "\"say \\\"hi\\\"\\t\\\\ caf\xc3\xa9 \\u2028\"}\n"
-                     "{\"topic\":\"news\",\"type\":\"MSG_TYPE1\",\"payload\":\"\"}\n");
+                     "\"say \\\"hi\\\"\\t\\\\ caf\xc3\xa9 \\u2028\",\"seq\":2,\"epoch\":E}\n"
+                     "{\"topic\":\"news\",\"type\":\"MSG_TYPE1\",\"payload\":\"\",\"seq\":3,\"epoch\":E}\n");
     h_free(s), h_free(b);
 }
 
@@ -103,9 +128,11 @@ Test(sub_output, json_prints_a_binary_payload_as_base64_with_the_flag)
     const size_t lens[] = {4, 12};
     publish_raw(port, "bin", payloads, lens, 2);
     expect_exit_0(s);
-    cr_assert_str_eq(s->out,
-                     "{\"topic\":\"bin\",\"type\":\"MSG_TYPE1\",\"payload\":\"3q2+7w==\",\"base64\":true}\n"
-                     "{\"topic\":\"bin\",\"type\":\"MSG_TYPE1\",\"payload\":\"\\u0000nul is text\"}\n");
+    cr_assert_str_eq(with_epoch_e(s->out, b),
+                     "{\"topic\":\"bin\",\"type\":\"MSG_TYPE1\",\"payload\":\"3q2+7w==\",\"base64\":true,"
+                     "\"seq\":1,\"epoch\":E}\n"
+                     "{\"topic\":\"bin\",\"type\":\"MSG_TYPE1\",\"payload\":\"\\u0000nul is text\","
+                     "\"seq\":2,\"epoch\":E}\n");
     h_free(s), h_free(b);
 }
 
@@ -193,7 +220,7 @@ Test(sub_output, a_hostile_topic_cannot_forge_a_line_or_reach_the_terminal)
         const char *want;
     } cases[] = {
         {NULL, "t MSG_TYPE1 x\n"},
-        {"--json", "{\"topic\":\"t\",\"type\":\"MSG_TYPE1\",\"payload\":\"x\"}\n"},
+        {"--json", "{\"topic\":\"t\",\"type\":\"MSG_TYPE1\",\"payload\":\"x\",\"seq\":1,\"epoch\":5}\n"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         int port;
