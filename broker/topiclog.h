@@ -37,7 +37,8 @@ typedef struct {
     uint32_t max_chunk; /* a larger record gets a chunk of its own size */
 } vg_logs_cfg;
 
-/* Defaults: 512 MiB, no age limit, chunks of 4 KiB growing to 1 MiB. */
+/* Defaults: 512 MiB, no age limit, chunks of 4 KiB growing to 2 MiB less
+ * the chunk's header (the largest one is a huge page, topiclog.c). */
 void vg_logs_cfg_defaults(vg_logs_cfg *cfg);
 
 /* A store with the given epoch (nonzero: the identity of this log). NULL
