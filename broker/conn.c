@@ -92,9 +92,8 @@ static void log_recovered(vg_conn *c)
     c->drops_before = total;
 }
 
-/* The connection's own work and timers: copying from the topic logs
- * (version 2), shutdown, the handshake deadline and the end of a
- * slow-consumer episode. Returns the next deadline. */
+/* The connection's own timers: shutdown, the handshake deadline and the end
+ * of a slow-consumer episode. Returns the next deadline. */
 static int64_t on_tick(void *ud, int64_t now)
 {
     vg_conn *c = ud;
@@ -103,7 +102,6 @@ static int64_t on_tick(void *ud, int64_t now)
         vg_conn_send_err(c, VG_E_SHUTDOWN, "broker shutting down", 0);
         return now;
     }
-    vg_reader_fill(c);
     int64_t next = INT64_MAX;
     if (!c->connected && srv->cfg.handshake_timeout_ms > 0) {
         int64_t limit = srv->cfg.handshake_timeout_ms;

@@ -180,6 +180,7 @@ static void handle_connect(vg_conn *c, const vg_frame *f)
     vg_status st;
     if (f->version >= 2) {
         c->version = 2;
+        vg_reader_source(c, &vg_link_sender(c->link)->src); /* its topic logs, no outbox */
         c->publisher = f->publisher;
         c->pub_next = f->resend_from > 0 ? f->resend_from : 1;
         uint64_t acked = 0;

@@ -43,8 +43,10 @@ typedef struct {
     char *topic;
     uint32_t len;
     uint64_t sid;    /* a sid of the connection on it, named in its GAP frames */
-    unsigned nsids;  /* sids of this connection on the topic */
-    bool more;       /* may have records not yet copied out */
+    unsigned nsids;  /* sids of this connection on the topic; 0: leaving */
+    bool more;       /* may have records not yet written */
+    vg_buf gap;      /* a GAP frame to write before its next record */
+    size_t gap_off;  /* ... bytes of it written */
     vg_tcursor cur;
 } conn_reader;
 
@@ -93,6 +95,9 @@ struct vg_conn {
     conn_reader *readers;
     size_t nreaders, readers_cap, rr;
     atomic_bool kicked;
+    size_t offered;   /* the reader of the sender's last offer; SIZE_MAX: none */
+    struct iovec offer_iov[VG_SOURCE_IOV]; /* that offer, for the counters */
+    size_t offer_cnt, offer_partial;
 
     conn_run run;   /* the run being built from the current read */
     vg_tlog *run_log; /* the log of the topic named in run_log_topic: a cache */
@@ -133,13 +138,13 @@ vg_status vg_reader_attach(vg_conn *c, const vg_frame *f, const char *topic, uin
                            uint64_t *next);
 
 /* reader.c: a sid on topic left (already gone from c->subs); the cursor
- * goes with the topic's last sid. */
+ * goes with the topic's last sid, once a record it is writing is whole. */
 void vg_reader_detach(vg_conn *c, const char *topic, uint32_t len);
 
-/* reader.c: copies records from the cursors into c's outbox while little is
- * queued (own thread, from on_tick), GAP frames first where retention
- * skipped some. */
-void vg_reader_fill(vg_conn *c);
+/* reader.c: the connection's cursors as its sender's source (sender.h):
+ * records written straight from the log's chunks, GAP frames first where
+ * retention skipped some. */
+void vg_reader_source(vg_conn *c, vg_source *src);
 
 /* reader.c: a publisher appended to a topic c reads: wakes c's thread
  * unless a wake-up is already owed (one per round of c's, not per run). */

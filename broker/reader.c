@@ -1,13 +1,15 @@
 /* Version-2 delivery: a connection reads its topics' logs itself.
  *
  * Publishers append each message once to its topic's log (router.c) and
- * only kick the subscribers' threads; each subscriber's own thread copies
- * whole records from its cursors into its outbox while little is queued
- * there, so a slow subscriber falls behind in the log instead of holding a
- * publisher up or losing messages, and what it holds in memory of its own
- * is bounded by FILL_LOW + FILL_MAX whatever its backlog. When retention
- * drops records before a cursor reached them, a GAP frame with the exact
- * range goes ahead of the next record (docs/protocol.md). */
+ * only kick the subscribers' threads. Each subscriber's cursors are its
+ * sender's source (sender.h): its own thread writes its socket straight
+ * from the log's chunks with gathered writes, no copy, so a slow
+ * subscriber falls behind in the log instead of holding a publisher up or
+ * losing messages, and costs no memory of its own whatever its backlog.
+ * When retention drops records before a cursor reached them, a GAP frame
+ * with the exact range goes ahead of the next record (docs/protocol.md).
+ * Control frames go between records: the source says when a write ended
+ * inside one. */
 #include "conn_internal.h"
 
 #include <stdlib.h>
@@ -17,15 +19,22 @@
 #include "log.h"
 #include "server.h"
 
-#define FILL_LOW (64 * 1024)  /* refill when less than this is queued or in flight */
-#define FILL_MAX (256 * 1024) /* copied per round, at least one record */
+#define OFFER_MAX (1024 * 1024) /* bytes offered per write, about */
 
+/* The reader of topic, leaving ones (kept only to finish a record) aside. */
 static conn_reader *find_reader(vg_conn *c, const char *topic, uint32_t len)
 {
     for (size_t i = 0; i < c->nreaders; i++)
-        if (c->readers[i].len == len && memcmp(c->readers[i].topic, topic, len) == 0)
+        if (c->readers[i].nsids > 0 && c->readers[i].len == len &&
+            memcmp(c->readers[i].topic, topic, len) == 0)
             return &c->readers[i];
     return NULL;
+}
+
+/* Whether r's socket stream is inside a frame: a GAP or a record begun. */
+static bool mid_frame(const conn_reader *r)
+{
+    return (r->gap_off > 0 && r->gap_off < r->gap.len) || r->cur.into > 0;
 }
 
 static vg_tstart tstart_of(vg_sub_start s)
@@ -92,8 +101,13 @@ vg_status vg_reader_attach(vg_conn *c, const vg_frame *f, const char *topic, uin
 static void drop_reader(vg_conn *c, size_t i)
 {
     vg_tcursor_release(&c->readers[i].cur);
+    vg_buf_free(&c->readers[i].gap);
     free(c->readers[i].topic);
     c->readers[i] = c->readers[--c->nreaders];
+    if (c->offered == c->nreaders)
+        c->offered = i; /* it moved */
+    else if (c->offered == i)
+        c->offered = SIZE_MAX;
     if (c->rr >= c->nreaders)
         c->rr = 0;
 }
@@ -104,7 +118,10 @@ void vg_reader_detach(vg_conn *c, const char *topic, uint32_t len)
     if (r == NULL)
         return;
     if (--r->nsids == 0) {
-        drop_reader(c, (size_t)(r - c->readers));
+        /* A record half written must be finished, or the stream breaks:
+         * then taken() drops it. */
+        if (!mid_frame(r))
+            drop_reader(c, (size_t)(r - c->readers));
         return;
     }
     for (size_t i = 0; i < c->nsubs; i++) /* GAP frames name a sid still there */
@@ -129,6 +146,99 @@ void vg_reader_kick(vg_conn *c)
         vg_outbox_wake(c->outbox);
 }
 
+/* Queues a GAP frame for from..to ahead of r's next record. */
+static bool queue_gap(vg_conn *c, conn_reader *r, vg_tgap gap)
+{
+    r->gap.len = 0;
+    r->gap_off = 0;
+    if (vg_frame_put_gap(&r->gap, r->sid, r->topic, r->len, gap.from, gap.to, VG_GAP_RETENTION) !=
+        VG_OK) {
+        vg_link_end(c->link, VG_END_NOMEM, 0, "out of memory for a GAP frame");
+        return false;
+    }
+    if (vg_log_enabled(VG_LOG_DEBUG)) {
+        char t[80];
+        vg_log(VG_LOG_DEBUG, "gap", "client=%llu sid=%llu topic=%s from=%llu to=%llu missed=%llu",
+               (unsigned long long)c->id, (unsigned long long)r->sid,
+               vg_log_quote(t, sizeof t, r->topic, r->len), (unsigned long long)gap.from,
+               (unsigned long long)gap.to, (unsigned long long)(gap.to - gap.from + 1));
+    }
+    return true;
+}
+
+/* What reader i has to write now, into iov; 0 if nothing. */
+static size_t offer_one(vg_conn *c, size_t i, struct iovec *iov, size_t max, size_t *partial)
+{
+    conn_reader *r = &c->readers[i];
+    *partial = 0;
+    if (r->gap.len > r->gap_off) {
+        iov[0] = (struct iovec){r->gap.data + r->gap_off, r->gap.len - r->gap_off};
+        *partial = r->gap_off > 0 ? iov[0].iov_len : 0;
+        return 1;
+    }
+    if (!r->more && r->cur.into == 0)
+        return 0;
+    vg_tread rd;
+    vg_tlog_read(&r->cur, iov, max, OFFER_MAX, &rd);
+    if (rd.gap.from != 0) { /* the cursor moved past it: the GAP goes first */
+        vg_tcursor_consume(&r->cur, 0);
+        if (!queue_gap(c, r, rd.gap))
+            return 0;
+        iov[0] = (struct iovec){r->gap.data, r->gap.len};
+        return 1;
+    }
+    if (rd.iovcnt == 0) {
+        r->more = false;
+        vg_tcursor_consume(&r->cur, 0);
+        return 0;
+    }
+    *partial = rd.partial;
+    if (r->nsids == 0) { /* leaving: only the end of the record begun */
+        size_t left = rd.partial, n;
+        for (n = 0; n < rd.iovcnt && left > 0; n++) {
+            if (iov[n].iov_len > left)
+                iov[n].iov_len = left;
+            left -= iov[n].iov_len;
+        }
+        return n;
+    }
+    return rd.iovcnt;
+}
+
+static size_t offer(void *ud, struct iovec *iov, size_t max, size_t *partial)
+{
+    vg_conn *c = ud;
+    *partial = 0;
+    c->offered = SIZE_MAX;
+    if (c->nreaders == 0)
+        return 0;
+    if (atomic_exchange_explicit(&c->kicked, false, memory_order_acq_rel))
+        for (size_t i = 0; i < c->nreaders; i++)
+            c->readers[i].more = true;
+    /* One inside a frame goes on; then round robin from where the last
+     * write stopped, so one busy topic cannot starve the others. */
+    size_t first = c->rr;
+    for (size_t i = 0; i < c->nreaders; i++)
+        if (mid_frame(&c->readers[i])) {
+            first = i;
+            break;
+        }
+    for (size_t k = 0; k < c->nreaders; k++) {
+        size_t i = (first + k) % c->nreaders;
+        size_t n = offer_one(c, i, iov, max, partial);
+        if (vg_link_ended(c->link))
+            return 0;
+        if (n > 0) {
+            c->offered = i;
+            c->offer_cnt = n;
+            c->offer_partial = *partial;
+            memcpy(c->offer_iov, iov, n * sizeof *iov);
+            return n;
+        }
+    }
+    return 0;
+}
+
 /* The payload length of a stored record whose body is body bytes, on a
  * topic of topic_len bytes (the encoding of vg_frame_write_msg_seq: fixarray,
  * the type, a str, a bin, and the 9-byte seq). */
@@ -143,136 +253,57 @@ static uint64_t record_payload(uint32_t body, uint32_t topic_len)
     return rest - 5;
 }
 
-typedef struct {
-    const struct iovec *iov;
-    size_t iovcnt;
-    size_t bytes;
-} copy_src;
-
-static void copy_records(uint8_t *dst, void *arg)
+/* Counts the records whose first byte is among the first n bytes of the
+ * last offer (a record partly written before was counted then). */
+static void count_started(vg_conn *c, const conn_reader *r, size_t n)
 {
-    const copy_src *s = arg;
-    size_t left = s->bytes;
-    for (size_t i = 0; i < s->iovcnt && left > 0; i++) {
-        size_t n = s->iov[i].iov_len < left ? s->iov[i].iov_len : left;
-        memcpy(dst, s->iov[i].iov_base, n);
-        dst += n;
-        left -= n;
-    }
-}
-
-/* Of what a read offered, the whole records that fit in budget (at least
- * one): their bytes, frames and payload bytes. Records never straddle two
- * iovecs: each chunk holds whole records. */
-static size_t whole_records(const struct iovec *iov, size_t iovcnt, size_t budget,
-                            uint32_t topic_len, uint32_t *frames, uint64_t *payload)
-{
-    size_t total = 0;
-    *frames = 0;
-    *payload = 0;
-    for (size_t i = 0; i < iovcnt; i++) {
-        const uint8_t *p = iov[i].iov_base;
-        size_t off = 0;
-        while (off < iov[i].iov_len) {
-            uint32_t body = vg_be32(p + off);
-            size_t len = VG_FRAME_HEADER + (size_t)body;
-            if (*frames > 0 && total + len > budget)
-                return total;
-            total += len;
-            off += len;
-            ++*frames;
-            *payload += record_payload(body, topic_len);
-        }
-    }
-    return total;
-}
-
-/* Copies what r's cursor has (and a GAP first if retention skipped some)
- * into c's outbox, up to budget bytes; returns the bytes queued. */
-static size_t fill_one(vg_conn *c, conn_reader *r, size_t budget, uint64_t *msgs,
-                       uint64_t *payload)
-{
-    struct iovec iov[VG_TCURSOR_PINS];
-    vg_tread rd;
-    vg_tlog_read(&r->cur, iov, VG_TCURSOR_PINS, budget, &rd);
-    size_t queued = 0;
-    if (rd.gap.from != 0) {
-        /* In the bulk stream, in order with the records, not ahead of them
-         * as a control frame would go. Gaps are rare: a buffer of its own. */
-        vg_buf gap = {0};
-        vg_status st = vg_frame_put_gap(&gap, r->sid, r->topic, r->len, rd.gap.from, rd.gap.to,
-                                        VG_GAP_RETENTION);
-        if (st == VG_OK)
-            st = vg_outbox_put_always(c->outbox, gap.data, gap.len, 1);
-        vg_buf_free(&gap);
-        if (st != VG_OK) {
-            vg_link_end(c->link, VG_END_NOMEM, 0, "out of memory for a GAP frame");
-            goto fail_release;
-        }
-        queued += 1; /* not a byte count: "something was queued" */
-        char t[80];
-        vg_log(VG_LOG_DEBUG, "gap", "client=%llu sid=%llu topic=%s from=%llu to=%llu missed=%llu",
-               (unsigned long long)c->id, (unsigned long long)r->sid,
-               vg_log_quote(t, sizeof t, r->topic, r->len), (unsigned long long)rd.gap.from,
-               (unsigned long long)rd.gap.to, (unsigned long long)(rd.gap.to - rd.gap.from + 1));
-    }
-    if (rd.iovcnt == 0) {
-        r->more = rd.gap.from != 0; /* after a gap, look again */
-        vg_tcursor_consume(&r->cur, 0);
-        return queued;
-    }
-    uint32_t frames;
-    uint64_t pay;
-    size_t n = whole_records(iov, rd.iovcnt, budget, r->len, &frames, &pay);
-    copy_src src = {iov, rd.iovcnt, n};
-    vg_status st = vg_outbox_put_with(c->outbox, n, frames, 0, copy_records, &src);
-    if (st != VG_OK) {
-        if (st == VG_ERR_NOMEM)
-            vg_link_end(c->link, VG_END_NOMEM, 0, "out of memory for output");
-        goto fail_release; /* FULL: the cursor stays where it was */
-    }
-    vg_tcursor_consume(&r->cur, n);
-    *msgs += frames;
-    *payload += pay;
-    return queued + n;
-
-fail_release:
-    vg_tcursor_consume(&r->cur, 0);
-    return queued;
-}
-
-void vg_reader_fill(vg_conn *c)
-{
-    if (c->nreaders == 0)
-        return;
-    if (atomic_exchange_explicit(&c->kicked, false, memory_order_acq_rel))
-        for (size_t i = 0; i < c->nreaders; i++)
-            c->readers[i].more = true;
-    size_t queued = vg_outbox_bytes(c->outbox);
-    if (queued >= FILL_LOW)
-        return;
-    size_t budget = FILL_MAX;
     uint64_t msgs = 0, payload = 0;
-    /* Round robin from where the last round stopped, so one busy topic
-     * cannot starve the others. */
-    size_t idle = 0;
-    for (size_t i = c->rr; budget > 0 && idle < c->nreaders && !vg_link_ended(c->link);
-         i = (i + 1) % c->nreaders) {
-        conn_reader *r = &c->readers[i];
-        if (!r->more) {
-            idle++;
-            continue;
+    size_t seen = 0;
+    for (size_t i = 0; i < c->offer_cnt && seen < n; i++) {
+        const uint8_t *p = c->offer_iov[i].iov_base;
+        size_t len = c->offer_iov[i].iov_len;
+        size_t off = i == 0 ? c->offer_partial : 0; /* iovecs after the first start a record */
+        if (off > len)
+            off = len;
+        seen += off;
+        while (off < len && seen < n) {
+            uint32_t body = vg_be32(p + off);
+            size_t rec = VG_FRAME_HEADER + (size_t)body;
+            msgs++;
+            payload += record_payload(body, r->len);
+            off += rec;
+            seen += rec;
         }
-        size_t n = fill_one(c, r, budget, &msgs, &payload);
-        if (n == 0 && r->more)
-            break; /* the outbox is full or memory ran out: the next round */
-        budget = n >= budget ? 0 : budget - n;
-        idle = r->more ? 0 : idle + 1;
-        c->rr = (i + 1) % c->nreaders;
     }
-    if (msgs > 0) {
-        vg_server_stats *st = &c->srv->stats;
-        atomic_fetch_add_explicit(&st->msgs_out, msgs, memory_order_relaxed);
-        atomic_fetch_add_explicit(&st->bytes_out, payload, memory_order_relaxed);
+    vg_server_stats *st = &c->srv->stats;
+    atomic_fetch_add_explicit(&st->msgs_out, msgs, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->bytes_out, payload, memory_order_relaxed);
+}
+
+static void taken(void *ud, size_t n)
+{
+    vg_conn *c = ud;
+    if (c->offered >= c->nreaders)
+        return;
+    conn_reader *r = &c->readers[c->offered];
+    if (r->gap.len > r->gap_off) {
+        r->gap_off += n;
+        if (r->gap_off >= r->gap.len)
+            r->gap.len = r->gap_off = 0;
+    } else {
+        if (n > 0)
+            count_started(c, r, n);
+        vg_tcursor_consume(&r->cur, n);
     }
+    if (r->nsids == 0 && !mid_frame(r))
+        drop_reader(c, c->offered);
+    else if (!mid_frame(r))
+        c->rr = (c->offered + 1) % c->nreaders;
+    c->offered = SIZE_MAX;
+}
+
+void vg_reader_source(vg_conn *c, vg_source *src)
+{
+    c->offered = SIZE_MAX;
+    *src = (vg_source){.offer = offer, .taken = taken, .ud = c};
 }

@@ -87,6 +87,11 @@ vg_logs *vg_logs_create(const vg_logs_cfg *cfg, uint64_t epoch)
     if (pthread_mutex_init(&s->pool_mu, NULL) != 0)
         goto fail_destroy_mu;
     s->cfg = *cfg;
+    /* A chunk is what retention drops at once: keep it to a quarter of
+     * the budget, or a small budget would hold one chunk or none. */
+    if (cfg->max_bytes > 0 && s->cfg.max_chunk > cfg->max_bytes / 4)
+        s->cfg.max_chunk = (uint32_t)(cfg->max_bytes / 4 > cfg->min_chunk ? cfg->max_bytes / 4
+                                                                           : cfg->min_chunk);
     s->epoch = epoch;
     return s;
 
@@ -583,7 +588,8 @@ void vg_tlog_read(vg_tcursor *c, struct iovec *iov, size_t iovmax, size_t max_by
             uint32_t len = record_len(c->at, c->off);
             iov[0] = (struct iovec){c->at->data + c->off + c->into, len - c->into};
             c->at_end = c->off + len;
-            *out = (vg_tread){.iovcnt = 1, .bytes = len - c->into, .records = 1};
+            *out = (vg_tread){.iovcnt = 1, .bytes = len - c->into, .records = 1,
+                              .partial = len - c->into};
             pthread_mutex_unlock(&t->mu);
             return;
         }
@@ -598,6 +604,8 @@ void vg_tlog_read(vg_tcursor *c, struct iovec *iov, size_t iovmax, size_t max_by
     }
     vg_chunk *ch = c->at;
     uint32_t pos = c->off + c->into;
+    if (c->into > 0 && c->off < ch->len)
+        out->partial = record_len(ch, c->off) - c->into;
     uint64_t seq = c->seq; /* of the record at pos's start */
     for (;;) {
         if (pos < ch->len) {

@@ -34,7 +34,8 @@ typedef struct {
     uint64_t max_bytes; /* chunk capacity held by all logs together (0: no limit) */
     int64_t max_age_ms; /* drop a chunk once its newest record is older (0: no limit) */
     uint32_t min_chunk; /* first chunk of a log; doubles per chunk up to max_chunk */
-    uint32_t max_chunk; /* a larger record gets a chunk of its own size */
+    uint32_t max_chunk; /* a larger record gets a chunk of its own size; at
+                           most a quarter of max_bytes, whatever is asked */
 } vg_logs_cfg;
 
 /* Defaults: 512 MiB, no age limit, chunks of 4 KiB growing to 2 MiB less
@@ -132,6 +133,8 @@ typedef struct {
                         the first possibly starting inside a record (into) */
     size_t bytes;    /* their total */
     uint64_t records; /* records they end (a partly sent first one included) */
+    size_t partial;  /* bytes that finish a record partly sent (the first
+                        iovec's start); 0: the first starts a record */
     vg_tgap gap;     /* from = 0: none; else records dropped before the
                         position, which has moved past them */
 } vg_tread;

@@ -53,6 +53,68 @@ static void consume(vg_sender *s, size_t w, bool ctl_first)
     }
 }
 
+/* Control frames (at a frame boundary of the source's stream) and what
+ * the source offers, in one sendmsg: VG_OK (all of it written), VG_AGAIN
+ * (the socket took less) or VG_ERR_IO. *offered is false when the source
+ * had nothing. */
+static vg_status write_source(vg_sender *s, int fd, size_t *wrote, bool *offered)
+{
+    struct iovec iov[1 + VG_SOURCE_IOV];
+    size_t partial;
+    size_t k = s->src.offer(s->src.ud, iov + 1, VG_SOURCE_IOV, &partial);
+    *offered = k > 0;
+    *wrote = 0;
+    s->src_pending = false;
+    if (k == 0)
+        return VG_OK;
+    bool has_ctl = s->ctl.len > s->ctl_off;
+    struct iovec *first = iov + 1;
+    size_t n = k;
+    if (has_ctl && partial == 0) { /* a boundary: control first */
+        iov[0] = (struct iovec){s->ctl.data + s->ctl_off, s->ctl.len - s->ctl_off};
+        first = iov;
+        n++;
+    } else if (has_ctl) { /* finish the frame in progress, then control */
+        size_t left = partial;
+        for (n = 0; n < k && left > 0; n++) {
+            if (iov[1 + n].iov_len > left)
+                iov[1 + n].iov_len = left;
+            left -= iov[1 + n].iov_len;
+        }
+    }
+    size_t want = 0;
+    for (size_t i = 0; i < n; i++)
+        want += first[i].iov_len;
+    struct msghdr msg = {.msg_iov = first, .msg_iovlen = n};
+    ssize_t w;
+    do
+        w = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (w < 0 && errno == EINTR);
+    if (w < 0) {
+        s->src.taken(s->src.ud, 0);
+        s->src_pending = true;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            s->blocked = true;
+            return VG_AGAIN;
+        }
+        return VG_ERR_IO;
+    }
+    size_t rest = (size_t)w;
+    if (first == iov) {
+        size_t c = iov[0].iov_len < rest ? iov[0].iov_len : rest;
+        s->ctl_off += c;
+        rest -= c;
+        if (s->ctl_off == s->ctl.len)
+            s->ctl.len = s->ctl_off = 0;
+    }
+    s->src.taken(s->src.ud, rest);
+    s->bytes_written += (size_t)w;
+    *wrote = (size_t)w;
+    s->blocked = (size_t)w < want;
+    s->src_pending = s->blocked;
+    return s->blocked ? VG_AGAIN : VG_OK;
+}
+
 static vg_status flush(vg_sender *s, int fd, vg_outbox *ob, size_t budget, bool with_bulk,
                        int64_t now_ns)
 {
@@ -67,6 +129,21 @@ static vg_status flush(vg_sender *s, int fd, vg_outbox *ob, size_t budget, bool 
         }
         bool has_ctl = s->ctl.len > s->ctl_off;
         bool has_bulk = with_bulk && s->bulk.len > s->off;
+        if (!has_bulk && with_bulk && s->src.offer != NULL) {
+            size_t wrote;
+            bool offered;
+            st = write_source(s, fd, &wrote, &offered);
+            total += wrote;
+            if (st != VG_OK)
+                break;
+            if (offered && total < budget)
+                continue; /* the source may have more, and control may wait */
+            if (offered) {
+                st = VG_AGAIN;
+                break;
+            }
+            /* nothing from the source: control alone, below */
+        }
         if (!has_ctl && !has_bulk) {
             s->blocked = false;
             st = VG_OK;

@@ -12,9 +12,27 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/uio.h>
+
 #include "buf.h"
 #include "outbox.h"
 #include "status.h"
+
+/* A third stream, after the bulk frames: bytes the owner offers straight
+ * from memory of its own (the broker's topic logs), written with no copy.
+ * offer fills up to max iovecs and returns how many (0: nothing to send
+ * now); they hold whole frames, except that their first *partial bytes
+ * finish a frame begun by an earlier write (0: they start at a frame
+ * boundary, where a control frame may go first). taken(ud, n) reports that
+ * the first n bytes of the last offer were written; the rest is offered
+ * again. Both run on the owner thread, inside a flush. */
+typedef struct {
+    size_t (*offer)(void *ud, struct iovec *iov, size_t max, size_t *partial);
+    void (*taken)(void *ud, size_t n);
+    void *ud;
+} vg_source;
+
+#define VG_SOURCE_IOV 16 /* iovecs offered at most */
 
 typedef struct {
     vg_buf ctl; /* owner appends whole control frames here */
@@ -31,10 +49,13 @@ typedef struct {
      * this way); the bytes are valid during the call only. */
     void (*on_written)(void *ud, const uint8_t *frame, size_t len);
     void *ud;
+    vg_source src;    /* optional (src.offer NULL: none) */
+    bool src_pending; /* the source's last offer was not all written */
 } vg_sender;
 
 /* Writes control frames and bulk frames (taking more from ob, which may be
- * NULL, whenever the bulk stream runs dry) until everything is written
+ * NULL, whenever the bulk stream runs dry, then from the source) until
+ * everything is written
  * (VG_OK), the socket is full or budget bytes were written (VG_AGAIN), or an
  * error (VG_ERR_IO, errno set). now_ns is reported to ob as the time of
  * progress. */
@@ -45,10 +66,11 @@ vg_status vg_sender_flush(vg_sender *s, int fd, vg_outbox *ob, size_t budget, in
  * vg_sender_rewind). */
 vg_status vg_sender_flush_ctl(vg_sender *s, int fd);
 
-/* True when bytes wait to be written (not counting the outbox). */
+/* True when bytes wait to be written (not counting the outbox, nor a source
+ * that has not been asked yet). */
 static inline bool vg_sender_busy(const vg_sender *s)
 {
-    return s->ctl.len > s->ctl_off || s->bulk.len > s->off;
+    return s->ctl.len > s->ctl_off || s->bulk.len > s->off || s->src_pending;
 }
 
 /* Control bytes queued and not yet written. */
