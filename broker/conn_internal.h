@@ -150,6 +150,14 @@ void vg_reader_source(vg_conn *c, vg_source *src);
  * unless a wake-up is already owed (one per round of c's, not per run). */
 void vg_reader_kick(vg_conn *c);
 
+/* reader.c: a publisher appended a run from first_seq on topic, which c
+ * reads. If c's thread sleeps with its socket lent (outbox.h) and its
+ * cursor is right there, the run goes out on the publisher's thread at
+ * once: one wake-up and one hop less for an isolated message, as for
+ * version 1 (docs/performance.md). Otherwise, or for what is left, c is
+ * kicked. */
+void vg_reader_deliver(vg_conn *c, const char *topic, uint32_t len, uint64_t first_seq);
+
 /* reader.c: drops every cursor (the connection is gone). */
 void vg_reader_free_all(vg_conn *c);
 

@@ -302,6 +302,57 @@ static void taken(void *ud, size_t n)
     c->offered = SIZE_MAX;
 }
 
+typedef struct {
+    vg_conn *c;
+    const char *topic;
+    uint32_t len;
+    uint64_t first; /* the seq of the run just appended */
+    bool all;       /* everything up to the log's end went out */
+} lent_arg;
+
+/* Under c's outbox lock, c's thread asleep with its socket lent: if the
+ * reader of the topic was caught up to the run just appended, writes it
+ * on the publisher's thread, as the owner would have (vg_outbox_lent_write). */
+static size_t lent_send(int fd, void *arg, uint64_t *frames)
+{
+    lent_arg *a = arg;
+    vg_conn *c = a->c;
+    for (size_t i = 0; i < c->nreaders; i++)
+        if (mid_frame(&c->readers[i]) || c->readers[i].gap.len > 0)
+            return 0; /* the stream is the owner's to go on with */
+    conn_reader *r = find_reader(c, a->topic, a->len);
+    if (r == NULL || r->cur.seq != a->first)
+        return 0;
+    struct iovec iov[VG_SOURCE_IOV];
+    vg_tread rd;
+    vg_tlog_read(&r->cur, iov, VG_SOURCE_IOV, OFFER_MAX, &rd);
+    if (rd.gap.from != 0 || rd.iovcnt == 0 || rd.partial != 0) {
+        vg_tcursor_consume(&r->cur, 0);
+        return 0;
+    }
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = rd.iovcnt};
+    ssize_t w = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (w <= 0) { /* an error is the owner's to meet on its own write */
+        vg_tcursor_consume(&r->cur, 0);
+        return 0;
+    }
+    c->offer_cnt = rd.iovcnt;
+    c->offer_partial = 0;
+    memcpy(c->offer_iov, iov, rd.iovcnt * sizeof *iov);
+    count_started(c, r, (size_t)w);
+    *frames = vg_tcursor_consume(&r->cur, (size_t)w);
+    a->all = (size_t)w == rd.bytes && r->cur.seq == vg_tlog_next_seq(r->cur.log);
+    return (size_t)w;
+}
+
+void vg_reader_deliver(vg_conn *c, const char *topic, uint32_t len, uint64_t first_seq)
+{
+    lent_arg a = {c, topic, len, first_seq, false};
+    if (vg_outbox_lent_write(c->outbox, lent_send, &a) && a.all)
+        return; /* it sleeps on, with nothing owed */
+    vg_reader_kick(c);
+}
+
 void vg_reader_source(vg_conn *c, vg_source *src)
 {
     c->offered = SIZE_MAX;

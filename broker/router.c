@@ -58,13 +58,14 @@ static void note_drops(vg_server *srv, vg_conn *sub, int64_t now_ms)
     }
 }
 
-/* Hands a run of whole MSG frames on topic, just appended to its log, to
- * every subscriber: version 2 is kicked, version 1 gets the bytes. from, if
+/* Hands a run of whole MSG frames on topic, just appended to its log from
+ * first_seq, to every subscriber: version 2 reads it from the log
+ * (vg_reader_deliver), version 1 gets the bytes. from, if
  * not NULL, is the publishing connection: its own outbox is never waited
  * on (only its thread drains it); stall_ms bounds the wait for any other. */
 static void fan_out(vg_server *srv, vg_conn *from, const char *topic, uint32_t topic_len,
-                    const uint8_t *bytes, size_t len, uint32_t frames, uint64_t payload,
-                    int stall_ms, void ***scratch, size_t *scratch_cap)
+                    uint64_t first_seq, const uint8_t *bytes, size_t len, uint32_t frames,
+                    uint64_t payload, int stall_ms, void ***scratch, size_t *scratch_cap)
 {
     size_t n = 0;
     if (vg_subtable_match(srv->subs, topic, topic_len, scratch, scratch_cap, &n) != VG_OK) {
@@ -78,7 +79,7 @@ static void fan_out(vg_server *srv, vg_conn *from, const char *topic, uint32_t t
     for (size_t i = 0; i < n; i++) {
         vg_conn *sub = (*scratch)[i];
         if (sub->version >= 2) { /* fixed before it could subscribe */
-            vg_reader_kick(sub);
+            vg_reader_deliver(sub, topic, topic_len, first_seq);
             vg_conn_release(sub);
             continue;
         }
@@ -117,11 +118,13 @@ static vg_tlog *run_log(vg_conn *c, const char *topic, uint32_t len)
 }
 
 /* Appends the run to its log: *skip frames at its front were appended
- * before (a version-2 publisher resending), *done after them went in now.
+ * before (a version-2 publisher resending), *done after them went in now,
+ * from *first_seq on.
  * The dedupe lock covers check, append and record, so that two
  * connections of one publisher (an old one not yet found dead) cannot both
  * append a message. */
-static vg_status append_run(vg_conn *c, const conn_run *r, uint32_t *skip, uint32_t *done)
+static vg_status append_run(vg_conn *c, const conn_run *r, uint32_t *skip, uint32_t *done,
+                            uint64_t *first_seq)
 {
     vg_server *srv = c->srv;
     *skip = 0;
@@ -137,9 +140,8 @@ static vg_status append_run(vg_conn *c, const conn_run *r, uint32_t *skip, uint3
     }
     vg_status st = VG_OK;
     if (*skip < r->frames) {
-        uint64_t first_seq;
         size_t appended = 0;
-        st = vg_tlog_append(log, r->msgs + *skip, r->frames - *skip, now, &first_seq, &appended);
+        st = vg_tlog_append(log, r->msgs + *skip, r->frames - *skip, now, first_seq, &appended);
         *done = (uint32_t)appended;
     }
     if (dedupe) {
@@ -176,7 +178,8 @@ void vg_router_flush(vg_conn *c)
     atomic_fetch_add_explicit(&st->msgs_in, r->frames, memory_order_relaxed);
     atomic_fetch_add_explicit(&st->bytes_in, r->payload, memory_order_relaxed);
     uint32_t skip, done;
-    vg_status ast = append_run(c, r, &skip, &done);
+    uint64_t first_seq = 0;
+    vg_status ast = append_run(c, r, &skip, &done, &first_seq);
     if (skip > 0)
         atomic_fetch_add_explicit(&st->duplicates, skip, memory_order_relaxed);
     if (ast != VG_OK) {
@@ -193,8 +196,8 @@ void vg_router_flush(vg_conn *c)
         size_t len = r->len;
         uint64_t payload = r->payload;
         const uint8_t *bytes = done == r->frames ? r->start : run_slice(r, skip, done, &len, &payload);
-        fan_out(c->srv, c, r->topic, r->topic_len, bytes, len, done, payload, VG_DELIVER_STALL_MS,
-                &c->scratch, &c->scratch_cap);
+        fan_out(c->srv, c, r->topic, r->topic_len, first_seq, bytes, len, done, payload,
+                VG_DELIVER_STALL_MS, &c->scratch, &c->scratch_cap);
     }
     c->pub_next += r->frames;
     r->frames = 0;
@@ -255,7 +258,7 @@ vg_status vg_conn_publish_system(vg_server *srv, const char *topic, const void *
     if (st != VG_OK)
         return st;
     /* Never a stall: this is the main thread, which also accepts and stops. */
-    fan_out(srv, NULL, topic, (uint32_t)topic_len, frame->data, frame->len, 1, payload_len, 0,
-            scratch, scratch_cap);
+    fan_out(srv, NULL, topic, (uint32_t)topic_len, seq, frame->data, frame->len, 1, payload_len,
+            0, scratch, scratch_cap);
     return VG_OK;
 }

@@ -362,6 +362,29 @@ vg_lent vg_outbox_reclaim(vg_outbox *ob)
     return l;
 }
 
+bool vg_outbox_lent_write(vg_outbox *ob, size_t (*write)(int fd, void *arg, uint64_t *frames),
+                          void *arg)
+{
+    bool ran = false;
+    pthread_mutex_lock(&ob->mu);
+    if (ob->lent_fd >= 0 && ob->pending.len == 0) {
+        int64_t now = vg_now_ns(); /* read only while lent, as in send_lent */
+        if (vg_outbox_lend_allowed(ob->last_lent_ns, now)) {
+            ob->last_lent_ns = now;
+            uint64_t frames = 0;
+            size_t w = write(ob->lent_fd, arg, &frames);
+            if (w > 0) {
+                atomic_store(&ob->drained_ns, now);
+                ob->lent.bytes += w;
+                ob->lent.frames += frames;
+            }
+            ran = true;
+        }
+    }
+    pthread_mutex_unlock(&ob->mu);
+    return ran;
+}
+
 void vg_outbox_wake(vg_outbox *ob) { signal_owner(ob); }
 
 void vg_outbox_close(vg_outbox *ob)

@@ -110,6 +110,16 @@ vg_lent vg_outbox_reclaim(vg_outbox *ob);
  * than the wake-up it saves). Pure; exposed for tests. */
 bool vg_outbox_lend_allowed(int64_t last_ns, int64_t now_ns);
 
+/* Producer: while the owner sleeps with its socket lent and nothing queued
+ * (and the lending policy allows a send now), calls write(fd, arg, &frames)
+ * under the lock, so that the producer writes on the socket itself, as
+ * the owner would, from memory the owner reads too (the broker's topic
+ * logs): the owner does nothing but sleep until it has the lock back.
+ * write returns the bytes it sent and sets the frames it completed; they
+ * count as the producers' (vg_outbox_reclaim). Returns true if write ran. */
+bool vg_outbox_lent_write(vg_outbox *ob, size_t (*write)(int fd, void *arg, uint64_t *frames),
+                          void *arg);
+
 /* Wakes the owner unconditionally (it has other work: a stop, a subscription). */
 void vg_outbox_wake(vg_outbox *ob);
 
