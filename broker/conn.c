@@ -145,9 +145,12 @@ static const vg_link_ops conn_ops = {
 static void finish(vg_conn *c, vg_end e)
 {
     vg_server *srv = c->srv;
-    vg_outbox_close(c->outbox);
+    vg_outbox_close(c->outbox); /* after it, no publisher writes for us (lent_write) */
     for (size_t i = 0; i < c->nsubs; i++)
         vg_subtable_remove(srv->subs, c->subs[i].topic, c->subs[i].len, c);
+    /* The cursors' pins go now, while the topic logs surely exist: once
+     * this thread leaves the registry, a stopping server may free them. */
+    vg_reader_free_all(c);
 
     const char *detail = vg_link_end_detail(c->link);
     vg_evict_reason bucket;
