@@ -24,7 +24,7 @@
 #include "ceiling.h"
 #include "histogram.h"
 
-#define MAX_CLIENTS 64
+#define MAX_CLIENTS 256
 
 /* At full speed one message in SAMPLE carries a send time (the others carry
  * 0 and are only counted): reading the clock for every message on both ends
@@ -134,6 +134,7 @@ static void *publisher(void *arg)
 }
 
 static double cpu_seconds(int pid);
+static long rss_kb(int pid);
 
 static int connect_subs(const config *cfg, sub_state *subs, bool inflight)
 {
@@ -177,15 +178,22 @@ static int run_throughput(const config *cfg)
         pthread_create(&tids[i], NULL, publisher, &pubs[i]);
     }
     double cpu0 = cfg->broker_pid > 0 ? cpu_seconds(cfg->broker_pid) : 0;
+    /* The broker's RSS: at the start, and the peak of samples every 10 ms. */
+    long rss_start = cfg->broker_pid > 0 ? rss_kb(cfg->broker_pid) : -1, rss_peak = rss_start;
     int64_t start = now_ns();
     pthread_barrier_wait(&go);
 
     /* Wait for every subscriber to have everything, or for silence. */
     uint64_t want = cfg->count * (uint64_t)cfg->subs, got = 0, last_got = 0;
     int64_t quiet_since = now_ns();
-    for (;;) {
+    for (unsigned tick_no = 1;; tick_no++) {
         struct timespec tick = {0, 2000000};
         nanosleep(&tick, NULL); /* a sampling period, not a wait for a condition */
+        if (cfg->broker_pid > 0 && tick_no % 5 == 0) {
+            long r = rss_kb(cfg->broker_pid);
+            if (r > rss_peak)
+                rss_peak = r;
+        }
         got = 0;
         for (int i = 0; i < cfg->subs; i++)
             got += atomic_load(&subs[i].received);
@@ -197,6 +205,11 @@ static int run_throughput(const config *cfg)
         } else if (now_ns() - quiet_since > (int64_t)cfg->timeout_ms * 1000000) {
             break;
         }
+    }
+    if (cfg->broker_pid > 0) {
+        long r = rss_kb(cfg->broker_pid);
+        if (r > rss_peak)
+            rss_peak = r;
     }
     int failed = 0;
     int64_t pub_end = start;
@@ -227,6 +240,8 @@ static int run_throughput(const config *cfg)
     if (cfg->broker_pid > 0) /* CPU time, user + system, of every broker thread */
         printf(" broker_cpu_us_per_msg=%.3f",
                (cpu_seconds(cfg->broker_pid) - cpu0) * 1e6 / (double)cfg->count);
+    if (cfg->broker_pid > 0) /* VmRSS before the run, and its peak over the run */
+        printf(" broker_rss_start_kb=%ld broker_rss_kb=%ld", rss_start, rss_peak);
     printf(" secs=%.2f%s\n", recv_s, failed ? " error=publish_failed" : "");
     for (int i = 0; i < cfg->pubs; i++)
         cfg->be->close(pubs[i].conn);
@@ -342,13 +357,16 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: vigil-bench [--system vigil|nats|mosquitto] [--server HOST:PORT] [OPTIONS]\n\n"
-            "  --pubs P --subs S      publishers and subscribers on one topic (default 1, 1)\n"
+            "  --pubs P --subs S      publishers and subscribers on one topic (default 1, 1; at\n"
+            "                         most 256 each)\n"
             "  --size BYTES           payload size, at least 16 (default 16)\n"
             "  --count N              messages published in all (default 1000000)\n"
             "  --inflight             one message in flight: latency of N round trips\n"
             "  --idle N               hold N idle subscribed connections; report broker RSS per\n"
             "                         connection and CPU over --idle-secs (needs --broker-pid)\n"
-            "  --broker-pid PID       also report the broker's CPU time per published message\n"
+            "  --broker-pid PID       also report the broker's CPU time per published message,\n"
+            "                         its RSS before the run (broker_rss_start_kb) and the peak of\n"
+            "                         its RSS sampled every 10 ms over the run (broker_rss_kb)\n"
             "  --catchup [N]          vigil only: N messages (default --count) of --size (default\n"
             "                         128) published with no subscriber, then a subscriber from\n"
             "                         the topic's first message while live traffic goes on;\n"
