@@ -6,6 +6,7 @@
  * and its sequence number in its first 16 bytes, so latency is measured end
  * to end by the receiving thread, and loss by counting. One line of
  * key=value results goes to stdout. */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -19,10 +20,11 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "catchup.h"
 #include "ceiling.h"
 #include "histogram.h"
 
-#define MAX_CLIENTS 64
+#define MAX_CLIENTS 256
 
 /* At full speed one message in SAMPLE carries a send time (the others carry
  * 0 and are only counted): reading the clock for every message on both ends
@@ -132,6 +134,7 @@ static void *publisher(void *arg)
 }
 
 static double cpu_seconds(int pid);
+static long rss_kb(int pid);
 
 static int connect_subs(const config *cfg, sub_state *subs, bool inflight)
 {
@@ -175,15 +178,22 @@ static int run_throughput(const config *cfg)
         pthread_create(&tids[i], NULL, publisher, &pubs[i]);
     }
     double cpu0 = cfg->broker_pid > 0 ? cpu_seconds(cfg->broker_pid) : 0;
+    /* The broker's RSS: at the start, and the peak of samples every 10 ms. */
+    long rss_start = cfg->broker_pid > 0 ? rss_kb(cfg->broker_pid) : -1, rss_peak = rss_start;
     int64_t start = now_ns();
     pthread_barrier_wait(&go);
 
     /* Wait for every subscriber to have everything, or for silence. */
     uint64_t want = cfg->count * (uint64_t)cfg->subs, got = 0, last_got = 0;
     int64_t quiet_since = now_ns();
-    for (;;) {
+    for (unsigned tick_no = 1;; tick_no++) {
         struct timespec tick = {0, 2000000};
         nanosleep(&tick, NULL); /* a sampling period, not a wait for a condition */
+        if (cfg->broker_pid > 0 && tick_no % 5 == 0) {
+            long r = rss_kb(cfg->broker_pid);
+            if (r > rss_peak)
+                rss_peak = r;
+        }
         got = 0;
         for (int i = 0; i < cfg->subs; i++)
             got += atomic_load(&subs[i].received);
@@ -195,6 +205,11 @@ static int run_throughput(const config *cfg)
         } else if (now_ns() - quiet_since > (int64_t)cfg->timeout_ms * 1000000) {
             break;
         }
+    }
+    if (cfg->broker_pid > 0) {
+        long r = rss_kb(cfg->broker_pid);
+        if (r > rss_peak)
+            rss_peak = r;
     }
     int failed = 0;
     int64_t pub_end = start;
@@ -225,6 +240,8 @@ static int run_throughput(const config *cfg)
     if (cfg->broker_pid > 0) /* CPU time, user + system, of every broker thread */
         printf(" broker_cpu_us_per_msg=%.3f",
                (cpu_seconds(cfg->broker_pid) - cpu0) * 1e6 / (double)cfg->count);
+    if (cfg->broker_pid > 0) /* VmRSS before the run, and its peak over the run */
+        printf(" broker_rss_start_kb=%ld broker_rss_kb=%ld", rss_start, rss_peak);
     printf(" secs=%.2f%s\n", recv_s, failed ? " error=publish_failed" : "");
     for (int i = 0; i < cfg->pubs; i++)
         cfg->be->close(pubs[i].conn);
@@ -340,13 +357,22 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: vigil-bench [--system vigil|nats|mosquitto] [--server HOST:PORT] [OPTIONS]\n\n"
-            "  --pubs P --subs S      publishers and subscribers on one topic (default 1, 1)\n"
+            "  --pubs P --subs S      publishers and subscribers on one topic (default 1, 1; at\n"
+            "                         most 256 each)\n"
             "  --size BYTES           payload size, at least 16 (default 16)\n"
             "  --count N              messages published in all (default 1000000)\n"
             "  --inflight             one message in flight: latency of N round trips\n"
             "  --idle N               hold N idle subscribed connections; report broker RSS per\n"
             "                         connection and CPU over --idle-secs (needs --broker-pid)\n"
-            "  --broker-pid PID       also report the broker's CPU time per published message\n"
+            "  --broker-pid PID       also report the broker's CPU time per published message,\n"
+            "                         its RSS before the run (broker_rss_start_kb) and the peak of\n"
+            "                         its RSS sampled every 10 ms over the run (broker_rss_kb)\n"
+            "  --catchup [N]          vigil only: N messages (default --count) of --size (default\n"
+            "                         128) published with no subscriber, then a subscriber from\n"
+            "                         the topic's first message while live traffic goes on;\n"
+            "                         reports the replay rate (a fresh topic unless --topic)\n"
+            "  --live-rate R          catch-up: live messages per second (default 10000)\n"
+            "  --live-tail MS         catch-up: live traffic kept up after catching up (default 1000)\n"
             "  --ceiling              loopback ceiling: one process pumping --size frames in\n"
             "                         64 KiB writes over 127.0.0.1 (no broker)\n"
             "  --topic T (default bench), --timeout SECS of silence before giving up (default 5)\n"
@@ -357,8 +383,9 @@ int main(int argc, char **argv)
 {
     config cfg = {.be = &bench_vigil, .server = "127.0.0.1:7222", .topic = "bench", .pubs = 1,
                   .subs = 1, .size = 16, .count = 1000000, .timeout_ms = 5000};
-    bool inflight = false, ceiling = false;
+    bool inflight = false, ceiling = false, catchup = false, size_set = false, topic_set = false;
     int idle = 0, idle_secs = 30;
+    catchup_cfg cu = {.live_rate = 10000, .tail_ms = 1000};
     static const struct option opts[] = {
         {"system", required_argument, NULL, 'y'}, {"server", required_argument, NULL, 's'},
         {"pubs", required_argument, NULL, 'p'},   {"subs", required_argument, NULL, 'u'},
@@ -367,6 +394,8 @@ int main(int argc, char **argv)
         {"idle-secs", required_argument, NULL, 'e'}, {"broker-pid", required_argument, NULL, 'b'},
         {"ceiling", no_argument, NULL, 'c'},      {"topic", required_argument, NULL, 't'},
         {"timeout", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'},
+        {"catchup", optional_argument, NULL, 'C'}, {"live-rate", required_argument, NULL, 'R'},
+        {"live-tail", required_argument, NULL, 'T'},
         {NULL, 0, NULL, 0},
     };
     int o;
@@ -391,21 +420,29 @@ int main(int argc, char **argv)
         case 's': cfg.server = optarg; break;
         case 'p': cfg.pubs = atoi(optarg); break;
         case 'u': cfg.subs = atoi(optarg); break;
-        case 'z': cfg.size = (size_t)atol(optarg); break;
+        case 'z': cfg.size = (size_t)atol(optarg); size_set = true; break;
         case 'n': cfg.count = (uint64_t)atoll(optarg); break;
         case 'i': inflight = true; break;
         case 'd': idle = atoi(optarg); break;
         case 'e': idle_secs = atoi(optarg); break;
         case 'b': cfg.broker_pid = atoi(optarg); break;
         case 'c': ceiling = true; break;
-        case 't': cfg.topic = optarg; break;
+        case 't': cfg.topic = optarg; topic_set = true; break;
+        case 'C': /* --catchup, --catchup=N or --catchup N; without N, --count */
+            if (optarg == NULL && optind < argc && isdigit((unsigned char)argv[optind][0]))
+                optarg = argv[optind++];
+            catchup = true;
+            cu.count = optarg != NULL ? (uint64_t)atoll(optarg) : 0;
+            break;
+        case 'R': cu.live_rate = (uint64_t)atoll(optarg); break;
+        case 'T': cu.tail_ms = atoi(optarg); break;
         case 'o': cfg.timeout_ms = atoi(optarg) * 1000; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
     if (cfg.size < 16 || cfg.pubs < 1 || cfg.pubs > MAX_CLIENTS || cfg.subs < 1 ||
-        cfg.subs > MAX_CLIENTS || cfg.count == 0) {
+        cfg.subs > MAX_CLIENTS || cfg.count == 0 || cu.tail_ms < 0) {
         usage(stderr);
         return 2;
     }
@@ -413,6 +450,21 @@ int main(int argc, char **argv)
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (catchup) {
+        if (cfg.be != &bench_vigil) {
+            fprintf(stderr, "vigil-bench: --catchup is not supported for %s (vigil only: it "
+                            "replays a topic's log)\n", cfg.be->name);
+            return 2;
+        }
+        if (cu.count == 0)
+            cu.count = cfg.count;
+        cu.server = cfg.server;
+        cu.topic = topic_set ? cfg.topic : NULL;
+        cu.size = size_set ? cfg.size : 128;
+        cu.timeout_ms = cfg.timeout_ms;
+        cu.broker_pid = cfg.broker_pid;
+        return bench_catchup(&cu);
     }
     if (ceiling)
         return bench_ceiling(cfg.size, cfg.count);
