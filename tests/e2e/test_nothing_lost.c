@@ -149,6 +149,7 @@ Test(nothing_lost, a_subscriber_stopped_for_ten_seconds_catches_up)
     h_proc *b = h_broker(&port, NULL); /* default heartbeats: 30 s, the stop is shorter */
     h_proc *s = h_sub(port, "orders", NULL);
     cr_assert(h_wait_err(s, "event=subscribed", WAIT), "%s", h_tail(s->err));
+    int64_t pub_t0 = h_now_ms();
     h_proc *p = h_pub_start(port, "--count", "0", "--interval", "0.001", "orders", "order-{n}",
                             NULL);
     wait_for(s, 100, "before the stop");
@@ -163,10 +164,20 @@ Test(nothing_lost, a_subscriber_stopped_for_ten_seconds_catches_up)
     int target = before + 2500;
     wait_for(s, target, "catching up after SIGCONT");
     h_signal(p, SIGINT);
+    int64_t pub_ms = h_now_ms() - pub_t0;
     cr_assert(h_wait_exit(p, WAIT));
     int n = assert_exactly_once_in_order(s);
     cr_log_info("%d messages after a 10 s stop, each once, in order", n);
     cr_assert_geq(n, target);
+    /* Its own count: a publisher held up by the stopped subscriber would
+     * have published far fewer than one a millisecond over its run. */
+    const char *pubd = strstr(p->err, "published=");
+    cr_assert(pubd != NULL, "%s", h_tail(p->err));
+    long published = atol(pubd + strlen("published="));
+    double rate = published * 1000.0 / (double)pub_ms;
+    cr_log_info("pub: %ld messages in %lld ms: %.0f/s (nominal 1000/s)", published,
+                (long long)pub_ms, rate);
+    cr_assert_geq(rate * scale(), 250.0, "the publisher was slowed to %.0f msgs/s", rate);
     h_free(p), h_free(s), h_free(b);
 }
 

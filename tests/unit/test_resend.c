@@ -11,7 +11,8 @@
 static size_t frame_of(vg_buf *b, uint64_t n, size_t payload_len)
 {
     b->len = 0;
-    char p[256];
+    char p[512];
+    cr_assert_leq(payload_len, sizeof p);
     memset(p, 'a' + (int)(n % 26), sizeof p);
     cr_assert_eq(vg_frame_put_msg(b, VG_FRAME_MSG_TYPE1, "t", 1, p, payload_len), VG_OK);
     return b->len;
