@@ -543,7 +543,8 @@ static void attempt(vg_client *c)
      * those of them the last connection did not finish writing. */
     size_t copies_len;
     const uint8_t *copies = vg_resend_bytes(&c->resend, &copies_len);
-    if (vg_sender_replace_front(vg_link_sender(c->link), c->tally.written - c->conn_pos, copies,
+    if ((copies == NULL && c->resend.n > 0) ||
+        vg_sender_replace_front(vg_link_sender(c->link), c->tally.written - c->conn_pos, copies,
                                 copies_len) != VG_OK) {
         close(fd);
         after_failure(c, "internal", "out of memory for the frames to send again", false, 0, false);

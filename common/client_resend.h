@@ -18,12 +18,16 @@
 
 #include "buf.h"
 
+typedef struct vg_resend_block vg_resend_block;
+
 typedef struct {
-    vg_buf buf;     /* whole frames, length prefixes included, from head */
-    size_t head;    /* offset of the oldest copy in buf */
+    vg_resend_block *head, *tail; /* the copies, oldest first, in blocks */
+    vg_resend_block *spare;       /* an emptied block kept for the next ones */
+    size_t bytes;   /* bytes of copies held */
     uint64_t first; /* the number of the oldest copy */
     uint64_t n;     /* copies held */
     size_t limit;   /* bytes of copies at most */
+    vg_buf linear;  /* vg_resend_bytes' copy when they span blocks */
 } vg_resend;
 
 /* An empty set holding at most limit bytes of copies. */
@@ -35,21 +39,20 @@ void vg_resend_free(vg_resend *r);
 /* MSG frame number (one more than the newest copy's, or any if there is
  * none) was written for the first time: keeps a copy of its len bytes,
  * dropping the oldest copies to stay within the limit (all of them if this
- * one cannot be kept). */
+ * one cannot be kept). One memcpy into a block: copies are never moved
+ * again, dropped ones free whole blocks. */
 void vg_resend_add(vg_resend *r, uint64_t number, const uint8_t *frame, size_t len);
 
 /* The broker has every frame up to number: their copies go. */
 void vg_resend_confirmed(vg_resend *r, uint64_t number);
 
-/* Drops every copy (the client is closing). */
+/* Drops every copy (the client is closing, or a burst has passed). */
 void vg_resend_clear(vg_resend *r);
 
-/* The copies, oldest first, as one run of whole frames (NULL if none was
- * ever kept). */
-static inline const uint8_t *vg_resend_bytes(const vg_resend *r, size_t *len)
-{
-    *len = r->buf.len - r->head;
-    return r->buf.data != NULL ? r->buf.data + r->head : NULL;
-}
+/* The copies, oldest first, as one run of whole frames (NULL if there are
+ * none, or no memory to put blocks together: then *len is 0 too). Valid
+ * until the next call on r. For a new connection, so rarely that putting
+ * blocks together costs nothing that matters. */
+const uint8_t *vg_resend_bytes(vg_resend *r, size_t *len);
 
 #endif

@@ -26,7 +26,7 @@ static void add(vg_resend *r, uint64_t n, size_t payload_len)
     vg_buf_free(&b);
 }
 
-static void holds(const vg_resend *r, uint64_t first, uint64_t n)
+static void holds(vg_resend *r, uint64_t first, uint64_t n)
 {
     cr_assert_eq(r->n, n, "%llu copies, expected %llu", (unsigned long long)r->n,
                  (unsigned long long)n);
@@ -85,5 +85,33 @@ Test(resend, a_frame_too_large_or_out_of_order_drops_every_copy)
     holds(&r, 9, 1);
     vg_resend_clear(&r);
     holds(&r, 0, 0);
+    vg_resend_free(&r);
+}
+
+/* Copies spanning several blocks come back as one run, oldest first, and
+ * confirmations free the blocks they empty. */
+Test(resend, copies_across_blocks_come_back_whole_and_in_order)
+{
+    vg_resend r;
+    vg_resend_init(&r, 4u << 20);
+    for (uint64_t n = 1; n <= 6000; n++)
+        add(&r, n, 200); /* about 1.3 MB: six blocks */
+    holds(&r, 1, 6000);
+    vg_resend_confirmed(&r, 2500);
+    holds(&r, 2501, 3500);
+    size_t len;
+    const uint8_t *p = vg_resend_bytes(&r, &len);
+    vg_frame f;
+    const char *why;
+    for (uint64_t n = 2501, off = 0; n <= 6000; n++) {
+        uint32_t body = vg_be32(p + off);
+        cr_assert_eq(vg_frame_parse(p + off + VG_FRAME_HEADER, body, &f, &why), VG_OK);
+        cr_assert_eq(f.payload[0], 'a' + (int)(n % 26), "copy %llu out of place",
+                     (unsigned long long)n);
+        off += VG_FRAME_HEADER + body;
+    }
+    vg_resend_confirmed(&r, 6000);
+    holds(&r, 0, 0);
+    cr_assert_null(r.head);
     vg_resend_free(&r);
 }
