@@ -198,8 +198,8 @@ static void handle_connect(vg_conn *c, const vg_frame *f)
     }
     if (!vg_link_ctl_ok(c->link, st))
         return;
-    vg_link_set_max_frame(c->link, vg_max_frame_for(cfg->max_payload) +
-                                       (c->version >= 2 ? VG_SEQ_OVERHEAD : 0));
+    vg_link_set_max_frame(c->link, c->version >= 2 ? vg_max_frame_for_v2(cfg->max_payload)
+                                                   : vg_max_frame_for(cfg->max_payload));
     vg_link_hold_bulk(c->link, false);
     vg_link_set_heartbeat(c->link, true, vg_now_ms());
     c->connected = true;

@@ -23,9 +23,6 @@
  * (9), a str32 header with the longest topic, and a bin32 header (5). */
 #define VG_MSG_OVERHEAD (5 + 9 + 5 + VG_TOPIC_MAX_LEN + 5)
 
-/* What a version-2 MSG adds: its sequence number, as a uint64 (9 bytes). */
-#define VG_SEQ_OVERHEAD 9
-
 /* The largest frame body accepted once max_payload is negotiated; callers
  * bound max_payload (64 MiB at most), so the sum cannot wrap. */
 static inline uint64_t vg_max_frame_for(uint64_t max_payload)

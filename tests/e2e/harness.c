@@ -420,6 +420,18 @@ h_proc *h_broker(int *port, ...)
     return b;
 }
 
+h_proc *h_proxy(int upstream, int *port)
+{
+    char up[32];
+    snprintf(up, sizeof up, "127.0.0.1:%d", upstream);
+    const char *argv[] = {h_bin("proxy"), "--listen", "127.0.0.1:0", "--upstream", up, NULL};
+    h_proc *p = h_spawn("proxy", argv);
+    cr_assert(h_wait_err(p, "event=listening", h_ms(10000)), "proxy did not start: %s",
+              h_tail(p->err));
+    *port = atoi(strstr(p->err, "addr=127.0.0.1:") + strlen("addr=127.0.0.1:"));
+    return p;
+}
+
 h_proc *h_broker_at(int port, ...)
 {
     char listen_at[32];

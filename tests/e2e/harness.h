@@ -57,6 +57,9 @@ h_proc *h_broker_at(int port, ...);
 
 /* Starts "pub --server 127.0.0.1:port args..." without waiting for it. */
 h_proc *h_pub_start(int port, ...);
+/* A vigil-proxy to the broker at upstream, listening on an ephemeral port
+ * returned in *port (SIGUSR1 black-holes the connections it holds). */
+h_proc *h_proxy(int upstream, int *port);
 
 /* Reads at most max bytes of a throttled child's stdout, if any are ready. */
 size_t h_read_some(h_proc *p, size_t max);

@@ -14,36 +14,10 @@
 
 #include "harness.h"
 
-static double scale(void)
-{
-    const char *s = getenv("VIGIL_TEST_TIME_SCALE");
-    double v = s != NULL ? atof(s) : 1.0;
-    return v >= 1.0 ? v : 1.0;
-}
-
-static const char *secs(double s)
-{
-    static char buf[16][16];
-    static int i;
-    i = (i + 1) % 16;
-    snprintf(buf[i], sizeof buf[i], "%.3f", s * scale());
-    return buf[i];
-}
-
-#define KA "--keepalive-time", secs(0.5), "--keepalive-interval", secs(0.25), "--keepalive-probes", "2"
+#define KA "--keepalive-time", h_secs(0.5), "--keepalive-interval", h_secs(0.25), \
+           "--keepalive-probes", "2"
 #define FAST_RETRY "--backoff-base", "0.05", "--backoff-max", "0.2"
-#define WAIT ((int)(15000 * scale()))
-
-static h_proc *proxy(int upstream, int *port)
-{
-    char up[32];
-    snprintf(up, sizeof up, "127.0.0.1:%d", upstream);
-    const char *argv[] = {h_bin("proxy"), "--listen", "127.0.0.1:0", "--upstream", up, NULL};
-    h_proc *p = h_spawn("proxy", argv);
-    cr_assert(h_wait_err(p, "event=listening", WAIT));
-    *port = atoi(strstr(p->err, "addr=127.0.0.1:") + strlen("addr=127.0.0.1:"));
-    return p;
-}
+#define WAIT h_ms(15000)
 
 /* Waits until sub has printed "orders MSG_TYPE1 order-N". */
 static void wait_for(h_proc *sub, int n, const char *why)
@@ -88,8 +62,8 @@ static void black_hole_run(freeze which)
 {
     int port, sport = 0, pport = 0;
     h_proc *b = h_broker(&port, KA, NULL);
-    h_proc *spx = (which & FREEZE_SUB) ? proxy(port, &sport) : NULL;
-    h_proc *ppx = (which & FREEZE_PUB) ? proxy(port, &pport) : NULL;
+    h_proc *spx = (which & FREEZE_SUB) ? h_proxy(port, &sport) : NULL;
+    h_proc *ppx = (which & FREEZE_PUB) ? h_proxy(port, &pport) : NULL;
     h_proc *s = h_sub(spx ? sport : port, KA, FAST_RETRY, "orders", NULL);
     cr_assert(h_wait_err(s, "event=subscribed", WAIT), "%s", h_tail(s->err));
     h_proc *p = h_pub_start(ppx ? pport : port, KA, FAST_RETRY, "--count", "0", "--interval",
@@ -177,7 +151,7 @@ Test(nothing_lost, a_subscriber_stopped_for_ten_seconds_catches_up)
     double rate = published * 1000.0 / (double)pub_ms;
     cr_log_info("pub: %ld messages in %lld ms: %.0f/s (nominal 1000/s)", published,
                 (long long)pub_ms, rate);
-    cr_assert_geq(rate * scale(), 250.0, "the publisher was slowed to %.0f msgs/s", rate);
+    cr_assert_geq(rate * h_time_scale(), 250.0, "the publisher was slowed to %.0f msgs/s", rate);
     h_free(p), h_free(s), h_free(b);
 }
 

@@ -43,17 +43,6 @@ static const char *secs(double s)
 #define FAST_RETRY "--backoff-base", "0.05", "--backoff-max", "0.2"
 #define WAIT ((int)(10000 * scale()))
 
-static h_proc *proxy(int upstream, int *port)
-{
-    char up[32];
-    snprintf(up, sizeof up, "127.0.0.1:%d", upstream);
-    const char *argv[] = {h_bin("proxy"), "--listen", "127.0.0.1:0", "--upstream", up, NULL};
-    h_proc *p = h_spawn("proxy", argv);
-    cr_assert(h_wait_err(p, "event=listening", WAIT));
-    *port = atoi(strstr(p->err, "addr=127.0.0.1:") + strlen("addr=127.0.0.1:"));
-    return p;
-}
-
 /* Publishes one message directly to the broker at port and waits for sub to print it. */
 static void expect_delivery(int port, h_proc *sub, const char *topic, const char *msg)
 {
@@ -92,7 +81,7 @@ Test(recovery, blackholed_connection_is_declared_dead_within_the_bound)
 {
     int port, pport;
     h_proc *b = h_broker(&port, KA, NULL);
-    h_proc *px = proxy(port, &pport);
+    h_proc *px = h_proxy(port, &pport);
     h_proc *s = h_sub(pport, KA, FAST_RETRY, "news", NULL);
     expect_delivery(port, s, "news", "before");
 
@@ -119,7 +108,7 @@ Test(recovery, without_heartbeats_the_subscriber_stays_stuck)
 {
     int port, pport;
     h_proc *b = h_broker(&port, NULL);
-    h_proc *px = proxy(port, &pport);
+    h_proc *px = h_proxy(port, &pport);
     h_proc *s = h_sub(pport, "--keepalive-time", "0", FAST_RETRY, "news", NULL);
     expect_delivery(port, s, "news", "before");
 

@@ -279,8 +279,7 @@ static bool read_replies(int fd, replies *r)
 static void exchange(const uint8_t *out, size_t n)
 {
     int fd = dial();
-    replies r = {.rx = vg_decoder_create(64 * 1024, vg_max_frame_for(srv.cfg.max_payload) +
-                                                        VG_SEQ_OVERHEAD)};
+    replies r = {.rx = vg_decoder_create(64 * 1024, vg_max_frame_for_v2(srv.cfg.max_payload))};
     if (r.rx == NULL)
         die("out of memory");
     size_t sent = 0;
