@@ -165,7 +165,7 @@ int bench_confirmed(const durable_cfg *cfg)
            cfg->be->name, cfg->pubs, cfg->size, (unsigned long long)cfg->count, topic, rate,
            rate * (double)cfg->size / 1e6, r.secs, r.publish_secs,
            (r.secs - r.publish_secs) * 1e3, (unsigned long long)r.confirmed,
-           (unsigned long long)(cfg->count - (r.confirmed < cfg->count ? r.confirmed : cfg->count)));
+           (unsigned long long)(r.confirmed < cfg->count ? cfg->count - r.confirmed : 0));
     print_tuning(cfg);
     if (cfg->broker_pid > 0)
         printf(" broker_cpu_us_per_msg=%.3f broker_rss_kb=%ld",

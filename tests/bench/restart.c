@@ -119,7 +119,7 @@ typedef struct {
     _Atomic uint64_t seq;   /* the seq of the first message received, 0 before */
     _Atomic uint64_t index; /* its number from the payload */
     _Atomic int64_t at_ns;
-    atomic_bool gap;
+    atomic_bool gap, refused;
 } tail_state;
 
 static void on_tail(void *ud, const vg_msg *m)
@@ -142,6 +142,15 @@ static void on_tail_gap(void *ud, const char *topic, size_t len, const vg_gap *g
     atomic_store(&t->gap, true);
 }
 
+static void on_tail_refused(void *ud, const char *topic, uint64_t code, const char *reason)
+{
+    tail_state *t = ud;
+    (void)topic, (void)code;
+    fprintf(stderr, "vigil-bench: the broker refused the subscription to the last message "
+                    "filled: %s\n", reason);
+    atomic_store(&t->refused, true);
+}
+
 /* Asks for message want of RESTART_TOPIC; returns the ms until it came,
  * or -1 (with *why) when something else or nothing came. */
 static double read_tail(const char *server, uint64_t want, int timeout_ms, const char **why)
@@ -154,6 +163,7 @@ static double read_tail(const char *server, uint64_t want, int timeout_ms, const
     o.ud = &t;
     o.on_msg = on_tail;
     o.on_gap = on_tail_gap;
+    o.on_sub_error = on_tail_refused;
     vg_client *c = connect_to(server, &o);
     if (c == NULL) {
         *why = "connect";
@@ -165,14 +175,17 @@ static double read_tail(const char *server, uint64_t want, int timeout_ms, const
         *why = "subscribe";
         return -1;
     }
-    while (atomic_load(&t.seq) == 0 && !atomic_load(&t.gap) &&
+    while (atomic_load(&t.seq) == 0 && !atomic_load(&t.gap) && !atomic_load(&t.refused) &&
            now_ns() - t0 < (int64_t)timeout_ms * 1000000)
         sleep_ms(1); /* a sampling period */
     vg_client_destroy(c);
     uint64_t seq = atomic_load(&t.seq), index = atomic_load(&t.index);
     if (seq == want && index == want)
         return (double)(atomic_load(&t.at_ns) - t0) / 1e6;
-    *why = seq == 0 ? (atomic_load(&t.gap) ? "gap" : "nothing") : "other_message";
+    *why = seq != 0                  ? "other_message"
+           : atomic_load(&t.refused) ? "refused"
+           : atomic_load(&t.gap)     ? "gap"
+                                     : "nothing";
     return -1;
 }
 
@@ -215,7 +228,6 @@ int bench_restart(const restart_cfg *cfg)
     bp_listen l0, l1;
     printf("system=vigil mode=restart size=%zu fill_msgs=%llu fill_bytes=%llu data_dir=%s",
            cfg->size, (unsigned long long)n, (unsigned long long)(n * cfg->size), cfg->data_dir);
-    fflush(stdout);
     if (bp_start(b, 10000, &l0, 2) != 0) {
         fprintf(stderr, "vigil-bench: the broker did not start (does it know --data-dir?)\n");
         printf(" error=first_start_failed\n");
