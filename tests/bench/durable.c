@@ -372,9 +372,12 @@ static void v_pub_close(durable_pub *p)
     free(p);
 }
 
-/* A subscription from the first message retained. Once the client library
- * has durable subscribers, this is the one call to change (a durable name
- * instead of VG_SUB_FIRST). */
+/* A subscription from the first message retained. With the client
+ * library's durable subscriptions, the one call to change is the
+ * vg_client_subscribe_from below, to
+ *     vg_client_subscribe_durable(c, topic, "bench_replay", VG_SUB_FIRST, 0, 0, NULL)
+ * (a fresh topic per run: the durable is new, so it starts at the first
+ * message, as JetStream's consumer does). */
 static int v_replay(const char *server, const char *topic, uint64_t n, const durable_tuning *t,
                     int timeout_ms, durable_on_msg on_msg, void *ud, int64_t *sub_ns)
 {

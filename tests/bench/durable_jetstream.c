@@ -109,6 +109,12 @@ static int j_setup(const char *server, const char *topic, const durable_tuning *
     stream_name(topic, name, sizeof name);
     jsErrCode jerr = 0;
     natsStatus s = js_DeleteStream(c.js, name, NULL, &jerr);
+    if (s == NATS_NO_RESPONDERS) {
+        fprintf(stderr, "jetstream: %s does not serve JetStream (start nats-server with -js)\n",
+                server);
+        js_conn_close(&c);
+        return -1;
+    }
     if (s != NATS_OK && s != NATS_NOT_FOUND && jerr != JSStreamNotFoundErr) {
         report("delete stream", s, jerr);
         js_conn_close(&c);
@@ -129,7 +135,7 @@ static int j_setup(const char *server, const char *topic, const durable_tuning *
     jerr = 0;
     s = js_AddStream(&si, c.js, &sc, NULL, &jerr);
     if (s != NATS_OK) {
-        report("add stream (is nats-server running with -js?)", s, jerr);
+        report("add stream", s, jerr);
         js_conn_close(&c);
         return -1;
     }
