@@ -19,6 +19,22 @@ const char *vg_errcode_name(uint64_t code)
     case VG_E_INTERNAL: return "internal";
     case VG_E_PERMISSION: return "permission";
     case VG_E_BAD_POSITION: return "bad_position";
+    case VG_E_STORAGE: return "storage";
+    case VG_E_DURABLE_TAKEN: return "durable_taken";
     }
     return "unknown";
+}
+
+bool vg_durable_name_ok(const char *name, size_t len)
+{
+    if (len == 0 || len > VG_DURABLE_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = name[i];
+        bool ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+                  ch == '_' || ch == '.' || ch == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
 }
