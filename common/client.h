@@ -44,6 +44,9 @@
 
 typedef struct vg_client vg_client;
 
+/* ACKs go at once when this many processed durable messages wait for one. */
+#define VG_ACK_BATCH 1024
+
 typedef struct {
     vg_frame_type type; /* VG_FRAME_MSG_TYPE1 or VG_FRAME_MSG_TYPE2 */
     const char *topic;

@@ -103,9 +103,6 @@ struct vg_client {
     int64_t ack_due;      /* when the pending ACKs go (INT64_MAX: none pending) */
 };
 
-/* ACKs go at once when this many processed messages wait for one. */
-#define VG_ACK_BATCH 1024
-
 /* client_io.c: the I/O thread. */
 void *vg_client_io_main(void *arg);
 
