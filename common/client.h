@@ -25,7 +25,10 @@
  * highest seq processed: at most once every ack_delay_ms, at once when
  * 1024 processed messages wait for an ACK, after each (re)subscription,
  * and, best effort, when vg_client_close or vg_client_destroy ends the
- * connection. So a durable that comes back (the same name, in this process
+ * connection. ACKs are written only after on_batch_end has returned for
+ * the read that brought their messages, so an application that flushes
+ * its output there (as sub does) acknowledges only what it has flushed.
+ * So a durable that comes back (the same name, in this process
  * or another) resumes after the last ACK: what was processed but not yet
  * acknowledged when a process died is delivered again (at least once
  * across processes; once within one process).
