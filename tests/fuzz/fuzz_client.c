@@ -339,6 +339,8 @@ static void model(void)
                 fr->gap = vg_resume_gap(&mp.pos[slot], fr->f.from, fr->f.to, &g);
             break;
         case VG_FRAME_ERR:
+            if (fr->f.code == VG_E_DURABLE_TAKEN && fr->f.sid != 0)
+                break; /* ends a durable subscription; these are not: ignored */
             if (vg_errcode_is_fatal(fr->f.code, fr->f.sid)) {
                 uint64_t code = fr->f.code;
                 if (code == VG_E_AUTH || code == VG_E_VERSION || code == VG_E_PERMISSION)
