@@ -525,6 +525,7 @@ enum {
     C_CB_UNSUB = 0x04, /* on_msg unsubscribes sid 1 at its first "news" message */
     C_CB_ECHO = 0x08,  /* on_msg publishes each message back */
     C_NO_WAIT = 0x10,  /* the input follows INFO at once */
+    C_DURABLE = 0x20,  /* sid 1 is a durable subscription */
 };
 
 #define C_EPOCH 0x3c6ef372fe94f82bull /* fuzz_client.c's HARNESS_EPOCH */
@@ -886,6 +887,43 @@ static void broker_durable_frames(vg_buf *b)
     ok_frame(b, 1);
     ok(vg_frame_put_unsub_delete(b, 1));
     client_seed("unsub_delete_from_broker", C_INFO, C_MP_1MIB, b);
+
+    /* A durable sid 1: its ACKs, a takeover, a redelivery after it. */
+    ok_frame(b, 1);
+    for (int i = 0; i < 20; i++)
+        bmsg(b, MSG1, "news", "acked");
+    client_seed("durable_acks", C_INFO, C_MP_1MIB | C_DURABLE, b);
+    ok_frame(b, 1);
+    bmsg(b, MSG1, "news", "before");
+    err_frame(b, 18, "taken over", 1);
+    bmsg(b, MSG1, "news", "after");
+    err_frame(b, 18, "taken over", 1);
+    client_seed("durable_taken", C_INFO, C_MP_1MIB | C_DURABLE, b);
+    err_frame(b, 18, "taken over", 1);
+    ok_frame(b, 1);
+    bmsg(b, MSG1, "news", "after");
+    client_seed("durable_taken_before_ok", C_INFO, C_MP_1MIB | C_DURABLE, b);
+    ok_frame(b, 1);
+    ok_frame(b, 2);
+    bmsg(b, MSG1, "news", "both");
+    err_frame(b, 18, "taken over", 1);
+    bmsg(b, MSG1, "news", "sid 2 still");
+    client_seed("durable_taken_shared_topic", C_INFO | C_TWO_SUBS | C_SAME_TOPIC,
+                C_MP_1MIB | C_DURABLE, b);
+    ok_frame(b, 1);
+    bmsg(b, MSG1, "news", "unsubscribes");
+    bmsg(b, MSG1, "news", "after the unsubscribe");
+    err_frame(b, 18, "taken over", 1);
+    client_seed("durable_cb_unsub", C_INFO, C_MP_1MIB | C_DURABLE | C_CB_UNSUB, b);
+    ok_frame(b, 1);
+    bmsg(b, MSG1, "news", "one");
+    err_frame(b, 17, "disk full", 0);
+    client_seed("durable_storage", C_INFO, C_MP_1MIB | C_DURABLE, b);
+    info_frame(b, 1024);
+    ok_frame(b, 1);
+    bmsg(b, MSG1, "news", "after the handshake");
+    err_frame(b, 18, "taken over", 1);
+    client_seed("durable_info_in_rest", 0, C_DURABLE, b);
 }
 
 /* ---- fuzz_format: a topic and a payload ---- */
