@@ -173,7 +173,10 @@ vg_status vg_client_subscribe_from(vg_client *c, const char *topic, vg_sub_start
  * this file. One name may be used for several topics, each its own
  * durable. VG_ERR_ARG for a bad name or start, else as
  * vg_client_subscribe_from. vg_client_unsubscribe detaches it (the broker
- * keeps the durable); vg_client_delete_durable deletes it. */
+ * keeps the durable): an ACK still owed goes ahead of the UNSUB only if the
+ * UNSUB waits in the queue for the next ACK round; otherwise its messages
+ * are delivered again to the next subscriber with the name.
+ * vg_client_delete_durable deletes it. */
 vg_status vg_client_subscribe_durable(vg_client *c, const char *topic, const char *name,
                                       vg_sub_start start, uint64_t epoch, uint64_t position,
                                       uint64_t *sid);

@@ -210,7 +210,8 @@ bool vg_client_flush_acks(vg_client *c)
     c->ack_due = INT64_MAX;
     if (c->conn_epoch == 0)
         return true; /* no connection: the next one is told after its renewals */
-    sync_copy(c);
+    /* The copy as it is, not rebuilt: a topic just unsubscribed keeps what
+     * it processed for the ACK that may still go ahead of its UNSUB. */
     pthread_mutex_lock(&c->mu);
     vg_status st = vg_subs_acks(c->subs, ack_one, c);
     pthread_mutex_unlock(&c->mu);
