@@ -320,7 +320,8 @@ Test(client_durable, durable_taken_drops_the_subscription)
     emu_barrier();
     cr_assert_eq(emu_count(VG_FRAME_SUB, sid), 0, "the durable taken over was renewed");
     cr_assert_eq(vg_client_unsubscribe(c, sid), VG_OK, "forgotten at once");
-    emu_barrier();
+    must_publish(c, "marker", "after the unsubscribe"); /* the stream's order: after any UNSUB */
+    emu_until(saw_payload, "after the unsubscribe", fb_ms(5000), "the marker");
     cr_assert_eq(emu_count(VG_FRAME_UNSUB, sid), 0, "an UNSUB for what the broker lacks");
     vg_client_destroy(c);
     fb_close(&c2);
@@ -392,7 +393,7 @@ Test(client_durable, delete_waits_for_the_answer)
     cr_assert_eq(vg_client_subscribe_durable(c, "orders", "gone", VG_SUB_NEW, 0, 0, &a), VG_OK);
     cr_assert_eq(vg_client_subscribe_durable(c, "refused", "gone", VG_SUB_NEW, 0, 0, &b2), VG_OK);
     emu_init(&conn, true, false);
-    emu_barrier();
+    emu_until_frame(VG_FRAME_SUB, b2); /* all three SUBs read and answered */
     cr_assert_eq(vg_client_wait_subscribed(c, a, fb_ms(5000)), VG_OK);
     cr_assert_eq(vg_client_wait_subscribed(c, b2, fb_ms(5000)), VG_OK);
     cr_assert_eq(vg_client_delete_durable(c, plain, 0), VG_ERR_ARG, "not a durable");
