@@ -11,7 +11,9 @@
  * first (see fuzz_broker.c). The client's seeds are what a broker could send,
  * after two bytes choosing the session (see fuzz_client.c); the format's,
  * a topic and a payload after two bytes choosing the format (see
- * fuzz_format.c). Deterministic: the same files every time. */
+ * fuzz_format.c). The store's are data directories: a mode byte, then
+ * the files' bytes, blocks good, cut and damaged (see fuzz_store.c).
+ * Deterministic: the same files every time. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -20,7 +22,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "block.h"
 #include "buf.h"
+#include "crc32c.h"
 #include "frame.h"
 
 static const vg_frame_type MSG1 = VG_FRAME_MSG_TYPE1;
@@ -1000,6 +1004,163 @@ static void format_seeds(void)
     free(topic);
 }
 
+/* ---- store: data directories for fuzz_store.c ---- */
+
+static void put_be16(vg_buf *b, size_t v)
+{
+    uint8_t x[2] = {(uint8_t)(v >> 8), (uint8_t)v};
+    ok(vg_buf_append(b, x, 2));
+}
+
+/* One block: header for kind and the numbers, body topic then rest. */
+static void block(vg_buf *b, vg_block_kind kind, const char *topic, const void *rest,
+                  size_t rest_len, uint64_t first_seq, uint32_t count, uint64_t publisher,
+                  uint64_t pub_last)
+{
+    size_t tl = strlen(topic);
+    vg_block h = {.kind = kind, .first_seq = first_seq, .publisher = publisher,
+                  .pub_last = pub_last, .wall_ms = 1700000000000ll, .count = count,
+                  .body_len = (uint32_t)(tl + rest_len), .topic_len = (uint16_t)tl};
+    h.body_crc = vg_crc32c(vg_crc32c(0, topic, tl), rest, rest_len);
+    uint8_t hdr[VG_BLOCK_HEADER];
+    vg_block_put_header(hdr, &h);
+    ok(vg_buf_append(b, hdr, sizeof hdr));
+    ok(vg_buf_append(b, topic, tl));
+    if (rest_len > 0)
+        ok(vg_buf_append(b, rest, rest_len));
+}
+
+/* A MSGS block of count messages "p<seq>" on topic from first_seq. */
+static void msgs_block(vg_buf *b, vg_frame_type type, const char *topic, uint64_t first_seq,
+                       uint32_t count, uint64_t publisher, uint64_t pub_last)
+{
+    vg_buf frames = {0};
+    for (uint32_t i = 0; i < count; i++) {
+        char p[32];
+        int n = snprintf(p, sizeof p, "p%llu", (unsigned long long)(first_seq + i));
+        ok(vg_frame_put_msg(&frames, type, topic, strlen(topic), p, (size_t)n));
+    }
+    block(b, VG_BLOCK_MSGS, topic, frames.data, frames.len, first_seq, count, publisher, pub_last);
+    vg_buf_free(&frames);
+}
+
+static void durable_block(vg_buf *b, vg_block_kind kind, const char *topic, const char *name,
+                          uint64_t acked)
+{
+    block(b, kind, topic, name, strlen(name), acked, 0, 0, 0);
+}
+
+/* A segment's worth of every kind of block over two topics. */
+static void segment(vg_buf *b, uint64_t from)
+{
+    msgs_block(b, MSG1, "orders", from, 3, 7, from + 2);
+    msgs_block(b, MSG2, "orders.eu", from, 1, 0, 0);
+    durable_block(b, VG_BLOCK_ACK, "orders", "worker", from + 1);
+    msgs_block(b, MSG1, "orders", from + 3, 2, 7, from + 4);
+    durable_block(b, VG_BLOCK_ACK, "orders.eu", "audit", from);
+    durable_block(b, VG_BLOCK_FORGET, "orders.eu", "audit", 0);
+    msgs_block(b, MSG2, "orders.eu", from + 1, 4, 8, 4);
+}
+
+/* A checkpoint as store.c writes it: NEXT, PUBLISHER and ACK blocks. */
+static void state(vg_buf *b)
+{
+    block(b, VG_BLOCK_NEXT, "orders", NULL, 0, 11, 0, 0, 0);
+    block(b, VG_BLOCK_NEXT, "gone", NULL, 0, 100, 0, 0, 0);
+    block(b, VG_BLOCK_PUBLISHER, "", NULL, 0, 0, 0, 7, 10);
+    durable_block(b, VG_BLOCK_ACK, "orders", "worker", 9);
+    durable_block(b, VG_BLOCK_ACK, "gone", "idle", 50);
+}
+
+static void store_seed(const char *name, uint8_t mode, const vg_buf *st, const vg_buf *s1,
+                       const vg_buf *s2)
+{
+    vg_buf b = {0};
+    ok(vg_buf_append(&b, &mode, 1));
+    if (mode & 1) {
+        put_be16(&b, st->len);
+        ok(vg_buf_append(&b, st->data, st->len));
+    }
+    if (mode & 2)
+        put_be16(&b, s1->len);
+    ok(vg_buf_append(&b, s1->data, s1->len));
+    if (mode & 2)
+        ok(vg_buf_append(&b, s2->data, s2->len));
+    write_file("store", name, NULL, 0, &b);
+    vg_buf_free(&b);
+    seeds++;
+}
+
+static unsigned store_seeds(void)
+{
+    unsigned before = seeds;
+    vg_buf st = {0}, s1 = {0}, s2 = {0}, x = {0};
+    state(&st);
+    segment(&s1, 11);
+    segment(&s2, 21);
+    store_seed("segment", 0, NULL, &s1, NULL);
+    store_seed("state_segment", 1, &st, &s1, NULL);
+    store_seed("two_segments", 2, NULL, &s1, &s2);
+    store_seed("state_two_segments_retained", 7, &st, &s1, &s2);
+    store_seed("two_segments_retained", 6, NULL, &s1, &s2);
+
+    /* the newest segment's tail torn in a header, in a body */
+    ok(vg_buf_append(&x, s1.data, s1.len - 3));
+    store_seed("torn_body", 0, NULL, &x, NULL);
+    x.len = 0;
+    ok(vg_buf_append(&x, s1.data, s1.len));
+    msgs_block(&x, MSG1, "orders", 16, 1, 0, 0);
+    x.len -= 40;
+    store_seed("torn_header", 0, NULL, &x, NULL);
+    store_seed("torn_first_of_two", 6, NULL, &x, &s2);
+
+    /* a byte of a body flipped, of a header, and garbage between blocks */
+    x.len = 0;
+    ok(vg_buf_append(&x, s1.data, s1.len));
+    x.data[VG_BLOCK_HEADER + 10] ^= 0x40;
+    store_seed("damaged_body", 0, NULL, &x, NULL);
+    store_seed("damaged_body_retained", 6, NULL, &x, &s2);
+    x.data[VG_BLOCK_HEADER + 10] ^= 0x40;
+    x.data[20] ^= 0x01;
+    store_seed("damaged_header", 0, NULL, &x, NULL);
+    x.len = 0;
+    msgs_block(&x, MSG1, "orders", 1, 2, 0, 0);
+    ok(vg_buf_append(&x, "VGB1 not a block \x56\x47\x42\x31", 21));
+    ok(vg_buf_append(&x, s1.data, s1.len));
+    store_seed("garbage_between", 2, NULL, &x, &s2);
+
+    /* numbers that skip ahead, go back, and sit near the top */
+    x.len = 0;
+    msgs_block(&x, MSG1, "t", 5, 2, 0, 0);
+    msgs_block(&x, MSG1, "t", 1, 3, 0, 0);
+    msgs_block(&x, MSG1, "t", 1000, 1, 0, 0);
+    block(&x, VG_BLOCK_NEXT, "t", NULL, 0, 2000, 0, 0, 0);
+    msgs_block(&x, MSG1, "t", 1999, 3, 0, 0);
+    msgs_block(&x, MSG1, "t", 0, 1, 0, 0);
+    store_seed("numbers", 2, NULL, &x, &s2);
+    x.len = 0;
+    msgs_block(&x, MSG1, "top", UINT64_MAX - 2, 2, 0, 0);
+    store_seed("near_the_top", 0, NULL, &x, NULL);
+
+    /* a good checksum over frames that are not MSGs, and a count too large */
+    x.len = 0;
+    vg_buf f = {0};
+    ok(vg_frame_put_ping(&f));
+    block(&x, VG_BLOCK_MSGS, "t", f.data, f.len, 1, 1, 0, 0);
+    block(&x, VG_BLOCK_MSGS, "t", f.data, f.len, 2, 1000000, 0, 0);
+    msgs_block(&x, MSG1, "t", 3, 1, 0, 0);
+    vg_buf_free(&f);
+    store_seed("not_msgs", 0, NULL, &x, NULL);
+
+    x.len = 0;
+    store_seed("empty", 0, NULL, &x, NULL);
+    vg_buf_free(&st);
+    vg_buf_free(&s1);
+    vg_buf_free(&s2);
+    vg_buf_free(&x);
+    return seeds - before;
+}
+
 static void make_dir(const char *dir)
 {
     char path[4096];
@@ -1011,7 +1172,8 @@ static void make_dir(const char *dir)
 int main(int argc, char **argv)
 {
     if (argc != 2) {
-        fprintf(stderr, "usage: fuzz_make_corpus DIR (writes DIR/decoder, broker, client, format)\n");
+        fprintf(stderr,
+                "usage: fuzz_make_corpus DIR (writes DIR/decoder, broker, client, format, store)\n");
         return 2;
     }
     out_dir = argv[1];
@@ -1020,6 +1182,7 @@ int main(int argc, char **argv)
     make_dir("broker");
     make_dir("client");
     make_dir("format");
+    make_dir("store");
     vg_buf b = {0};
     valid_frames(&b);
     rule_breakers(&b);
@@ -1035,9 +1198,11 @@ int main(int argc, char **argv)
     broker_durable_frames(&b);
     unsigned client = seeds - shared;
     format_seeds();
+    unsigned store = store_seeds();
     vg_buf_free(&b);
     printf("fuzz_make_corpus: %u seeds each in %s/decoder and %s/broker, %u in %s/client, %u in "
-           "%s/format\n",
-           shared, out_dir, out_dir, client, out_dir, seeds - shared - client, out_dir);
+           "%s/format, %u in %s/store\n",
+           shared, out_dir, out_dir, client, out_dir, seeds - shared - client - store, out_dir,
+           store, out_dir);
     return 0;
 }
