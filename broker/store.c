@@ -148,6 +148,8 @@ typedef struct {
 /* The MSG frames of a block's body, checked, into x->msgs. */
 static bool split_frames(scan_ctx *x, const vg_block *b, const uint8_t *frames, size_t len)
 {
+    if (b->count > len / VG_FRAME_HEADER)
+        return false; /* more frames than their headers would fill: before any allocation */
     if (b->count > x->msgs_cap) {
         vg_tlog_msg *m = realloc(x->msgs, b->count * sizeof *m);
         if (m == NULL)

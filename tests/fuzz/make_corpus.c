@@ -1147,7 +1147,7 @@ static unsigned store_seeds(void)
     vg_buf f = {0};
     ok(vg_frame_put_ping(&f));
     block(&x, VG_BLOCK_MSGS, "t", f.data, f.len, 1, 1, 0, 0);
-    block(&x, VG_BLOCK_MSGS, "t", f.data, f.len, 2, 1000000, 0, 0);
+    block(&x, VG_BLOCK_MSGS, "t", f.data, f.len, 2, UINT32_MAX, 0, 0);
     msgs_block(&x, MSG1, "t", 3, 1, 0, 0);
     vg_buf_free(&f);
     store_seed("not_msgs", 0, NULL, &x, NULL);

@@ -23,7 +23,9 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "block.h"
 #include "clock.h"
+#include "crc32c.h"
 #include "dedupe.h"
 #include "durable.h"
 #include "frame.h"
@@ -821,6 +823,42 @@ Test(store, a_damaged_durable_block_does_not_come_back_from_the_state)
     open_env(&e);
     cr_assert_eq(vg_durables_count(e.durables), 0,
                  "the damaged ACK was folded into the state as a good block");
+    close_env(&e);
+    remove_dir(&e);
+}
+
+/* A block whose checksums are good but whose count is far past the frames
+ * its body can hold (only a crafted file has one): damage, found without
+ * first allocating room for four billion messages. */
+Test(store, a_count_past_the_body_is_damage_not_an_allocation)
+{
+    env e;
+    make_dir(&e, VG_FSYNC_ALWAYS);
+    open_env(&e);
+    uint64_t l1 = publish(&e, "u", 2, 0, 0, 0);
+    wait_synced(&e, l1);
+    close_env(&e);
+    vg_buf frames = {0};
+    cr_assert_eq(vg_frame_put_msg(&frames, VG_FRAME_MSG_TYPE1, "t", 1, "m1", 2), VG_OK);
+    vg_block b = {.kind = VG_BLOCK_MSGS, .first_seq = 1, .count = UINT32_MAX,
+                  .body_len = (uint32_t)(1 + frames.len), .topic_len = 1};
+    b.body_crc = vg_crc32c(vg_crc32c(0, "t", 1), frames.data, frames.len);
+    uint8_t hdr[VG_BLOCK_HEADER];
+    vg_block_put_header(hdr, &b);
+    char p[128];
+    path_of(&e, SEG1, p, sizeof p);
+    FILE *f = fopen(p, "ab");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(hdr, 1, sizeof hdr, f), sizeof hdr);
+    cr_assert_eq(fwrite("t", 1, 1, f), 1);
+    cr_assert_eq(fwrite(frames.data, 1, frames.len, f), frames.len);
+    cr_assert_eq(fclose(f), 0);
+    vg_buf_free(&frames);
+    open_env(&e);
+    expect_read(&e, "u", "1-2");
+    expect_read(&e, "t", "");
+    cr_assert_eq(vg_tlog_next_seq(log_of(&e, "t")), 1 + (uint64_t)UINT32_MAX,
+                 "its numbers are a hole, as any damaged block's");
     close_env(&e);
     remove_dir(&e);
 }
