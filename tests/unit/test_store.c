@@ -862,3 +862,94 @@ Test(store, a_count_past_the_body_is_damage_not_an_allocation)
     close_env(&e);
     remove_dir(&e);
 }
+
+static void wait_segments_at_most(env *e, uint64_t n)
+{
+    vg_store_stats st;
+    int64_t until = vg_now_ms() + DEADLINE_MS;
+    do {
+        vg_store_get_stats(e->s, &st);
+        if (st.segments <= n)
+            return;
+        sleep_ms(10);
+    } while (vg_now_ms() < until);
+    cr_assert_leq(st.segments, n, "%llu segments left", (unsigned long long)st.segments);
+}
+
+/* Retention while blocks keep coming (segments rolled and dropped at the
+ * same time), twice across a reopen: the second state file is written
+ * from the first one read back plus the segments dropped since. */
+Test(store, retention_while_writing_and_a_state_rewritten_from_a_state)
+{
+    env e;
+    make_dir(&e, VG_FSYNC_ALWAYS);
+    e.cfg.segment_bytes = VG_STORE_SEGMENT_MIN;
+    e.cfg.retention_bytes = 2 * VG_STORE_SEGMENT_MIN;
+    open_env(&e);
+    publish(&e, "early", 3, 0, 0, 0);
+    durable_block(&e, VG_BLOCK_ACK, "early", "d1", 2);
+    uint64_t lsn = 0;
+    int64_t until = vg_now_ms() + 1500; /* past the first retention tick */
+    int rounds = 0;
+    while (vg_now_ms() < until || rounds < 100) {
+        lsn = publish(&e, "busy", 4, 1000, 0, 0);
+        rounds++;
+        cr_assert_lt(rounds, 100000);
+    }
+    wait_synced(&e, lsn);
+    wait_segments_at_most(&e, 4);
+    cr_assert_gt(file_size(&e, "state"), 0);
+    uint64_t next_busy = vg_tlog_next_seq(log_of(&e, "busy"));
+    cr_assert_eq(next_busy, 1 + 4 * (uint64_t)rounds);
+    close_env(&e);
+
+    open_env(&e); /* retention still on: the state read back, then more dropped */
+    cr_assert_eq(vg_tlog_next_seq(log_of(&e, "busy")), next_busy);
+    cr_assert_eq(vg_tlog_next_seq(log_of(&e, "early")), 4);
+    for (int i = 0; i < 100; i++)
+        lsn = publish(&e, "busy", 4, 1000, 0, 0);
+    durable_block(&e, VG_BLOCK_ACK, "busy", "d2", 5);
+    lsn = publish(&e, "busy", 1, 0, 0, 0);
+    wait_synced(&e, lsn);
+    next_busy += 401;
+    /* the next tick drops the segments of before the reopen */
+    wait_segments_at_most(&e, 4);
+    close_env(&e);
+
+    e.cfg.retention_bytes = 0;
+    open_env(&e);
+    cr_assert_eq(vg_tlog_next_seq(log_of(&e, "busy")), next_busy);
+    cr_assert_eq(vg_tlog_next_seq(log_of(&e, "early")), 4, "from the first state, via the second");
+    expect_durable(&e, "d1", "early", 2);
+    expect_durable(&e, "d2", "busy", 5);
+    char got[512];
+    read_desc(&e, "busy", got, sizeof got);
+    char want_end[32];
+    snprintf(want_end, sizeof want_end, "-%llu", (unsigned long long)(next_busy - 1));
+    cr_assert(strlen(got) > 0 && strchr(got, ' ') == NULL &&
+                  strcmp(got + strlen(got) - strlen(want_end), want_end) == 0,
+              "busy: one run up to the last, got \"%s\"", got);
+    close_env(&e);
+    remove_dir(&e);
+}
+
+Test(store, close_wakes_who_still_waits)
+{
+    env e;
+    make_dir(&e, VG_FSYNC_ALWAYS);
+    cr_assert_eq(try_open(&e, false), VG_OK);
+    uint64_t lsn = publish(&e, "t", 1, 0, 0, 0);
+    static int w1, w2;
+    cr_assert(vg_store_wait(e.s, lsn, &w1));
+    cr_assert(vg_store_wait(e.s, lsn + 1000, &w2)); /* never written */
+    vg_store_hooks h = {.released = on_released, .wake = on_wake};
+    cr_assert_eq(vg_store_start(e.s, &h), VG_OK);
+    wait_synced(&e, lsn);
+    int64_t until = vg_now_ms() + DEADLINE_MS;
+    while (atomic_load(&wake_n) < 1 && vg_now_ms() < until)
+        sleep_ms(1);
+    cr_assert_eq(atomic_load(&wake_n), 1, "only the one whose position is synced");
+    close_env(&e);
+    cr_assert_eq(atomic_load(&wake_n), 2, "the other one at close");
+    remove_dir(&e);
+}
