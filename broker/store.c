@@ -28,6 +28,7 @@
 #define STATE "state"
 #define STATE_TMP "state.tmp"
 #define CLEAN "clean"
+#define UNSYNCED "unsynced" /* kept while a run without fsync=always has the directory */
 #define DEDUPE_WINDOW_MS (2 * 60 * 1000) /* as dedupe.c's default: older publishers go */
 
 typedef struct {
@@ -551,16 +552,38 @@ vg_status vg_store_open(const vg_store_cfg *cfg, const vg_logs_cfg *lcfg, vg_ded
         goto fail_close;
     struct stat sb;
     bool clean = fstatat(s->dirfd, CLEAN, &sb, 0) == 0;
-    if (fresh || (cfg->fsync != VG_FSYNC_ALWAYS && !clean)) {
+    bool unsynced = fstatat(s->dirfd, UNSYNCED, &sb, 0) == 0;
+    if (fresh || (!clean && (cfg->fsync != VG_FSYNC_ALWAYS || unsynced))) {
         /* Without a sync before each confirm, an unclean stop may have lost
-         * records that readers had: the numbers start a new epoch. */
+         * records that readers had: the numbers start a new epoch. What
+         * counts is the policy of the run that stopped (UNSYNCED), not only
+         * this one's. */
         if (!fresh)
             vg_log(VG_LOG_WARN, "epoch_changed",
-                   "reason=unclean_stop fsync=%s detail=\"records readers had may be lost\"",
-                   cfg->fsync == VG_FSYNC_NEVER ? "never" : "interval");
+                   "reason=unclean_stop fsync=%s%s detail=\"records readers had may be lost\"",
+                   cfg->fsync == VG_FSYNC_NEVER      ? "never"
+                   : cfg->fsync == VG_FSYNC_INTERVAL ? "interval"
+                                                     : "always",
+                   unsynced ? " previous_run=unsynced" : "");
         s->epoch = new_epoch();
         if (write_meta(s) != VG_OK)
             goto fail_close;
+    }
+    /* This run's policy, for the next start to judge an unclean stop by. */
+    bool want_unsynced = cfg->fsync != VG_FSYNC_ALWAYS;
+    if (want_unsynced != unsynced) {
+        int fd = -1;
+        if (want_unsynced)
+            fd = openat(s->dirfd, UNSYNCED, O_WRONLY | O_CREAT | O_CLOEXEC, 0640);
+        if ((want_unsynced ? fd < 0 : unlinkat(s->dirfd, UNSYNCED, 0) != 0) ||
+            fsync(s->dirfd) != 0) {
+            fail_log(s, want_unsynced ? "creating " UNSYNCED : "removing " UNSYNCED, errno);
+            if (fd >= 0)
+                close(fd);
+            goto fail_close;
+        }
+        if (fd >= 0)
+            close(fd);
     }
     st = recover(s, lcfg, fresh, clean);
     if (st != VG_OK)

@@ -953,3 +953,32 @@ Test(store, close_wakes_who_still_waits)
     cr_assert_eq(atomic_load(&wake_n), 2, "the other one at close");
     remove_dir(&e);
 }
+
+/* What decides is the policy of the run that stopped uncleanly, not the
+ * next one's: records that run handed out unsynced may be lost, and the
+ * next numbers would be used again within the same epoch. */
+Test(store, a_crash_under_fsync_never_is_a_new_epoch_even_when_reopened_with_always)
+{
+    env e;
+    make_dir(&e, VG_FSYNC_NEVER);
+    open_env(&e);
+    uint64_t epoch = vg_logs_epoch(e.logs);
+    close_env(&e);
+    crash_after_writing(&e, 5);
+    /* as a power loss takes what was never synced: the last records */
+    cut(&e, SEG1, file_size(&e, SEG1) - 1);
+    e.cfg.fsync = VG_FSYNC_ALWAYS;
+    open_env(&e);
+    cr_assert_eq(vg_tlog_next_seq(log_of(&e, "t")), 1, "the crashed run's block is lost");
+    cr_assert_neq(vg_logs_epoch(e.logs), epoch,
+                  "numbers readers of the crashed run had will be used again: a new epoch");
+    uint64_t epoch2 = vg_logs_epoch(e.logs);
+    close_env(&e);
+    /* and from then on fsync=always keeps it across a crash */
+    crash_after_writing(&e, 2);
+    open_env(&e);
+    cr_assert_eq(vg_logs_epoch(e.logs), epoch2);
+    expect_read(&e, "t", "1-2");
+    close_env(&e);
+    remove_dir(&e);
+}
