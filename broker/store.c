@@ -829,7 +829,7 @@ void vg_store_get_stats(vg_store *s, vg_store_stats *out)
  * and only then deletes the segment: a crash anywhere in between leaves
  * either the old state and the segment, or the new state and perhaps the
  * segment, which is read again harmlessly (numbers only grow). */
-static void drop_oldest(vg_store *s, uint64_t index)
+static bool drop_oldest(vg_store *s, uint64_t index)
 {
     char name[32];
     seg_name(name, sizeof name, index);
@@ -837,12 +837,12 @@ static void drop_oldest(vg_store *s, uint64_t index)
     uint64_t good;
     int64_t newest;
     if (scan_file(&k, name, false, &good, &newest) != VG_OK)
-        return; /* logged; tried again at the next tick */
+        return false; /* logged; tried again at the next tick */
     free(k.msgs);
     int fd = openat(s->dirfd, STATE_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (fd < 0) {
         fail_log(s, "writing " STATE_TMP, errno);
-        return;
+        return false;
     }
     vg_status st = vg_ckpt_write(s->ckpt, fd, wall_ms() - DEDUPE_WINDOW_MS);
     if (st == VG_OK && s->cfg.fsync != VG_FSYNC_NEVER && fdatasync(fd) != 0)
@@ -850,13 +850,13 @@ static void drop_oldest(vg_store *s, uint64_t index)
     close(fd);
     if (st != VG_OK || renameat(s->dirfd, STATE_TMP, s->dirfd, STATE) != 0) {
         fail_log(s, "writing " STATE, errno);
-        return;
+        return false;
     }
     if (s->cfg.fsync != VG_FSYNC_NEVER && fsync(s->dirfd) != 0)
         fatal_sync(s, "fsync", errno);
     if (unlinkat(s->dirfd, name, 0) != 0) {
         fail_log(s, name, errno);
-        return;
+        return false;
     }
     if (s->cfg.fsync != VG_FSYNC_NEVER && fsync(s->dirfd) != 0)
         fatal_sync(s, "fsync", errno);
@@ -866,6 +866,7 @@ static void drop_oldest(vg_store *s, uint64_t index)
     s->nsegs--;
     pthread_mutex_unlock(&s->mu);
     vg_log(VG_LOG_DEBUG, "segment_removed", "segment=%s", name);
+    return true;
 }
 
 /* Drops the oldest segments that retention no longer keeps (never the
@@ -887,9 +888,7 @@ static void retain(vg_store *s)
         pthread_mutex_unlock(&s->mu);
         if (!drop)
             return;
-        size_t before = s->nsegs;
-        drop_oldest(s, index);
-        if (s->nsegs == before)
+        if (!drop_oldest(s, index))
             return; /* failed: logged */
     }
 }
