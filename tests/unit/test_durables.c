@@ -51,7 +51,7 @@ static void claim(vg_durables *d, const char *name, const char *topic, void *own
     cr_assert_eq(prev, want_prev);
 }
 
-Test(durable, claim_new_then_existing)
+Test(durables, claim_new_then_existing)
 {
     vg_durables *d = make();
     cr_assert_eq(vg_durables_count(d), 0);
@@ -71,7 +71,7 @@ Test(durable, claim_new_then_existing)
     vg_durables_destroy(NULL);
 }
 
-Test(durable, takeover_returns_the_previous_owner)
+Test(durables, takeover_returns_the_previous_owner)
 {
     vg_durables *d = make();
     claim(d, "w", "t", &owner_a, 0, false, NULL);
@@ -88,7 +88,7 @@ Test(durable, takeover_returns_the_previous_owner)
     vg_durables_destroy(d);
 }
 
-Test(durable, ack_moves_forward_only_and_only_for_the_owner)
+Test(durables, ack_moves_forward_only_and_only_for_the_owner)
 {
     vg_durables *d = make();
     claim(d, "w", "t", &owner_a, 0, false, NULL);
@@ -105,7 +105,7 @@ Test(durable, ack_moves_forward_only_and_only_for_the_owner)
     vg_durables_destroy(d);
 }
 
-Test(durable, leave_keeps_the_position)
+Test(durables, leave_keeps_the_position)
 {
     vg_durables *d = make();
     claim(d, "w", "t", &owner_a, 0, false, NULL);
@@ -122,7 +122,7 @@ Test(durable, leave_keeps_the_position)
     vg_durables_destroy(d);
 }
 
-Test(durable, forget_deletes_and_hands_back_the_holder)
+Test(durables, forget_deletes_and_hands_back_the_holder)
 {
     vg_durables *d = make();
     claim(d, "w", "t", &owner_a, 0, false, NULL);
@@ -149,7 +149,7 @@ Test(durable, forget_deletes_and_hands_back_the_holder)
     vg_durables_destroy(d);
 }
 
-Test(durable, restore_creates_keeps_the_higher_and_forgets)
+Test(durables, restore_creates_keeps_the_higher_and_forgets)
 {
     vg_durables *d = make();
     cr_assert_eq(vg_durables_restore(d, S("w"), S("t"), 10, false), VG_OK);
@@ -176,7 +176,7 @@ static uint64_t next_stub(void *ud, const char *topic, size_t len)
     return 7;
 }
 
-Test(durable, json_is_exact)
+Test(durables, json_is_exact)
 {
     vg_durables *d = make();
     vg_buf out = {0};
@@ -208,7 +208,7 @@ Test(durable, json_is_exact)
     vg_durables_destroy(d);
 }
 
-Test(durable, count_follows_claims_and_forgets)
+Test(durables, count_follows_claims_and_forgets)
 {
     vg_durables *d = make();
     char name[16];
