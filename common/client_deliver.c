@@ -176,9 +176,11 @@ void vg_client_deliver(vg_client *c, const vg_frame *f)
         return;
     vg_msg m = {f->type, f->topic, f->topic_len, f->payload, f->payload_len, f->seq, epoch};
     c->opts.on_msg(c->opts.ud, &m);
-    /* Processed now that the callback has returned; the callback cannot
-     * have changed the copy (only sync_copy rebuilds it), so t is valid. */
-    if (t == NULL || !t->durable)
+    /* Processed now that the callback has returned, unless it stopped
+     * delivery; the callback cannot have changed the copy (only sync_copy
+     * rebuilds it), so t is valid. */
+    if (t == NULL || !t->durable ||
+        atomic_load_explicit(&c->delivery_stopped, memory_order_relaxed))
         return;
     t->processed = f->seq;
     t->processed_epoch = epoch;

@@ -121,10 +121,12 @@ static void finish(sub_state *s, int code)
 static void on_msg(void *ud, const vg_msg *m)
 {
     sub_state *s = ud;
-    if (s->limit != 0 && s->seen >= s->limit)
+    if ((s->limit != 0 && s->seen >= s->limit) || atomic_load(&s->exit_code) >= 0) {
+        /* Stopping (--count reached, --no-gaps after a gap, a signal):
+         * not printed, so not processed: a durable's successor gets it. */
+        vg_client_stop_delivery(s->client);
         return;
-    if (atomic_load(&s->exit_code) >= 0)
-        return; /* stopping (--no-gaps after a gap, a signal): nothing more */
+    }
     if (s->list) {
         if (fwrite(m->payload, 1, m->payload_len, stdout) != m->payload_len ||
             putchar('\n') == EOF || fflush(stdout) != 0) {
@@ -139,9 +141,6 @@ static void on_msg(void *ud, const vg_msg *m)
                        m->payload_len, m->seq, m->epoch))
         return;
     if (++s->seen == s->limit) {
-        /* What comes after the count is not printed, so not processed:
-         * a durable's successor gets it. */
-        vg_client_stop_delivery(s->client);
         fflush(stdout);
         finish(s, 0);
     }
