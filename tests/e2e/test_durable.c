@@ -72,8 +72,7 @@ static void rm_rf(const char *path)
 static void cleanup(void)
 {
     for (int i = fx.nmounts - 1; i >= 0; i--) {
-        /* Read-write again first, so that a read-only mount point's own
-         * directory can be removed afterwards in every case. */
+        /* Detached: a broker still inside (a failed test's) cannot keep it. */
         if (umount2(fx.mounts[i], MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
             fprintf(stderr, "test_durable: umount %s: %s\n", fx.mounts[i], strerror(errno));
     }
