@@ -27,6 +27,8 @@ struct vg_chunk {
     uint32_t count;           /* records; log->mu */
     uint32_t len;             /* bytes written; log->mu */
     uint32_t cap;
+    uint32_t ready_len;       /* bytes readers may have; log->mu (== len unless held) */
+    uint32_t ready_count;     /* records in them; log->mu */
     int64_t last_ms;          /* when its newest record was appended; log->mu */
     bool dropped;             /* out of the log; log->mu */
     uint8_t data[];
@@ -39,6 +41,8 @@ struct vg_tlog {
     uint64_t hash;
     vg_chunk *head, *tail;    /* mu */
     uint64_t next_seq;        /* mu */
+    uint64_t ready_seq;       /* mu: the first record readers may not have yet */
+    vg_chunk *ready_at;       /* mu: pinned; the chunk holding ready_seq, or NULL */
     uint32_t next_cap;        /* mu: capacity of the next chunk */
     uint32_t topic_len;
     char topic[];
@@ -141,6 +145,8 @@ void vg_logs_destroy(vg_logs *s)
         vg_tlog *t = s->table[b];
         while (t != NULL) {
             vg_tlog *tn = t->hnext;
+            if (t->ready_at != NULL)
+                chunk_unpin(t->ready_at);
             for (vg_chunk *ch = t->head; ch != NULL;) {
                 vg_chunk *next = ch->next;
                 chunk_unpin(ch);
@@ -221,6 +227,7 @@ vg_tlog *vg_logs_get(vg_logs *s, const char *topic, size_t topic_len)
         t->store = s;
         t->hash = h;
         t->next_seq = 1;
+        t->ready_seq = 1;
         t->next_cap = s->cfg.min_chunk;
         t->topic_len = (uint32_t)topic_len;
         memcpy(t->topic, topic, topic_len);
@@ -399,6 +406,13 @@ static void chunk_link(vg_tlog *t, vg_chunk *ch)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* Whether t's tail chunk ends at next_seq: after a hole (vg_tlog_restore)
+ * records go to a new chunk, whose first_seq says where they start. */
+static bool continues(const vg_tlog *t)
+{
+    return t->tail->first_seq + t->tail->count == t->next_seq;
+}
+
 /* Allocates the chunks that messages msgs[i..] need after t's tail, at
  * most SPARE, and returns how many of the messages they (and the tail's
  * room) hold; 0 with *nomem set if an allocation failed. Under t->mu. */
@@ -406,7 +420,7 @@ enum { SPARE = 8 };
 static size_t reserve(vg_tlog *t, const vg_tlog_msg *msgs, size_t n, vg_chunk **spare,
                       size_t *nspare, bool *nomem)
 {
-    size_t room = t->tail != NULL ? t->tail->cap - t->tail->len : 0;
+    size_t room = t->tail != NULL && continues(t) ? t->tail->cap - t->tail->len : 0;
     uint32_t cap = t->next_cap;
     size_t j = 0;
     *nspare = 0;
@@ -451,7 +465,7 @@ vg_status vg_tlog_append(vg_tlog *t, const vg_tlog_msg *msgs, size_t n, int64_t 
         for (size_t i = done; i < done + fit; i++) {
             size_t rec = vg_frame_msg_seq_size(t->topic_len, msgs[i].payload_len);
             vg_chunk *ch = t->tail;
-            if (ch == NULL || ch->cap - ch->len < rec) {
+            if (ch == NULL || ch->cap - ch->len < rec || !continues(t)) {
                 ch = spare[used++];
                 chunk_link(t, ch);
                 grew = true;
@@ -462,6 +476,11 @@ vg_status vg_tlog_append(vg_tlog *t, const vg_tlog_msg *msgs, size_t n, int64_t 
             ch->count++;
             ch->last_ms = now_ms;
             t->next_seq++;
+            if (!t->store->cfg.held) {
+                ch->ready_len = ch->len;
+                ch->ready_count = ch->count;
+                t->ready_seq = t->next_seq;
+            }
         }
         done += fit;
     }
@@ -471,6 +490,74 @@ vg_status vg_tlog_append(vg_tlog *t, const vg_tlog_msg *msgs, size_t n, int64_t 
     if (grew)
         trim(t->store); /* only a new chunk adds bytes: most appends skip the store's lock */
     return nomem ? VG_ERR_NOMEM : VG_OK;
+}
+
+vg_status vg_tlog_restore(vg_tlog *t, uint64_t first_seq, const vg_tlog_msg *msgs, size_t n,
+                          int64_t at_ms)
+{
+    pthread_mutex_lock(&t->mu);
+    uint64_t next = t->next_seq;
+    if (first_seq > next)
+        t->next_seq = first_seq; /* a hole: the next chunk starts at first_seq */
+    pthread_mutex_unlock(&t->mu);
+    size_t skip = first_seq < next ? (size_t)(next - first_seq < n ? next - first_seq : n) : 0;
+    vg_status st = VG_OK;
+    if (skip < n) {
+        uint64_t seq;
+        size_t appended;
+        st = vg_tlog_append(t, msgs + skip, n - skip, at_ms, &seq, &appended);
+    }
+    vg_tlog_release(t, UINT64_MAX);
+    return st;
+}
+
+void vg_tlog_skip_to(vg_tlog *t, uint64_t seq)
+{
+    pthread_mutex_lock(&t->mu);
+    if (seq > t->next_seq)
+        t->next_seq = seq;
+    if (t->head == NULL && seq > t->ready_seq)
+        t->ready_seq = seq;
+    pthread_mutex_unlock(&t->mu);
+}
+
+static uint32_t record_len(const vg_chunk *ch, uint32_t off);
+static void pin(vg_chunk *ch);
+
+void vg_tlog_release(vg_tlog *t, uint64_t upto)
+{
+    pthread_mutex_lock(&t->mu);
+    vg_chunk *ch = t->ready_at;
+    if (ch == NULL || ch->dropped)
+        ch = t->head;
+    while (ch != NULL && t->ready_seq < upto) {
+        if (ch->first_seq > t->ready_seq)
+            t->ready_seq = ch->first_seq; /* a hole, or records dropped unread */
+        while (ch->ready_count < ch->count && t->ready_seq < upto) {
+            ch->ready_len += record_len(ch, ch->ready_len);
+            ch->ready_count++;
+            t->ready_seq = ch->first_seq + ch->ready_count;
+        }
+        if (ch->ready_count < ch->count || ch->next == NULL)
+            break;
+        ch = ch->next;
+    }
+    if (ch != t->ready_at) {
+        if (ch != NULL)
+            pin(ch);
+        if (t->ready_at != NULL)
+            chunk_unpin(t->ready_at);
+        t->ready_at = ch;
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+uint64_t vg_tlog_ready_seq(vg_tlog *t)
+{
+    pthread_mutex_lock(&t->mu);
+    uint64_t seq = t->ready_seq;
+    pthread_mutex_unlock(&t->mu);
+    return seq;
 }
 
 uint64_t vg_tlog_next_seq(vg_tlog *t)
@@ -523,6 +610,10 @@ static void locate(vg_tlog *t, vg_tcursor *c, vg_tgap *gap)
     c->off = c->into = 0;
     for (vg_chunk *ch = t->head; ch != NULL; ch = ch->next) {
         if (c->seq < ch->first_seq + ch->count || ch->next == NULL) {
+            if (c->seq < ch->first_seq) { /* in a hole: what was never stored */
+                *gap = (vg_tgap){c->seq, ch->first_seq - 1};
+                c->seq = ch->first_seq;
+            }
             c->at = ch;
             c->off = c->seq < ch->first_seq + ch->count ? offset_of(ch, c->seq) : ch->len;
             pin(ch);
@@ -540,19 +631,19 @@ vg_status vg_tlog_seek(vg_tlog *t, vg_tcursor *c, vg_tstart start, uint64_t valu
     pthread_mutex_lock(&t->mu);
     uint64_t first = t->head != NULL ? t->head->first_seq : t->next_seq;
     switch (start) {
-    case VG_TSTART_NEW: c->seq = t->next_seq; break;
+    case VG_TSTART_NEW: c->seq = t->ready_seq; break;
     case VG_TSTART_FIRST: c->seq = first; break;
     case VG_TSTART_SEQ:
-        if (value == 0 || value > t->next_seq) {
+        if (value == 0 || value > t->ready_seq) {
             pthread_mutex_unlock(&t->mu);
             return VG_ERR_ARG;
         }
         c->seq = value;
         break;
     case VG_TSTART_AGO:
-        c->seq = t->next_seq;
+        c->seq = t->ready_seq;
         for (vg_chunk *ch = t->head; ch != NULL; ch = ch->next) {
-            if (ch->count > 0 && ch->last_ms >= now_ms - (int64_t)value) {
+            if (ch->ready_count > 0 && ch->last_ms >= now_ms - (int64_t)value) {
                 c->seq = ch->first_seq;
                 break;
             }
@@ -603,23 +694,36 @@ void vg_tlog_read(vg_tcursor *c, struct iovec *iov, size_t iovmax, size_t max_by
         return;
     }
     vg_chunk *ch = c->at;
+    if (c->into == 0 && c->off == ch->len && ch->ready_count == ch->count && ch->next != NULL &&
+        ch->next->first_seq > c->seq) {
+        /* At the end of a chunk before a hole: report it, go past it. */
+        out->gap = (vg_tgap){c->seq, ch->next->first_seq - 1};
+        vg_chunk *next = ch->next;
+        pin(next);
+        chunk_unpin(ch);
+        c->at = next;
+        c->off = c->at_end = 0;
+        c->seq = next->first_seq;
+        pthread_mutex_unlock(&t->mu);
+        return;
+    }
     uint32_t pos = c->off + c->into;
     if (c->into > 0 && c->off < ch->len)
         out->partial = record_len(ch, c->off) - c->into;
     uint64_t seq = c->seq; /* of the record at pos's start */
     for (;;) {
-        if (pos < ch->len) {
-            iov[out->iovcnt++] = (struct iovec){ch->data + pos, ch->len - pos};
-            out->bytes += ch->len - pos;
-            out->records += ch->first_seq + ch->count - seq;
+        if (pos < ch->ready_len) {
+            iov[out->iovcnt++] = (struct iovec){ch->data + pos, ch->ready_len - pos};
+            out->bytes += ch->ready_len - pos;
+            out->records += ch->first_seq + ch->ready_count - seq;
         }
         if (ch == c->at)
-            c->at_end = ch->len;
+            c->at_end = pos > ch->ready_len ? pos : ch->ready_len;
         else
-            c->ahead_end[c->nahead - 1] = ch->len;
-        seq = ch->first_seq + ch->count;
-        if (ch->next == NULL || out->iovcnt == iovmax || out->bytes >= max_bytes ||
-            c->nahead == VG_TCURSOR_PINS)
+            c->ahead_end[c->nahead - 1] = ch->ready_len;
+        seq = ch->first_seq + ch->ready_count;
+        if (ch->ready_count < ch->count || ch->next == NULL || ch->next->first_seq != seq ||
+            out->iovcnt == iovmax || out->bytes >= max_bytes || c->nahead == VG_TCURSOR_PINS)
             break;
         ch = ch->next;
         pin(ch);

@@ -14,7 +14,8 @@
  *
  * Time is a parameter (milliseconds on any clock that does not go back),
  * and so is the epoch, so that all of this is tested without sleeping.
- * Not yet wired into the broker: docs/design.md, "The topic log". */
+ * With --data-dir the store is held: records are readable once on disk
+ * (store.c releases them). docs/design.md, "The topic log". */
 #ifndef VG_TOPICLOG_H
 #define VG_TOPICLOG_H
 
@@ -36,6 +37,8 @@ typedef struct {
     uint32_t min_chunk; /* first chunk of a log; doubles per chunk up to max_chunk */
     uint32_t max_chunk; /* a larger record gets a chunk of its own size; at
                            most a quarter of max_bytes, whatever is asked */
+    bool held;          /* appended records reach readers only once released
+                           (vg_tlog_release): the durable log's "stored first" */
 } vg_logs_cfg;
 
 /* Defaults: 512 MiB, no age limit, chunks of 4 KiB growing to 2 MiB less
@@ -85,6 +88,25 @@ typedef struct {
 vg_status vg_tlog_append(vg_tlog *t, const vg_tlog_msg *msgs, size_t n, int64_t now_ms,
                          uint64_t *first_seq, size_t *appended);
 
+/* Recovery: appends n messages read back from disk, numbered from
+ * first_seq, as readable at once. Messages numbered below the log's next
+ * are skipped (already there); a first_seq above it leaves a hole, which
+ * readers crossing it learn as a gap. VG_ERR_NOMEM as vg_tlog_append. */
+vg_status vg_tlog_restore(vg_tlog *t, uint64_t first_seq, const vg_tlog_msg *msgs, size_t n,
+                          int64_t at_ms);
+
+/* Recovery: the next message appended gets at least seq (numbers below it
+ * that the log never had are a hole). */
+void vg_tlog_skip_to(vg_tlog *t, uint64_t seq);
+
+/* In a held store: records numbered below upto become readable. Readers
+ * waiting for them are not woken here: the caller kicks them. */
+void vg_tlog_release(vg_tlog *t, uint64_t upto);
+
+/* The first record readers may not have yet: vg_tlog_next_seq unless
+ * held records wait for vg_tlog_release. A NEW reader starts here. */
+uint64_t vg_tlog_ready_seq(vg_tlog *t);
+
 /* The sequence number the next appended message will get. */
 uint64_t vg_tlog_next_seq(vg_tlog *t);
 /* The oldest retained sequence number; vg_tlog_next_seq when none is. */
@@ -122,7 +144,7 @@ typedef struct {
 
 /* Positions c in t. For VG_TSTART_SEQ, a value below the oldest retained
  * record starts at the oldest and reports the missing range in *gap
- * (else gap->from = 0); a value past vg_tlog_next_seq is VG_ERR_ARG.
+ * (else gap->from = 0); a value past vg_tlog_ready_seq is VG_ERR_ARG.
  * Returns VG_OK or VG_ERR_ARG. */
 vg_status vg_tlog_seek(vg_tlog *t, vg_tcursor *c, vg_tstart start, uint64_t value,
                        int64_t now_ms, vg_tgap *gap);

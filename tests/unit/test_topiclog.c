@@ -631,3 +631,121 @@ Test(topiclog, writers_and_readers_on_threads_see_every_record_once_or_an_exact_
     cr_assert_eq(st.records + st.dropped, total);
     vg_logs_destroy(s);
 }
+
+/* ---- the durable log's held records and recovery's holes ---- */
+
+/* Appends "m<k>" for k = first..first+n-1 through vg_tlog_restore. */
+static void restore_n(vg_tlog *t, uint64_t first, size_t n)
+{
+    char (*text)[24] = calloc(n, sizeof *text);
+    vg_tlog_msg *m = calloc(n, sizeof *m);
+    cr_assert(text != NULL && m != NULL);
+    for (size_t i = 0; i < n; i++) {
+        int len = snprintf(text[i], sizeof text[i], "m%llu", (unsigned long long)(first + i));
+        m[i] = (vg_tlog_msg){VG_FRAME_MSG_TYPE1, text[i], (size_t)len};
+    }
+    cr_assert_eq(vg_tlog_restore(t, first, m, n, 0), VG_OK);
+    free(m);
+    free(text);
+}
+
+Test(topiclog, held_records_reach_readers_only_once_released)
+{
+    vg_logs_cfg cfg;
+    vg_logs_cfg_defaults(&cfg);
+    cfg.min_chunk = 256; /* several chunks: release walks across them */
+    cfg.max_chunk = 256;
+    cfg.held = true;
+    vg_logs *s = vg_logs_create(&cfg, EPOCH);
+    cr_assert_not_null(s);
+    vg_tlog *t = get(s, "held");
+    vg_tcursor c;
+    vg_tgap gap;
+    cr_assert_eq(vg_tlog_seek(t, &c, VG_TSTART_FIRST, 0, 0, &gap), VG_OK);
+    append_n(t, 1, 40, 0);
+    cr_assert_eq(vg_tlog_ready_seq(t), 1);
+    vg_buf out = {0};
+    uint64_t rng = 7;
+    cr_assert_eq(drain(&c, &out, 0, &rng).from, 0);
+    cr_assert_eq(out.len, 0, "held records were offered");
+    /* NEW starts at the first held record; SEQ past it is refused. */
+    vg_tcursor n;
+    cr_assert_eq(vg_tlog_seek(t, &n, VG_TSTART_NEW, 0, 0, &gap), VG_OK);
+    cr_assert_eq(n.seq, 1);
+    vg_tcursor_release(&n);
+    cr_assert_eq(vg_tlog_seek(t, &n, VG_TSTART_SEQ, 2, 0, &gap), VG_ERR_ARG);
+    vg_tlog_release(t, 18); /* 1..17 */
+    cr_assert_eq(vg_tlog_ready_seq(t), 18);
+    cr_assert_eq(drain(&c, &out, 5, &rng).from, 0);
+    rec recs[64];
+    size_t off = 0;
+    size_t got = parse_records(&out, &off, recs, 64);
+    expect_run(recs, got, "held", 1, 17);
+    cr_assert_eq(off, out.len, "a record offered in part");
+    vg_tlog_release(t, UINT64_MAX);
+    cr_assert_eq(drain(&c, &out, 3, &rng).from, 0);
+    got = parse_records(&out, &off, recs + 17, 64 - 17);
+    expect_run(recs, 17 + got, "held", 1, 40);
+    vg_tcursor_release(&c);
+    vg_buf_free(&out);
+    vg_logs_destroy(s);
+}
+
+Test(topiclog, a_hole_left_by_recovery_is_a_gap_to_readers_crossing_or_starting_in_it)
+{
+    vg_logs *s = store(0, 4096, 4096);
+    vg_tlog *t = get(s, "holes");
+    restore_n(t, 1, 10);
+    restore_n(t, 21, 10);  /* 11..20 were damaged */
+    restore_n(t, 25, 10);  /* 25..30 are there already: only 31..34 go in */
+    vg_tlog_skip_to(t, 40); /* 35..39 never stored */
+    append_n(t, 40, 5, 0);
+    cr_assert_eq(vg_tlog_next_seq(t), 45);
+    vg_tcursor c;
+    vg_tgap gap;
+    cr_assert_eq(vg_tlog_seek(t, &c, VG_TSTART_FIRST, 0, 0, &gap), VG_OK);
+    vg_tgap gaps[4];
+    size_t ngaps = 0;
+    vg_buf out = {0};
+    uint64_t rng = 3;
+    for (;;) { /* as drain, which expects one gap at most */
+        struct iovec iov[8];
+        vg_tread r;
+        vg_tlog_read(&c, iov, 8, 1 << 20, &r);
+        if (r.gap.from != 0) {
+            cr_assert_lt(ngaps, 4);
+            gaps[ngaps++] = r.gap;
+            vg_tcursor_consume(&c, 0);
+            continue;
+        }
+        if (r.iovcnt == 0)
+            break;
+        size_t take = 1 + next_rand(&rng) % 7, left = take < r.bytes ? take : r.bytes;
+        size_t sent = left;
+        for (size_t i = 0; i < r.iovcnt && left > 0; i++) {
+            size_t k = iov[i].iov_len < left ? iov[i].iov_len : left;
+            cr_assert_eq(vg_buf_append(&out, iov[i].iov_base, k), VG_OK);
+            left -= k;
+        }
+        vg_tcursor_consume(&c, sent);
+    }
+    cr_assert_eq(ngaps, 2);
+    cr_assert(gaps[0].from == 11 && gaps[0].to == 20, "gap %llu..%llu",
+              (unsigned long long)gaps[0].from, (unsigned long long)gaps[0].to);
+    cr_assert(gaps[1].from == 35 && gaps[1].to == 39);
+    rec recs[64];
+    size_t off = 0, got = parse_records(&out, &off, recs, 64);
+    cr_assert_eq(got, 10 + 14 + 5);
+    expect_run(recs, 10, "holes", 1, 10);
+    expect_run(recs + 10, 14, "holes", 21, 34);
+    expect_run(recs + 24, 5, "holes", 40, 44);
+    vg_tcursor_release(&c);
+    /* Starting inside a hole: the gap to its end, then the records. */
+    cr_assert_eq(vg_tlog_seek(t, &c, VG_TSTART_SEQ, 13, 0, &gap), VG_OK);
+    cr_assert(gap.from == 13 && gap.to == 20, "gap %llu..%llu", (unsigned long long)gap.from,
+              (unsigned long long)gap.to);
+    cr_assert_eq(c.seq, 21);
+    vg_tcursor_release(&c);
+    vg_buf_free(&out);
+    vg_logs_destroy(s);
+}
