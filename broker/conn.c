@@ -49,6 +49,19 @@ void vg_conn_release(vg_conn *c)
     free(c);
 }
 
+void vg_conn_kick_reader(vg_conn *c)
+{
+    if (c->version >= 2)
+        vg_reader_kick(c);
+}
+
+void vg_conn_confirm_ready(vg_conn *c)
+{
+    atomic_store(&c->pong_waiting, false);
+    vg_outbox_wake(c->outbox);
+    vg_conn_release(c);
+}
+
 /* ---- the thread ---- */
 
 /* The $SYS.stats bucket of an ending, and whether it is an eviction at all
@@ -103,6 +116,7 @@ static int64_t on_tick(void *ud, int64_t now)
         return now;
     }
     int64_t next = INT64_MAX;
+    vg_conn_flush_pongs(c);
     if (!c->connected && srv->cfg.handshake_timeout_ms > 0) {
         int64_t limit = srv->cfg.handshake_timeout_ms;
         int64_t bound = vg_keepalive_bound_ms(&srv->cfg.keepalive);

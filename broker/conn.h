@@ -35,6 +35,14 @@ void vg_conn_stop_all(vg_server *srv);
  * timers now (after the machine resumed from a suspend). */
 void vg_conn_wake_all(vg_server *srv);
 
+/* The store's commit thread released records of a topic c reads: a
+ * version-2 connection's thread is kicked to send them. */
+void vg_conn_kick_reader(vg_conn *c);
+
+/* The store's commit thread: what c's deferred PONGs wait for is synced
+ * (it drops the reference taken when c began to wait). */
+void vg_conn_confirm_ready(vg_conn *c);
+
 /* Reference counting: the thread holds one reference, and each publisher
  * delivering to the connection holds one for the duration of the delivery. */
 void vg_conn_retain(void *c);

@@ -251,6 +251,48 @@ static bool publish_ok(vg_conn *c, const vg_frame *f)
     return true;
 }
 
+/* Registers c with the store to be woken when pong_lsn is synced. */
+static void confirm_wait(vg_conn *c)
+{
+    if (atomic_exchange(&c->pong_waiting, true))
+        return;
+    vg_conn_retain(c);
+    if (!vg_store_wait(c->srv->store, c->pong_lsn, c)) { /* synced meanwhile */
+        atomic_store(&c->pong_waiting, false);
+        vg_conn_release(c);
+    }
+}
+
+void vg_conn_on_ping(vg_conn *c)
+{
+    vg_store *store = c->srv->store;
+    if (store != NULL && vg_store_holds(store) &&
+        (c->pongs_owed > 0 || c->store_lsn > vg_store_synced(store))) {
+        c->pongs_owed++; /* after the owed ones, whatever its own position */
+        c->pong_lsn = c->store_lsn;
+        confirm_wait(c);
+        return;
+    }
+    vg_link_ctl_ok(c->link, vg_frame_put_pong(vg_link_ctl(c->link)));
+}
+
+void vg_conn_flush_pongs(vg_conn *c)
+{
+    if (c->pongs_owed == 0)
+        return;
+    vg_store *store = c->srv->store;
+    if (vg_store_synced(store) < c->pong_lsn) {
+        confirm_wait(c); /* woken for an older position: wait on */
+        return;
+    }
+    for (; c->pongs_owed > 0; c->pongs_owed--) {
+        if (vg_store_synced(store) < c->pong_lsn)
+            vg_store_note_early(store); /* cannot happen: counted to prove it */
+        if (!vg_link_ctl_ok(c->link, vg_frame_put_pong(vg_link_ctl(c->link))))
+            return;
+    }
+}
+
 void vg_conn_on_frame(void *ud, const vg_frame *f)
 {
     vg_conn *c = ud;
@@ -281,7 +323,7 @@ void vg_conn_on_frame(void *ud, const vg_frame *f)
             handle_connect(c, f);
         break;
     case VG_FRAME_PING:
-        vg_link_ctl_ok(c->link, vg_frame_put_pong(vg_link_ctl(c->link)));
+        vg_conn_on_ping(c);
         break;
     case VG_FRAME_PONG:
         atomic_fetch_add_explicit(&c->srv->stats.pongs_received, 1, memory_order_relaxed);

@@ -103,11 +103,23 @@ struct vg_conn {
     vg_tlog *run_log; /* the log of the topic named in run_log_topic: a cache */
     char run_log_topic[VG_TOPIC_MAX_LEN];
     uint32_t run_log_len;
+    /* With a store that holds records until synced (store.h): a PONG
+     * confirms the MSG frames before its PING, so it waits until the log
+     * position of the last block appended for them, store_lsn, is synced. */
+    uint64_t store_lsn;
+    uint32_t pongs_owed;      /* PINGs not answered yet, in order */
+    uint64_t pong_lsn;        /* what the newest of them waits for */
+    atomic_bool pong_waiting; /* registered with the store (holds a reference) */
     void **scratch; /* subscriber list of the run being delivered */
     size_t scratch_cap;
 
     vg_conn *prev, *next; /* registry, under srv->mu */
 };
+
+/* conn_frames.c: answers a PING: at once, or once what came before it is
+ * synced; conn_flush_pongs sends the owed ones whose sync came. */
+void vg_conn_on_ping(vg_conn *c);
+void vg_conn_flush_pongs(vg_conn *c);
 
 /* conn_frames.c: the link callbacks for frames from the client. */
 void vg_conn_on_frame(void *ud, const vg_frame *f);

@@ -61,6 +61,17 @@ static void help(void)
            "                         a reconnect (docs/design.md)\n"
            "  --retention-age SECS   also drop messages older than this (default 0: kept\n"
            "                         until the byte budget needs the room)\n"
+           "  --data-dir DIR         keep the topic logs in DIR, so that they survive a\n"
+           "                         restart or kill -9 (default: memory only). Retention\n"
+           "                         applies to the files too (docs/operations.md)\n"
+           "  --fsync POLICY         with --data-dir: always (default: a message is\n"
+           "                         confirmed and delivered only after an fdatasync\n"
+           "                         covers it, shared by all publishers), interval=MS\n"
+           "                         (a sync every MS; a crash of the machine loses up to\n"
+           "                         MS of confirmed messages) or never (the kernel's\n"
+           "                         writeback decides)\n"
+           "  --segment-bytes BYTES  size at which a log file is rolled (default 64MiB,\n"
+           "                         at least 64KiB)\n"
            "The broker PINGs every client that falls silent and evicts one that does\n"
            "not answer (event=evict reason=heartbeat), or whose outbound data has not\n"
            "moved for the same bound (reason=slow_consumer):\n",
@@ -332,6 +343,9 @@ static void parse_args(int argc, char **argv, vg_broker_config *cfg, extra_args 
         OPT_STATS_INTERVAL,
         OPT_RETENTION_BYTES,
         OPT_RETENTION_AGE,
+        OPT_DATA_DIR,
+        OPT_FSYNC,
+        OPT_SEGMENT_BYTES,
     };
     static const struct option own[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
@@ -347,6 +361,9 @@ static void parse_args(int argc, char **argv, vg_broker_config *cfg, extra_args 
         {"stats-interval", required_argument, NULL, OPT_STATS_INTERVAL},
         {"retention-bytes", required_argument, NULL, OPT_RETENTION_BYTES},
         {"retention-age", required_argument, NULL, OPT_RETENTION_AGE},
+        {"data-dir", required_argument, NULL, OPT_DATA_DIR},
+        {"fsync", required_argument, NULL, OPT_FSYNC},
+        {"segment-bytes", required_argument, NULL, OPT_SEGMENT_BYTES},
         {NULL, 0, NULL, 0},
     };
     int64_t v;
@@ -424,6 +441,31 @@ static void parse_args(int argc, char **argv, vg_broker_config *cfg, extra_args 
                 vg_usage_error(prog, usage, "--retention-age must be decimal seconds, got '%s'",
                                optarg);
             cfg->retention_age_ms = v;
+            break;
+        case OPT_DATA_DIR:
+            if (optarg[0] == 0)
+                vg_usage_error(prog, usage, "--data-dir must name a directory");
+            cfg->data_dir = optarg;
+            break;
+        case OPT_FSYNC:
+            if (strcmp(optarg, "always") == 0) {
+                cfg->fsync = VG_FSYNC_ALWAYS;
+            } else if (strcmp(optarg, "never") == 0) {
+                cfg->fsync = VG_FSYNC_NEVER;
+            } else if (strncmp(optarg, "interval=", 9) == 0 &&
+                       vg_parse_int(optarg + 9, 1, 3600 * 1000, &v)) {
+                cfg->fsync = VG_FSYNC_INTERVAL;
+                cfg->fsync_interval_ms = (int)v;
+            } else {
+                vg_usage_error(prog, usage,
+                               "--fsync must be always, interval=MS or never, got '%s'", optarg);
+            }
+            break;
+        case OPT_SEGMENT_BYTES:
+            if (!vg_parse_bytes(optarg, VG_STORE_SEGMENT_MIN, 1u << 30, &bytes))
+                vg_usage_error(prog, usage, "--segment-bytes must be 64KiB to 1GiB, got '%s'",
+                               optarg);
+            cfg->segment_bytes = bytes;
             break;
         default:
             if (!vg_cli_common_option(o, optarg, &cfg->keepalive, prog, usage, help))

@@ -44,6 +44,31 @@ static uint64_t new_epoch(void)
     return e != 0 ? e : 1;
 }
 
+/* Store hook, commit thread: t's records are readable: kick the
+ * version-2 connections that read t (reader.c). */
+static void on_released(void *ud, vg_tlog *t)
+{
+    vg_server *srv = ud;
+    uint32_t len;
+    const char *topic = vg_tlog_topic(t, &len);
+    size_t n = 0;
+    if (vg_subtable_match(srv->subs, topic, len, &srv->commit_scratch, &srv->commit_scratch_cap,
+                          &n) != VG_OK)
+        return; /* out of memory: they are woken by the next run or their heartbeat */
+    for (size_t i = 0; i < n; i++) {
+        struct vg_conn *c = srv->commit_scratch[i];
+        vg_conn_kick_reader(c);
+        vg_conn_release(c);
+    }
+}
+
+/* Store hook, commit thread: a connection's confirm may go now. */
+static void on_wake(void *ud, void *waiter)
+{
+    (void)ud;
+    vg_conn_confirm_ready(waiter);
+}
+
 void vg_broker_config_defaults(vg_broker_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -61,6 +86,10 @@ void vg_broker_config_defaults(vg_broker_config *cfg)
     vg_logs_cfg_defaults(&lc);
     cfg->retention_bytes = lc.max_bytes;
     cfg->retention_age_ms = 0;
+    cfg->data_dir = NULL;
+    cfg->fsync = VG_FSYNC_ALWAYS;
+    cfg->fsync_interval_ms = 1000;
+    cfg->segment_bytes = VG_STORE_SEGMENT_DEFAULT;
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
     cfg->thread_stack = 1u << 20; /* sanitizers need far deeper stacks */
 #elif defined(__has_feature)
@@ -95,12 +124,39 @@ vg_status vg_server_open(vg_server *srv, const vg_broker_config *cfg)
     vg_logs_cfg_defaults(&lc);
     lc.max_bytes = cfg->retention_bytes;
     lc.max_age_ms = cfg->retention_age_ms;
-    srv->logs = vg_logs_create(&lc, new_epoch());
-    if (srv->logs == NULL)
-        goto fail_subs;
     srv->dedupe = vg_dedupe_create(DEDUPE_PUBLISHERS, DEDUPE_WINDOW_MS);
-    if (srv->dedupe == NULL)
-        goto fail_logs;
+    srv->durables = vg_durables_create();
+    if (srv->dedupe == NULL || srv->durables == NULL)
+        goto fail_subs;
+    if (cfg->data_dir != NULL) {
+        vg_store_cfg sc = {
+            .dir = cfg->data_dir,
+            .fsync = cfg->fsync,
+            .interval_ms = cfg->fsync_interval_ms,
+            .segment_bytes = cfg->segment_bytes,
+            .retention_bytes = cfg->retention_bytes,
+            .retention_age_ms = cfg->retention_age_ms,
+        };
+        vg_status st = vg_store_open(&sc, &lc, srv->dedupe, srv->durables, &srv->logs, &srv->store);
+        if (st != VG_OK) { /* logged */
+            vg_subtable_destroy(srv->subs);
+            vg_dedupe_destroy(srv->dedupe);
+            vg_durables_destroy(srv->durables);
+            close(srv->listen_fd);
+            return VG_ERR_IO;
+        }
+        vg_store_hooks hooks = {.ud = srv, .released = on_released, .wake = on_wake};
+        if (vg_store_start(srv->store, &hooks) != VG_OK) {
+            vg_store_close(srv->store);
+            goto fail_logs;
+        }
+    } else {
+        srv->logs = vg_logs_create(&lc, new_epoch());
+        if (srv->logs == NULL)
+            goto fail_subs;
+        vg_log(VG_LOG_WARN, "memory_only",
+               "detail=\"no --data-dir: the log lives in memory and is lost when the broker stops\"");
+    }
     pthread_mutex_init(&srv->dedupe_mu, NULL);
     pthread_mutex_init(&srv->mu, NULL);
     vg_cond_init(&srv->drained);
@@ -124,6 +180,8 @@ vg_status vg_server_open(vg_server *srv, const vg_broker_config *cfg)
 fail_logs:
     vg_logs_destroy(srv->logs);
 fail_subs:
+    vg_dedupe_destroy(srv->dedupe);
+    vg_durables_destroy(srv->durables);
     vg_subtable_destroy(srv->subs);
 fail_listen:
     close(srv->listen_fd);
@@ -338,9 +396,12 @@ void vg_server_close(vg_server *srv)
         vg_log(VG_LOG_WARN, "shutdown_incomplete", "clients=%zu", left);
         return;
     }
+    vg_store_close(srv->store); /* no connection is left to append */
     vg_subtable_destroy(srv->subs);
     vg_logs_destroy(srv->logs);
     vg_dedupe_destroy(srv->dedupe);
+    vg_durables_destroy(srv->durables);
+    free(srv->commit_scratch);
     pthread_mutex_destroy(&srv->dedupe_mu);
     pthread_attr_destroy(&srv->thread_attr);
     pthread_cond_destroy(&srv->drained);

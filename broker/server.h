@@ -5,7 +5,8 @@
  * vg_outbox_close() on a connection's outbox (which takes the outbox lock);
  * never the other way round. The subscription table's lock is a leaf.
  * dedupe_mu may be held while appending to a topic log (whose locks are
- * leaves below it: topiclog.h). */
+ * leaves below it: topiclog.h) and while writing to the store (store.h:
+ * dedupe_mu, then the store's write lock, then a log's). */
 #ifndef VG_SERVER_H
 #define VG_SERVER_H
 
@@ -20,6 +21,8 @@
 #include "status.h"
 #include "subtable.h"
 #include "dedupe.h"
+#include "durable.h"
+#include "store.h"
 #include "topiclog.h"
 
 typedef struct {
@@ -38,6 +41,10 @@ typedef struct {
     int64_t stats_interval_ms;    /* $SYS.stats publication period; 0: none */
     uint64_t retention_bytes;     /* the topic logs' byte budget (topiclog.h) */
     int64_t retention_age_ms;     /* drop log chunks older than this; 0: no age limit */
+    const char *data_dir;         /* NULL: the log is in memory only */
+    vg_fsync_policy fsync;        /* with data_dir (store.h) */
+    int fsync_interval_ms;        /* VG_FSYNC_INTERVAL */
+    uint64_t segment_bytes;       /* segment files roll before this size */
 } vg_broker_config;
 
 /* Why connections were ended by the broker, for $SYS.stats. */
@@ -74,6 +81,10 @@ typedef struct vg_server {
     vg_logs *logs;        /* every accepted message, per topic (topiclog.h) */
     vg_dedupe *dedupe;    /* version-2 publishers' high-water marks, under dedupe_mu */
     pthread_mutex_t dedupe_mu; /* held across check, append and record: before any log lock */
+    vg_store *store;      /* with --data-dir: the log's files (store.h); else NULL */
+    vg_durables *durables; /* named subscribers' positions */
+    void **commit_scratch; /* the store's commit thread's subscriber list */
+    size_t commit_scratch_cap;
     pthread_attr_t thread_attr;
 
     pthread_mutex_t mu; /* guards the registry below; conn.c maintains it */

@@ -552,6 +552,12 @@ void vg_tlog_release(vg_tlog *t, uint64_t upto)
     pthread_mutex_unlock(&t->mu);
 }
 
+const char *vg_tlog_topic(const vg_tlog *t, uint32_t *len)
+{
+    *len = t->topic_len;
+    return t->topic;
+}
+
 uint64_t vg_tlog_ready_seq(vg_tlog *t)
 {
     pthread_mutex_lock(&t->mu);

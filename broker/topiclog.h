@@ -107,6 +107,9 @@ void vg_tlog_release(vg_tlog *t, uint64_t upto);
  * held records wait for vg_tlog_release. A NEW reader starts here. */
 uint64_t vg_tlog_ready_seq(vg_tlog *t);
 
+/* The log's topic (not NUL-terminated). */
+const char *vg_tlog_topic(const vg_tlog *t, uint32_t *len);
+
 /* The sequence number the next appended message will get. */
 uint64_t vg_tlog_next_seq(vg_tlog *t);
 /* The oldest retained sequence number; vg_tlog_next_seq when none is. */

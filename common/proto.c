@@ -19,6 +19,8 @@ const char *vg_errcode_name(uint64_t code)
     case VG_E_INTERNAL: return "internal";
     case VG_E_PERMISSION: return "permission";
     case VG_E_BAD_POSITION: return "bad_position";
+    case VG_E_STORAGE: return "storage";
+    case VG_E_DURABLE_TAKEN: return "durable_taken";
     }
     return "unknown";
 }

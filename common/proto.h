@@ -58,6 +58,8 @@ typedef enum {
     VG_E_INTERNAL = 14,      /* fatal: the broker ran out of memory for this client */
     VG_E_PERMISSION = 15,    /* not fatal on SUB, fatal on MSG: reserved topic */
     VG_E_BAD_POSITION = 16,  /* not fatal: a SUB's start position the broker cannot serve */
+    VG_E_STORAGE = 17,       /* fatal: the broker could not store the client's messages */
+    VG_E_DURABLE_TAKEN = 18, /* not fatal: another connection took this durable subscription */
 } vg_errcode;
 
 /* The snake_case name of an ERR code, as logged ("bad_frame"); "unknown" if not known. */
@@ -69,7 +71,8 @@ static inline bool vg_errcode_is_fatal(uint64_t code, uint64_t sid)
 {
     return sid == 0 || !(code == VG_E_BAD_TOPIC || code == VG_E_LIMIT ||
                          code == VG_E_DUPLICATE_SID || code == VG_E_NO_SUCH_SID ||
-                         code == VG_E_PERMISSION || code == VG_E_BAD_POSITION);
+                         code == VG_E_PERMISSION || code == VG_E_BAD_POSITION ||
+                         code == VG_E_DURABLE_TAKEN);
 }
 
 #endif

@@ -1409,14 +1409,17 @@ Test(codec_msgpack, v2_frames_built_by_msgpack_with_other_encodings)
 
 Test(proto, errcode_names_and_fatality)
 {
-    for (uint64_t code = VG_E_BAD_FRAME; code <= VG_E_BAD_POSITION; code++)
+    for (uint64_t code = VG_E_BAD_FRAME; code <= VG_E_DURABLE_TAKEN; code++)
         cr_assert_str_neq(vg_errcode_name(code), "unknown", "code %llu", (unsigned long long)code);
     cr_assert_str_eq(vg_errcode_name(VG_E_BAD_POSITION), "bad_position");
-    cr_assert_str_eq(vg_errcode_name(VG_E_BAD_POSITION + 1), "unknown");
+    cr_assert_str_eq(vg_errcode_name(VG_E_STORAGE), "storage");
+    cr_assert_str_eq(vg_errcode_name(VG_E_DURABLE_TAKEN), "durable_taken");
+    cr_assert_str_eq(vg_errcode_name(VG_E_DURABLE_TAKEN + 1), "unknown");
     cr_assert_str_eq(vg_errcode_name(0), "unknown");
     /* The answers to a SUB or UNSUB that leave the connection open... */
     static const vg_errcode answers[] = {VG_E_BAD_TOPIC, VG_E_LIMIT, VG_E_DUPLICATE_SID,
-                                         VG_E_NO_SUCH_SID, VG_E_PERMISSION, VG_E_BAD_POSITION};
+                                         VG_E_NO_SUCH_SID, VG_E_PERMISSION, VG_E_BAD_POSITION,
+                                         VG_E_DURABLE_TAKEN};
     for (size_t i = 0; i < sizeof answers / sizeof answers[0]; i++) {
         cr_assert_not(vg_errcode_is_fatal(answers[i], 1), "%s", vg_errcode_name(answers[i]));
         cr_assert(vg_errcode_is_fatal(answers[i], 0), "%s without a sid",
@@ -1425,5 +1428,6 @@ Test(proto, errcode_names_and_fatality)
     /* ...and no other code. */
     cr_assert(vg_errcode_is_fatal(VG_E_BAD_FRAME, 1));
     cr_assert(vg_errcode_is_fatal(VG_E_PROTOCOL, 3));
-    cr_assert(vg_errcode_is_fatal(VG_E_BAD_POSITION + 1, 1));
+    cr_assert(vg_errcode_is_fatal(VG_E_STORAGE, 1));
+    cr_assert(vg_errcode_is_fatal(VG_E_DURABLE_TAKEN + 1, 1));
 }
