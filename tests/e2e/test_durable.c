@@ -489,24 +489,38 @@ static uint32_t be32(const unsigned char *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+static uint64_t be64(const unsigned char *p) { return (uint64_t)be32(p) << 32 | be32(p + 4); }
+
 #define BLOCK_HEADER 56
 #define BLOCK_MAGIC 0x56474231u
+#define BLOCK_MSGS 1
 
-/* Walks a segment of blocks of one topic of topic_len bytes: a block is the
- * 56-byte header (magic, body_len at 4), the topic, then the body. Fills
- * offs[] with the blocks' offsets; returns their count, or -1 if the walk
- * does not end exactly at the file's end (the layout is not the one these
- * tests assume: the exact-offset checks are then skipped, and said so). */
-static int walk_blocks(const unsigned char *buf, long long size, size_t topic_len, long long *offs,
-                       int max)
+/* A block's header as docs/operations.md ("The data directory") and
+ * broker/block.h lay it out: magic at 0, body_len (topic included) at 4,
+ * first_seq at 8, count at 40, topic_len at 44, kind at 46. */
+typedef struct {
+    long long off;
+    uint32_t body_len, count;
+    uint64_t first_seq;
+    unsigned kind, topic_len;
+} blk;
+
+/* Walks a segment's blocks into out[]; returns their count, or -1 if the
+ * walk does not end exactly at the file's end (the layout is not the one
+ * these tests assume: the exact checks are then skipped, and said so). */
+static int walk_blocks(const unsigned char *buf, long long size, blk *out, int max)
 {
     long long at = 0;
     int n = 0;
     while (at < size) {
         if (size - at < BLOCK_HEADER || be32(buf + at) != BLOCK_MAGIC || n == max)
             return -1;
-        offs[n++] = at;
-        at += BLOCK_HEADER + (long long)topic_len + be32(buf + at + 4);
+        const unsigned char *h = buf + at;
+        out[n] = (blk){.off = at, .body_len = be32(h + 4), .first_seq = be64(h + 8),
+                       .count = be32(h + 40), .topic_len = (unsigned)h[44] << 8 | h[45],
+                       .kind = h[46]};
+        at += BLOCK_HEADER + (long long)out[n].body_len;
+        n++;
     }
     return at == size ? n : -1;
 }
@@ -571,7 +585,8 @@ Test(durable, broker_killed_ten_times_loses_and_repeats_nothing, .fini = cleanup
 /* Publishes a-1..a-100, then in a second publisher tail-1..tail-20 (so the
  * last block holds only tail messages), kills the broker, cuts 7 bytes off
  * the last segment and restarts it. Returns the broker; *port its port. */
-static h_proc *torn_tail_setup(const char *dir, int *port, h_proc **live_sub, long long *cut_expected)
+static h_proc *torn_tail_setup(const char *dir, int *port, h_proc **live_sub, long long *cut_expected,
+                               int *cut_count)
 {
     h_proc *b = h_broker(port, "--data-dir", dir, NULL);
     if (live_sub != NULL)
@@ -589,18 +604,23 @@ static h_proc *torn_tail_setup(const char *dir, int *port, h_proc **live_sub, lo
     seg_file *last = &segs[nsegs - 1];
     long long size;
     unsigned char *buf = read_all(last->path, &size);
-    long long offs[4096];
-    int blocks = walk_blocks(buf, size, strlen("torn"), offs, 4096);
+    static blk blocks[4096];
+    int nblocks = walk_blocks(buf, size, blocks, 4096);
     free(buf);
     *cut_expected = -1;
-    if (blocks > 0) {
+    *cut_count = -1;
+    if (nblocks > 0) {
         /* The broker cuts what is left of the last block. */
-        *cut_expected = size - 7 - offs[blocks - 1];
-        cr_log_info("%s: %lld bytes, %d blocks, the last at %lld", last->path, size, blocks,
-                    offs[blocks - 1]);
+        blk *lb = &blocks[nblocks - 1];
+        *cut_expected = size - 7 - lb->off;
+        if (lb->kind == BLOCK_MSGS)
+            *cut_count = (int)lb->count;
+        cr_log_info("%s: %lld bytes, %d blocks, the last at %lld (kind %u, seq %llu, %u messages)",
+                    last->path, size, nblocks, lb->off, lb->kind,
+                    (unsigned long long)lb->first_seq, lb->count);
     } else {
-        cr_log_warn("%s: its blocks do not walk as 56-byte header + topic + body_len: the exact"
-                    " byte count of store_truncated is not checked", last->path);
+        cr_log_warn("%s: its blocks do not walk as 56-byte header + body_len: the exact"
+                    " count cut is not checked", last->path);
     }
     cr_assert(size > 7);
     cr_assert(truncate(last->path, size - 7) == 0, "truncate %s: %s", last->path, strerror(errno));
@@ -630,7 +650,8 @@ Test(durable, a_torn_tail_loses_only_its_last_block, .fini = cleanup)
     const char *dir = new_dir("data");
     int port;
     long long cut_expected;
-    h_proc *b = torn_tail_setup(dir, &port, NULL, &cut_expected);
+    int cut_count;
+    h_proc *b = torn_tail_setup(dir, &port, NULL, &cut_expected, &cut_count);
     assert_truncated_line(b, cut_expected);
 
     /* Everything from the first: a-1..a-100, then a prefix of the tail
@@ -649,6 +670,9 @@ Test(durable, a_torn_tail_loses_only_its_last_block, .fini = cleanup)
     for (int i = 0; i < nt; i++)
         cr_assert_eq(t[i], i + 1, "tail messages: line %d is tail-%d", i + 1, t[i]);
     cr_assert_lt(nt, 20, "the torn block's messages were served: tail-1..tail-%d", nt);
+    if (cut_count >= 0)
+        cr_assert_eq(nt, 20 - cut_count, "the torn block held %d messages, yet tail-1..tail-%d came",
+                     cut_count, nt);
     assert_run(af, nafter, 1, 5, "the after- messages");
     /* In order: the a's, then the tail's, then the after's. */
     const char *last_a = strstr(s->out, line_of("torn", "a-", 100));
@@ -674,8 +698,9 @@ Test(durable, a_torn_tail_does_not_stall_a_subscriber_that_had_read_past_it, .fi
     const char *dir = new_dir("data");
     int port;
     long long cut_expected;
+    int cut_count;
     h_proc *live;
-    h_proc *b = torn_tail_setup(dir, &port, &live, &cut_expected);
+    h_proc *b = torn_tail_setup(dir, &port, &live, &cut_expected, &cut_count);
     assert_truncated_line(b, cut_expected);
     cr_assert(h_wait_err(live, "event=reconnected", WAIT), "%s", h_tail(live->err));
     cr_assert_eq(h_pub(port, "--count", "25", "torn", "after-{n}", NULL), 0);
@@ -714,26 +739,32 @@ Test(durable, a_flipped_byte_is_an_exact_gap, .fini = cleanup)
     cr_assert_geq(nsegs, 3, "%d segments of 64 KiB for ~%d KB of messages", nsegs, N * 190 / 1000);
     long long size;
     unsigned char *buf = read_all(segs[0].path, &size);
-    long long offs[8192];
-    int blocks = walk_blocks(buf, size, strlen("flip"), offs, 8192);
-    long long at = size / 2, block_at = -1;
-    if (blocks > 0) {
-        /* A byte in the middle of the body of the block that holds the
-         * file's middle: its header stays intact. */
+    static blk blocks[8192];
+    int nblocks = walk_blocks(buf, size, blocks, 8192);
+    long long at = size / 2, block_at = -1, want_from = -1, want_to = -1;
+    if (nblocks > 0) {
+        /* A byte in the middle of the messages of the block that holds
+         * the file's middle (or the next MSGS block): its header stays
+         * intact, so the broker knows which messages it loses. */
         int i = 0;
-        while (i + 1 < blocks && offs[i + 1] <= size / 2)
+        while (i + 1 < nblocks && blocks[i + 1].off <= size / 2)
             i++;
-        block_at = offs[i];
-        uint32_t body = be32(buf + block_at + 4);
-        cr_assert_gt(body, 0);
-        at = block_at + BLOCK_HEADER + 4 + body / 2;
+        while (i + 1 < nblocks && blocks[i].kind != BLOCK_MSGS)
+            i++;
+        blk *d = &blocks[i];
+        cr_assert_eq(d->kind, BLOCK_MSGS, "no block of messages in the second half of %s",
+                     segs[0].path);
+        block_at = d->off;
+        want_from = (long long)d->first_seq;
+        want_to = want_from + d->count - 1;
+        at = d->off + BLOCK_HEADER + d->topic_len + (d->body_len - d->topic_len) / 2;
         cr_log_info("%s: %lld bytes, %d blocks; flipping byte %lld, in the body of block %d at"
-                    " %lld",
-                    segs[0].path, size, blocks, at, i, block_at);
-        cr_assert_geq(blocks, 4, "the first segment holds only %d blocks", blocks);
+                    " %lld (seq %lld..%lld)",
+                    segs[0].path, size, nblocks, at, i, block_at, want_from, want_to);
+        cr_assert_geq(nblocks, 4, "the first segment holds only %d blocks", nblocks);
     } else {
-        cr_log_warn("%s: its blocks do not walk as 56-byte header + topic + body_len: flipping"
-                    " its middle byte, the block's offset is not checked", segs[0].path);
+        cr_log_warn("%s: its blocks do not walk as 56-byte header + body_len: flipping"
+                    " its middle byte, the block's offset and range are not checked", segs[0].path);
     }
     free(buf);
     int fd = open(segs[0].path, O_RDWR | O_CLOEXEC);
@@ -757,8 +788,11 @@ Test(durable, a_flipped_byte_is_an_exact_gap, .fini = cleanup)
     cr_assert(field_num(line, "from", &from) && field_num(line, "to", &to), "%s", line);
     cr_assert(field_num(line, "offset", &offset) && field_num(line, "bytes", &bytes), "%s", line);
     cr_assert(1 <= from && from <= to && to < N, "%s", line);
-    if (block_at >= 0)
+    if (block_at >= 0) {
         cr_assert_eq(offset, block_at, "the damaged block is at %lld: %s", block_at, line);
+        cr_assert(from == want_from && to == want_to, "the damaged block holds %lld..%lld: %s",
+                  want_from, want_to, line);
+    }
     cr_assert_eq(h_count(b->err, "event=store_damaged"), 1, "%s", h_tail(b->err));
 
     h_proc *s = h_sub(port, "--since", "first", "flip", NULL);
