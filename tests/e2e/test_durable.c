@@ -1351,3 +1351,133 @@ Test(durable, durables_are_listed_and_deleted, .fini = cleanup)
     free(json);
     h_free(b);
 }
+
+/* ---- the epoch across restarts, by --fsync policy ---- */
+
+/* The epoch= of the broker's event=listening line. */
+static unsigned long long epoch_of(const h_proc *b)
+{
+    char line[1024];
+    cr_assert(find_line(b->err, "event=listening", line, sizeof line) != NULL, "%s", h_tail(b->err));
+    const char *at = strstr(line, " epoch=");
+    cr_assert(at != NULL, "no epoch= in %s", line);
+    return strtoull(at + strlen(" epoch="), NULL, 10);
+}
+
+/* Publishes, then restarts the broker (kill -9 when unclean, else SIGTERM)
+ * with the same data dir and policy; returns whether the epoch was kept,
+ * and checks what a subscriber that was reading says about it. */
+static bool epoch_kept(const char *name, const char *fsync, bool unclean)
+{
+    const char *dir = new_dir(name);
+    int port;
+    h_proc *b = h_broker(&port, "--data-dir", dir, "--fsync", fsync, NULL);
+    unsigned long long before = epoch_of(b);
+    h_proc *s = h_sub(port, FAST_RETRY, "--since", "first", "ep", NULL);
+    cr_assert_eq(h_pub(port, "--count", "20", "ep", "m-{n}", NULL), 0);
+    cr_assert(h_wait_out(s, "ep MSG_TYPE1 m-20\n", WAIT), "%s", h_tail(s->err));
+    if (unclean) {
+        kill9(b);
+    } else {
+        h_signal(b, SIGTERM);
+        cr_assert(h_wait_exit(b, WAIT));
+        h_free(b);
+    }
+    b = h_broker_at(port, "--data-dir", dir, "--fsync", fsync, NULL);
+    unsigned long long after = epoch_of(b);
+    cr_assert(h_wait_err(s, "event=reconnected", WAIT), "%s", h_tail(s->err));
+    cr_assert_eq(h_pub(port, "ep", "after-1", NULL), 0);
+    cr_assert(h_wait_out(s, "ep MSG_TYPE1 after-1\n", WAIT), "%s", h_tail(s->err));
+    bool kept = before == after;
+    char line[1024];
+    if (kept) {
+        cr_assert(strstr(b->err, "event=epoch_changed") == NULL, "%s", h_tail(b->err));
+        cr_assert(strstr(s->err, "broker_restarted") == NULL && strstr(s->err, "event=gap") == NULL,
+                  "--fsync %s, %s: the epoch was kept, yet: %s", fsync,
+                  unclean ? "kill -9" : "SIGTERM", h_tail(s->err));
+        int n;
+        int *v = numbers(s->out, "ep", "m-", true, &n);
+        assert_run(v, n, 1, 20, "the subscriber across the restart");
+        free(v);
+    } else {
+        cr_assert(find_line(b->err, "event=epoch_changed", line, sizeof line) != NULL,
+                  "a new epoch without epoch_changed: %s", h_tail(b->err));
+        cr_assert(strstr(line, "level=warn") != NULL, "%s", line);
+        cr_assert(strstr(s->err, "reason=broker_restarted") != NULL,
+                  "--fsync %s, kill -9: a new epoch, and the subscriber was not told: %s", fsync,
+                  h_tail(s->err));
+    }
+    cr_log_info("--fsync %s, %s: epoch %llu -> %llu", fsync, unclean ? "kill -9" : "SIGTERM", before,
+                after);
+    h_free(s), h_free(b);
+    return kept;
+}
+
+Test(durable, the_epoch_survives_a_restart_unless_an_unsynced_crash_may_have_lost_records,
+     .fini = cleanup)
+{
+    cr_assert(epoch_kept("always-kill", "always", true), "--fsync always: kill -9 changed the epoch");
+    cr_assert(!epoch_kept("never-kill", "never", true), "--fsync never: kill -9 kept the epoch");
+    cr_assert(!epoch_kept("interval-kill", "interval=50", true),
+              "--fsync interval=50: kill -9 kept the epoch");
+    cr_assert(epoch_kept("never-term", "never", false), "--fsync never: SIGTERM changed the epoch");
+    cr_assert(epoch_kept("interval-term", "interval=50", false),
+              "--fsync interval=50: SIGTERM changed the epoch");
+}
+
+/* ---- retention on disk ---- */
+
+Test(durable, retention_bytes_bounds_the_files_too, .fini = cleanup)
+{
+    enum { N = 4000 };
+    const char *dir = new_dir("data");
+    int port;
+    h_proc *b = h_broker(&port, "--data-dir", dir, "--segment-bytes", "65536", "--retention-bytes",
+                         "1M", NULL);
+    static char payload[1000];
+    char count[16];
+    snprintf(count, sizeof count, "%d", N);
+    int code = h_pub(port, "--count", count, "ret", padded(payload, sizeof payload - 1, "r"), NULL);
+    cr_assert_eq(code, 0, "pub exited %d; the broker %s: %s", code,
+                 b->exited ? "exited" : "is running", h_tail(b->err));
+    /* Retention is applied by the broker's commit thread (about once a
+     * second): wait, bounded, for the files to shrink to the budget. */
+    const long long bound = (1 << 20) + 2 * 65536 + 8192;
+    seg_file segs[256];
+    int n;
+    long long total;
+    int64_t t0 = h_now_ms(), deadline = t0 + WAIT;
+    h_step("waiting for the segments to shrink to %lld bytes", bound);
+    for (;;) {
+        n = segments(dir, segs, 256);
+        total = 0;
+        for (int i = 0; i < n; i++)
+            total += segs[i].size;
+        if (total <= bound || h_now_ms() >= deadline || b->exited)
+            break;
+        h_pump(b, 100);
+    }
+    h_step(NULL);
+    cr_log_info("%d segments, %lld bytes on disk for %d KB published (after %lld ms)", n, total, N,
+                (long long)(h_now_ms() - t0));
+    cr_assert_leq(total, bound,
+                  "%lld bytes of segments with --retention-bytes 1M, --segment-bytes 64K", total);
+    cr_assert(strstr(segs[0].path, "00000000000000000001.seg") == NULL,
+              "the first segment is still there");
+    h_signal(b, SIGTERM);
+    cr_assert(h_wait_exit(b, WAIT));
+    h_free(b);
+    b = h_broker_at(port, "--data-dir", dir, "--segment-bytes", "65536", "--retention-bytes", "1M",
+                    NULL);
+    h_proc *s = h_sub(port, "--since", "first", "ret", NULL);
+    char last[32];
+    snprintf(last, sizeof last, "-%d\n", N);
+    cr_assert(h_wait_out(s, last, WAIT), "%s", h_tail(s->err));
+    int k;
+    int *v = numbers(s->out, "ret", "r", false, &k);
+    cr_assert_gt(k, 500, "only %d messages of 1 KB kept under a 1 MiB retention", k);
+    cr_assert_gt(v[0], 1, "retention dropped nothing");
+    assert_run(v, k, v[0], N, "a subscriber from the first retained message after a restart");
+    free(v);
+    h_free(s), h_free(b);
+}
