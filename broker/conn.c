@@ -40,8 +40,10 @@ void vg_conn_release(vg_conn *c)
         return;
     vg_link_destroy(c->link);
     vg_outbox_destroy(c->outbox);
-    for (size_t i = 0; i < c->nsubs; i++)
+    for (size_t i = 0; i < c->nsubs; i++) {
         free(c->subs[i].topic);
+        free(c->subs[i].durable);
+    }
     free(c->subs);
     vg_reader_free_all(c);
     free(c->run.msgs);
@@ -117,6 +119,7 @@ static int64_t on_tick(void *ud, int64_t now)
     }
     int64_t next = INT64_MAX;
     vg_conn_flush_pongs(c);
+    vg_durable_check(c);
     if (!c->connected && srv->cfg.handshake_timeout_ms > 0) {
         int64_t limit = srv->cfg.handshake_timeout_ms;
         int64_t bound = vg_keepalive_bound_ms(&srv->cfg.keepalive);
@@ -160,6 +163,7 @@ static void finish(vg_conn *c, vg_end e)
 {
     vg_server *srv = c->srv;
     vg_outbox_close(c->outbox); /* after it, no publisher writes for us (lent_write) */
+    vg_durable_leave_all(c);    /* their positions stay for the next connection */
     for (size_t i = 0; i < c->nsubs; i++)
         vg_subtable_remove(srv->subs, c->subs[i].topic, c->subs[i].len, c);
     /* The cursors' pins go now, while the topic logs surely exist: once

@@ -91,16 +91,25 @@ static void handle_sub(vg_conn *c, const vg_frame *f)
         c->subs_cap = cap;
     }
     char *topic = malloc(f->topic_len);
-    if (topic == NULL)
+    char *durable = f->durable != NULL ? malloc(f->durable_len) : NULL;
+    if (topic == NULL || (f->durable != NULL && durable == NULL)) {
+        free(topic);
+        free(durable);
         goto fail_nomem;
+    }
     memcpy(topic, f->topic, f->topic_len);
+    if (durable != NULL)
+        memcpy(durable, f->durable, f->durable_len);
+    conn_sub sub = {f->sid, topic, f->topic_len, durable, durable ? f->durable_len : 0};
     uint64_t next = 0;
     if (c->version >= 2) {
         /* Before the table: a message appended in between is in the log
          * after the cursor's position, and the fill reads it. */
-        vg_status st = vg_reader_attach(c, f, topic, f->topic_len, &next);
+        vg_status st = durable != NULL ? vg_durable_attach(c, f, &sub, &next)
+                                       : vg_reader_attach(c, f, topic, f->topic_len, &next);
         if (st != VG_OK) {
             free(topic);
+            free(durable);
             if (st == VG_ERR_ARG) {
                 vg_conn_send_err(c, VG_E_BAD_POSITION, "position past the end", f->sid);
                 return;
@@ -114,15 +123,21 @@ static void handle_sub(vg_conn *c, const vg_frame *f)
         vg_subtable_add(c->srv->subs, topic, f->topic_len, c) != VG_OK) {
         if (c->version >= 2)
             vg_reader_detach(c, topic, f->topic_len);
+        if (durable != NULL)
+            vg_durable_detach(c, &sub, false);
         free(topic);
+        free(durable);
         goto fail_nomem;
     }
-    c->subs[c->nsubs++] = (conn_sub){f->sid, topic, f->topic_len};
+    c->subs[c->nsubs++] = sub;
     if (c->version >= 2)
         vg_link_ctl_ok(c->link, vg_frame_put_ok2(vg_link_ctl(c->link), f->sid,
                                                  vg_logs_epoch(c->srv->logs), next));
     else
         send_ok(c, f->sid);
+    if (f->topic_len == strlen(VG_SYS_DURABLES) &&
+        memcmp(f->topic, VG_SYS_DURABLES, f->topic_len) == 0)
+        vg_durable_publish_list(c); /* the answer to subscribing */
     if (vg_log_enabled(VG_LOG_DEBUG)) {
         char t[80];
         vg_log(VG_LOG_DEBUG, "subscribed", "client=%llu sid=%llu topic=%s",
@@ -146,14 +161,22 @@ static void handle_unsub(vg_conn *c, const vg_frame *f)
         vg_conn_send_err(c, VG_E_NO_SUCH_SID, "no subscription with that sid", f->sid);
         return;
     }
-    conn_sub gone = *s;
-    *s = c->subs[--c->nsubs];
+    if (s->durable != NULL)
+        vg_durable_detach(c, s, f->delete_durable);
+    vg_conn_remove_sub(c, (size_t)(s - c->subs));
+    send_ok(c, f->sid);
+}
+
+void vg_conn_remove_sub(vg_conn *c, size_t i)
+{
+    conn_sub gone = c->subs[i];
+    c->subs[i] = c->subs[--c->nsubs];
     if (!has_topic(c, gone.topic, gone.len))
         vg_subtable_remove(c->srv->subs, gone.topic, gone.len, c);
     if (c->version >= 2)
         vg_reader_detach(c, gone.topic, gone.len);
     free(gone.topic);
-    send_ok(c, f->sid);
+    free(gone.durable);
 }
 
 /* ---- the handshake ---- */
@@ -222,6 +245,8 @@ static const char *shape_refusal(const vg_conn *c, const vg_frame *f)
     bool v2 = c->version >= 2;
     switch (f->type) {
     case VG_FRAME_SUB: return v2 ? NULL : "SUB with a start position on a version-1 connection";
+    case VG_FRAME_UNSUB: return v2 ? NULL : "UNSUB with a delete flag on a version-1 connection";
+    case VG_FRAME_ACK: return v2 ? NULL : "ACK on a version-1 connection";
     case VG_FRAME_OK: return "OK with a position from a client";
     case VG_FRAME_GAP: return "GAP from a client";
     case VG_FRAME_MSG_TYPE1:
@@ -333,6 +358,9 @@ void vg_conn_on_frame(void *ud, const vg_frame *f)
         break;
     case VG_FRAME_UNSUB:
         handle_unsub(c, f);
+        break;
+    case VG_FRAME_ACK:
+        vg_durable_on_ack(c, f);
         break;
     default:
         vg_conn_send_err(c, VG_E_PROTOCOL, "frame type not accepted from clients", 0);

@@ -34,7 +34,13 @@ typedef struct {
     uint64_t sid;
     char *topic;
     uint32_t len;
+    char *durable;        /* a durable subscriber's name (conn_durable.c); NULL: none */
+    uint32_t durable_len;
 } conn_sub;
+
+/* The topic the broker publishes its list of durable subscribers on, to a
+ * connection that subscribes to it. */
+#define VG_SYS_DURABLES "$SYS.durables"
 
 /* A version-2 connection's cursor into one topic's log (reader.c): every
  * sid of the connection on that topic shares it, so each message reaches
@@ -110,6 +116,7 @@ struct vg_conn {
     uint32_t pongs_owed;      /* PINGs not answered yet, in order */
     uint64_t pong_lsn;        /* what the newest of them waits for */
     atomic_bool pong_waiting; /* registered with the store (holds a reference) */
+    atomic_bool durable_check; /* another connection took one of our durables */
     void **scratch; /* subscriber list of the run being delivered */
     size_t scratch_cap;
 
@@ -120,6 +127,26 @@ struct vg_conn {
  * synced; conn_flush_pongs sends the owed ones whose sync came. */
 void vg_conn_on_ping(vg_conn *c);
 void vg_conn_flush_pongs(vg_conn *c);
+
+/* conn_frames.c: drops subscription i (subtable, reader, memory; not its
+ * durable, which the caller has dealt with). */
+void vg_conn_remove_sub(vg_conn *c, size_t i);
+
+/* conn_durable.c: SUB with a durable name (s filled but not yet in
+ * c->subs): claims it, taking it from another connection, and positions
+ * the reader after its last acknowledged message, or as f asks for a new
+ * one. As vg_reader_attach. */
+vg_status vg_durable_attach(vg_conn *c, const vg_frame *f, conn_sub *s, uint64_t *next);
+/* conn_durable.c: an ACK frame. */
+void vg_durable_on_ack(vg_conn *c, const vg_frame *f);
+/* conn_durable.c: s leaves: the durable keeps its position, or is deleted. */
+void vg_durable_detach(vg_conn *c, const conn_sub *s, bool forget);
+/* conn_durable.c: ends the subscriptions whose durables were taken over. */
+void vg_durable_check(vg_conn *c);
+/* conn_durable.c: the connection ends: its durables keep their positions. */
+void vg_durable_leave_all(vg_conn *c);
+/* conn_durable.c: publishes the durables as JSON on $SYS.durables. */
+void vg_durable_publish_list(vg_conn *c);
 
 /* conn_frames.c: the link callbacks for frames from the client. */
 void vg_conn_on_frame(void *ud, const vg_frame *f);

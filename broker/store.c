@@ -595,25 +595,31 @@ void vg_store_begin(vg_store *s) { pthread_mutex_lock(&s->wmu); }
 static vg_status roll(vg_store *s)
 {
     pthread_mutex_lock(&s->mu);
-    uint64_t index = s->segs[s->nsegs - 1].index + 1;
-    bool ok = room((void **)&s->segs, &s->segs_cap, s->nsegs, sizeof *s->segs) &&
-              room((void **)&s->rolled, &s->rolled_cap, s->nrolled, sizeof *s->rolled);
+    uint64_t index = s->segs[s->nsegs - 1].index + 1; /* only wmu's holder adds segments */
     pthread_mutex_unlock(&s->mu);
-    if (!ok) {
-        errno = ENOMEM;
-        return VG_ERR_IO;
-    }
     char name[32];
     seg_name(name, sizeof name, index);
     int fd = openat(s->dirfd, name, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0)
         return VG_ERR_IO;
+    /* Room and push under one hold of mu: the commit thread swaps the
+     * rolled list out whenever it does not hold mu. */
     pthread_mutex_lock(&s->mu);
-    s->rolled[s->nrolled++] = s->cur_fd;
-    s->segs[s->nsegs++] = (seg){.index = index};
-    s->cur_fd = fd;
-    s->dir_dirty = true;
+    bool ok = room((void **)&s->segs, &s->segs_cap, s->nsegs, sizeof *s->segs) &&
+              room((void **)&s->rolled, &s->rolled_cap, s->nrolled, sizeof *s->rolled);
+    if (ok) {
+        s->rolled[s->nrolled++] = s->cur_fd;
+        s->segs[s->nsegs++] = (seg){.index = index};
+        s->cur_fd = fd;
+        s->dir_dirty = true;
+    }
     pthread_mutex_unlock(&s->mu);
+    if (!ok) {
+        close(fd);
+        (void)unlinkat(s->dirfd, name, 0);
+        errno = ENOMEM;
+        return VG_ERR_IO;
+    }
     s->cur_bytes = 0;
     return VG_OK;
 }

@@ -37,6 +37,7 @@ void vg_client_opts_defaults(vg_client_opts *o)
     o->backoff_base_ms = 100;
     o->backoff_max_ms = 500;
     o->max_reconnects = -1;
+    o->ack_delay_ms = 20;
 }
 
 /* ---- start and stop ---- */
@@ -50,6 +51,10 @@ static vg_status check_opts(const vg_client_opts *o, const char **why)
     }
     if (o->max_buffer == 0 || o->backoff_base_ms <= 0 || o->backoff_max_ms <= 0) {
         *why = "buffer and backoff must be positive";
+        return VG_ERR_ARG;
+    }
+    if (o->ack_delay_ms < 0 || o->ack_delay_ms > 3600 * 1000) {
+        *why = "the ACK delay must be 0 to 3600000 ms";
         return VG_ERR_ARG;
     }
     if (o->name != NULL && strlen(o->name) > VG_NAME_MAX_LEN) {
@@ -74,6 +79,7 @@ vg_status vg_client_start(vg_client **out, const vg_client_opts *opts, const cha
     c->opts = *opts;
     uint64_t cap = opts->max_payload < MAX_PAYLOAD_LIMIT ? opts->max_payload : MAX_PAYLOAD_LIMIT;
     c->opts.max_payload = cap;
+    c->ack_due = INT64_MAX;
     atomic_init(&c->max_payload, cap < VG_DEFAULT_MAX_PAYLOAD ? cap : VG_DEFAULT_MAX_PAYLOAD);
     st = vg_servers_parse(opts->servers, &c->servers, why);
     if (st != VG_OK)
@@ -292,8 +298,10 @@ static bool start_ok(vg_sub_start start, uint64_t epoch, uint64_t position)
     return false;
 }
 
-vg_status vg_client_subscribe_from(vg_client *c, const char *topic, vg_sub_start start,
-                                   uint64_t epoch, uint64_t position, uint64_t *sid_out)
+/* A subscription, durable if name is not NULL (its length: nlen). */
+static vg_status subscribe(vg_client *c, const char *topic, const char *name, size_t nlen,
+                           vg_sub_start start, uint64_t epoch, uint64_t position,
+                           uint64_t *sid_out)
 {
     size_t len = strlen(topic);
     if (vg_topic_check(topic, len, VG_TOPIC_MAX_LEN, VG_TOPIC_MAX_LEN, NULL) != VG_OK)
@@ -304,9 +312,12 @@ vg_status vg_client_subscribe_from(vg_client *c, const char *topic, vg_sub_start
     vg_buf frame = {0};
     uint64_t sid;
     pthread_mutex_lock(&c->mu);
-    vg_status st = c->closed ? VG_ERR_CLOSED : vg_subs_add(c->subs, topic, len, &from, &sid);
+    vg_status st = c->closed ? VG_ERR_CLOSED
+                             : vg_subs_add_durable(c->subs, topic, len, &from, name, nlen, &sid);
     if (st == VG_OK) {
-        st = vg_frame_put_sub2(&frame, sid, topic, len, start, epoch, position);
+        st = name != NULL ? vg_frame_put_sub_durable(&frame, sid, topic, len, start, epoch,
+                                                     position, name, nlen)
+                          : vg_frame_put_sub2(&frame, sid, topic, len, start, epoch, position);
         if (st == VG_OK)
             st = queue_control(c, &frame);
         if (st != VG_OK)
@@ -320,9 +331,72 @@ vg_status vg_client_subscribe_from(vg_client *c, const char *topic, vg_sub_start
     return st;
 }
 
+vg_status vg_client_subscribe_from(vg_client *c, const char *topic, vg_sub_start start,
+                                   uint64_t epoch, uint64_t position, uint64_t *sid)
+{
+    return subscribe(c, topic, NULL, 0, start, epoch, position, sid);
+}
+
 vg_status vg_client_subscribe(vg_client *c, const char *topic, uint64_t *sid)
 {
     return vg_client_subscribe_from(c, topic, VG_SUB_NEW, 0, 0, sid);
+}
+
+vg_status vg_client_subscribe_durable(vg_client *c, const char *topic, const char *name,
+                                      vg_sub_start start, uint64_t epoch, uint64_t position,
+                                      uint64_t *sid)
+{
+    size_t nlen = name != NULL ? strlen(name) : 0;
+    if (name == NULL || !vg_durable_name_ok(name, nlen))
+        return VG_ERR_ARG;
+    return subscribe(c, topic, name, nlen, start, epoch, position, sid);
+}
+
+static vg_status delete_status(vg_delete_outcome o)
+{
+    switch (o) {
+    case VG_DELETE_PENDING: return VG_ERR_TIMEOUT;
+    case VG_DELETE_OK: return VG_OK;
+    case VG_DELETE_LOST: return VG_ERR_IO;
+    case VG_DELETE_REFUSED: break;
+    }
+    return VG_ERR_REFUSED;
+}
+
+vg_status vg_client_delete_durable(vg_client *c, uint64_t sid, int timeout_ms)
+{
+    vg_buf frame = {0};
+    vg_deadline d = vg_deadline_in(timeout_ms);
+    pthread_mutex_lock(&c->mu);
+    vg_unsub_action a = vg_subs_remove_delete(c->subs, sid);
+    vg_status st = a == VG_UNSUB_UNKNOWN ? VG_ERR_ARG : a == VG_UNSUB_DONE ? VG_ERR_REFUSED : VG_OK;
+    if (a == VG_UNSUB_SEND) {
+        /* If this fails, the subscription delivers nothing any more and the
+         * broker keeps the durable. */
+        st = c->closed ? VG_ERR_CLOSED : vg_frame_put_unsub_delete(&frame, sid);
+        if (st == VG_OK)
+            st = queue_control(c, &frame);
+    }
+    atomic_fetch_add(&c->subs_gen, 1);
+    pthread_cond_broadcast(&c->cv);
+    while (st == VG_OK) {
+        vg_delete_outcome o = vg_subs_delete_outcome(c->subs, sid);
+        if (o != VG_DELETE_PENDING) {
+            st = delete_status(o);
+            break;
+        }
+        if (c->closed) {
+            st = VG_ERR_CLOSED;
+            break;
+        }
+        if (!vg_cond_wait_until(&c->cv, &c->mu, &d)) {
+            st = delete_status(vg_subs_delete_outcome(c->subs, sid));
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+    vg_buf_free(&frame);
+    return st;
 }
 
 vg_status vg_client_unsubscribe(vg_client *c, uint64_t sid)

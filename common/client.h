@@ -15,7 +15,23 @@
  * Threads: every function may be called from any thread except where said.
  * Callbacks run on the I/O thread and must not call back into the client
  * except vg_client_get_stats, vg_client_publish with timeout 0,
- * vg_client_subscribe, vg_client_subscribe_from and vg_client_unsubscribe.
+ * vg_client_subscribe, vg_client_subscribe_from, vg_client_subscribe_durable
+ * and vg_client_unsubscribe.
+ *
+ * Durable subscriptions (vg_client_subscribe_durable): the broker keeps a
+ * named subscriber's position per topic. A message counts as processed
+ * when on_msg has returned for it. The I/O thread acknowledges processed
+ * messages with cumulative ACKs, one per durable subscription carrying the
+ * highest seq processed: at most once every ack_delay_ms, at once when
+ * 1024 processed messages wait for an ACK, after each (re)subscription,
+ * and, best effort, when vg_client_close or vg_client_destroy ends the
+ * connection. ACKs are written only after on_batch_end has returned for
+ * the read that brought their messages, so an application that flushes
+ * its output there (as sub does) acknowledges only what it has flushed.
+ * So a durable that comes back (the same name, in this process
+ * or another) resumes after the last ACK: what was processed but not yet
+ * acknowledged when a process died is delivered again (at least once
+ * across processes; once within one process).
  *
  * Timeouts, everywhere: timeout_ms < 0 waits for ever, 0 does not wait. */
 #ifndef VG_CLIENT_H
@@ -30,6 +46,9 @@
 #include "status.h"
 
 typedef struct vg_client vg_client;
+
+/* ACKs go at once when this many processed durable messages wait for one. */
+#define VG_ACK_BATCH 1024
 
 typedef struct {
     vg_frame_type type; /* VG_FRAME_MSG_TYPE1 or VG_FRAME_MSG_TYPE2 */
@@ -53,6 +72,8 @@ typedef struct {
     int64_t backoff_base_ms; /* reconnect delays: full jitter over [0, min(max, base*2^n)] */
     int64_t backoff_max_ms;
     int64_t max_reconnects;  /* failed attempts in a row before giving up; -1: never */
+    int64_t ack_delay_ms;    /* the longest a processed durable message waits for its ACK
+                                (default 20; 0: after each read from the socket) */
     void *ud;
     /* Each received message for a subscription that is not unsubscribed;
      * the pointers are valid during the call only. */
@@ -66,7 +87,9 @@ typedef struct {
      * VG_GAP_UNANNOUNCED, a message skipped from..to with no word from the
      * broker). Messages after the gap follow. May be NULL. */
     void (*on_gap)(void *ud, const char *topic, size_t topic_len, const vg_gap *gap);
-    /* A subscription the broker refused (code is a vg_errcode). */
+    /* A subscription the broker refused (code is a vg_errcode), or a
+     * durable one another connection took over (code VG_E_DURABLE_TAKEN:
+     * it has ended and is not renewed; vg_client_unsubscribe forgets it). */
     void (*on_sub_error)(void *ud, const char *topic, uint64_t code, const char *reason);
     /* The client has given up for good (--max-reconnects reached, the
      * broker refused it for a reason retrying cannot fix, or the broker
@@ -100,7 +123,7 @@ typedef struct {
 /* Fills opts with defaults: VIGIL_SERVER from the environment or
  * 127.0.0.1:7222, the token in VIGIL_TOKEN if set, an 8 MiB buffer, 64 MiB
  * payloads at most, heartbeats 15 s/5 s/3, backoff 0.1 s to 0.5 s, retry
- * for ever, no callbacks. */
+ * for ever, ACKs within 20 ms, no callbacks. */
 void vg_client_opts_defaults(vg_client_opts *opts);
 
 /* Validates opts (an unparsable server list or keep-alive is VG_ERR_ARG
@@ -141,6 +164,32 @@ vg_status vg_client_subscribe(vg_client *c, const char *topic, uint64_t *sid);
  * the broker ignores it). VG_ERR_ARG for a start that breaks these rules. */
 vg_status vg_client_subscribe_from(vg_client *c, const char *topic, vg_sub_start start,
                                    uint64_t epoch, uint64_t position, uint64_t *sid);
+
+/* A durable subscription to topic named name (1 to 64 bytes of
+ * [A-Za-z0-9_.-]): if the broker has durable name for topic, delivery
+ * resumes after its last acknowledged message and start is ignored; if
+ * not, it is created at start (as vg_client_subscribe_from). Every
+ * reconnect renews it with the same name. Acknowledgements: see the top of
+ * this file. One name may be used for several topics, each its own
+ * durable. VG_ERR_ARG for a bad name or start, else as
+ * vg_client_subscribe_from. vg_client_unsubscribe detaches it (the broker
+ * keeps the durable): an ACK still owed goes ahead of the UNSUB only if the
+ * UNSUB waits in the queue for the next ACK round; otherwise its messages
+ * are delivered again to the next subscriber with the name.
+ * vg_client_delete_durable deletes it. */
+vg_status vg_client_subscribe_durable(vg_client *c, const char *topic, const char *name,
+                                      vg_sub_start start, uint64_t epoch, uint64_t position,
+                                      uint64_t *sid);
+
+/* Ends durable subscription sid as vg_client_unsubscribe does and deletes
+ * the durable on the broker (UNSUB with delete), then waits up to
+ * timeout_ms for the broker's answer. VG_OK: deleted; VG_ERR_REFUSED: the
+ * broker refused, or never had the subscription (it was refused or taken
+ * over); VG_ERR_IO: the connection ended before the answer (the deletion
+ * may or may not have happened); VG_ERR_TIMEOUT; VG_ERR_CLOSED; VG_ERR_ARG
+ * if sid is not a durable subscription or is already unsubscribed. Not
+ * from a callback. */
+vg_status vg_client_delete_durable(vg_client *c, uint64_t sid, int timeout_ms);
 
 /* Ends subscription sid: from the return on, no message is handed to
  * on_msg for it (a call already running may finish). The broker is told

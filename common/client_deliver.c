@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "log.h"
 
 /* ---- the copy of the wanted topics ---- */
@@ -31,12 +32,20 @@ static vg_client_topic *find(vg_client_filter *f, const char *topic, size_t len)
     return NULL;
 }
 
+typedef struct {
+    vg_client_filter *f;
+    const vg_subs *subs;
+} rebuild;
+
 static vg_status keep(void *arg, const char *topic, size_t len, const vg_sub_from *from)
 {
-    vg_client_filter *f = arg;
+    const rebuild *rb = arg;
+    vg_client_filter *f = rb->f;
+    bool durable = vg_subs_topic_durable(rb->subs, topic, len);
     vg_client_topic *t = find(f, topic, len);
     if (t != NULL) {
         t->kept = true;
+        t->durable = durable;
         return VG_OK;
     }
     if (f->n == f->cap) {
@@ -51,7 +60,7 @@ static vg_status keep(void *arg, const char *topic, size_t len, const vg_sub_fro
     if (copy == NULL)
         return VG_ERR_NOMEM;
     t = &f->v[f->n++];
-    *t = (vg_client_topic){.topic = copy, .len = len, .kept = true};
+    *t = (vg_client_topic){.topic = copy, .len = len, .kept = true, .durable = durable};
     vg_resume_init(&t->pos, from->start, from->epoch, from->position);
     return VG_OK;
 }
@@ -64,7 +73,8 @@ static void refresh(vg_client *c, uint64_t gen)
     for (size_t i = 0; i < f->n; i++)
         f->v[i].kept = false;
     pthread_mutex_lock(&c->mu);
-    f->valid = vg_subs_each_deliverable(c->subs, keep, f) == VG_OK;
+    rebuild rb = {f, c->subs};
+    f->valid = vg_subs_each_deliverable(c->subs, keep, &rb) == VG_OK;
     pthread_mutex_unlock(&c->mu);
     /* A topic no longer wanted loses its position: a later subscription to
      * it starts where it asks. */
@@ -156,10 +166,56 @@ void vg_client_deliver(vg_client *c, const vg_frame *f)
         epoch = t->pos.epoch;
     }
     count(&c->received, &c->received_local, 1);
-    if (c->opts.on_msg != NULL) {
-        vg_msg m = {f->type, f->topic, f->topic_len, f->payload, f->payload_len, f->seq, epoch};
-        c->opts.on_msg(c->opts.ud, &m);
-    }
+    if (c->opts.on_msg == NULL)
+        return;
+    vg_msg m = {f->type, f->topic, f->topic_len, f->payload, f->payload_len, f->seq, epoch};
+    c->opts.on_msg(c->opts.ud, &m);
+    /* Processed now that the callback has returned; the callback cannot
+     * have changed the copy (only sync_copy rebuilds it), so t is valid. */
+    if (t == NULL || !t->durable)
+        return;
+    t->processed = f->seq;
+    t->processed_epoch = epoch;
+    if (++c->ack_pending >= VG_ACK_BATCH)
+        vg_client_flush_acks(c);
+    else
+        vg_client_ack_soon(c, vg_now_ms());
+}
+
+/* ---- acknowledgements ---- */
+
+void vg_client_ack_soon(vg_client *c, int64_t now)
+{
+    if (c->ack_due == INT64_MAX)
+        c->ack_due = now + c->opts.ack_delay_ms;
+}
+
+/* vg_subs_acks's callback: an ACK for sid if its topic was processed
+ * beyond what sid acknowledged on this connection, in its epoch. */
+static vg_status ack_one(void *arg, uint64_t sid, const char *topic, size_t len, uint64_t *acked)
+{
+    vg_client *c = arg;
+    vg_client_topic *t = c->filter.valid ? find(&c->filter, topic, len) : NULL;
+    if (t == NULL || t->processed <= *acked || t->processed_epoch != c->conn_epoch)
+        return VG_OK;
+    vg_status st = vg_frame_put_ack(vg_link_ctl(c->link), sid, t->processed);
+    if (st == VG_OK)
+        *acked = t->processed;
+    return st;
+}
+
+bool vg_client_flush_acks(vg_client *c)
+{
+    c->ack_pending = 0;
+    c->ack_due = INT64_MAX;
+    if (c->conn_epoch == 0)
+        return true; /* no connection: the next one is told after its renewals */
+    /* The copy as it is, not rebuilt: a topic just unsubscribed keeps what
+     * it processed for the ACK that may still go ahead of its UNSUB. */
+    pthread_mutex_lock(&c->mu);
+    vg_status st = vg_subs_acks(c->subs, ack_one, c);
+    pthread_mutex_unlock(&c->mu);
+    return vg_link_ctl_ok(c->link, st);
 }
 
 void vg_client_gap_frame(vg_client *c, const vg_frame *f)
@@ -206,6 +262,18 @@ vg_status vg_client_put_renewal(vg_client *c, vg_buf *out, uint64_t sid, const c
     uint64_t epoch, position;
     vg_resume_sub(&t->pos, &start, &epoch, &position);
     return vg_frame_put_sub2(out, sid, topic, len, start, epoch, position);
+}
+
+vg_status vg_client_put_durable_renewal(vg_client *c, vg_buf *out, uint64_t sid,
+                                        const char *topic, size_t len, const char *name,
+                                        size_t nlen)
+{
+    vg_client_topic *t = c->filter.valid ? find(&c->filter, topic, len) : NULL;
+    vg_sub_start start = VG_SUB_NEW;
+    uint64_t epoch = 0, position = 0;
+    if (t != NULL)
+        vg_resume_sub(&t->pos, &start, &epoch, &position);
+    return vg_frame_put_sub_durable(out, sid, topic, len, start, epoch, position, name, nlen);
 }
 
 void vg_client_positions_lost(vg_client *c)

@@ -34,6 +34,9 @@ typedef struct {
     bool connected; /* pos has been told this connection's epoch */
     bool started;   /* an OK on this connection has placed pos */
     bool kept;      /* scratch, during a rebuild */
+    bool durable;   /* a durable subscription reads it: its progress is acknowledged */
+    uint64_t processed;       /* the last seq whose on_msg call returned */
+    uint64_t processed_epoch; /* ... in this epoch (0: none yet) */
 } vg_client_topic;
 
 /* The I/O thread's copy of the wanted topics, for its per-message check,
@@ -96,6 +99,8 @@ struct vg_client {
     uint64_t duplicates_local, gaps_local, missed_local;
     uint64_t publisher;   /* CONNECT's publisher identity, random, nonzero */
     uint64_t conn_epoch;  /* INFO's epoch on the current connection; 0 before INFO */
+    unsigned ack_pending; /* durable messages processed since the last ACKs were queued */
+    int64_t ack_due;      /* when the pending ACKs go (INT64_MAX: none pending) */
 };
 
 /* client_io.c: the I/O thread. */
@@ -128,6 +133,22 @@ void vg_client_position_started(vg_client *c, const char *topic, size_t len, uin
  * vg_client_positions_connected refreshed. */
 vg_status vg_client_put_renewal(vg_client *c, vg_buf *out, uint64_t sid, const char *topic,
                                 size_t len);
+
+/* Appends the renewal SUB of durable sid (name, nlen) on topic: the
+ * seven-element SUB, asking for the topic's position as put_renewal does.
+ * Under c->mu. */
+vg_status vg_client_put_durable_renewal(vg_client *c, vg_buf *out, uint64_t sid,
+                                        const char *topic, size_t len, const char *name,
+                                        size_t nlen);
+
+/* Queues one ACK per durable subscription whose topic's processed seq is
+ * beyond what it acknowledged on this connection, and clears the pending
+ * count and deadline. Not under c->mu (it takes it). False if the link ran
+ * out of memory for them (it has ended then). */
+bool vg_client_flush_acks(vg_client *c);
+
+/* Arms the ACK deadline at now + ack_delay_ms unless one is armed. */
+void vg_client_ack_soon(vg_client *c, int64_t now);
 
 /* The connection is gone: no position knows the next one's epoch yet. */
 void vg_client_positions_lost(vg_client *c);

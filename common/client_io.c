@@ -145,7 +145,15 @@ static void on_answer(vg_client *c, uint64_t sid, const vg_frame *ok, uint64_t c
                       const char *reason)
 {
     char topic[VG_TOPIC_MAX_LEN + 1] = "";
+    char durable[VG_DURABLE_NAME_MAX + 1] = "";
     pthread_mutex_lock(&c->mu);
+    const char *name;
+    size_t nlen;
+    if (vg_subs_durable(c->subs, sid, &name, &nlen)) {
+        memcpy(durable, name, nlen);
+        durable[nlen] = '\0';
+    }
+    bool deleting = vg_subs_deleting(c->subs, sid);
     vg_sub_event ev = vg_subs_answer(c->subs, sid, ok != NULL, topic, sizeof topic);
     unsigned renewing = vg_subs_renewing(c->subs);
     atomic_fetch_add(&c->subs_gen, 1);
@@ -156,9 +164,15 @@ static void on_answer(vg_client *c, uint64_t sid, const vg_frame *ok, uint64_t c
     vg_log_quote(q, sizeof q, topic, strlen(topic));
     if ((ev == VG_SUBEV_SUBSCRIBED || ev == VG_SUBEV_RESUBSCRIBED) && ok->form == 2)
         vg_client_position_started(c, topic, strlen(topic), ok->epoch, ok->next);
+    if ((ev == VG_SUBEV_SUBSCRIBED || ev == VG_SUBEV_RESUBSCRIBED) && durable[0])
+        vg_client_ack_soon(c, vg_now_ms()); /* what was processed before, on this connection */
     switch (ev) {
     case VG_SUBEV_SUBSCRIBED:
-        vg_log(VG_LOG_INFO, "subscribed", "topic=%s sid=%llu", q, (unsigned long long)sid);
+        if (durable[0])
+            vg_log(VG_LOG_INFO, "subscribed", "topic=%s sid=%llu durable=%s", q,
+                   (unsigned long long)sid, durable);
+        else
+            vg_log(VG_LOG_INFO, "subscribed", "topic=%s sid=%llu", q, (unsigned long long)sid);
         break;
     case VG_SUBEV_RESUBSCRIBED:
         c->resubscribed++;
@@ -170,7 +184,14 @@ static void on_answer(vg_client *c, uint64_t sid, const vg_frame *ok, uint64_t c
             c->opts.on_sub_error(c->opts.ud, topic, code, reason);
         break;
     case VG_SUBEV_UNSUBSCRIBED:
-        vg_log(VG_LOG_DEBUG, "unsubscribed", "topic=%s sid=%llu", q, (unsigned long long)sid);
+        if (deleting && ok != NULL)
+            vg_log(VG_LOG_INFO, "durable_deleted", "topic=%s durable=%s sid=%llu", q, durable,
+                   (unsigned long long)sid);
+        else if (deleting)
+            vg_log(VG_LOG_ERROR, "durable_delete_failed", "topic=%s durable=%s sid=%llu code=%s "
+                   "reason=%s", q, durable, (unsigned long long)sid, vg_errcode_name(code), reason);
+        else
+            vg_log(VG_LOG_DEBUG, "unsubscribed", "topic=%s sid=%llu", q, (unsigned long long)sid);
         break;
     case VG_SUBEV_UNEXPECTED:
         /* A broken or hostile broker; nothing of ours is affected. */
@@ -183,17 +204,49 @@ static void on_answer(vg_client *c, uint64_t sid, const vg_frame *ok, uint64_t c
         log_reconnected(c);
 }
 
+/* ERR durable_taken: another connection took durable subscription sid
+ * over. It has ended here: not renewed, reported once. */
+static void on_taken(vg_client *c, uint64_t sid, const char *reason)
+{
+    char topic[VG_TOPIC_MAX_LEN + 1], durable[VG_DURABLE_NAME_MAX + 1];
+    pthread_mutex_lock(&c->mu);
+    bool taken = vg_subs_taken(c->subs, sid, topic, sizeof topic, durable, sizeof durable);
+    if (taken) {
+        atomic_fetch_add(&c->subs_gen, 1);
+        pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!taken) { /* not one of ours, or already leaving: nothing to end */
+        vg_log(VG_LOG_WARN, "unexpected_answer", "server=%s sid=%llu answer=durable_taken",
+               c->server_str, (unsigned long long)sid);
+        return;
+    }
+    char q[96];
+    vg_log(VG_LOG_WARN, "durable_taken", "topic=%s durable=%s sid=%llu server=%s reason=%s",
+           vg_log_quote(q, sizeof q, topic, strlen(topic)), durable, (unsigned long long)sid,
+           c->server_str, reason);
+    if (c->opts.on_sub_error != NULL)
+        c->opts.on_sub_error(c->opts.ud, topic, VG_E_DURABLE_TAKEN, reason);
+}
+
 static void on_err(vg_client *c, const vg_frame *f)
 {
     char reason[128];
     vg_log_quote(reason, sizeof reason, f->reason, f->reason_len);
+    if (f->code == VG_E_DURABLE_TAKEN && f->sid != 0) {
+        on_taken(c, f->sid, reason);
+        return;
+    }
     if (!vg_errcode_is_fatal(f->code, f->sid)) {
         on_answer(c, f->sid, NULL, f->code, reason);
         return;
     }
     /* The broker closes the connection after a fatal ERR: it is the reason. */
-    vg_log(VG_LOG_ERROR, "server_error", "server=%s code=%s reason=%s", c->server_str,
-           vg_errcode_name(f->code), reason);
+    vg_log(VG_LOG_ERROR, "server_error", "server=%s code=%s reason=%s%s", c->server_str,
+           vg_errcode_name(f->code), reason,
+           f->code == VG_E_STORAGE ? " detail=\"the broker could not store our messages: "
+                                     "reconnecting to send the unconfirmed ones again\""
+                                   : "");
     vg_link_end(c->link, VG_END_ERR_RECEIVED, f->code, NULL);
 }
 
@@ -211,6 +264,11 @@ static void on_pong(vg_client *c)
 static vg_status emit_renewal(void *arg, uint64_t sid, const char *topic, size_t len)
 {
     vg_client *c = arg;
+    const char *name;
+    size_t nlen;
+    if (vg_subs_durable(c->subs, sid, &name, &nlen)) /* under c->mu, as vg_subs_renew is */
+        return vg_client_put_durable_renewal(c, vg_link_ctl(c->link), sid, topic, len, name,
+                                             nlen);
     return vg_client_put_renewal(c, vg_link_ctl(c->link), sid, topic, len);
 }
 
@@ -345,6 +403,10 @@ static int64_t on_tick(void *ud, int64_t now)
 {
     vg_client *c = ud;
     if (stopping(c)) {
+        /* A clean close: the ACKs owed go out (best effort) with the last
+         * flush of the link, before it closes the socket. */
+        if (c->handshaken && c->ack_due != INT64_MAX)
+            vg_client_flush_acks(c);
         vg_link_end(c->link, VG_END_STOP, 0, NULL);
         return now;
     }
@@ -353,8 +415,10 @@ static int64_t on_tick(void *ud, int64_t now)
             vg_link_end(c->link, VG_END_TIMEOUT, 0, "no handshake in time");
         return c->deadline;
     }
+    if (now >= c->ack_due && !vg_client_flush_acks(c))
+        return now;
     ping_to_confirm(c);
-    return INT64_MAX;
+    return c->ack_due;
 }
 
 static void on_probe(void *ud, int probe, int64_t silent_ms)
@@ -450,6 +514,8 @@ static void conn_ended(vg_client *c, vg_end e)
     vg_link_detach(c->link);
     c->handshaken = false;
     c->conn_epoch = 0;
+    c->ack_pending = 0;
+    c->ack_due = INT64_MAX; /* the next connection acknowledges after its renewals */
     vg_client_positions_lost(c);
     if (e.kind == VG_END_STOP)
         return;

@@ -14,13 +14,24 @@ typedef struct {
     bool leaving;     /* the application unsubscribed */
     unsub_state unsub;
     bool renewing;    /* SENT as a renewal on this connection */
+    char *durable;    /* the durable name, or NULL */
+    size_t durable_len;
+    uint64_t acked;   /* durable: the last seq acknowledged on this connection */
+    bool deleting;    /* its UNSUB deletes the durable: an outcome is kept */
 } entry;
+
+typedef struct {
+    uint64_t sid;
+    vg_delete_outcome outcome;
+} outcome;
 
 struct vg_subs {
     entry *v;
     size_t n, cap;
     uint64_t next_sid;
     unsigned renewing;
+    outcome *done; /* deletions answered, until asked */
+    size_t ndone, capdone;
 };
 
 vg_subs *vg_subs_create(void)
@@ -35,9 +46,12 @@ void vg_subs_destroy(vg_subs *s)
 {
     if (s == NULL)
         return;
-    for (size_t i = 0; i < s->n; i++)
+    for (size_t i = 0; i < s->n; i++) {
         free(s->v[i].topic);
+        free(s->v[i].durable);
+    }
     free(s->v);
+    free(s->done);
     free(s);
 }
 
@@ -49,16 +63,43 @@ static entry *find(const vg_subs *s, uint64_t sid)
     return NULL;
 }
 
-static void drop(vg_subs *s, entry *e)
+/* Records what became of a deletion; out of memory, the waiter sees
+ * REFUSED, which is the safe answer. */
+static void note_outcome(vg_subs *s, uint64_t sid, vg_delete_outcome o)
 {
+    if (s->ndone == s->capdone) {
+        size_t cap = s->capdone ? s->capdone * 2 : 4;
+        outcome *v = realloc(s->done, cap * sizeof *v);
+        if (v == NULL)
+            return;
+        s->done = v;
+        s->capdone = cap;
+    }
+    s->done[s->ndone++] = (outcome){sid, o};
+}
+
+/* Removes e; a deletion in flight ends with outcome o. */
+static void drop_as(vg_subs *s, entry *e, vg_delete_outcome o)
+{
+    if (e->deleting)
+        note_outcome(s, e->sid, o);
     if (e->renewing)
         s->renewing--;
     free(e->topic);
+    free(e->durable);
     *e = s->v[--s->n];
 }
 
+static void drop(vg_subs *s, entry *e) { drop_as(s, e, VG_DELETE_REFUSED); }
+
 vg_status vg_subs_add(vg_subs *s, const char *topic, size_t len, const vg_sub_from *from,
                       uint64_t *sid)
+{
+    return vg_subs_add_durable(s, topic, len, from, NULL, 0, sid);
+}
+
+vg_status vg_subs_add_durable(vg_subs *s, const char *topic, size_t len, const vg_sub_from *from,
+                              const char *durable, size_t durable_len, uint64_t *sid)
 {
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 4;
@@ -69,14 +110,35 @@ vg_status vg_subs_add(vg_subs *s, const char *topic, size_t len, const vg_sub_fr
         s->cap = cap;
     }
     char *copy = malloc(len + 1);
-    if (copy == NULL)
+    char *name = durable != NULL ? malloc(durable_len + 1) : NULL;
+    if (copy == NULL || (durable != NULL && name == NULL)) {
+        free(copy);
+        free(name);
         return VG_ERR_NOMEM;
+    }
     memcpy(copy, topic, len);
     copy[len] = '\0';
+    if (name != NULL) {
+        memcpy(name, durable, durable_len);
+        name[durable_len] = '\0';
+    }
     *sid = s->next_sid++;
     s->v[s->n++] = (entry){.sid = *sid, .topic = copy, .len = len, .from = *from,
-                             .state = VG_SUB_QUEUED};
+                             .state = VG_SUB_QUEUED, .durable = name,
+                             .durable_len = name != NULL ? durable_len : 0};
     return VG_OK;
+}
+
+bool vg_subs_durable(const vg_subs *s, uint64_t sid, const char **name, size_t *len)
+{
+    const entry *e = find(s, sid);
+    if (e == NULL || e->durable == NULL)
+        return false;
+    if (name != NULL)
+        *name = e->durable;
+    if (len != NULL)
+        *len = e->durable_len;
+    return true;
 }
 
 void vg_subs_cancel(vg_subs *s, uint64_t sid)
@@ -98,6 +160,85 @@ vg_unsub_action vg_subs_remove(vg_subs *s, uint64_t sid)
     e->leaving = true;
     e->unsub = UNSUB_QUEUED;
     return VG_UNSUB_SEND;
+}
+
+vg_unsub_action vg_subs_remove_delete(vg_subs *s, uint64_t sid)
+{
+    entry *e = find(s, sid);
+    if (e == NULL || e->leaving || e->durable == NULL)
+        return VG_UNSUB_UNKNOWN;
+    e->deleting = true;
+    if (e->state == VG_SUB_REFUSED) {
+        drop_as(s, e, VG_DELETE_REFUSED); /* the broker has no such subscription */
+        return VG_UNSUB_DONE;
+    }
+    e->leaving = true; /* RENEW included: renewed, then its UNSUB follows */
+    e->unsub = UNSUB_QUEUED;
+    return VG_UNSUB_SEND;
+}
+
+vg_delete_outcome vg_subs_delete_outcome(vg_subs *s, uint64_t sid)
+{
+    for (size_t i = 0; i < s->ndone; i++) {
+        if (s->done[i].sid != sid)
+            continue;
+        vg_delete_outcome o = s->done[i].outcome;
+        s->done[i] = s->done[--s->ndone];
+        return o;
+    }
+    const entry *e = find(s, sid);
+    return e != NULL && e->deleting ? VG_DELETE_PENDING : VG_DELETE_REFUSED;
+}
+
+static void copy_out(char *dst, size_t cap, const char *src, size_t len)
+{
+    if (cap == 0)
+        return;
+    size_t n = len < cap - 1 ? len : cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+bool vg_subs_taken(vg_subs *s, uint64_t sid, char *topic, size_t cap, char *durable,
+                   size_t dcap)
+{
+    copy_out(topic, cap, "", 0);
+    copy_out(durable, dcap, "", 0);
+    entry *e = find(s, sid);
+    if (e == NULL || e->durable == NULL || e->leaving ||
+        (e->state != VG_SUB_SENT && e->state != VG_SUB_ACTIVE))
+        return false;
+    copy_out(topic, cap, e->topic, e->len);
+    copy_out(durable, dcap, e->durable, e->durable_len);
+    if (e->renewing) {
+        e->renewing = false;
+        s->renewing--;
+    }
+    e->state = VG_SUB_REFUSED;
+    return true;
+}
+
+vg_status vg_subs_acks(vg_subs *s,
+                       vg_status (*fn)(void *arg, uint64_t sid, const char *topic, size_t len,
+                                       uint64_t *acked),
+                       void *arg)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        entry *e = &s->v[i];
+        if (e->durable == NULL || (e->state != VG_SUB_SENT && e->state != VG_SUB_ACTIVE) ||
+            (e->leaving && e->unsub != UNSUB_QUEUED))
+            continue;
+        vg_status st = fn(arg, e->sid, e->topic, e->len, &e->acked);
+        if (st != VG_OK)
+            return st;
+    }
+    return VG_OK;
+}
+
+bool vg_subs_deleting(const vg_subs *s, uint64_t sid)
+{
+    const entry *e = find(s, sid);
+    return e != NULL && e->deleting;
 }
 
 void vg_subs_written(vg_subs *s, vg_frame_type type, uint64_t sid)
@@ -133,7 +274,7 @@ vg_sub_event vg_subs_answer(vg_subs *s, uint64_t sid, bool ok, char *topic, size
         return !ok ? VG_SUBEV_REFUSED : renewal ? VG_SUBEV_RESUBSCRIBED : VG_SUBEV_SUBSCRIBED;
     }
     if (e->unsub == UNSUB_SENT) { /* OK, or ERR no_such_sid after a refusal: gone either way */
-        drop(s, e);
+        drop_as(s, e, ok ? VG_DELETE_OK : VG_DELETE_REFUSED);
         return VG_SUBEV_UNSUBSCRIBED;
     }
     return VG_SUBEV_UNEXPECTED;
@@ -144,12 +285,14 @@ void vg_subs_lost(vg_subs *s)
     for (size_t i = 0; i < s->n;) {
         entry *e = &s->v[i];
         if (e->unsub == UNSUB_SENT) {
-            drop(s, e); /* its connection, and the subscription with it, are gone */
+            /* its connection, and the subscription with it, are gone */
+            drop_as(s, e, VG_DELETE_LOST);
             continue;
         }
         if (e->state == VG_SUB_SENT || e->state == VG_SUB_ACTIVE)
             e->state = VG_SUB_RENEW;
         e->renewing = false;
+        e->acked = 0; /* the next connection is told again */
         i++;
     }
     s->renewing = 0;
@@ -209,6 +352,16 @@ vg_status vg_subs_each_deliverable(const vg_subs *s,
             return st;
     }
     return VG_OK;
+}
+
+bool vg_subs_topic_durable(const vg_subs *s, const char *topic, size_t len)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        const entry *e = &s->v[i];
+        if (e->durable != NULL && delivers(e) && e->len == len && memcmp(e->topic, topic, len) == 0)
+            return true;
+    }
+    return false;
 }
 
 bool vg_subs_state(const vg_subs *s, uint64_t sid, vg_sub_state *state)

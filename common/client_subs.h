@@ -19,7 +19,13 @@
  * Unsubscribing marks the entry leaving (its messages are no longer
  * delivered) and queues an UNSUB unless the broker cannot have it (REFUSED,
  * RENEW), in which case the entry goes at once. The UNSUB's answer, or the
- * loss of the connection it was written on, removes the entry. */
+ * loss of the connection it was written on, removes the entry.
+ *
+ * A durable subscription (issue 11) also has a name, renewed with it, and
+ * the last sequence number acknowledged on this connection (vg_subs_acks).
+ * The broker may end one by itself (ERR durable_taken: vg_subs_taken); it
+ * is then REFUSED, never renewed. Deleting one (vg_subs_remove_delete)
+ * leaves an outcome for the caller who waits for the broker's answer. */
 #ifndef VG_CLIENT_SUBS_H
 #define VG_CLIENT_SUBS_H
 
@@ -70,11 +76,62 @@ void vg_subs_destroy(vg_subs *s);
 vg_status vg_subs_add(vg_subs *s, const char *topic, size_t len, const vg_sub_from *from,
                       uint64_t *sid);
 
+/* The same, for a durable subscription named durable (copied; a valid
+ * name, vg_durable_name_ok). */
+vg_status vg_subs_add_durable(vg_subs *s, const char *topic, size_t len, const vg_sub_from *from,
+                              const char *durable, size_t durable_len, uint64_t *sid);
+
+/* Whether sid is a durable subscription; *name and *len (if not NULL) then
+ * point to its name, valid while the entry lives. */
+bool vg_subs_durable(const vg_subs *s, uint64_t sid, const char **name, size_t *len);
+
+/* Whether sid's UNSUB deletes its durable (vg_subs_remove_delete). */
+bool vg_subs_deleting(const vg_subs *s, uint64_t sid);
+
+/* Whether some delivering subscription to topic is durable. */
+bool vg_subs_topic_durable(const vg_subs *s, const char *topic, size_t len);
+
 /* Forgets sid, just added, whose SUB frame could not be queued. */
 void vg_subs_cancel(vg_subs *s, uint64_t sid);
 
 /* The application unsubscribes sid: see vg_unsub_action. */
 vg_unsub_action vg_subs_remove(vg_subs *s, uint64_t sid);
+
+/* What became of a deletion (vg_subs_remove_delete). */
+typedef enum {
+    VG_DELETE_PENDING, /* no answer yet */
+    VG_DELETE_OK,      /* the broker answered OK: the durable is gone */
+    VG_DELETE_REFUSED, /* the broker answered ERR, or cannot have the subscription */
+    VG_DELETE_LOST,    /* the connection ended before the answer: unknown */
+} vg_delete_outcome;
+
+/* The application unsubscribes durable sid and deletes the durable: as
+ * vg_subs_remove, except that a subscription waiting for its renewal
+ * (RENEW) is kept, so that the UNSUB the caller queues follows the renewal
+ * on the next connection. VG_UNSUB_UNKNOWN also for a sid that is not
+ * durable. The outcome is then kept for vg_subs_delete_outcome. */
+vg_unsub_action vg_subs_remove_delete(vg_subs *s, uint64_t sid);
+
+/* The outcome of sid's deletion; once it is not PENDING it is forgotten
+ * (asked again: REFUSED). */
+vg_delete_outcome vg_subs_delete_outcome(vg_subs *s, uint64_t sid);
+
+/* ERR durable_taken for sid: a durable subscription, not leaving, that the
+ * broker has (SENT or ACTIVE) becomes REFUSED (never renewed, delivers
+ * nothing). False (nothing changed) otherwise. The topic and the name are
+ * copied as vg_subs_answer copies the topic. */
+bool vg_subs_taken(vg_subs *s, uint64_t sid, char *topic, size_t cap, char *durable,
+                   size_t dcap);
+
+/* Calls fn for each durable subscription an ACK may be sent for on this
+ * connection: its SUB written here (SENT or ACTIVE), not refused, and not
+ * leaving unless its UNSUB is still queued (an ACK goes ahead of it).
+ * *acked is the last seq acknowledged on this connection (0 after a loss),
+ * for fn to raise. Stops at fn's first failure and returns it. */
+vg_status vg_subs_acks(vg_subs *s,
+                       vg_status (*fn)(void *arg, uint64_t sid, const char *topic, size_t len,
+                                       uint64_t *acked),
+                       void *arg);
 
 /* A SUB or UNSUB frame for sid (type VG_FRAME_SUB or VG_FRAME_UNSUB) from
  * the stream was completely written on the current connection. */

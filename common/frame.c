@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "mpread.h"
+#include "proto.h"
 
 const char *vg_frame_type_name(uint64_t type)
 {
@@ -17,6 +18,7 @@ const char *vg_frame_type_name(uint64_t type)
     case VG_FRAME_SUB: return "SUB";
     case VG_FRAME_UNSUB: return "UNSUB";
     case VG_FRAME_GAP: return "GAP";
+    case VG_FRAME_ACK: return "ACK";
     case VG_FRAME_MSG_TYPE1: return "MSG_TYPE1";
     case VG_FRAME_MSG_TYPE2: return "MSG_TYPE2";
     }
@@ -26,11 +28,13 @@ const char *vg_frame_type_name(uint64_t type)
 /* ---- parsing ---- */
 
 /* The element counts, the type included, of a type's version-1 and
- * version-2 shapes (0: it has no such shape); open: a later version may add
- * scalars after the version-2 fields. */
+ * version-2 shapes and of a third one (SUB with a durable name) (0: it has
+ * no such shape); open: a later version may add scalars after the
+ * version-2 fields. */
 typedef struct {
     uint32_t v1, v2;
     bool open;
+    uint32_t v3;
 } shape;
 
 /* False for a type this codec does not know. */
@@ -38,16 +42,17 @@ static bool shape_of(uint64_t type, shape *s)
 {
     switch (type) {
     case VG_FRAME_PING:
-    case VG_FRAME_PONG: *s = (shape){1, 0, false}; return true;
-    case VG_FRAME_UNSUB: *s = (shape){2, 0, false}; return true;
-    case VG_FRAME_OK: *s = (shape){2, 4, false}; return true;
-    case VG_FRAME_ERR: *s = (shape){4, 0, false}; return true;
-    case VG_FRAME_SUB: *s = (shape){3, 6, false}; return true;
+    case VG_FRAME_PONG: *s = (shape){1, 0, false, 0}; return true;
+    case VG_FRAME_UNSUB: *s = (shape){2, 3, false, 0}; return true;
+    case VG_FRAME_OK: *s = (shape){2, 4, false, 0}; return true;
+    case VG_FRAME_ERR: *s = (shape){4, 0, false, 0}; return true;
+    case VG_FRAME_SUB: *s = (shape){3, 6, false, 7}; return true;
     case VG_FRAME_MSG_TYPE1:
-    case VG_FRAME_MSG_TYPE2: *s = (shape){3, 4, false}; return true;
-    case VG_FRAME_CONNECT: *s = (shape){4, 6, true}; return true;
-    case VG_FRAME_INFO: *s = (shape){5, 7, true}; return true;
-    case VG_FRAME_GAP: *s = (shape){0, 6, false}; return true;
+    case VG_FRAME_MSG_TYPE2: *s = (shape){3, 4, false, 0}; return true;
+    case VG_FRAME_CONNECT: *s = (shape){4, 6, true, 0}; return true;
+    case VG_FRAME_INFO: *s = (shape){5, 7, true, 0}; return true;
+    case VG_FRAME_GAP: *s = (shape){0, 6, false, 0}; return true;
+    case VG_FRAME_ACK: *s = (shape){0, 3, false, 0}; return true;
     }
     return false;
 }
@@ -115,13 +120,15 @@ vg_status vg_frame_parse(const uint8_t *body, size_t len, vg_frame *f, const cha
         *why = "unknown frame type";
         return VG_ERR_UNKNOWN_TYPE;
     }
-    if (count != s.v1 && count != s.v2 && !(s.open && count > s.v2)) {
+    bool third = s.v3 != 0 && count == s.v3;
+    if (count != s.v1 && count != s.v2 && !third && !(s.open && count > s.v2)) {
         *why = "wrong number of elements for the frame type";
         return VG_ERR_MALFORMED;
     }
     f->type = (vg_frame_type)type;
-    f->form = count == s.v1 ? 1 : 2;
-    bool v2 = f->form == 2;
+    f->form = count == s.v1 ? 1 : third ? 3 : 2;
+    bool v2 = f->form >= 2;
+    uint64_t flag;
 
     bool nil;
     const char *problem = NULL;
@@ -167,6 +174,20 @@ vg_status vg_frame_parse(const uint8_t *body, size_t len, vg_frame *f, const cha
         break;
     case VG_FRAME_UNSUB:
         CHECK(vg_mp_read_uint(&r, &f->sid), "sid is not an integer");
+        if (v2) {
+            CHECK(vg_mp_read_uint(&r, &flag), "UNSUB delete is not an integer");
+            if (flag > 1)
+                problem = "UNSUB delete is neither 0 nor 1";
+            f->delete_durable = flag == 1;
+        }
+        break;
+    case VG_FRAME_ACK:
+        CHECK(vg_mp_read_uint(&r, &f->sid), "sid is not an integer");
+        CHECK(vg_mp_read_uint(&r, &f->seq), "ACK sequence number is not an integer");
+        if (f->sid == 0)
+            problem = "ACK with sid 0";
+        else if (f->seq == 0)
+            problem = "ACK sequence number 0";
         break;
     case VG_FRAME_ERR:
         CHECK(vg_mp_read_uint(&r, &f->code), "ERR code is not an integer");
@@ -183,6 +204,12 @@ vg_status vg_frame_parse(const uint8_t *body, size_t len, vg_frame *f, const cha
             problem = sub_problem(start, f);
             if (problem == NULL)
                 f->start = (vg_sub_start)start;
+        }
+        if (f->form == 3) {
+            CHECK(vg_mp_read_str(&r, &f->durable, &f->durable_len),
+                  "SUB durable name is not a string");
+            if (problem == NULL && !vg_durable_name_ok(f->durable, f->durable_len))
+                problem = "bad durable name";
         }
         break;
     case VG_FRAME_MSG_TYPE1:
@@ -360,38 +387,65 @@ vg_status vg_frame_put_err(vg_buf *out, uint64_t code, const char *reason, uint6
     return finish(&e, failed);
 }
 
-/* SUB in its version-1 shape, or with a start position (v2). */
+/* SUB in its version-1 shape, with a start position (v2), or with a
+ * start position and a durable name (durable not NULL). */
 static vg_status sub_frame(vg_buf *out, bool v2, uint64_t sid, const char *topic,
                            size_t topic_len, vg_sub_start start, uint64_t epoch,
-                           uint64_t position)
+                           uint64_t position, const char *durable, size_t durable_len)
 {
     encoder e;
-    if (begin(&e, out, v2 ? 6 : 3, VG_FRAME_SUB) != VG_OK)
+    if (begin(&e, out, durable ? 7 : v2 ? 6 : 3, VG_FRAME_SUB) != VG_OK)
         return VG_ERR_NOMEM;
     int failed = msgpack_pack_uint64(&e.pk, sid) | pack_str(&e.pk, topic, topic_len);
     if (v2)
         failed |= msgpack_pack_uint64(&e.pk, (uint64_t)start) |
                   msgpack_pack_uint64(&e.pk, epoch) | msgpack_pack_uint64(&e.pk, position);
+    if (durable != NULL)
+        failed |= pack_str(&e.pk, durable, durable_len);
     return finish(&e, failed);
 }
 
 vg_status vg_frame_put_sub(vg_buf *out, uint64_t sid, const char *topic, size_t topic_len)
 {
-    return sub_frame(out, false, sid, topic, topic_len, VG_SUB_NEW, 0, 0);
+    return sub_frame(out, false, sid, topic, topic_len, VG_SUB_NEW, 0, 0, NULL, 0);
 }
 
 vg_status vg_frame_put_sub2(vg_buf *out, uint64_t sid, const char *topic, size_t topic_len,
                             vg_sub_start start, uint64_t epoch, uint64_t position)
 {
-    return sub_frame(out, true, sid, topic, topic_len, start, epoch, position);
+    return sub_frame(out, true, sid, topic, topic_len, start, epoch, position, NULL, 0);
 }
 
-vg_status vg_frame_put_unsub(vg_buf *out, uint64_t sid)
+vg_status vg_frame_put_sub_durable(vg_buf *out, uint64_t sid, const char *topic, size_t topic_len,
+                                   vg_sub_start start, uint64_t epoch, uint64_t position,
+                                   const char *durable, size_t durable_len)
+{
+    return sub_frame(out, true, sid, topic, topic_len, start, epoch, position,
+                     durable != NULL ? durable : "", durable_len);
+}
+
+/* UNSUB, with the delete flag (v2) or without. */
+static vg_status unsub_frame(vg_buf *out, bool v2, uint64_t sid)
 {
     encoder e;
-    if (begin(&e, out, 2, VG_FRAME_UNSUB) != VG_OK)
+    if (begin(&e, out, v2 ? 3 : 2, VG_FRAME_UNSUB) != VG_OK)
         return VG_ERR_NOMEM;
-    return finish(&e, msgpack_pack_uint64(&e.pk, sid));
+    int failed = msgpack_pack_uint64(&e.pk, sid);
+    if (v2)
+        failed |= msgpack_pack_uint64(&e.pk, 1);
+    return finish(&e, failed);
+}
+
+vg_status vg_frame_put_unsub(vg_buf *out, uint64_t sid) { return unsub_frame(out, false, sid); }
+
+vg_status vg_frame_put_unsub_delete(vg_buf *out, uint64_t sid) { return unsub_frame(out, true, sid); }
+
+vg_status vg_frame_put_ack(vg_buf *out, uint64_t sid, uint64_t seq)
+{
+    encoder e;
+    if (begin(&e, out, 3, VG_FRAME_ACK) != VG_OK)
+        return VG_ERR_NOMEM;
+    return finish(&e, msgpack_pack_uint64(&e.pk, sid) | msgpack_pack_uint64(&e.pk, seq));
 }
 
 vg_status vg_frame_put_gap(vg_buf *out, uint64_t sid, const char *topic, size_t topic_len,

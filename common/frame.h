@@ -20,6 +20,7 @@ typedef enum {
     VG_FRAME_SUB = 7,
     VG_FRAME_UNSUB = 8,
     VG_FRAME_GAP = 9, /* version 2 only */
+    VG_FRAME_ACK = 10, /* version 2 only: client -> broker, a durable's progress */
     VG_FRAME_MSG_TYPE1 = 11,
     VG_FRAME_MSG_TYPE2 = 21,
 } vg_frame_type;
@@ -46,11 +47,12 @@ typedef enum {
 /* A parsed frame. Pointers refer into the bytes it was parsed from. */
 typedef struct {
     vg_frame_type type;
-    uint8_t form; /* 1: the version-1 shape; 2: the version-2 one (GAP's only shape) */
+    uint8_t form; /* 1: the version-1 shape; 2: the version-2 one (GAP's and ACK's only
+                     shape; UNSUB with its delete flag); 3: SUB with a durable name */
     const uint8_t *raw; /* the whole frame, length prefix included (set by the decoder) */
     size_t raw_len;
     uint64_t version;     /* CONNECT, INFO */
-    uint64_t sid;         /* SUB, UNSUB, OK, ERR, GAP (0: not about a subscription) */
+    uint64_t sid;         /* SUB, UNSUB, OK, ERR, GAP, ACK (0: not about a subscription) */
     uint64_t code;        /* ERR; GAP: the vg_gap_reason */
     uint64_t publisher;   /* CONNECT v2: the client's publisher identity (0: none) */
     uint64_t resend_from; /* CONNECT v2: the publisher number of its first MSG here */
@@ -59,7 +61,9 @@ typedef struct {
     vg_sub_start start;   /* SUB v2 */
     uint64_t position;    /* SUB v2: a sequence number (SEQ) or milliseconds (AGO) */
     uint64_t next;        /* OK v2: the first sequence number the subscription delivers */
-    uint64_t seq;         /* MSG v2, from the broker: the message's number, >= 1 */
+    uint64_t seq;         /* MSG v2, from the broker: the message's number, >= 1;
+                             ACK: the last one processed (cumulative) */
+    bool delete_durable;  /* UNSUB v2: also delete the durable subscription */
     uint64_t from, to;    /* GAP: the missing sequence numbers, inclusive */
     uint64_t client_id;   /* INFO */
     uint64_t max_payload; /* INFO */
@@ -71,6 +75,9 @@ typedef struct {
     uint32_t reason_len;
     const char *topic;    /* SUB, MSG */
     uint32_t topic_len;
+    const char *durable;  /* SUB form 3: the durable name (valid: vg_durable_name_ok);
+                             NULL otherwise */
+    uint32_t durable_len;
     const uint8_t *payload; /* MSG */
     uint32_t payload_len;
 } vg_frame;
@@ -78,6 +85,14 @@ typedef struct {
 static inline bool vg_frame_is_msg(vg_frame_type t)
 {
     return t == VG_FRAME_MSG_TYPE1 || t == VG_FRAME_MSG_TYPE2;
+}
+
+/* The lowest protocol version whose connections may carry f's shape: 1 for
+ * the version-1 forms, 2 for the others (a version-2 CONNECT is how a
+ * client offers version 2: the receiver decides about it). */
+static inline uint64_t vg_frame_min_version(const vg_frame *f)
+{
+    return f->form >= 2 ? 2 : 1;
 }
 
 /* "PING", "MSG_TYPE1", ...; "UNKNOWN" for anything else. */
@@ -120,6 +135,14 @@ vg_status vg_frame_put_sub2(vg_buf *out, uint64_t sid, const char *topic, size_t
 vg_status vg_frame_put_ok2(vg_buf *out, uint64_t sid, uint64_t epoch, uint64_t next);
 vg_status vg_frame_put_gap(vg_buf *out, uint64_t sid, const char *topic, size_t topic_len,
                            uint64_t from, uint64_t to, vg_gap_reason reason);
+/* SUB with a durable name: [7, sid, topic, start, epoch, position, durable]. */
+vg_status vg_frame_put_sub_durable(vg_buf *out, uint64_t sid, const char *topic, size_t topic_len,
+                                   vg_sub_start start, uint64_t epoch, uint64_t position,
+                                   const char *durable, size_t durable_len);
+/* UNSUB that also deletes the durable subscription: [8, sid, 1]. */
+vg_status vg_frame_put_unsub_delete(vg_buf *out, uint64_t sid);
+/* ACK: [10, sid, seq], every message of sid's topic up to seq processed. */
+vg_status vg_frame_put_ack(vg_buf *out, uint64_t sid, uint64_t seq);
 /* A MSG with its sequence number, as vg_frame_write_msg_seq encodes it. */
 vg_status vg_frame_put_msg_seq(vg_buf *out, vg_frame_type type, const char *topic,
                                size_t topic_len, const void *payload, size_t payload_len,

@@ -24,3 +24,17 @@ const char *vg_errcode_name(uint64_t code)
     }
     return "unknown";
 }
+
+bool vg_durable_name_ok(const char *name, size_t len)
+{
+    if (len == 0 || len > VG_DURABLE_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = name[i];
+        bool ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+                  ch == '_' || ch == '.' || ch == '-';
+        if (!ok)
+            return false;
+    }
+    return true;
+}

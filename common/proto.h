@@ -3,6 +3,7 @@
 #define VG_PROTO_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define VG_PROTO_VERSION 2 /* the highest version this build speaks */
@@ -58,8 +59,11 @@ typedef enum {
     VG_E_INTERNAL = 14,      /* fatal: the broker ran out of memory for this client */
     VG_E_PERMISSION = 15,    /* not fatal on SUB, fatal on MSG: reserved topic */
     VG_E_BAD_POSITION = 16,  /* not fatal: a SUB's start position the broker cannot serve */
-    VG_E_STORAGE = 17,       /* fatal: the broker could not store the client's messages */
-    VG_E_DURABLE_TAKEN = 18, /* not fatal: another connection took this durable subscription */
+    VG_E_STORAGE = 17,       /* fatal: the broker could not store the client's messages
+                                (disk full, a failed sync); a publisher reconnects and
+                                sends its unconfirmed messages again */
+    VG_E_DURABLE_TAKEN = 18, /* not fatal, with the sid: another connection took this
+                                durable subscription over; it has ended here */
 } vg_errcode;
 
 /* The snake_case name of an ERR code, as logged ("bad_frame"); "unknown" if not known. */
@@ -74,5 +78,12 @@ static inline bool vg_errcode_is_fatal(uint64_t code, uint64_t sid)
                          code == VG_E_PERMISSION || code == VG_E_BAD_POSITION ||
                          code == VG_E_DURABLE_TAKEN);
 }
+
+/* A durable subscriber's name (SUB's seventh element): 1 to 64 bytes of
+ * [A-Za-z0-9_.-]. */
+#define VG_DURABLE_NAME_MAX 64
+
+/* Whether name[0..len) is a valid durable name. */
+bool vg_durable_name_ok(const char *name, size_t len);
 
 #endif

@@ -1,6 +1,7 @@
 /* sub: print the messages published to one or more topics. */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -16,13 +17,19 @@
 #include "client.h"
 #include "format.h"
 #include "log.h"
+#include "proto.h"
 
 /* How long a stop waits for the I/O thread: every program stops within
  * 100 ms of SIGINT/SIGTERM. */
 #define STOP_WAIT_MS 80
+/* How long --delete and --list-durables wait for the broker's answers. */
+#define ANSWER_WAIT_MS 10000
+#define DURABLES_TOPIC "$SYS.durables"
 
 static const char usage[] =
-    "sub [--server HOST:PORT] [--count N] [--raw | --json] [--since WHEN] [OPTIONS] TOPIC...";
+    "sub [--server HOST:PORT] [--count N] [--raw | --json] [--since WHEN] [--durable NAME\n"
+    "           [--delete]] [OPTIONS] TOPIC...\n"
+    "       sub --list-durables [OPTIONS]";
 
 static void help(void)
 {
@@ -56,7 +63,23 @@ static void help(void)
            "                         published that long ago or later). After a\n"
            "                         reconnect each subscription resumes after the\n"
            "                         last message printed, whatever WHEN\n"
-           "  --no-gaps              exit 1 at the first gap (after logging it)\n",
+           "  --no-gaps              exit 1 at the first gap (after logging it)\n"
+           "  --durable NAME         durable subscriptions named NAME (1 to 64 of\n"
+           "                         A-Z a-z 0-9 _ . -), one per TOPIC: the broker keeps\n"
+           "                         each one's position, and a later sub --durable NAME\n"
+           "                         resumes after the last message this one printed.\n"
+           "                         A new durable starts at --since (default: first).\n"
+           "                         A message is done once printed and flushed; sub\n"
+           "                         tells the broker within 20 ms and at exit. If\n"
+           "                         another sub takes NAME over for a topic, this one\n"
+           "                         logs event=durable_taken and exits 1\n"
+           "  --delete               with --durable: delete NAME's durable on each TOPIC\n"
+           "                         (print nothing; exit 0 once the broker agreed,\n"
+           "                         logging event=durable_deleted for each)\n"
+           "  --list-durables        print the broker's durables, one JSON document\n"
+           "                         ({\"durables\":[{\"name\":...,\"topic\":...,\"acked\":N,\n"
+           "                         \"next\":N,\"connected\":true}]}), then exit 0; exit 1\n"
+           "                         if it does not come within 10 s\n",
            usage);
     vg_cli_client_help();
     vg_cli_common_help();
@@ -78,6 +101,7 @@ typedef struct {
     uint64_t limit; /* 0: none */
     uint64_t seen;
     bool no_gaps;
+    bool list;      /* --list-durables: the one message's payload, as it is */
     sub_fmt fmt;
     int done_fd;
     atomic_int exit_code; /* -1 while running */
@@ -100,6 +124,16 @@ static void on_msg(void *ud, const vg_msg *m)
         return;
     if (atomic_load(&s->exit_code) >= 0)
         return; /* stopping (--no-gaps after a gap, a signal): nothing more */
+    if (s->list) {
+        if (fwrite(m->payload, 1, m->payload_len, stdout) != m->payload_len ||
+            putchar('\n') == EOF || fflush(stdout) != 0) {
+            vg_log(VG_LOG_ERROR, "output_failed", "error=\"%s\"", strerror(errno));
+            finish(s, 1);
+            return;
+        }
+        finish(s, 0);
+        return;
+    }
     if (!sub_fmt_write(&s->fmt, stdout, m->type, m->topic, m->topic_len, m->payload,
                        m->payload_len, m->seq, m->epoch))
         return;
@@ -187,15 +221,70 @@ static void on_closed(void *ud, const char *reason)
     finish(ud, 1);
 }
 
+#define MAX_DELETES 64
+
+typedef struct {
+    sub_state *s;
+    vg_client *c;
+    const char *durable;
+    char **topics;
+    uint64_t sids[MAX_DELETES];
+    int n;
+} deletion;
+
+/* --delete, on its own thread (the main one keeps answering signals):
+ * waits for each subscription, then deletes its durable; finishes with 0
+ * once the broker answered OK for every topic. A stop ends the waits. */
+static int delete_all(const deletion *d)
+{
+    for (int i = 0; i < d->n; i++) {
+        vg_client *c = d->c;
+        const uint64_t *sids = d->sids;
+        const char *durable = d->durable;
+        char **topics = d->topics;
+        char q[80];
+        vg_log_quote(q, sizeof q, topics[i], strlen(topics[i]));
+        vg_status st = vg_client_wait_subscribed(c, sids[i], ANSWER_WAIT_MS);
+        if (st == VG_OK)
+            st = vg_client_delete_durable(c, sids[i], ANSWER_WAIT_MS);
+        if (st != VG_OK) {
+            /* A refusal from the broker is logged by the library as well. */
+            vg_log(VG_LOG_ERROR, "delete_failed", "topic=%s durable=%s reason=\"%s\"", q, durable,
+                   vg_strerror(st));
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void *delete_main(void *arg)
+{
+    deletion *d = arg;
+    finish(d->s, delete_all(d));
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
-    enum { OPT_COUNT = VG_OPT_FIRST_OWN, OPT_RAW, OPT_JSON, OPT_SINCE, OPT_NO_GAPS };
+    enum {
+        OPT_COUNT = VG_OPT_FIRST_OWN,
+        OPT_RAW,
+        OPT_JSON,
+        OPT_SINCE,
+        OPT_NO_GAPS,
+        OPT_DURABLE,
+        OPT_DELETE,
+        OPT_LIST_DURABLES,
+    };
     static const struct option own[] = {
         {"count", required_argument, NULL, OPT_COUNT},
         {"raw", no_argument, NULL, OPT_RAW},
         {"json", no_argument, NULL, OPT_JSON},
         {"since", required_argument, NULL, OPT_SINCE},
         {"no-gaps", no_argument, NULL, OPT_NO_GAPS},
+        {"durable", required_argument, NULL, OPT_DURABLE},
+        {"delete", no_argument, NULL, OPT_DELETE},
+        {"list-durables", no_argument, NULL, OPT_LIST_DURABLES},
         {NULL, 0, NULL, 0},
     };
     struct option opts[VG_CLI_MAX_OPTIONS];
@@ -208,6 +297,8 @@ int main(int argc, char **argv)
     sub_format format = SUB_FMT_TEXT;
     vg_sub_start since = VG_SUB_NEW;
     uint64_t since_position = 0;
+    bool since_given = false, delete = false;
+    const char *durable = NULL;
     int64_t n;
     int o;
     opterr = 0;
@@ -221,6 +312,16 @@ int main(int argc, char **argv)
             if (!parse_since(optarg, &since, &since_position))
                 vg_usage_error("sub", usage, "--since must be new, first, a sequence number or a "
                                "duration such as 30s, got '%s'", optarg);
+            since_given = true;
+        } else if (o == OPT_DURABLE) {
+            if (!vg_durable_name_ok(optarg, strlen(optarg)))
+                vg_usage_error("sub", usage, "--durable NAME must be 1 to 64 of A-Z a-z 0-9 _ . -, "
+                               "got '%s'", optarg);
+            durable = optarg;
+        } else if (o == OPT_DELETE) {
+            delete = true;
+        } else if (o == OPT_LIST_DURABLES) {
+            s.list = true;
         } else if (o == OPT_NO_GAPS) {
             s.no_gaps = true;
         } else if (o == OPT_COUNT) {
@@ -233,8 +334,16 @@ int main(int argc, char **argv)
         }
     }
     vg_cli_check_keepalive(&co.keepalive, "sub", usage);
-    if (optind >= argc)
+    if (delete && durable == NULL)
+        vg_usage_error("sub", usage, "--delete needs --durable NAME");
+    if (delete && argc - optind > MAX_DELETES)
+        vg_usage_error("sub", usage, "--delete takes at most %d TOPICs", MAX_DELETES);
+    if (s.list && (durable != NULL || optind < argc))
+        vg_usage_error("sub", usage, "--list-durables takes no TOPIC and no --durable");
+    if (!s.list && optind >= argc)
         vg_usage_error("sub", usage, "missing TOPIC");
+    if (durable != NULL && !since_given)
+        since = VG_SUB_FIRST; /* a new durable gets everything retained (JetStream's "all") */
     sub_fmt_init(&s.fmt, format);
 
     sigset_t stop;
@@ -253,7 +362,7 @@ int main(int argc, char **argv)
     setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
 
     co.ud = &s;
-    co.on_msg = on_msg;
+    co.on_msg = delete ? NULL : on_msg; /* deleting: nothing is printed, nothing acknowledged */
     co.on_batch_end = on_batch_end;
     co.on_sub_error = on_sub_error;
     co.on_closed = on_closed;
@@ -267,8 +376,19 @@ int main(int argc, char **argv)
         vg_log(VG_LOG_ERROR, "start_failed", "error=\"%s\"", why);
         return 1;
     }
+    if (s.list && vg_client_subscribe(c, DURABLES_TOPIC, NULL) != VG_OK)
+        finish(&s, 1); /* refused already (e.g. ERR auth): the library said why */
+    static deletion del;
+    del = (deletion){.s = &s, .c = c, .durable = durable, .topics = argv + optind};
     for (int i = optind; i < argc; i++) {
-        st = vg_client_subscribe_from(c, argv[i], since, 0, since_position, NULL);
+        uint64_t sid = 0;
+        /* A deletion starts where the broker is: nothing old is sent for it. */
+        st = durable != NULL ? vg_client_subscribe_durable(c, argv[i], durable,
+                                                           delete ? VG_SUB_NEW : since, 0,
+                                                           delete ? 0 : since_position, &sid)
+                             : vg_client_subscribe_from(c, argv[i], since, 0, since_position, NULL);
+        if (st == VG_OK && delete)
+            del.sids[del.n++] = sid;
         if (st == VG_ERR_CLOSED) {
             finish(&s, 1); /* refused already (e.g. ERR auth): the library said why */
             break;
@@ -282,11 +402,24 @@ int main(int argc, char **argv)
         }
     }
 
+    pthread_t deleter;
+    bool deleting = delete && atomic_load(&s.exit_code) < 0 &&
+                    pthread_create(&deleter, NULL, delete_main, &del) == 0;
+    if (delete && !deleting)
+        finish(&s, 1);
+
     struct pollfd p[2] = {{.fd = sig_fd, .events = POLLIN}, {.fd = s.done_fd, .events = POLLIN}};
-    while (poll(p, 2, -1) < 0 && errno == EINTR)
+    int r;
+    while ((r = poll(p, 2, s.list ? ANSWER_WAIT_MS : -1)) < 0 && errno == EINTR)
         ;
     if (p[0].revents & POLLIN)
         finish(&s, 0);
+    if (r == 0) {
+        vg_log(VG_LOG_ERROR, "list_failed", "detail=\"no answer on " DURABLES_TOPIC " within "
+               "%d s: a broker without durable subscribers, or none reachable\"",
+               ANSWER_WAIT_MS / 1000);
+        finish(&s, 1);
+    }
     if (vg_client_close(c, STOP_WAIT_MS) != VG_OK) {
         /* The I/O thread is blocked writing our stdout (a reader that
          * stopped reading): stdout is locked, so leave without it. */
@@ -295,6 +428,8 @@ int main(int argc, char **argv)
          * stdio there) and would wait for that same lock. */
         syscall(SYS_exit_group, atomic_load(&s.exit_code));
     }
+    if (deleting) /* its waits end with the client's I/O thread, stopped now */
+        pthread_join(deleter, NULL);
     vg_client_destroy(c);
     if (fflush(stdout) != 0 && atomic_load(&s.exit_code) == 0) {
         vg_log(VG_LOG_ERROR, "output_failed", "error=\"%s\"", strerror(errno));

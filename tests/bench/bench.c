@@ -1,6 +1,8 @@
 /* vigil-bench: drives a running broker (vigil, nats-server or mosquitto)
  * with P publishers and S subscribers on one topic and reports rates, loss
- * and end-to-end latency; also idle-connection cost and the loopback ceiling.
+ * and end-to-end latency; also idle-connection cost and the loopback ceiling,
+ * and the durable cases (durable.h): confirmed publishing and replay beside
+ * nats-server JetStream, and the restart of a broker with a large log.
  *
  * Every message carries its send time (CLOCK_MONOTONIC ns), its publisher
  * and its sequence number in its first 16 bytes, so latency is measured end
@@ -22,6 +24,7 @@
 #include "backend.h"
 #include "catchup.h"
 #include "ceiling.h"
+#include "durable.h"
 #include "histogram.h"
 
 #define MAX_CLIENTS 256
@@ -356,7 +359,8 @@ static int run_idle(const config *cfg, int conns, int secs, int broker_pid)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: vigil-bench [--system vigil|nats|mosquitto] [--server HOST:PORT] [OPTIONS]\n\n"
+            "usage: vigil-bench [--system vigil|nats|mosquitto|jetstream] [--server HOST:PORT]\n"
+            "                   [OPTIONS]\n\n"
             "  --pubs P --subs S      publishers and subscribers on one topic (default 1, 1; at\n"
             "                         most 256 each)\n"
             "  --size BYTES           payload size, at least 16 (default 16)\n"
@@ -376,15 +380,80 @@ static void usage(FILE *f)
             "  --ceiling              loopback ceiling: one process pumping --size frames in\n"
             "                         64 KiB writes over 127.0.0.1 (no broker)\n"
             "  --topic T (default bench), --timeout SECS of silence before giving up (default 5)\n"
+            "\nDurable cases (vigil against a broker with --data-dir, or --system jetstream\n"
+            "against nats-server -js; the topic is fresh per run unless --topic):\n"
+            "  --confirmed            --pubs publishers, each on its own connection, publish\n"
+            "                         --count messages of --size in all; rate = count / time\n"
+            "                         until the broker confirmed every one (vigil: the PONG\n"
+            "                         after them; JetStream: every PubAck)\n"
+            "  --replay [N]           N messages (default --count) of --size (default 128)\n"
+            "                         published and confirmed, then one reader from the first\n"
+            "                         retained message (JetStream: a durable pull consumer)\n"
+            "                         times reading all N\n"
+            "  --js-max-pending N     JetStream: PublishAsync.MaxPending (default 16384)\n"
+            "  --js-batch N           JetStream: messages per Fetch in a replay (default 4096)\n"
+            "  --restart              vigil only; starts the broker itself: fills --data-dir\n"
+            "                         with --fill-bytes of --size (default 1024) messages,\n"
+            "                         kill -9s it, starts it again and reports the time from\n"
+            "                         exec to its event=listening line and its VmRSS\n"
+            "  --data-dir DIR         restart: the broker's --data-dir (empty or absent)\n"
+            "  --fill-bytes BYTES     restart: payload bytes to fill (default 1G; K, M, G)\n"
+            "  --broker PATH          restart: the broker program (default: the one next to\n"
+            "                         vigil-bench)\n"
+            "  --broker-arg ARG       restart: one more broker argument (repeat as needed)\n"
+            "  --broker-log PATH      restart: a copy of the broker's stderr\n"
             "Results: one line of key=value on stdout.\n");
 }
+
+/* BYTES with an optional K, M or G (powers of 1024); 0 when unparsable. */
+static uint64_t parse_bytes(const char *s)
+{
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    uint64_t mul = 1;
+    if (*end == 'K' || *end == 'k')
+        mul = 1ull << 10, end++;
+    else if (*end == 'M' || *end == 'm')
+        mul = 1ull << 20, end++;
+    else if (*end == 'G' || *end == 'g')
+        mul = 1ull << 30, end++;
+    return end == s || *end != '\0' ? 0 : (uint64_t)v * mul;
+}
+
+/* The broker program next to this one. */
+static char *default_broker(void)
+{
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+        return strdup("broker");
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (slash != NULL)
+        *slash = '\0';
+    size_t len = strlen(self) + sizeof "/broker";
+    char *path = malloc(len);
+    if (path != NULL)
+        snprintf(path, len, "%s/broker", self);
+    return path;
+}
+
+#define MAX_BROKER_ARGS 28
 
 int main(int argc, char **argv)
 {
     config cfg = {.be = &bench_vigil, .server = "127.0.0.1:7222", .topic = "bench", .pubs = 1,
                   .subs = 1, .size = 16, .count = 1000000, .timeout_ms = 5000};
     bool inflight = false, ceiling = false, catchup = false, size_set = false, topic_set = false;
+    bool confirmed = false, replay = false, restart = false, jetstream = false;
+    uint64_t replay_n = 0;
     int idle = 0, idle_secs = 30;
+    durable_tuning tuning = {.max_pending = 16384, .fetch_batch = 4096};
+    restart_cfg rs = {.fill_bytes = 1ull << 30, .timeout_ms = 5000};
+    const char *broker_args[MAX_BROKER_ARGS + 1] = {NULL};
+    int nbroker_args = 0;
+    enum { O_CONFIRMED = 1000, O_REPLAY, O_JS_PENDING, O_JS_BATCH, O_RESTART, O_DATA_DIR,
+           O_FILL, O_BROKER, O_BROKER_ARG, O_BROKER_LOG };
     catchup_cfg cu = {.live_rate = 10000, .tail_ms = 1000};
     static const struct option opts[] = {
         {"system", required_argument, NULL, 'y'}, {"server", required_argument, NULL, 's'},
@@ -396,14 +465,29 @@ int main(int argc, char **argv)
         {"timeout", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'},
         {"catchup", optional_argument, NULL, 'C'}, {"live-rate", required_argument, NULL, 'R'},
         {"live-tail", required_argument, NULL, 'T'},
+        {"confirmed", no_argument, NULL, O_CONFIRMED},
+        {"replay", optional_argument, NULL, O_REPLAY},
+        {"js-max-pending", required_argument, NULL, O_JS_PENDING},
+        {"js-batch", required_argument, NULL, O_JS_BATCH},
+        {"restart", no_argument, NULL, O_RESTART},
+        {"data-dir", required_argument, NULL, O_DATA_DIR},
+        {"fill-bytes", required_argument, NULL, O_FILL},
+        {"broker", required_argument, NULL, O_BROKER},
+        {"broker-arg", required_argument, NULL, O_BROKER_ARG},
+        {"broker-log", required_argument, NULL, O_BROKER_LOG},
         {NULL, 0, NULL, 0},
     };
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
         case 'y':
+            jetstream = false;
             if (strcmp(optarg, "vigil") == 0)
                 cfg.be = &bench_vigil;
+#ifdef HAVE_NATS
+            else if (strcmp(optarg, "jetstream") == 0)
+                jetstream = true;
+#endif
 #ifdef HAVE_NATS
             else if (strcmp(optarg, "nats") == 0)
                 cfg.be = &bench_nats;
@@ -437,6 +521,32 @@ int main(int argc, char **argv)
         case 'R': cu.live_rate = (uint64_t)atoll(optarg); break;
         case 'T': cu.tail_ms = atoi(optarg); break;
         case 'o': cfg.timeout_ms = atoi(optarg) * 1000; break;
+        case O_CONFIRMED: confirmed = true; break;
+        case O_REPLAY: /* --replay, --replay=N or --replay N; without N, --count */
+            if (optarg == NULL && optind < argc && isdigit((unsigned char)argv[optind][0]))
+                optarg = argv[optind++];
+            replay = true;
+            replay_n = optarg != NULL ? (uint64_t)atoll(optarg) : 0;
+            break;
+        case O_JS_PENDING: tuning.max_pending = atoi(optarg); break;
+        case O_JS_BATCH: tuning.fetch_batch = atoi(optarg); break;
+        case O_RESTART: restart = true; break;
+        case O_DATA_DIR: rs.data_dir = optarg; break;
+        case O_FILL:
+            if ((rs.fill_bytes = parse_bytes(optarg)) == 0) {
+                fprintf(stderr, "vigil-bench: --fill-bytes: not a size: %s\n", optarg);
+                return 2;
+            }
+            break;
+        case O_BROKER: rs.broker = optarg; break;
+        case O_BROKER_ARG:
+            if (nbroker_args == MAX_BROKER_ARGS) {
+                fprintf(stderr, "vigil-bench: more than %d --broker-arg\n", MAX_BROKER_ARGS);
+                return 2;
+            }
+            broker_args[nbroker_args++] = optarg;
+            break;
+        case O_BROKER_LOG: rs.broker_log = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -450,6 +560,65 @@ int main(int argc, char **argv)
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if ((int)confirmed + (int)replay + (int)restart + (int)catchup > 1) {
+        fprintf(stderr, "vigil-bench: --confirmed, --replay, --restart and --catchup are separate "
+                        "runs: give one\n");
+        return 2;
+    }
+    if (jetstream && !confirmed && !replay) {
+        fprintf(stderr, "vigil-bench: --system jetstream runs --confirmed and --replay only (for "
+                        "core NATS: --system nats)\n");
+        return 2;
+    }
+    if ((confirmed || replay) && !jetstream && cfg.be != &bench_vigil) {
+        fprintf(stderr, "vigil-bench: --%s compares vigil with --system jetstream, not %s\n",
+                confirmed ? "confirmed" : "replay", cfg.be->name);
+        return 2;
+    }
+    if (confirmed || replay) {
+        if (tuning.max_pending < 1 || tuning.fetch_batch < 1) {
+            usage(stderr);
+            return 2;
+        }
+        durable_cfg dc = {.server = cfg.server, .topic = topic_set ? cfg.topic : NULL,
+                          .pubs = cfg.pubs, .size = cfg.size, .count = cfg.count,
+                          .timeout_ms = cfg.timeout_ms, .broker_pid = cfg.broker_pid,
+                          .tuning = tuning, .be = &durable_vigil};
+#ifdef HAVE_NATS
+        if (jetstream)
+            dc.be = &durable_jetstream;
+#endif
+        if (confirmed)
+            return bench_confirmed(&dc);
+        dc.size = size_set ? cfg.size : 128;
+        if (replay_n != 0)
+            dc.count = replay_n;
+        return bench_replay(&dc);
+    }
+    if (restart) {
+        if (cfg.be != &bench_vigil || jetstream) {
+            fprintf(stderr, "vigil-bench: --restart is vigil only\n");
+            return 2;
+        }
+        if (rs.data_dir == NULL || rs.data_dir[0] == '\0') {
+            fprintf(stderr, "vigil-bench: --restart needs --data-dir DIR\n");
+            return 2;
+        }
+        char *path = rs.broker != NULL ? strdup(rs.broker) : default_broker();
+        if (path == NULL || access(path, X_OK) != 0) {
+            fprintf(stderr, "vigil-bench: no broker program at %s (--broker PATH)\n",
+                    path != NULL ? path : "?");
+            free(path);
+            return 2;
+        }
+        rs.broker = path;
+        rs.broker_args = broker_args;
+        rs.size = size_set ? cfg.size : 1024;
+        rs.timeout_ms = cfg.timeout_ms;
+        int rc = bench_restart(&rs);
+        free(path);
+        return rc;
     }
     if (catchup) {
         if (cfg.be != &bench_vigil) {

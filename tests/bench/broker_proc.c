@@ -167,7 +167,8 @@ bp_broker *bp_create(const char *path, int port, const char *const *extra_args,
     b->argv[n++] = strdup(listen);
     for (size_t i = 0; extra_args != NULL && extra_args[i] != NULL; i++) {
         if (i == MAX_EXTRA_ARGS) {
-            fprintf(stderr, "vigil-reconnect: more than %d broker arguments\n", MAX_EXTRA_ARGS);
+            fprintf(stderr, "%s: more than %d broker arguments\n", program_invocation_short_name,
+                    MAX_EXTRA_ARGS);
             goto fail;
         }
         b->argv[n++] = strdup(extra_args[i]);
@@ -178,7 +179,8 @@ bp_broker *bp_create(const char *path, int port, const char *const *extra_args,
     if (log_path != NULL) {
         b->log_fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
         if (b->log_fd < 0) {
-            fprintf(stderr, "vigil-reconnect: cannot open %s: %s\n", log_path, strerror(errno));
+            fprintf(stderr, "%s: cannot open %s: %s\n", program_invocation_short_name, log_path,
+                    strerror(errno));
             goto fail;
         }
     }
@@ -248,7 +250,7 @@ static int spawn(bp_broker *b, int err_fd)
 {
     int p[2];
     if (pipe2(p, O_CLOEXEC) != 0) {
-        dprintf(err_fd, "vigil-reconnect: pipe: %s\n", strerror(errno));
+        dprintf(err_fd, "%s: pipe: %s\n", program_invocation_short_name, strerror(errno));
         return -1;
     }
     fcntl(p[0], F_SETPIPE_SZ, PIPE_BYTES); /* best effort: a smaller pipe still works */
@@ -276,7 +278,8 @@ static int spawn(bp_broker *b, int err_fd)
     if (a.devnull >= 0)
         close(a.devnull);
     if (pid < 0) {
-        dprintf(err_fd, "vigil-reconnect: cannot start %s: %s\n", b->argv[0], strerror(saved));
+        dprintf(err_fd, "%s: cannot start %s: %s\n", program_invocation_short_name, b->argv[0],
+                strerror(saved));
         close(p[0]);
         return -1;
     }
@@ -284,7 +287,7 @@ static int spawn(bp_broker *b, int err_fd)
     live_pid = pid;
     b->err_rd = p[0];
     if (pthread_create(&b->reader, NULL, reader_main, b) != 0) {
-        dprintf(err_fd, "vigil-reconnect: cannot start the log reader thread\n");
+        dprintf(err_fd, "%s: cannot start the log reader thread\n", program_invocation_short_name);
         bp_kill(b);
         return -1;
     }
@@ -346,7 +349,7 @@ int bp_start(bp_broker *b, int timeout_ms, bp_listen *out, int err_fd)
         bool retry = died && in_use && now_ns() < deadline;
         if (!retry) {
             pthread_mutex_lock(&b->mu);
-            dprintf(err_fd, "vigil-reconnect: the broker %s: %s\n",
+            dprintf(err_fd, "%s: the broker %s: %s\n", program_invocation_short_name,
                     died ? "exited without listening" : "did not listen in time",
                     b->failure[0] ? b->failure : "(no error line)");
             pthread_mutex_unlock(&b->mu);
@@ -355,8 +358,8 @@ int bp_start(bp_broker *b, int timeout_ms, bp_listen *out, int err_fd)
         if (!retry)
             return -1;
         if (tries == 1)
-            dprintf(err_fd, "vigil-reconnect: port %d busy, retrying every %d ms\n", b->port,
-                    RETRY_MS);
+            dprintf(err_fd, "%s: port %d busy, retrying every %d ms\n",
+                    program_invocation_short_name, b->port, RETRY_MS);
         sleep_ms(RETRY_MS);
     }
 }

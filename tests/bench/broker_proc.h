@@ -1,5 +1,6 @@
-/* The broker under test, as a child process of vigil-reconnect: started on a
- * fixed port of 127.0.0.1, kill -9'd, and started again on the same port.
+/* The broker under test, as a child process of vigil-reconnect (and of
+ * vigil-bench --restart): started on a fixed port of 127.0.0.1, kill -9'd,
+ * and started again on the same port.
  *
  * Its stderr comes back through a pipe that one reader thread drains at once
  * (a broker blocked writing its log would stall for real), timestamping each

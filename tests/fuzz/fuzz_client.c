@@ -20,6 +20,8 @@
  *              bit 3:    on_msg publishes each message back on ECHO_TOPIC
  *              bit 4:    the rest follows INFO at once, instead of after the
  *                        client has written what it had queued
+ *              bit 5:    sid 1 is a durable subscription (DURABLE_NAME), its
+ *                        ACKs sent after each read (ack_delay_ms 0)
  *   the rest   sent as is (any frames: INFO, OK/ERR with sids it used and did
  *              not, MSG on subscribed and other topics, PING floods, garbage,
  *              oversized lengths), then shutdown(SHUT_WR)
@@ -29,7 +31,10 @@
  * of a client (CONNECT and SUB in their version-2 form, MSG and UNSUB in
  * their only client form), CONNECT first and only then, nothing but PONG
  * before a handshake was possible, no more PONGs than PINGs sent,
- * and SUB, UNSUB and MSG exactly in the order the application issued them.
+ * and SUB, UNSUB and MSG exactly in the order the application issued them;
+ * a durable sid 1 in the seven-element SUB with its name, and its ACKs
+ * after its SUB, each above the last and at most the highest seq on its
+ * topic whose on_msg has returned.
  *
  * A model of the client (model()) walks the input as the client must read
  * it: where it stops and why (a MSG without a seq, an INFO of another
@@ -85,6 +90,7 @@
 #define TOPIC_A "news"
 #define TOPIC_B "a.b"
 #define ECHO_TOPIC "echo"
+#define DURABLE_NAME "fuzz-durable"
 #define CLIENT_MAX_PAYLOAD (64u << 20) /* vg_client_opts_defaults' cap */
 #define HARNESS_EPOCH 0x3c6ef372fe94f82bull /* the harness's INFO's */
 
@@ -158,7 +164,7 @@ typedef struct {
 typedef struct {
     bool info_first, two_subs, same_topic, publish, unsub_early;
     uint64_t max_payload;
-    bool cb_unsub, cb_echo, no_wait;
+    bool cb_unsub, cb_echo, no_wait, durable;
 } plan;
 
 /* An issued SUB, UNSUB or MSG, in the order the application issued them. */
@@ -185,6 +191,7 @@ typedef struct {
     issued *log; /* mu */
     size_t nlog, caplog; /* mu */
     atomic_size_t sent; /* bytes of the rest offered to send() so far */
+    _Atomic uint64_t returned_a; /* the highest seq on TOPIC_A whose on_msg returned */
     atomic_bool info_sent;
 
     /* callbacks only (read by the harness after vg_client_close) */
@@ -339,6 +346,16 @@ static void model(void)
                 fr->gap = vg_resume_gap(&mp.pos[slot], fr->f.from, fr->f.to, &g);
             break;
         case VG_FRAME_ERR:
+            if (fr->f.code == VG_E_DURABLE_TAKEN && fr->f.sid != 0) {
+                /* Ends the durable sid 1 if the broker has it (its SUB is
+                 * written: exact mode) and it is neither leaving nor
+                 * refused; anything else ignores it. */
+                if (s.p.durable && fr->f.sid == 1 && !subs[0].leaving && !subs[0].refused) {
+                    subs[0].answered = subs[0].refused = true;
+                    fr->refuse = true;
+                }
+                break;
+            }
             if (vg_errcode_is_fatal(fr->f.code, fr->f.sid)) {
                 uint64_t code = fr->f.code;
                 if (code == VG_E_AUTH || code == VG_E_VERSION || code == VG_E_PERMISSION)
@@ -497,6 +514,11 @@ static void on_msg(void *ud, const vg_msg *msg)
         else
             unissue();
     }
+    if (is_str(msg->topic, msg->topic_len, TOPIC_A)) { /* as it returns: processed */
+        uint64_t had = atomic_load(&s.returned_a);
+        if (msg->seq > had)
+            atomic_store(&s.returned_a, msg->seq);
+    }
 }
 
 static void on_gap(void *ud, const char *topic, size_t len, const vg_gap *g)
@@ -607,6 +629,8 @@ typedef struct {
     size_t frames, bulk, pings, pongs;
     size_t next_issued; /* the next entry of s.log its bulk frames must match */
     bool open;
+    bool sub1_seen;     /* the durable SUB of sid 1 */
+    uint64_t last_ack;
 } writes;
 
 static void check_bulk(writes *w, const vg_frame *f)
@@ -658,8 +682,10 @@ static void check_writes(writes *w)
             die("the client sent a malformed frame");
         }
         bool first = w->frames++ == 0;
-        bool v2_form = f.type == VG_FRAME_CONNECT || f.type == VG_FRAME_SUB;
-        if (f.form != (v2_form ? 2 : 1)) {
+        bool v2_form = f.type == VG_FRAME_CONNECT || f.type == VG_FRAME_SUB ||
+                       f.type == VG_FRAME_ACK;
+        bool durable_sub = f.type == VG_FRAME_SUB && s.p.durable && f.sid == 1;
+        if (f.form != (durable_sub ? 3 : v2_form ? 2 : 1)) {
             fprintf(report, "fuzz_client: client frame %zu: %s form %d\n", w->frames,
                     vg_frame_type_name(f.type), f.form);
             die("the client sent a frame in a shape version 2 does not ask of a client");
@@ -674,6 +700,19 @@ static void check_writes(writes *w)
         }
         if (f.type == VG_FRAME_SUB)
             check(f.start == VG_SUB_NEW, "a SUB of vg_client_subscribe that is not NEW");
+        if (durable_sub) {
+            check(is_str(f.durable, f.durable_len, DURABLE_NAME), "the durable SUB's name");
+            w->sub1_seen = true;
+        }
+        if (f.type == VG_FRAME_ACK) {
+            check(s.p.durable && f.sid == 1, "an ACK for a subscription that is not durable");
+            check(w->sub1_seen, "an ACK before its SUB");
+            check(f.seq > w->last_ack, "an ACK not above the last one");
+            check(f.seq <= atomic_load(&s.returned_a),
+                  "an ACK beyond the messages whose on_msg returned");
+            w->last_ack = f.seq;
+            continue;
+        }
         bool handshake_possible =
             atomic_load(&s.info_sent) || (s.m.hs_end != SIZE_MAX && atomic_load(&s.sent) >= s.m.hs_end);
         switch (f.type) {
@@ -809,6 +848,7 @@ static vg_client *start_client(void)
     o.on_sub_error = on_sub_error;
     o.on_closed = on_closed;
     o.on_gap = on_gap;
+    o.ack_delay_ms = 0; /* a durable's ACKs after each read: as many as can be */
     /* The I/O thread inherits this mask: libFuzzer's -timeout alarm and
      * SIGINT go to the fuzzing thread, as the real programs keep signals
      * away from the client's thread. */
@@ -838,8 +878,11 @@ static void prepare(void)
     s.nsubs = s.p.two_subs ? 2 : 1;
     for (size_t i = 0; i < s.nsubs; i++) {
         issue(VG_FRAME_SUB, i + 1, s.topics[i], NULL, 0, false);
-        check(vg_client_subscribe(s.c, s.topics[i], &sid) == VG_OK && sid == i + 1,
-              "vg_client_subscribe failed, or not sids 1, 2");
+        vg_status st = i == 0 && s.p.durable
+                           ? vg_client_subscribe_durable(s.c, s.topics[i], DURABLE_NAME,
+                                                         VG_SUB_NEW, 0, 0, &sid)
+                           : vg_client_subscribe(s.c, s.topics[i], &sid);
+        check(st == VG_OK && sid == i + 1, "vg_client_subscribe failed, or not sids 1, 2");
     }
     if (s.p.publish) {
         static const uint8_t hello[] = "hello from the client";
@@ -941,6 +984,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .cb_unsub = data[1] & 0x04,
         .cb_echo = data[1] & 0x08,
         .no_wait = data[1] & 0x10,
+        .durable = data[1] & 0x20,
     };
     s.rest = data + 2;
     s.rest_len = size - 2;

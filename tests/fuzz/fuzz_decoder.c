@@ -96,7 +96,8 @@ static bool same_fields(const vg_frame *a, const vg_frame *b)
            a->resend_from == b->resend_from && a->epoch == b->epoch &&
            a->publisher_acked == b->publisher_acked && a->start == b->start &&
            a->position == b->position && a->next == b->next && a->seq == b->seq &&
-           a->from == b->from && a->to == b->to &&
+           a->from == b->from && a->to == b->to && a->delete_durable == b->delete_durable &&
+           same_bytes(a->durable, a->durable_len, b->durable, b->durable_len) &&
            same_bytes(a->name, a->name_len, b->name, b->name_len) &&
            same_bytes(a->token, a->token_len, b->token, b->token_len) &&
            same_bytes(a->reason, a->reason_len, b->reason, b->reason_len) &&
@@ -125,18 +126,28 @@ static bool reencode(const vg_frame *f, vg_buf *out)
 {
     char *a = NULL, *b = NULL;
     vg_status st = VG_OK;
-    bool done = true, v2 = f->form == 2;
+    bool done = true, v2 = f->form >= 2;
     switch (f->type) {
     case VG_FRAME_PING: st = vg_frame_put_ping(out); break;
     case VG_FRAME_PONG: st = vg_frame_put_pong(out); break;
     case VG_FRAME_OK:
         st = v2 ? vg_frame_put_ok2(out, f->sid, f->epoch, f->next) : vg_frame_put_ok(out, f->sid);
         break;
-    case VG_FRAME_UNSUB: st = vg_frame_put_unsub(out, f->sid); break;
+    case VG_FRAME_UNSUB:
+        /* [8, sid, 0] has no encoder: vigil writes the 2-element UNSUB for it */
+        done = !v2 || f->delete_durable;
+        if (done)
+            st = v2 ? vg_frame_put_unsub_delete(out, f->sid) : vg_frame_put_unsub(out, f->sid);
+        break;
+    case VG_FRAME_ACK: st = vg_frame_put_ack(out, f->sid, f->seq); break;
     case VG_FRAME_SUB:
-        st = v2 ? vg_frame_put_sub2(out, f->sid, f->topic, f->topic_len, f->start, f->epoch,
-                                    f->position)
-                : vg_frame_put_sub(out, f->sid, f->topic, f->topic_len);
+        if (f->form == 3)
+            st = vg_frame_put_sub_durable(out, f->sid, f->topic, f->topic_len, f->start, f->epoch,
+                                          f->position, f->durable, f->durable_len);
+        else
+            st = v2 ? vg_frame_put_sub2(out, f->sid, f->topic, f->topic_len, f->start, f->epoch,
+                                        f->position)
+                    : vg_frame_put_sub(out, f->sid, f->topic, f->topic_len);
         break;
     case VG_FRAME_GAP:
         st = vg_frame_put_gap(out, f->sid, f->topic, f->topic_len, f->from, f->to,
@@ -183,19 +194,31 @@ static bool reencode(const vg_frame *f, vg_buf *out)
 /* The rules of the two shapes (docs/protocol.md) hold for an accepted frame. */
 static void check_shape(const vg_frame *f)
 {
-    check(f->form == 1 || f->form == 2, "a frame of neither shape");
+    check(f->form == 1 || f->form == 2 || (f->form == 3 && f->type == VG_FRAME_SUB),
+          "a frame of no known shape");
     bool two_shapes = f->type == VG_FRAME_CONNECT || f->type == VG_FRAME_INFO ||
-                      f->type == VG_FRAME_SUB || f->type == VG_FRAME_OK || vg_frame_is_msg(f->type);
-    check(f->type == VG_FRAME_GAP ? f->form == 2 : two_shapes || f->form == 1,
-          "a version-2 shape for a type that has none, or a version-1 GAP");
+                      f->type == VG_FRAME_SUB || f->type == VG_FRAME_OK ||
+                      f->type == VG_FRAME_UNSUB || vg_frame_is_msg(f->type);
+    bool v2_only = f->type == VG_FRAME_GAP || f->type == VG_FRAME_ACK;
+    check(v2_only ? f->form == 2 : two_shapes || f->form == 1,
+          "a version-2 shape for a type that has none, or a version-1 GAP or ACK");
+    check(vg_frame_min_version(f) == (f->form >= 2 ? 2u : 1u), "min_version against the form");
+    check((f->durable != NULL) == (f->form == 3), "a durable name outside SUB form 3");
+    if (f->form == 3)
+        check(vg_durable_name_ok(f->durable, f->durable_len), "a bad durable name accepted");
+    if (f->type == VG_FRAME_ACK)
+        check(f->sid >= 1 && f->seq >= 1, "an ACK with sid or seq 0 accepted");
+    if (f->delete_durable)
+        check(f->type == VG_FRAME_UNSUB && f->form == 2, "delete outside a 3-element UNSUB");
     if (f->type == VG_FRAME_CONNECT || f->type == VG_FRAME_INFO)
         check((f->version >= 2) == (f->form == 2), "CONNECT or INFO of a version not its shape's");
     if (f->form == 1)
         check(f->publisher == 0 && f->resend_from == 0 && f->epoch == 0 &&
                   f->publisher_acked == 0 && f->start == VG_SUB_NEW && f->position == 0 &&
-                  f->next == 0 && f->seq == 0 && f->from == 0 && f->to == 0,
+                  f->next == 0 && f->seq == 0 && f->from == 0 && f->to == 0 &&
+                  !f->delete_durable,
               "a version-1 frame with version-2 fields set");
-    if (f->type == VG_FRAME_SUB && f->form == 2)
+    if (f->type == VG_FRAME_SUB && f->form >= 2)
         check(f->start <= VG_SUB_AGO &&
                   (f->start >= VG_SUB_SEQ || (f->epoch == 0 && f->position == 0)),
               "a SUB start accepted against its rules");

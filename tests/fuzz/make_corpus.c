@@ -439,6 +439,77 @@ static void version2_bodies(vg_buf *b)
     }
 }
 
+#define DURABLES "$SYS.durables"
+
+/* Durable subscribers (issue 11): the seven-element SUB, UNSUB with delete,
+ * ACK, and the names and values the codec refuses. */
+static void durable_frames(vg_buf *b)
+{
+    ok(vg_frame_put_sub_durable(b, 1, "orders", 6, VG_SUB_FIRST, 0, 0, "billing", 7));
+    seed("sub_durable", b, true);
+    ok(vg_frame_put_sub_durable(b, 1, "orders", 6, VG_SUB_SEQ, 0x77, 5, "billing", 7));
+    ok(vg_frame_put_sub_durable(b, 2, "audit", 5, VG_SUB_NEW, 0, 0, "billing", 7));
+    ok(vg_frame_put_ack(b, 1, 5));
+    ok(vg_frame_put_ack(b, 2, 1));
+    ok(vg_frame_put_ack(b, 1, 3)); /* below the last: the broker keeps the highest */
+    ok(vg_frame_put_ack(b, 9, 1)); /* an unknown sid */
+    ok(vg_frame_put_unsub(b, 2));
+    ok(vg_frame_put_unsub_delete(b, 1));
+    seed("durable_session", b, true);
+    ok(vg_frame_put_sub2(b, 1, "news", 4, VG_SUB_NEW, 0, 0));
+    ok(vg_frame_put_ack(b, 1, 1)); /* a sid that is not durable: ignored */
+    ok(vg_frame_put_unsub_delete(b, 1));
+    seed("ack_not_durable", b, true);
+    ok(vg_frame_put_ack(b, 1, 1));
+    seed("ack_before_connect", b, false);
+    ok(vg_frame_put_sub_durable(b, 1, "orders", 6, VG_SUB_NEW, 0, 0, "twice", 5));
+    ok(vg_frame_put_sub_durable(b, 2, "orders", 6, VG_SUB_NEW, 0, 0, "twice", 5));
+    seed("sub_durable_twice", b, true);
+    /* The same on a version-2 connection, where the broker takes them. */
+    ok(vg_frame_put_sub_durable(b, 1, "orders", 6, VG_SUB_FIRST, 0, 0, "billing", 7));
+    ok(vg_frame_put_sub2(b, 2, "orders", 6, VG_SUB_NEW, 0, 0));
+    ok(vg_frame_put_ack(b, 1, 1));
+    ok(vg_frame_put_ack(b, 2, 1));
+    ok(vg_frame_put_unsub(b, 1));
+    ok(vg_frame_put_sub_durable(b, 3, "orders", 6, VG_SUB_NEW, 0, 0, "billing", 7));
+    ok(vg_frame_put_unsub_delete(b, 3));
+    ok(vg_frame_put_sub(b, 4, DURABLES, strlen(DURABLES)));
+    ok(vg_frame_put_ping(b));
+    seed_v2("durable_session_v2", b, false);
+
+    static const struct {
+        const char *name;
+        uint8_t len;
+        uint8_t bytes[24];
+    } bodies[] = {
+        {"sub_durable_empty_name", 10, {0x97, 0x07, 0x01, 0xa1, 't', 0x00, 0x00, 0x00, 0xa0}},
+        {"sub_durable_space", 12, {0x97, 0x07, 0x01, 0xa1, 't', 0x00, 0x00, 0x00, 0xa2, 'a', ' '}},
+        {"sub_durable_nil_name", 9, {0x97, 0x07, 0x01, 0xa1, 't', 0x00, 0x00, 0x00, 0xc0}},
+        {"sub_durable_bin_name", 11, {0x97, 0x07, 0x01, 0xa1, 't', 0x00, 0x00, 0x00, 0xc4, 0x01,
+                                      'a'}},
+        {"sub_durable_bad_start", 10, {0x97, 0x07, 0x01, 0xa1, 't', 0x07, 0x00, 0x00, 0xa1, 'd'}},
+        {"sub_eight", 11, {0x98, 0x07, 0x01, 0xa1, 't', 0x00, 0x00, 0x00, 0xa1, 'd', 0xc0}},
+        {"unsub_delete_two", 4, {0x93, 0x08, 0x01, 0x02}},
+        {"unsub_delete_zero", 4, {0x93, 0x08, 0x01, 0x00}},
+        {"unsub_four", 5, {0x94, 0x08, 0x01, 0x01, 0x01}},
+        {"ack_sid0", 4, {0x93, 0x0a, 0x00, 0x01}},
+        {"ack_seq0", 4, {0x93, 0x0a, 0x01, 0x00}},
+        {"ack_two", 3, {0x92, 0x0a, 0x01}},
+        {"ack_uint64", 20, {0x93, 0x0a, 0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                            0xcf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}},
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof *bodies; i++) {
+        body(b, bodies[i].bytes, bodies[i].len);
+        seed(bodies[i].name, b, true);
+    }
+    char name[66];
+    memset(name, 'n', sizeof name);
+    ok(vg_frame_put_sub_durable(b, 1, "t", 1, VG_SUB_NEW, 0, 0, name, 64));
+    seed("sub_durable_name64", b, true);
+    ok(vg_frame_put_sub_durable(b, 1, "t", 1, VG_SUB_NEW, 0, 0, name, 65));
+    seed("sub_durable_name65", b, true);
+}
+
 /* ---- fuzz_client: what a broker sends ---- */
 
 /* fuzz_client.c's first two bytes. */
@@ -454,6 +525,7 @@ enum {
     C_CB_UNSUB = 0x04, /* on_msg unsubscribes sid 1 at its first "news" message */
     C_CB_ECHO = 0x08,  /* on_msg publishes each message back */
     C_NO_WAIT = 0x10,  /* the input follows INFO at once */
+    C_DURABLE = 0x20,  /* sid 1 is a durable subscription */
 };
 
 #define C_EPOCH 0x3c6ef372fe94f82bull /* fuzz_client.c's HARNESS_EPOCH */
@@ -787,6 +859,73 @@ static void broker_v2_frames(vg_buf *b)
     client_seed("err_bad_position_fatal", C_INFO, C_MP_1MIB, b);
 }
 
+/* Durable subscribers (issue 11), the broker's side: ERR storage (fatal),
+ * ERR durable_taken (for a subscription that is not durable: ignored), and
+ * frames only clients send. */
+static void broker_durable_frames(vg_buf *b)
+{
+    ok_frame(b, 1);
+    bmsg(b, MSG1, "news", "stored?");
+    err_frame(b, 17, "disk full", 0);
+    client_seed("err_storage", C_INFO | C_PUBLISH, C_MP_1MIB, b);
+    err_frame(b, 17, "sync failed", 1);
+    client_seed("err_storage_with_sid", C_INFO, C_MP_1MIB, b);
+    ok_frame(b, 1);
+    err_frame(b, 18, "taken over", 1);
+    bmsg(b, MSG1, "news", "still ours");
+    client_seed("err_durable_taken", C_INFO, C_MP_1MIB, b);
+    err_frame(b, 18, "taken over", 0);
+    client_seed("err_durable_taken_sid0", C_INFO, C_MP_1MIB, b);
+    err_frame(b, 18, "taken over", 1);
+    client_seed("err_durable_taken_before_ok", C_INFO | C_TWO_SUBS | C_SAME_TOPIC, C_MP_1MIB, b);
+    ok_frame(b, 1);
+    ok(vg_frame_put_ack(b, 1, 1));
+    client_seed("ack_from_broker", C_INFO, C_MP_1MIB, b);
+    ok_frame(b, 1);
+    ok(vg_frame_put_sub_durable(b, 1, "news", 4, VG_SUB_NEW, 0, 0, "d", 1));
+    client_seed("sub_durable_from_broker", C_INFO, C_MP_1MIB, b);
+    ok_frame(b, 1);
+    ok(vg_frame_put_unsub_delete(b, 1));
+    client_seed("unsub_delete_from_broker", C_INFO, C_MP_1MIB, b);
+
+    /* A durable sid 1: its ACKs, a takeover, a redelivery after it. */
+    ok_frame(b, 1);
+    for (int i = 0; i < 20; i++)
+        bmsg(b, MSG1, "news", "acked");
+    client_seed("durable_acks", C_INFO, C_MP_1MIB | C_DURABLE, b);
+    ok_frame(b, 1);
+    bmsg(b, MSG1, "news", "before");
+    err_frame(b, 18, "taken over", 1);
+    bmsg(b, MSG1, "news", "after");
+    err_frame(b, 18, "taken over", 1);
+    client_seed("durable_taken", C_INFO, C_MP_1MIB | C_DURABLE, b);
+    err_frame(b, 18, "taken over", 1);
+    ok_frame(b, 1);
+    bmsg(b, MSG1, "news", "after");
+    client_seed("durable_taken_before_ok", C_INFO, C_MP_1MIB | C_DURABLE, b);
+    ok_frame(b, 1);
+    ok_frame(b, 2);
+    bmsg(b, MSG1, "news", "both");
+    err_frame(b, 18, "taken over", 1);
+    bmsg(b, MSG1, "news", "sid 2 still");
+    client_seed("durable_taken_shared_topic", C_INFO | C_TWO_SUBS | C_SAME_TOPIC,
+                C_MP_1MIB | C_DURABLE, b);
+    ok_frame(b, 1);
+    bmsg(b, MSG1, "news", "unsubscribes");
+    bmsg(b, MSG1, "news", "after the unsubscribe");
+    err_frame(b, 18, "taken over", 1);
+    client_seed("durable_cb_unsub", C_INFO, C_MP_1MIB | C_DURABLE | C_CB_UNSUB, b);
+    ok_frame(b, 1);
+    bmsg(b, MSG1, "news", "one");
+    err_frame(b, 17, "disk full", 0);
+    client_seed("durable_storage", C_INFO, C_MP_1MIB | C_DURABLE, b);
+    info_frame(b, 1024);
+    ok_frame(b, 1);
+    bmsg(b, MSG1, "news", "after the handshake");
+    err_frame(b, 18, "taken over", 1);
+    client_seed("durable_info_in_rest", 0, C_DURABLE, b);
+}
+
 /* ---- fuzz_format: a topic and a payload ---- */
 
 /* fuzz_format.c's layout: format (3: all three), type, the topic's length. */
@@ -887,11 +1026,13 @@ int main(int argc, char **argv)
     hostile_bytes(&b);
     version2_frames(&b); /* after the others: their cuts stay as they were */
     version2_bodies(&b);
+    durable_frames(&b);
     unsigned shared = seeds;
     broker_sessions(&b);
     broker_frames(&b);
     broker_hostile_bytes(&b);
     broker_v2_frames(&b);
+    broker_durable_frames(&b);
     unsigned client = seeds - shared;
     format_seeds();
     vg_buf_free(&b);

@@ -215,8 +215,8 @@ static void note(fb_conn *c, const vg_frame *f)
         fb_sub *s = &c->subs[c->nsubs++];
         s->sid = f->sid;
         copy_str(s->topic, sizeof s->topic, f->topic, f->topic_len);
-        s->start = f->form == 2 ? f->start : VG_SUB_NEW;
-        s->position = f->form == 2 ? f->position : 0;
+        s->start = f->form >= 2 ? f->start : VG_SUB_NEW; /* 3: with a durable name */
+        s->position = f->form >= 2 ? f->position : 0;
     }
 }
 

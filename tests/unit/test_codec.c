@@ -639,7 +639,6 @@ Test(codec_reject, unknown_types)
 {
     REJECT(VG_ERR_UNKNOWN_TYPE, 0x91, 99);
     REJECT(VG_ERR_UNKNOWN_TYPE, 0x91, 0x00);
-    REJECT(VG_ERR_UNKNOWN_TYPE, 0x91, 10);
     REJECT(VG_ERR_UNKNOWN_TYPE, 0x91, 12);
     REJECT(VG_ERR_UNKNOWN_TYPE, 0x93, 99, 0x01, 0x02);
     REJECT(VG_ERR_UNKNOWN_TYPE, 0x91, 0xcf, 0, 0, 0, 0x01, 0, 0, 0, VG_FRAME_PING);
@@ -656,10 +655,13 @@ Test(codec_reject, wrong_arity)
     REJECT(VG_ERR_MALFORMED, 0x93, VG_FRAME_OK, 0x01, 0x01);
     REJECT(VG_ERR_MALFORMED, 0x93, VG_FRAME_ERR, 0x01, 0xa1, 'r');
     REJECT(VG_ERR_MALFORMED, 0x92, VG_FRAME_SUB, 0x01);
-    REJECT(VG_ERR_MALFORMED, 0x93, VG_FRAME_UNSUB, 0x01, 0x01);
+    REJECT(VG_ERR_MALFORMED, 0x94, VG_FRAME_UNSUB, 0x01, 0x01, 0x01);
     REJECT(VG_ERR_MALFORMED, 0x92, VG_FRAME_MSG_TYPE1, 0xa1, 't');
     REJECT(VG_ERR_MALFORMED, 0x94, VG_FRAME_MSG_TYPE2, 0xa1, 't', 0xc4, 0x00, 0xc0);
     REJECT(VG_ERR_MALFORMED, 0x91, VG_FRAME_GAP); /* a known type now: wrong shape, not unknown */
+    REJECT(VG_ERR_MALFORMED, 0x91, VG_FRAME_ACK);
+    REJECT(VG_ERR_MALFORMED, 0x92, VG_FRAME_ACK, 0x01);
+    REJECT(VG_ERR_MALFORMED, 0x94, VG_FRAME_ACK, 0x01, 0x01, 0x01);
 }
 
 Test(codec_reject, wrong_element_types)
@@ -990,7 +992,132 @@ Test(codec_v2_reject, sub_start_and_its_fields)
                0x00, 0x90);
     REJECT_WHY(COUNT, 0x94, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_SEQ);
     REJECT_WHY(COUNT, 0x95, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_SEQ, 0x00);
-    REJECT_WHY(COUNT, 0x97, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_SEQ, 0x00, 0x01, 0xc0);
+    REJECT_WHY(COUNT, 0x98, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_SEQ, 0x00, 0x01, 0xa1, 'd',
+               0xc0);
+}
+
+/* ---- durable subscribers (issue 11) ---- */
+
+Test(codec_v2, sub_durable_round_trip)
+{
+    static const char *const names[] = {"a", "billing", "A-Z_a-z.0-9",
+                                        "0123456789012345678901234567890123456789012345678901234567890123"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        vg_buf b = {0};
+        vg_frame f;
+        size_t n = strlen(names[i]);
+        cr_assert_eq(vg_frame_put_sub_durable(&b, i + 1, "orders", 6, VG_SUB_SEQ, 7, 42 + i,
+                                              names[i], n),
+                     VG_OK);
+        parse_whole(&b, &f);
+        cr_assert_eq(f.type, VG_FRAME_SUB);
+        cr_assert_eq(f.form, 3);
+        cr_assert_eq(vg_frame_min_version(&f), 2);
+        cr_assert_eq(f.sid, i + 1);
+        assert_mem(f.topic, f.topic_len, "orders", 6);
+        cr_assert_eq(f.start, VG_SUB_SEQ);
+        cr_assert_eq(f.epoch, 7);
+        cr_assert_eq(f.position, 42 + i);
+        assert_mem(f.durable, f.durable_len, names[i], n);
+        vg_buf_free(&b);
+    }
+    /* The other SUB shapes carry no name. */
+    vg_buf b = {0};
+    vg_frame f;
+    cr_assert_eq(vg_frame_put_sub2(&b, 1, "orders", 6, VG_SUB_FIRST, 0, 0), VG_OK);
+    parse_whole(&b, &f);
+    cr_assert_eq(f.form, 2);
+    cr_assert_null(f.durable);
+    cr_assert_eq(f.durable_len, 0);
+    vg_buf_free(&b);
+}
+
+Test(codec_v2, unsub_delete_and_ack)
+{
+    vg_buf b = {0};
+    vg_frame f;
+    cr_assert_eq(vg_frame_put_unsub(&b, 9), VG_OK);
+    parse_whole(&b, &f);
+    cr_assert_eq(f.form, 1);
+    cr_assert_not(f.delete_durable);
+    cr_assert_eq(vg_frame_min_version(&f), 1);
+    vg_buf_free(&b);
+    cr_assert_eq(vg_frame_put_unsub_delete(&b, 9), VG_OK);
+    parse_whole(&b, &f);
+    cr_assert_eq(f.type, VG_FRAME_UNSUB);
+    cr_assert_eq(f.form, 2);
+    cr_assert_eq(f.sid, 9);
+    cr_assert(f.delete_durable);
+    cr_assert_eq(vg_frame_min_version(&f), 2);
+    vg_buf_free(&b);
+    for (size_t i = 0; i < NWIDE; i++) {
+        if (wide[i] == 0 || wide[(i + 3) % NWIDE] == 0)
+            continue;
+        cr_assert_eq(vg_frame_put_ack(&b, wide[i], wide[(i + 3) % NWIDE]), VG_OK);
+        parse_whole(&b, &f);
+        cr_assert_eq(f.type, VG_FRAME_ACK);
+        cr_assert_eq(f.form, 2);
+        cr_assert_eq(f.sid, wide[i]);
+        cr_assert_eq(f.seq, wide[(i + 3) % NWIDE]);
+        vg_buf_free(&b);
+    }
+    cr_assert_str_eq(vg_frame_type_name(VG_FRAME_ACK), "ACK");
+    /* [8, sid, 0] is the 2-element UNSUB said longer: it keeps the durable. */
+    static const uint8_t keep[] = {0x93, VG_FRAME_UNSUB, 0x05, 0x00};
+    cr_assert_eq(vg_frame_parse(keep, sizeof keep, &f, NULL), VG_OK);
+    cr_assert_eq(f.form, 2);
+    cr_assert_not(f.delete_durable);
+}
+
+Test(codec_v2_reject, durable_shapes)
+{
+    static const char *const bad = "bad durable name";
+    REJECT_WHY(bad, 0x97, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_NEW, 0x00, 0x00, 0xa0);
+    REJECT_WHY(bad, 0x97, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_NEW, 0x00, 0x00, 0xa2, 'a', ' ');
+    REJECT_WHY(bad, 0x97, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_NEW, 0x00, 0x00, 0xa1, '*');
+    REJECT_WHY(bad, 0x97, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_NEW, 0x00, 0x00, 0xa1, 0xc3);
+    REJECT_WHY(bad, 0x97, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_NEW, 0x00, 0x00, 0xa1, '/');
+    REJECT_WHY("SUB durable name is not a string", 0x97, VG_FRAME_SUB, 0x01, 0xa1, 't',
+               VG_SUB_NEW, 0x00, 0x00, 0xc0);
+    REJECT_WHY("SUB durable name is not a string", 0x97, VG_FRAME_SUB, 0x01, 0xa1, 't',
+               VG_SUB_NEW, 0x00, 0x00, 0xc4, 0x01, 'a'); /* bin */
+    REJECT_WHY("unknown SUB start", 0x97, VG_FRAME_SUB, 0x01, 0xa1, 't', 0x09, 0x00, 0x00, 0xa1,
+               'd');
+    REJECT_WHY("UNSUB delete is neither 0 nor 1", 0x93, VG_FRAME_UNSUB, 0x01, 0x02);
+    REJECT_WHY("UNSUB delete is not an integer", 0x93, VG_FRAME_UNSUB, 0x01, 0xc3);
+    REJECT_WHY("ACK with sid 0", 0x93, VG_FRAME_ACK, 0x00, 0x01);
+    REJECT_WHY("ACK sequence number 0", 0x93, VG_FRAME_ACK, 0x01, 0x00);
+    REJECT_WHY("ACK sequence number is not an integer", 0x93, VG_FRAME_ACK, 0x01, 0xa1, '1');
+    REJECT_WHY("sid is not an integer", 0x93, VG_FRAME_ACK, 0xc0, 0x01);
+
+    /* A 65-byte name is one too many. */
+    char name[VG_DURABLE_NAME_MAX + 2];
+    memset(name, 'n', sizeof name);
+    vg_buf b = {0};
+    vg_frame f;
+    const char *why = NULL;
+    cr_assert_eq(vg_frame_put_sub_durable(&b, 1, "t", 1, VG_SUB_NEW, 0, 0, name,
+                                          VG_DURABLE_NAME_MAX + 1),
+                 VG_OK);
+    cr_assert_eq(vg_frame_parse(b.data + VG_FRAME_HEADER, b.len - VG_FRAME_HEADER, &f, &why),
+                 VG_ERR_MALFORMED);
+    cr_assert_str_eq(why, bad);
+    vg_buf_free(&b);
+}
+
+Test(proto, durable_names)
+{
+    cr_assert(vg_durable_name_ok("billing", 7));
+    cr_assert(vg_durable_name_ok("a.b-c_D9", 8));
+    cr_assert_not(vg_durable_name_ok("", 0));
+    cr_assert_not(vg_durable_name_ok("a b", 3));
+    cr_assert_not(vg_durable_name_ok("a*", 2));
+    cr_assert_not(vg_durable_name_ok("a>", 2));
+    cr_assert_not(vg_durable_name_ok("\xc3\xa9", 2));
+    char name[VG_DURABLE_NAME_MAX + 1];
+    memset(name, 'x', sizeof name);
+    cr_assert(vg_durable_name_ok(name, VG_DURABLE_NAME_MAX));
+    cr_assert_not(vg_durable_name_ok(name, VG_DURABLE_NAME_MAX + 1));
 }
 
 Test(codec_v2_reject, ok_and_msg_fields)
@@ -1428,6 +1555,8 @@ Test(proto, errcode_names_and_fatality)
     /* ...and no other code. */
     cr_assert(vg_errcode_is_fatal(VG_E_BAD_FRAME, 1));
     cr_assert(vg_errcode_is_fatal(VG_E_PROTOCOL, 3));
-    cr_assert(vg_errcode_is_fatal(VG_E_STORAGE, 1));
+    cr_assert(vg_errcode_is_fatal(VG_E_STORAGE, 1), "storage is fatal, sid or not");
+    cr_assert(vg_errcode_is_fatal(VG_E_STORAGE, 0));
+    cr_assert(vg_errcode_is_fatal(VG_E_INTERNAL, 1));
     cr_assert(vg_errcode_is_fatal(VG_E_DURABLE_TAKEN + 1, 1));
 }

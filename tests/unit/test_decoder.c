@@ -38,7 +38,7 @@ static vg_frame_type type_of(size_t i)
     static const vg_frame_type types[] = {VG_FRAME_MSG_TYPE1, VG_FRAME_PING, VG_FRAME_SUB,
                                           VG_FRAME_MSG_TYPE2, VG_FRAME_OK,   VG_FRAME_CONNECT,
                                           VG_FRAME_INFO,      VG_FRAME_ERR,  VG_FRAME_UNSUB,
-                                          VG_FRAME_PONG,      VG_FRAME_MSG_TYPE1, VG_FRAME_GAP};
+                                          VG_FRAME_ACK,       VG_FRAME_MSG_TYPE1, VG_FRAME_GAP};
     return types[i % (sizeof types / sizeof types[0])];
 }
 
@@ -66,10 +66,15 @@ static void put_frame(vg_buf *b, size_t i)
         break;
     case VG_FRAME_ERR: st = vg_frame_put_err(b, i % 15, topic, i); break;
     case VG_FRAME_SUB:
-        st = v2_of(i) ? vg_frame_put_sub2(b, i, topic, strlen(topic), VG_SUB_SEQ, i * 7, i + 3)
-                      : vg_frame_put_sub(b, i, topic, strlen(topic));
+        if (v2_of(i) && i % 2)
+            st = vg_frame_put_sub_durable(b, i, topic, strlen(topic), VG_SUB_SEQ, i * 7, i + 3,
+                                          "dur.a-b_c", 9);
+        else
+            st = v2_of(i) ? vg_frame_put_sub2(b, i, topic, strlen(topic), VG_SUB_SEQ, i * 7, i + 3)
+                          : vg_frame_put_sub(b, i, topic, strlen(topic));
         break;
-    case VG_FRAME_UNSUB: st = vg_frame_put_unsub(b, i); break;
+    case VG_FRAME_UNSUB: st = v2_of(i) ? vg_frame_put_unsub_delete(b, i) : vg_frame_put_unsub(b, i); break;
+    case VG_FRAME_ACK: st = vg_frame_put_ack(b, i, i + 1); break;
     case VG_FRAME_GAP:
         st = vg_frame_put_gap(b, i, topic, strlen(topic), i, i * 2, VG_GAP_RETENTION);
         break;
@@ -131,8 +136,11 @@ static void check_frame(const stream *s, size_t i, const vg_frame *f)
     switch (f->type) {
     case VG_FRAME_PING:
     case VG_FRAME_PONG:
-    case VG_FRAME_ERR:
-    case VG_FRAME_UNSUB: cr_assert_eq(f->form, 1); break;
+    case VG_FRAME_ERR: cr_assert_eq(f->form, 1); break;
+    case VG_FRAME_ACK: cr_assert_eq(f->form, 2); break;
+    case VG_FRAME_SUB:
+        cr_assert_eq(f->form, !v2 ? 1 : i % 2 ? 3 : 2, "frame %zu: SUB form", i);
+        break;
     default:
         cr_assert_eq(f->form, v2 || f->type == VG_FRAME_GAP ? 2 : 1, "frame %zu: form", i);
         break;
@@ -167,7 +175,14 @@ static void check_frame(const stream *s, size_t i, const vg_frame *f)
         cr_assert_eq(f->epoch, v2 ? i * 7 : 0);
         cr_assert_eq(f->next, v2 ? i + 2 : 0);
         break;
-    case VG_FRAME_UNSUB: cr_assert_eq(f->sid, i); break;
+    case VG_FRAME_UNSUB:
+        cr_assert_eq(f->sid, i);
+        cr_assert_eq(f->delete_durable, v2);
+        break;
+    case VG_FRAME_ACK:
+        cr_assert_eq(f->sid, i);
+        cr_assert_eq(f->seq, i + 1);
+        break;
     case VG_FRAME_ERR:
         cr_assert_eq(f->code, i % 15);
         cr_assert_eq(f->sid, i);
@@ -181,6 +196,10 @@ static void check_frame(const stream *s, size_t i, const vg_frame *f)
         cr_assert_eq(f->start, v2 ? VG_SUB_SEQ : VG_SUB_NEW);
         cr_assert_eq(f->epoch, v2 ? i * 7 : 0);
         cr_assert_eq(f->position, v2 ? i + 3 : 0);
+        if (f->form == 3)
+            cr_assert(f->durable_len == 9 && memcmp(f->durable, "dur.a-b_c", 9) == 0);
+        else
+            cr_assert_null(f->durable);
         break;
     case VG_FRAME_GAP:
         cr_assert_eq(f->sid, i);

@@ -148,6 +148,31 @@ Test(protocol_doc, version2_examples_match_the_codec)
     cr_assert_eq(f.code, 16);
 }
 
+Test(protocol_doc, durable_examples_match_the_codec)
+{
+    vg_buf b = {0};
+    vg_frame f;
+    vg_frame_put_sub_durable(&b, 1, "orders", 6, VG_SUB_FIRST, 0, 0, "billing", 7);
+    check_form(&b, "00 00 00 15  97 07 01 a6 6f 72 64 65 72 73 01 00 00 a7 62 69 6c 6c 69 6e 67",
+               VG_FRAME_SUB, 3, &f);
+    cr_assert_eq(f.start, VG_SUB_FIRST);
+    cr_assert_eq(f.durable_len, 7);
+    vg_frame_put_unsub_delete(&b, 1);
+    check_form(&b, "00 00 00 04  93 08 01 01", VG_FRAME_UNSUB, 2, &f);
+    cr_assert(f.delete_durable);
+    vg_frame_put_ack(&b, 1, 41);
+    check_form(&b, "00 00 00 04  93 0a 01 29", VG_FRAME_ACK, 2, &f);
+    cr_assert_eq(f.sid, 1);
+    cr_assert_eq(f.seq, 41);
+    vg_frame_put_err(&b, 17, "disk full", 0);
+    check_form(&b, "00 00 00 0e  94 06 11 a9 64 69 73 6b 20 66 75 6c 6c 00", VG_FRAME_ERR, 1, &f);
+    cr_assert_eq(f.code, 17);
+    vg_frame_put_err(&b, 18, "taken over", 1);
+    check_form(&b, "00 00 00 0f  94 06 12 aa 74 61 6b 65 6e 20 6f 76 65 72 01", VG_FRAME_ERR, 1,
+               &f);
+    cr_assert_eq(f.code, 18);
+}
+
 /* Bytes as the page writes them ("00 00 00 02  91 01") into out; their count. */
 static size_t unhex(const char *s, uint8_t *out, size_t cap)
 {

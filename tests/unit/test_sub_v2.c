@@ -152,3 +152,134 @@ Test(sub_v2, no_gaps_exits_1_at_the_first_gap_and_epoch_gap_line)
     fb_close(&c2);
     fb_unlisten(&l);
 }
+
+/* ---- durable subscribers (issue 11) ---- */
+
+/* sub --durable: the seven-element SUB with the name, FIRST unless
+ * --since says otherwise; what it printed is acknowledged; its output
+ * format is the usual one. */
+Test(sub_v2, durable_subscribes_first_and_acknowledges_what_it_printed)
+{
+    fb_listener l;
+    fb_listen(&l, false, 0);
+    child ch;
+    spawn_sub(&ch, l.port, (const char *const[]){"--durable", "billing", "orders", "audit", NULL});
+    fb_conn conn;
+    fb_accept(&l, &conn, fb_ms(5000), "sub's connection");
+    fb_handshake(&conn, VG_DEFAULT_MAX_PAYLOAD);
+    vg_frame a = take_sub(&conn), b = take_sub(&conn);
+    cr_assert(a.form == 3 && a.start == VG_SUB_FIRST && b.form == 3 && b.start == VG_SUB_FIRST,
+              "SUB forms %d %d starts %d %d", a.form, b.form, (int)a.start, (int)b.start);
+    fb_send_msg(&conn, "orders", "one");
+    fb_send_msg(&conn, "orders", "two");
+    vg_frame f;
+    int64_t deadline = fb_now() + fb_ms(5000);
+    for (;;) {
+        cr_assert_lt(fb_now(), deadline, "no ACK of 2");
+        fb_result r = fb_read(&conn, &f, fb_ms(5000));
+        cr_assert_eq(r, FB_FRAME, "%s", fb_result_name(r));
+        if (f.type == VG_FRAME_ACK && f.seq == 2)
+            break;
+    }
+    cr_assert_eq(f.sid, a.sid);
+    cr_assert_str_eq(slurp(ch.out), "orders MSG_TYPE1 one\norders MSG_TYPE1 two\n",
+                     "acknowledged before printed");
+    kill(ch.pid, SIGTERM);
+    cr_assert_eq(wait_exit(&ch, fb_ms(5000)), 0);
+    cleanup(&ch);
+    fb_close(&conn);
+
+    spawn_sub(&ch, l.port, (const char *const[]){"--durable", "billing", "--since", "new",
+                                                 "orders", NULL});
+    fb_accept(&l, &conn, fb_ms(5000), "the second sub's connection");
+    fb_handshake(&conn, VG_DEFAULT_MAX_PAYLOAD);
+    a = take_sub(&conn);
+    cr_assert(a.form == 3 && a.start == VG_SUB_NEW, "--since new: start %d", (int)a.start);
+    kill(ch.pid, SIGTERM);
+    cr_assert_eq(wait_exit(&ch, fb_ms(5000)), 0);
+    cleanup(&ch);
+    fb_close(&conn);
+    fb_unlisten(&l);
+}
+
+/* sub --durable NAME --delete: UNSUB with delete after the OK, nothing on
+ * stdout, exit 0 once the broker answered, event=durable_deleted. */
+Test(sub_v2, durable_delete_exits_0_after_the_ok)
+{
+    fb_listener l;
+    fb_listen(&l, false, 0);
+    child ch;
+    spawn_sub(&ch, l.port, (const char *const[]){"--durable", "billing", "--delete", "orders",
+                                                 NULL});
+    fb_conn conn;
+    fb_accept(&l, &conn, fb_ms(5000), "sub's connection");
+    fb_handshake(&conn, VG_DEFAULT_MAX_PAYLOAD);
+    vg_frame a = take_sub(&conn);
+    cr_assert(a.form == 3 && a.durable_len == 7);
+    fb_send_msg(&conn, "orders", "not printed");
+    vg_frame f;
+    fb_expect(&conn, VG_FRAME_UNSUB, &f, fb_ms(5000), "UNSUB with delete");
+    cr_assert(f.form == 2 && f.delete_durable && f.sid == a.sid);
+    cr_assert_eq(wait_exit(&ch, fb_ms(200)), -1, "exited before the answer");
+    fb_send_ok(&conn, f.sid);
+    cr_assert_eq(wait_exit(&ch, fb_ms(5000)), 0, "%s", slurp(ch.err));
+    cr_assert_str_eq(slurp(ch.out), "");
+    cr_assert(strstr(slurp(ch.err), "event=durable_deleted topic=orders durable=billing"),
+              "%s", slurp(ch.err));
+    cleanup(&ch);
+    fb_close(&conn);
+
+    /* A refusal is exit 1. */
+    spawn_sub(&ch, l.port, (const char *const[]){"--durable", "billing", "--delete", "orders",
+                                                 NULL});
+    fb_accept(&l, &conn, fb_ms(5000), "the second sub's connection");
+    fb_handshake(&conn, VG_DEFAULT_MAX_PAYLOAD);
+    a = take_sub(&conn);
+    fb_expect(&conn, VG_FRAME_UNSUB, &f, fb_ms(5000), "UNSUB with delete");
+    fb_send_err(&conn, VG_E_NO_SUCH_SID, "no such sid", f.sid);
+    cr_assert_eq(wait_exit(&ch, fb_ms(5000)), 1);
+    cr_assert(strstr(slurp(ch.err), "event=delete_failed"), "%s", slurp(ch.err));
+    cleanup(&ch);
+    fb_close(&conn);
+    fb_unlisten(&l);
+}
+
+/* sub --list-durables prints the one JSON message of $SYS.durables. */
+Test(sub_v2, list_durables_prints_the_document)
+{
+    fb_listener l;
+    fb_listen(&l, false, 0);
+    child ch;
+    spawn_sub(&ch, l.port, (const char *const[]){"--list-durables", NULL});
+    fb_conn conn;
+    fb_accept(&l, &conn, fb_ms(5000), "sub's connection");
+    fb_handshake(&conn, VG_DEFAULT_MAX_PAYLOAD);
+    vg_frame a = take_sub(&conn);
+    cr_assert(a.form == 2 && a.topic_len == 13 && memcmp(a.topic, "$SYS.durables", 13) == 0);
+    static const char doc[] = "{\"durables\":[{\"name\":\"billing\",\"topic\":\"orders\","
+                              "\"acked\":41,\"next\":57,\"connected\":true}]}";
+    fb_send_msg(&conn, "$SYS.durables", doc);
+    cr_assert_eq(wait_exit(&ch, fb_ms(5000)), 0);
+    char want[256];
+    snprintf(want, sizeof want, "%s\n", doc);
+    cr_assert_str_eq(slurp(ch.out), want);
+    cleanup(&ch);
+    fb_close(&conn);
+    fb_unlisten(&l);
+}
+
+Test(sub_v2, durable_usage_errors)
+{
+    static const char *const cases[][4] = {
+        {"--durable", "bad name", "t", NULL},
+        {"--delete", "t", NULL, NULL},
+        {"--list-durables", "t", NULL, NULL},
+        {"--list-durables", "--durable", "x", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        child ch;
+        spawn_sub(&ch, fb_dead_port(), cases[i]);
+        cr_assert_eq(wait_exit(&ch, fb_ms(5000)), 2, "case %zu: %s", i, slurp(ch.err));
+        cleanup(&ch);
+    }
+}

@@ -515,3 +515,142 @@ Test(subs, many_subscriptions_grow_the_table)
     }
     cr_assert_eq(vg_subs_count(s), 50);
 }
+
+/* ---- durable subscriptions (issue 11) ---- */
+
+static uint64_t add_durable(const char *topic, const char *name)
+{
+    uint64_t sid = 0;
+    vg_sub_from from = {VG_SUB_FIRST, 0, 0};
+    cr_assert_eq(vg_subs_add_durable(s, topic, strlen(topic), &from, name, strlen(name), &sid),
+                 VG_OK);
+    return sid;
+}
+
+/* Walks a sid to ACTIVE on the current connection. */
+static void activate(uint64_t sid)
+{
+    vg_subs_written(s, VG_FRAME_SUB, sid);
+    char t[32];
+    cr_assert_eq(vg_subs_answer(s, sid, true, t, sizeof t), VG_SUBEV_SUBSCRIBED);
+}
+
+/* What vg_subs_acks offered: each sid with its acked value, which the walk
+ * raises to set_to. */
+typedef struct {
+    uint64_t sids[8], before[8];
+    uint64_t set_to;
+    int n;
+} ack_walk;
+
+static vg_status note_ack(void *arg, uint64_t sid, const char *topic, size_t len,
+                          uint64_t *acked)
+{
+    (void)topic, (void)len;
+    ack_walk *w = arg;
+    w->sids[w->n] = sid;
+    w->before[w->n++] = *acked;
+    if (w->set_to > *acked)
+        *acked = w->set_to;
+    return VG_OK;
+}
+
+Test(subs, durable_names_and_the_topics_they_make_durable)
+{
+    uint64_t plain = add("orders"), d = add_durable("orders", "billing");
+    const char *name = NULL;
+    size_t len = 0;
+    cr_assert_not(vg_subs_durable(s, plain, &name, &len));
+    cr_assert(vg_subs_durable(s, d, &name, &len));
+    cr_assert(len == 7 && memcmp(name, "billing", 7) == 0);
+    cr_assert(vg_subs_topic_durable(s, "orders", 6));
+    cr_assert_not(vg_subs_topic_durable(s, "other", 5));
+    char t[32], n[80];
+    cr_assert_not(vg_subs_taken(s, d, t, sizeof t, n, sizeof n), "taken before its SUB went");
+    cr_assert_not(vg_subs_taken(s, plain, t, sizeof t, n, sizeof n), "a plain one taken");
+    activate(d);
+    cr_assert(vg_subs_taken(s, d, t, sizeof t, n, sizeof n));
+    cr_assert_str_eq(t, "orders");
+    cr_assert_str_eq(n, "billing");
+    expect_state(d, VG_SUB_REFUSED);
+    cr_assert_not(vg_subs_taken(s, d, t, sizeof t, n, sizeof n), "taken twice");
+    cr_assert_not(vg_subs_topic_durable(s, "orders", 6), "a durable taken over delivers nothing");
+    cr_assert(vg_subs_deliverable(s, "orders", 6), "the plain one still does");
+    vg_subs_lost(s);
+    cr_assert_eq(renew(), 0, "a durable taken over is renewed");
+}
+
+/* ACKs go only for a durable whose SUB was written on this connection and
+ * is not refused; a queued UNSUB still lets one go ahead of it; the value
+ * acknowledged is kept per connection. */
+Test(subs, acks_walk_the_durables_the_broker_has)
+{
+    uint64_t plain = add("p"), queued = add_durable("q", "d"), active = add_durable("a", "d"),
+             leaving = add_durable("l", "d"), refused = add_durable("r", "d");
+    activate(plain);
+    activate(active);
+    activate(leaving);
+    vg_subs_written(s, VG_FRAME_SUB, refused);
+    char t[32];
+    cr_assert_eq(vg_subs_answer(s, refused, false, t, sizeof t), VG_SUBEV_REFUSED);
+    cr_assert_eq(vg_subs_remove(s, leaving), VG_UNSUB_SEND);
+    ack_walk w = {.set_to = 7};
+    cr_assert_eq(vg_subs_acks(s, note_ack, &w), VG_OK);
+    cr_assert_eq(w.n, 2, "%d durables walked", w.n);
+    cr_assert(w.sids[0] + w.sids[1] == active + leaving && w.sids[0] != queued);
+    vg_subs_written(s, VG_FRAME_UNSUB, leaving); /* its UNSUB is out: no ACK after it */
+    w = (ack_walk){.set_to = 0};
+    vg_subs_acks(s, note_ack, &w);
+    cr_assert(w.n == 1 && w.sids[0] == active && w.before[0] == 7);
+    vg_subs_lost(s);
+    cr_assert_eq(renew(), 2, "plain and active");
+    w = (ack_walk){.set_to = 0};
+    vg_subs_acks(s, note_ack, &w);
+    cr_assert(w.n == 1 && w.sids[0] == active && w.before[0] == 0,
+              "the next connection is told again: acked %llu", (unsigned long long)w.before[0]);
+}
+
+/* A deletion leaves an outcome: OK, a refusal, or a connection lost
+ * before the answer; one waiting for its renewal is kept, so that its
+ * UNSUB follows the renewal. */
+Test(subs, deletions_leave_an_outcome)
+{
+    uint64_t plain = add("p"), ok = add_durable("a", "d"), no = add_durable("b", "d"),
+             lost = add_durable("c", "d"), later = add_durable("e", "d");
+    activate(plain);
+    activate(ok);
+    activate(no);
+    activate(lost);
+    activate(later);
+    cr_assert_eq(vg_subs_remove_delete(s, plain), VG_UNSUB_UNKNOWN, "not a durable");
+    cr_assert_eq(vg_subs_remove_delete(s, ok), VG_UNSUB_SEND);
+    cr_assert_eq(vg_subs_remove_delete(s, ok), VG_UNSUB_UNKNOWN, "leaving already");
+    cr_assert(vg_subs_deleting(s, ok));
+    cr_assert_eq(vg_subs_delete_outcome(s, ok), VG_DELETE_PENDING);
+    vg_subs_written(s, VG_FRAME_UNSUB, ok);
+    char t[32];
+    cr_assert_eq(vg_subs_answer(s, ok, true, t, sizeof t), VG_SUBEV_UNSUBSCRIBED);
+    cr_assert_eq(vg_subs_delete_outcome(s, ok), VG_DELETE_OK);
+    cr_assert_eq(vg_subs_delete_outcome(s, ok), VG_DELETE_REFUSED, "asked twice: forgotten");
+
+    cr_assert_eq(vg_subs_remove_delete(s, no), VG_UNSUB_SEND);
+    vg_subs_written(s, VG_FRAME_UNSUB, no);
+    cr_assert_eq(vg_subs_answer(s, no, false, t, sizeof t), VG_SUBEV_UNSUBSCRIBED);
+    cr_assert_eq(vg_subs_delete_outcome(s, no), VG_DELETE_REFUSED);
+
+    cr_assert_eq(vg_subs_remove_delete(s, lost), VG_UNSUB_SEND);
+    vg_subs_written(s, VG_FRAME_UNSUB, lost);
+    vg_subs_lost(s);
+    cr_assert_eq(vg_subs_delete_outcome(s, lost), VG_DELETE_LOST);
+
+    /* later is in RENEW now: its deletion waits for the next connection. */
+    expect_state(later, VG_SUB_RENEW);
+    cr_assert_eq(vg_subs_remove_delete(s, later), VG_UNSUB_SEND);
+    cr_assert_eq(renew(), 2, "plain, and later renewed before its UNSUB");
+    vg_subs_written(s, VG_FRAME_UNSUB, later);
+    cr_assert_eq(vg_subs_answer(s, later, true, t, sizeof t), VG_SUBEV_RESUBSCRIBED,
+                 "the renewal's answer first");
+    cr_assert_eq(vg_subs_delete_outcome(s, later), VG_DELETE_PENDING);
+    cr_assert_eq(vg_subs_answer(s, later, true, t, sizeof t), VG_SUBEV_UNSUBSCRIBED);
+    cr_assert_eq(vg_subs_delete_outcome(s, later), VG_DELETE_OK);
+}

@@ -1,0 +1,142 @@
+/* Durable subscribers on a connection (durable.h holds their positions):
+ * a SUB with a name starts after the name's last acknowledged message,
+ * ACK frames move that position (stored with --data-dir), UNSUB with the
+ * delete flag forgets it, and a connection whose durable another one took
+ * over is told so (ERR durable_taken) and stops reading it. All on the
+ * connection's own thread. */
+#include "conn_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+/* Stores a position or a deletion, when there is a store. */
+static void store_durable(vg_conn *c, vg_block_kind kind, const conn_sub *s, uint64_t acked)
+{
+    vg_store *store = c->srv->store;
+    if (store != NULL)
+        (void)vg_store_durable(store, kind, s->topic, (uint16_t)s->len, s->durable,
+                               (uint16_t)s->durable_len, acked); /* a failure is logged there */
+}
+
+/* The previous holder of a durable c just took: it must stop reading it. */
+static void tell_taken(vg_conn *prev)
+{
+    atomic_store(&prev->durable_check, true);
+    vg_outbox_wake(prev->outbox);
+    vg_conn_release(prev);
+}
+
+vg_status vg_durable_attach(vg_conn *c, const vg_frame *f, conn_sub *s, uint64_t *next)
+{
+    vg_server *srv = c->srv;
+    uint64_t acked;
+    bool existed;
+    void *prev;
+    if (vg_durables_claim(srv->durables, s->durable, s->durable_len, s->topic, s->len, c,
+                          vg_conn_retain, &acked, &existed, &prev) != VG_OK)
+        return VG_ERR_NOMEM;
+    if (prev == c)
+        vg_conn_release(c); /* claimed twice by one connection: one reference is enough */
+    else if (prev != NULL)
+        tell_taken(prev);
+    vg_frame g = *f;
+    if (existed) {
+        vg_tlog *t = vg_logs_get(srv->logs, s->topic, s->len);
+        if (t == NULL)
+            return VG_ERR_NOMEM;
+        /* After the last acknowledged message; one past the end (a log
+         * that lost its tail) starts with what comes next. */
+        g.start = acked + 1 <= vg_tlog_ready_seq(t) ? VG_SUB_SEQ : VG_SUB_NEW;
+        g.epoch = 0;
+        g.position = acked + 1;
+    }
+    g.form = 2;
+    vg_status st = vg_reader_attach(c, &g, s->topic, s->len, next);
+    if (st == VG_OK && !existed) { /* a new durable: it has processed nothing before next */
+        vg_durables_ack(srv->durables, s->durable, s->durable_len, s->topic, s->len, c,
+                        *next - 1);
+        store_durable(c, VG_BLOCK_ACK, s, *next - 1);
+    }
+    if (st != VG_OK && vg_durables_leave(srv->durables, s->durable, s->durable_len, s->topic,
+                                         s->len, c))
+        vg_conn_release(c);
+    return st;
+}
+
+void vg_durable_on_ack(vg_conn *c, const vg_frame *f)
+{
+    for (size_t i = 0; i < c->nsubs; i++) {
+        conn_sub *s = &c->subs[i];
+        if (s->sid != f->sid)
+            continue;
+        if (s->durable != NULL && vg_durables_ack(c->srv->durables, s->durable, s->durable_len,
+                                                  s->topic, s->len, c, f->seq))
+            store_durable(c, VG_BLOCK_ACK, s, f->seq);
+        return;
+    }
+    /* An ACK for a sid gone, or not durable: nothing to do (docs/protocol.md). */
+}
+
+void vg_durable_detach(vg_conn *c, const conn_sub *s, bool forget)
+{
+    vg_durables *d = c->srv->durables;
+    if (forget) {
+        void *prev;
+        if (vg_durables_forget(d, s->durable, s->durable_len, s->topic, s->len, &prev)) {
+            store_durable(c, VG_BLOCK_FORGET, s, 0);
+            char n[80];
+            vg_log(VG_LOG_INFO, "durable_deleted", "client=%llu durable=%s",
+                   (unsigned long long)c->id, vg_log_quote(n, sizeof n, s->durable, s->durable_len));
+        }
+        if (prev != NULL)
+            vg_conn_release(prev); /* c itself, unless another took it meanwhile */
+        return;
+    }
+    if (vg_durables_leave(d, s->durable, s->durable_len, s->topic, s->len, c))
+        vg_conn_release(c);
+}
+
+void vg_durable_check(vg_conn *c)
+{
+    if (!atomic_exchange(&c->durable_check, false))
+        return;
+    for (size_t i = 0; i < c->nsubs;) {
+        conn_sub *s = &c->subs[i];
+        if (s->durable == NULL || vg_durables_held(c->srv->durables, s->durable, s->durable_len,
+                                                   s->topic, s->len, c)) {
+            i++;
+            continue;
+        }
+        char n[80];
+        vg_log(VG_LOG_INFO, "durable_taken", "client=%llu durable=%s sid=%llu",
+               (unsigned long long)c->id, vg_log_quote(n, sizeof n, s->durable, s->durable_len),
+               (unsigned long long)s->sid);
+        vg_conn_send_err(c, VG_E_DURABLE_TAKEN, "another connection took this durable", s->sid);
+        vg_conn_remove_sub(c, i); /* its reference went with the takeover */
+    }
+}
+
+void vg_durable_leave_all(vg_conn *c)
+{
+    for (size_t i = 0; i < c->nsubs; i++)
+        if (c->subs[i].durable != NULL)
+            vg_durable_detach(c, &c->subs[i], false);
+}
+
+static uint64_t next_of(void *ud, const char *topic, size_t len)
+{
+    vg_tlog *t = vg_logs_get(ud, topic, len);
+    return t != NULL ? vg_tlog_ready_seq(t) : 0;
+}
+
+void vg_durable_publish_list(vg_conn *c)
+{
+    vg_buf json = {0}, frame = {0};
+    if (vg_durables_json(c->srv->durables, &json, next_of, c->srv->logs) == VG_OK)
+        (void)vg_conn_publish_system(c->srv, VG_SYS_DURABLES, json.data, json.len, &frame,
+                                     &c->scratch, &c->scratch_cap);
+    vg_buf_free(&json);
+    vg_buf_free(&frame);
+}
