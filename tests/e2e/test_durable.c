@@ -460,14 +460,19 @@ static int segments(const char *dir, seg_file *out, int max)
     }
     closedir(d);
     qsort(names, (size_t)n, sizeof names[0], (int (*)(const void *, const void *))strcmp);
-    for (int i = 0; i < n && i < max; i++) {
-        int len = snprintf(out[i].path, sizeof out[i].path, "%s/%s", dir, names[i]);
-        cr_assert(len > 0 && (size_t)len < sizeof out[i].path, "path too long: %s", dir);
+    int kept = 0;
+    for (int i = 0; i < n && kept < max; i++) {
+        int len = snprintf(out[kept].path, sizeof out[kept].path, "%s/%s", dir, names[i]);
+        cr_assert(len > 0 && (size_t)len < sizeof out[kept].path, "path too long: %s", dir);
         struct stat st;
-        cr_assert(stat(out[i].path, &st) == 0);
-        out[i].size = (long long)st.st_size;
+        if (stat(out[kept].path, &st) != 0) {
+            /* removed meanwhile by a running broker's retention */
+            cr_assert_eq(errno, ENOENT, "stat %s: %s", out[kept].path, strerror(errno));
+            continue;
+        }
+        out[kept++].size = (long long)st.st_size;
     }
-    return n < max ? n : max;
+    return kept;
 }
 
 static unsigned char *read_all(const char *path, long long *size)
