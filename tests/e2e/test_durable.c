@@ -1486,3 +1486,33 @@ Test(durable, retention_bytes_bounds_the_files_too, .fini = cleanup)
     free(v);
     h_free(s), h_free(b);
 }
+
+/* sub --durable --count N exits after N printed: what it received beyond
+ * them was not printed, so not processed, and the next sub --durable must
+ * get it (at least once: never acknowledged unprinted). */
+Test(durable, a_durable_subscriber_with_count_acknowledges_only_what_it_printed, .fini = cleanup)
+{
+    const char *dir = new_dir("data");
+    int port;
+    h_proc *b = h_broker(&port, "--data-dir", dir, NULL);
+    cr_assert_eq(h_pub(port, "--count", "50", "cnt", "m-{n}", NULL), 0);
+    h_proc *s = sub_start(port, "--durable", "c1", "--count", "3", "cnt", NULL);
+    cr_assert(h_wait_exit(s, WAIT), "sub --count 3 did not exit: %s", h_tail(s->err));
+    cr_assert_eq(h_exit_code(s), 0, "%s", h_tail(s->err));
+    int n;
+    int *v = numbers(s->out, "cnt", "m-", false, &n);
+    assert_run(v, n, 1, 3, "sub --durable c1 --count 3");
+    free(v);
+    h_free(s);
+    char obj[512];
+    wait_durable_idle(port, "c1", 0, obj, sizeof obj);
+    cr_assert_leq(json_num(obj, "acked"), 3, "printed m-1..m-3, acknowledged more: %s", obj);
+    s = h_sub(port, "--durable", "c1", "cnt", NULL);
+    cr_assert(h_wait_out(s, "cnt MSG_TYPE1 m-50\n", WAIT),
+              "the next sub --durable c1 did not get m-4..m-50 (%s): %s", obj, h_tail(s->out));
+    v = numbers(s->out, "cnt", "m-", false, &n);
+    cr_assert(n > 0 && v[0] <= 4, "the next sub starts at m-%d", n > 0 ? v[0] : 0);
+    assert_run(v, n, v[0], 50, "the next sub --durable c1");
+    free(v);
+    h_free(s), h_free(b);
+}
