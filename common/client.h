@@ -165,6 +165,12 @@ vg_status vg_client_subscribe(vg_client *c, const char *topic, uint64_t *sid);
 vg_status vg_client_subscribe_from(vg_client *c, const char *topic, vg_sub_start start,
                                    uint64_t epoch, uint64_t position, uint64_t *sid);
 
+/* From on_msg or any thread: on_msg gets no more messages, and none after
+ * those it has returned for counts as processed, so none of them is
+ * acknowledged to a durable: for an application that has what it wanted
+ * (sub --count N), whose unread messages must go to its successor. */
+void vg_client_stop_delivery(vg_client *c);
+
 /* A durable subscription to topic named name (1 to 64 bytes of
  * [A-Za-z0-9_.-]): if the broker has durable name for topic, delivery
  * resumes after its last acknowledged message and start is ignored; if

@@ -148,11 +148,17 @@ static bool wanted(vg_client *c, const char *topic, size_t len, vg_client_topic 
 
 /* ---- what the broker says ---- */
 
+void vg_client_stop_delivery(vg_client *c)
+{
+    atomic_store_explicit(&c->delivery_stopped, true, memory_order_relaxed);
+}
+
 void vg_client_deliver(vg_client *c, const vg_frame *f)
 {
     vg_client_topic *t;
-    if (!wanted(c, f->topic, f->topic_len, &t))
-        return;
+    if (atomic_load_explicit(&c->delivery_stopped, memory_order_relaxed) ||
+        !wanted(c, f->topic, f->topic_len, &t))
+        return; /* stopped: not handed over, so not processed, never acknowledged */
     uint64_t epoch = c->conn_epoch;
     if (t != NULL) {
         bool gapped;

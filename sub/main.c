@@ -103,6 +103,7 @@ typedef struct {
     bool no_gaps;
     bool list;      /* --list-durables: the one message's payload, as it is */
     sub_fmt fmt;
+    vg_client *client; /* set before the first subscription */
     int done_fd;
     atomic_int exit_code; /* -1 while running */
 } sub_state;
@@ -138,6 +139,9 @@ static void on_msg(void *ud, const vg_msg *m)
                        m->payload_len, m->seq, m->epoch))
         return;
     if (++s->seen == s->limit) {
+        /* What comes after the count is not printed, so not processed:
+         * a durable's successor gets it. */
+        vg_client_stop_delivery(s->client);
         fflush(stdout);
         finish(s, 0);
     }
@@ -376,6 +380,7 @@ int main(int argc, char **argv)
         vg_log(VG_LOG_ERROR, "start_failed", "error=\"%s\"", why);
         return 1;
     }
+    s.client = c;
     if (s.list && vg_client_subscribe(c, DURABLES_TOPIC, NULL) != VG_OK)
         finish(&s, 1); /* refused already (e.g. ERR auth): the library said why */
     static deletion del;
