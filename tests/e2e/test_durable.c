@@ -57,14 +57,14 @@ static struct {
 /* What the test allocated, freed by release or, after a failed assertion,
  * by cleanup: LeakSanitizer then has nothing to say about a failed test. */
 #define MAX_KEPT 256
-static void *kept[MAX_KEPT];
+static void *held[MAX_KEPT];
 
 static void *keep(void *p)
 {
     cr_assert(p != NULL, "out of memory");
     for (int i = 0; i < MAX_KEPT; i++)
-        if (kept[i] == NULL) {
-            kept[i] = p;
+        if (held[i] == NULL) {
+            held[i] = p;
             return p;
         }
     cr_assert_fail("keep: more than %d allocations held", MAX_KEPT);
@@ -76,8 +76,8 @@ static void *rekeep(void *old, void *p)
 {
     cr_assert(p != NULL, "out of memory");
     for (int i = 0; i < MAX_KEPT; i++)
-        if (kept[i] == old) {
-            kept[i] = p;
+        if (held[i] == old) {
+            held[i] = p;
             return p;
         }
     cr_assert_fail("rekeep: not kept");
@@ -87,8 +87,8 @@ static void *rekeep(void *old, void *p)
 static void release(void *p)
 {
     for (int i = 0; p != NULL && i < MAX_KEPT; i++)
-        if (kept[i] == p)
-            kept[i] = NULL;
+        if (held[i] == p)
+            held[i] = NULL;
     free(p);
 }
 
@@ -110,8 +110,8 @@ static void rm_rf(const char *path)
 static void cleanup(void)
 {
     for (int i = 0; i < MAX_KEPT; i++) {
-        free(kept[i]);
-        kept[i] = NULL;
+        free(held[i]);
+        held[i] = NULL;
     }
     for (int i = fx.nmounts - 1; i >= 0; i--) {
         /* Detached: a broker still inside (a failed test's) cannot keep it. */
