@@ -1310,6 +1310,33 @@ Test(durable, no_publisher_is_confirmed_before_the_fdatasync_that_covers_it, .fi
                              NULL);
     h_proc *p2 = h_pub_start(port, "--timeout", h_secs(60), "--count", "20000", "heavy.b",
                              "b-{n}-with-a-somewhat-longer-payload", NULL);
+    /* Meanwhile many short publishers, one after another in a few lanes:
+     * each exit 0 is one more confirm that had to wait for a sync. */
+    enum { LANES = 4, SHORT = 40 };
+    h_proc *lane[LANES] = {0};
+    int started = 0, done = 0;
+    int64_t deadline0 = h_now_ms() + LONG_WAIT;
+    h_step("short publishers: %d of %d done", done, SHORT);
+    while (done < SHORT) {
+        cr_assert(h_now_ms() < deadline0, "the short publishers did not finish: %d of %d", done,
+                  SHORT);
+        for (int i = 0; i < LANES; i++) {
+            if (lane[i] != NULL && lane[i]->exited) {
+                h_wait_exit(lane[i], WAIT); /* its last words */
+                cr_assert_eq(h_exit_code(lane[i]), 0, "%s", h_tail(lane[i]->err));
+                h_free(lane[i]);
+                lane[i] = NULL;
+                done++;
+            }
+            if (lane[i] == NULL && started < SHORT) {
+                lane[i] = h_pub_start(port, "--timeout", h_secs(30), "--count", "50", "heavy.c",
+                                      "c-{n}", NULL);
+                started++;
+            }
+        }
+        h_pump(p1, 20);
+    }
+    h_step(NULL);
     cr_assert(h_wait_exit(p1, LONG_WAIT) && h_wait_exit(p2, LONG_WAIT), "pub did not finish");
     cr_assert_eq(h_exit_code(p1), 0, "%s", h_tail(p1->err));
     cr_assert_eq(h_exit_code(p2), 0, "%s", h_tail(p2->err));
