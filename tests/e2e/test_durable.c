@@ -2,17 +2,18 @@
  * real broker, pub and sub processes, a real data directory, real kill -9.
  *
  *   - kill -9 of the broker, ten times at random moments, under a steady
- *     publisher and a durable subscriber: every message exactly once, in
- *     order, no gap, no epoch change;
+ *     publisher and a durable (or a plain) subscriber: every message
+ *     exactly once, in order, no gap, no epoch change;
  *   - a torn tail (the last segment cut by 7 bytes) and a flipped byte (a
  *     block whose checksum fails): what is lost is exactly what the broker
- *     says, the rest is served in order;
+ *     says (checked against the blocks' own headers), the rest is served
+ *     in order; the epoch by --fsync policy; retention on the files;
  *   - a full disk (a small tmpfs, root only): publishers wait, subscribers
  *     keep reading, and once space returns nothing is lost or doubled;
  *   - start-up refusals: an unwritable, a locked or an incompatible data
  *     directory ends the broker with one clear error, never a fresh start;
- *   - durable subscribers across their own process's kill -9 or SIGTERM, a
- *     takeover, --list-durables and --delete;
+ *   - durable subscribers across their own process's kill -9 or SIGTERM
+ *     (or --count), a takeover, --list-durables and --delete;
  *   - the confirm rule: no PONG before the fdatasync that covers it.
  *
  * Data directories live under a mkdtemp directory (TMPDIR or /tmp) that each
