@@ -788,7 +788,10 @@ Test(durable, a_torn_tail_after_an_unsynced_crash_is_a_new_epoch_to_a_live_subsc
 
 /* ---- 3. a flipped byte ---- */
 
-Test(durable, a_flipped_byte_is_an_exact_gap, .fini = cleanup)
+/* in_header: the byte flipped is in the block's header (its first_seq), so
+ * the broker cannot read the block's range there: it must still find the
+ * next good block, and the hole it leaves is the same exact gap. */
+static void flip_run(bool in_header)
 {
     enum { N = 3000 };
     const char *dir = new_dir("data");
@@ -826,12 +829,16 @@ Test(durable, a_flipped_byte_is_an_exact_gap, .fini = cleanup)
         block_at = d->off;
         want_from = (long long)d->first_seq;
         want_to = want_from + d->count - 1;
-        at = d->off + BLOCK_HEADER + d->topic_len + (d->body_len - d->topic_len) / 2;
-        cr_log_info("%s: %lld bytes, %d blocks; flipping byte %lld, in the body of block %d at"
+        at = in_header ? d->off + 12
+                       : d->off + BLOCK_HEADER + d->topic_len + (d->body_len - d->topic_len) / 2;
+        cr_log_info("%s: %lld bytes, %d blocks; flipping byte %lld, in the %s of block %d at"
                     " %lld (seq %lld..%lld)",
-                    segs[0].path, size, nblocks, at, i, block_at, want_from, want_to);
+                    segs[0].path, size, nblocks, at, in_header ? "header" : "body", i, block_at,
+                    want_from, want_to);
         cr_assert_geq(nblocks, 4, "the first segment holds only %d blocks", nblocks);
     } else {
+        cr_assert(!in_header, "%s: its blocks do not walk as 56-byte header + body_len: no header"
+                  " to flip a byte in", segs[0].path);
         cr_log_warn("%s: its blocks do not walk as 56-byte header + body_len: flipping"
                     " its middle byte, the block's offset and range are not checked", segs[0].path);
     }
@@ -852,12 +859,19 @@ Test(durable, a_flipped_byte_is_an_exact_gap, .fini = cleanup)
     long long from, to, offset, bytes;
     char topic[64];
     cr_assert(strstr(line, "level=warn") != NULL, "%s", line);
-    cr_assert(field_str(line, "topic", topic, sizeof topic) && strcmp(topic, "flip") == 0, "%s",
-              line);
-    cr_assert(field_num(line, "from", &from) && field_num(line, "to", &to), "%s", line);
     cr_assert(field_num(line, "offset", &offset) && field_num(line, "bytes", &bytes), "%s", line);
+    if (in_header) {
+        /* The header is what is damaged: what it said is unknown. */
+        from = want_from, to = want_to;
+        cr_assert_eq(offset, block_at, "the damaged block is at %lld: %s", block_at, line);
+        cr_assert_geq(bytes, BLOCK_HEADER, "%s", line);
+    } else {
+        cr_assert(field_str(line, "topic", topic, sizeof topic) && strcmp(topic, "flip") == 0,
+                  "%s", line);
+        cr_assert(field_num(line, "from", &from) && field_num(line, "to", &to), "%s", line);
+    }
     cr_assert(1 <= from && from <= to && to < N, "%s", line);
-    if (block_at >= 0) {
+    if (block_at >= 0 && !in_header) {
         cr_assert_eq(offset, block_at, "the damaged block is at %lld: %s", block_at, line);
         cr_assert(from == want_from && to == want_to, "the damaged block holds %lld..%lld: %s",
                   want_from, want_to, line);
@@ -894,6 +908,16 @@ Test(durable, a_flipped_byte_is_an_exact_gap, .fini = cleanup)
     cr_assert(!b->exited, "the broker died: %s", h_tail(b->err));
     h_assert_serves(port);
     h_free(s), h_free(b);
+}
+
+Test(durable, a_flipped_byte_is_an_exact_gap, .fini = cleanup)
+{
+    flip_run(false);
+}
+
+Test(durable, a_flipped_byte_in_a_header_is_an_exact_gap_too, .fini = cleanup)
+{
+    flip_run(true);
 }
 
 /* ---- 4. a full disk ---- */
