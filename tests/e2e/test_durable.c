@@ -1247,6 +1247,82 @@ Test(durable, a_durable_subscriber_stopped_cleanly_resumes_with_no_repeat, .fini
     h_free(s), h_free(b);
 }
 
+/* The same with everything published first and the sub's stdout read
+ * slowly (4 KiB every 20 ms, ~220-byte lines): the sub is blocked writing
+ * stdout most of the time, with messages received and not yet printed.
+ * Returns what the first process printed (*n1). */
+static int *first_process_slow(int port, const char *name, const char *topic, int n, int k, int sig,
+                          int *n1, int *acked_before)
+{
+    static char payload[220];
+    char count[16];
+    snprintf(count, sizeof count, "%d", n);
+    cr_assert_eq(h_pub(port, "--count", count, topic, padded(payload, sizeof payload - 1, "w"),
+                       NULL),
+                 0);
+    h_proc *s = sub_start(port, "--durable", name, topic, NULL);
+    s->throttled = true; /* before anything reads its stdout */
+    cr_assert(h_wait_err(s, "event=subscribed", WAIT), "%s", h_tail(s->err));
+    enum { HISTORY = 4096 };
+    static int64_t when[HISTORY];
+    static int lines[HISTORY];
+    int steps = 0;
+    int64_t deadline = h_now_ms() + WAIT;
+    h_step("reading sub --durable %s slowly until %d lines", name, k);
+    while (h_count(s->out, "\n") < k) {
+        cr_assert(h_now_ms() < deadline && !s->exited, "sub printed only %d lines: %s",
+                  h_count(s->out, "\n"), h_tail(s->err));
+        h_read_some(s, 4096);
+        if (steps < HISTORY) {
+            when[steps] = h_now_ms();
+            lines[steps++] = h_count(s->out, "\n");
+        }
+        h_pump(s, 20);
+    }
+    h_step(NULL);
+    h_signal(s, sig);
+    int64_t at = h_now_ms();
+    *acked_before = 0;
+    for (int i = 0; i < steps && when[i] <= at - h_ms(500); i++)
+        *acked_before = lines[i];
+    s->throttled = false; /* everything it printed, to the last byte */
+    cr_assert(h_wait_exit(s, WAIT), "sub did not stop on signal %d", sig);
+    int *v = numbers(s->out, topic, "w", false, n1);
+    assert_run(v, *n1, 1, *n1, "the first sub process");
+    cr_assert_lt(*n1, n, "the first process printed everything: the test tested nothing");
+    cr_log_info("first process: printed 1..%d (%d read 500 ms before signal %d)", *n1, *acked_before,
+                sig);
+    h_free(s);
+    return v;
+}
+
+/* SIGTERM while the sub is blocked on a slow stdout, with received
+ * messages it has not printed: it acknowledges exactly what it printed. */
+Test(durable, a_durable_subscriber_behind_a_slow_reader_acknowledges_only_what_it_printed,
+     .fini = cleanup)
+{
+    enum { N = 2000 };
+    const char *dir = new_dir("data");
+    int port;
+    h_proc *b = h_broker(&port, "--data-dir", dir, NULL);
+    int n1, read_before;
+    int *v1 = first_process_slow(port, "w1", "ws", N, 900, SIGTERM, &n1, &read_before);
+    char obj[512];
+    wait_durable_idle(port, "w1", 0, obj, sizeof obj);
+    cr_assert_leq(json_num(obj, "acked"), n1, "acknowledged beyond what was printed (1..%d): %s",
+                  n1, obj);
+    cr_assert_eq(json_num(obj, "acked"), n1, "SIGTERM did not flush the acks: printed 1..%d; %s",
+                 n1, obj);
+    h_proc *s = h_sub(port, "--durable", "w1", "ws", NULL);
+    cr_assert(h_wait_out(s, "-2000\n", WAIT), "the second process did not get message %d: %s", N,
+              h_tail(s->err));
+    int n2;
+    int *v2 = numbers(s->out, "ws", "w", false, &n2);
+    assert_run(v2, n2, n1 + 1, N, "the second sub process (after a SIGTERM, nothing repeats)");
+    release(v1), release(v2);
+    h_free(s), h_free(b);
+}
+
 /* ---- 7. takeover ---- */
 
 Test(durable, a_second_connection_takes_a_durable_over, .fini = cleanup)
