@@ -83,7 +83,8 @@ static bool eviction_bucket(vg_end e, vg_evict_reason *bucket)
         case VG_E_LIMIT: *bucket = VG_EVICT_LIMIT; return true;
         case VG_E_AUTH: *bucket = VG_EVICT_AUTH; return true;
         case VG_E_TIMEOUT: *bucket = VG_EVICT_TIMEOUT; return true;
-        case VG_E_INTERNAL: *bucket = VG_EVICT_INTERNAL; return true;
+        case VG_E_INTERNAL:
+        case VG_E_STORAGE: *bucket = VG_EVICT_INTERNAL; return true;
         case VG_E_SLOW_CONSUMER: *bucket = VG_EVICT_SLOW_CONSUMER; return true;
         default: *bucket = VG_EVICT_PROTOCOL; return true;
         }

@@ -269,7 +269,7 @@ static int64_t publish_stats(vg_server *srv, int64_t due, int64_t now, vg_buf *f
         return INT64_MAX;
     if (now < due)
         return due;
-    char json[1024];
+    char json[2048];
     size_t n = vg_stats_json(srv, now, json, sizeof json);
     if (n > 0 && vg_conn_publish_system(srv, VG_STATS_TOPIC, json, n, frame, scratch,
                                         scratch_cap) != VG_OK)

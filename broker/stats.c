@@ -56,5 +56,33 @@ size_t vg_stats_json(vg_server *srv, int64_t now_ms, char *buf, size_t cap)
         (unsigned long long)get(&s->evictions[VG_EVICT_INTERNAL]),
         (unsigned long long)get(&s->pings_sent), (unsigned long long)get(&s->pongs_received),
         (unsigned long long)threads, (unsigned long long)rss);
-    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+    if (n <= 0 || (size_t)n >= cap)
+        return 0;
+    /* Later additions go before the closing brace. */
+    n--;
+    int m = snprintf(buf + n, cap - (size_t)n, ",\"duplicates\":%llu,\"durables\":%zu",
+                     (unsigned long long)get(&s->duplicates), vg_durables_count(srv->durables));
+    if (m <= 0 || (size_t)m >= cap - (size_t)n)
+        return 0;
+    n += m;
+    if (srv->store != NULL) {
+        vg_store_stats ss;
+        vg_store_get_stats(srv->store, &ss);
+        m = snprintf(buf + n, cap - (size_t)n,
+                     ",\"store\":{\"segments\":%llu,\"bytes\":%llu,\"syncs\":%llu,"
+                     "\"synced_bytes\":%llu,\"confirm_waits\":%llu,\"early_confirms\":%llu,"
+                     "\"write_errors\":%llu}",
+                     (unsigned long long)ss.segments, (unsigned long long)ss.bytes,
+                     (unsigned long long)ss.syncs, (unsigned long long)ss.synced_bytes,
+                     (unsigned long long)ss.confirm_waits, (unsigned long long)ss.early_confirms,
+                     (unsigned long long)ss.write_errors);
+        if (m <= 0 || (size_t)m >= cap - (size_t)n)
+            return 0;
+        n += m;
+    }
+    if ((size_t)n + 2 > cap)
+        return 0;
+    buf[n++] = '}';
+    buf[n] = 0;
+    return (size_t)n;
 }

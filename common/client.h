@@ -14,13 +14,14 @@
  *
  * Threads: every function may be called from any thread except where said.
  * Callbacks run on the I/O thread and must not call back into the client
- * except vg_client_get_stats, vg_client_publish with timeout 0,
+ * except vg_client_stop_delivery, vg_client_get_stats, vg_client_publish with timeout 0,
  * vg_client_subscribe, vg_client_subscribe_from, vg_client_subscribe_durable
  * and vg_client_unsubscribe.
  *
  * Durable subscriptions (vg_client_subscribe_durable): the broker keeps a
  * named subscriber's position per topic. A message counts as processed
- * when on_msg has returned for it. The I/O thread acknowledges processed
+ * when on_msg has returned for it without calling vg_client_stop_delivery.
+ * The I/O thread acknowledges processed
  * messages with cumulative ACKs, one per durable subscription carrying the
  * highest seq processed: at most once every ack_delay_ms, at once when
  * 1024 processed messages wait for an ACK, after each (re)subscription,
@@ -164,6 +165,12 @@ vg_status vg_client_subscribe(vg_client *c, const char *topic, uint64_t *sid);
  * the broker ignores it). VG_ERR_ARG for a start that breaks these rules. */
 vg_status vg_client_subscribe_from(vg_client *c, const char *topic, vg_sub_start start,
                                    uint64_t epoch, uint64_t position, uint64_t *sid);
+
+/* From on_msg only: the message being handled is not processed after all,
+ * and on_msg gets no more, so none of them is acknowledged to a durable:
+ * for an application that is stopping (sub after --count N or a signal),
+ * whose unhandled messages must go to its successor. */
+void vg_client_stop_delivery(vg_client *c);
 
 /* A durable subscription to topic named name (1 to 64 bytes of
  * [A-Za-z0-9_.-]): if the broker has durable name for topic, delivery

@@ -148,11 +148,17 @@ static bool wanted(vg_client *c, const char *topic, size_t len, vg_client_topic 
 
 /* ---- what the broker says ---- */
 
+void vg_client_stop_delivery(vg_client *c)
+{
+    atomic_store_explicit(&c->delivery_stopped, true, memory_order_relaxed);
+}
+
 void vg_client_deliver(vg_client *c, const vg_frame *f)
 {
     vg_client_topic *t;
-    if (!wanted(c, f->topic, f->topic_len, &t))
-        return;
+    if (atomic_load_explicit(&c->delivery_stopped, memory_order_relaxed) ||
+        !wanted(c, f->topic, f->topic_len, &t))
+        return; /* stopped: not handed over, so not processed, never acknowledged */
     uint64_t epoch = c->conn_epoch;
     if (t != NULL) {
         bool gapped;
@@ -170,9 +176,11 @@ void vg_client_deliver(vg_client *c, const vg_frame *f)
         return;
     vg_msg m = {f->type, f->topic, f->topic_len, f->payload, f->payload_len, f->seq, epoch};
     c->opts.on_msg(c->opts.ud, &m);
-    /* Processed now that the callback has returned; the callback cannot
-     * have changed the copy (only sync_copy rebuilds it), so t is valid. */
-    if (t == NULL || !t->durable)
+    /* Processed now that the callback has returned, unless it stopped
+     * delivery; the callback cannot have changed the copy (only sync_copy
+     * rebuilds it), so t is valid. */
+    if (t == NULL || !t->durable ||
+        atomic_load_explicit(&c->delivery_stopped, memory_order_relaxed))
         return;
     t->processed = f->seq;
     t->processed_epoch = epoch;

@@ -56,6 +56,7 @@ struct vg_client {
     vg_servers *servers;
     pthread_t thread;
     atomic_bool stop;
+    atomic_bool delivery_stopped; /* vg_client_stop_delivery: on_msg gets nothing more */
     _Atomic uint64_t max_payload; /* the current broker's, capped by opts.max_payload */
     _Atomic uint64_t published;   /* counted under the outbox lock (publish's fill) */
     _Atomic uint64_t written;     /* MSG frames written, every connection (I/O thread stores) */

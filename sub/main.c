@@ -103,6 +103,7 @@ typedef struct {
     bool no_gaps;
     bool list;      /* --list-durables: the one message's payload, as it is */
     sub_fmt fmt;
+    vg_client *client; /* set before the first subscription */
     int done_fd;
     atomic_int exit_code; /* -1 while running */
 } sub_state;
@@ -120,10 +121,12 @@ static void finish(sub_state *s, int code)
 static void on_msg(void *ud, const vg_msg *m)
 {
     sub_state *s = ud;
-    if (s->limit != 0 && s->seen >= s->limit)
+    if ((s->limit != 0 && s->seen >= s->limit) || atomic_load(&s->exit_code) >= 0) {
+        /* Stopping (--count reached, --no-gaps after a gap, a signal):
+         * not printed, so not processed: a durable's successor gets it. */
+        vg_client_stop_delivery(s->client);
         return;
-    if (atomic_load(&s->exit_code) >= 0)
-        return; /* stopping (--no-gaps after a gap, a signal): nothing more */
+    }
     if (s->list) {
         if (fwrite(m->payload, 1, m->payload_len, stdout) != m->payload_len ||
             putchar('\n') == EOF || fflush(stdout) != 0) {
@@ -376,6 +379,7 @@ int main(int argc, char **argv)
         vg_log(VG_LOG_ERROR, "start_failed", "error=\"%s\"", why);
         return 1;
     }
+    s.client = c;
     if (s.list && vg_client_subscribe(c, DURABLES_TOPIC, NULL) != VG_OK)
         finish(&s, 1); /* refused already (e.g. ERR auth): the library said why */
     static deletion del;
