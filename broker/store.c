@@ -83,6 +83,7 @@ struct vg_store {
     size_t nwaiters, waiters_cap;
     bool stop;            /* mu */
     bool started;
+    int test_sync_delay_ms; /* VIGIL_TEST_SYNC_DELAY_MS: a slow disk, for tests */
     pthread_t thread;
 
     _Atomic uint64_t synced;
@@ -513,6 +514,11 @@ vg_status vg_store_open(const vg_store_cfg *cfg, const vg_logs_cfg *lcfg, vg_ded
     s->dedupe = dedupe;
     s->durables = durables;
     s->dirfd = s->metafd = s->cur_fd = -1;
+    /* A test seam, read once: every sync of the commit thread takes this
+     * much longer, as on a slow or stalled disk (tests/e2e/test_durable.c
+     * shows that heartbeats go on and confirms wait). */
+    const char *delay = getenv("VIGIL_TEST_SYNC_DELAY_MS");
+    s->test_sync_delay_ms = delay != NULL ? atoi(delay) : 0;
     pthread_mutex_init(&s->wmu, NULL);
     pthread_mutex_init(&s->mu, NULL);
     pthread_condattr_t ca;
@@ -954,6 +960,11 @@ static void *commit_main(void *arg)
             fatal_sync(s, "fsync", errno);
         uint64_t before = vg_store_synced(s);
         if (target > before) {
+            if (sync && s->test_sync_delay_ms > 0) {
+                struct timespec d = {s->test_sync_delay_ms / 1000,
+                                     (s->test_sync_delay_ms % 1000) * 1000000L};
+                nanosleep(&d, NULL);
+            }
             if (sync) {
                 if (fdatasync(fd) != 0)
                     fatal_sync(s, "fdatasync", errno);

@@ -1693,3 +1693,37 @@ Test(durable, a_durable_subscriber_with_count_acknowledges_only_what_it_printed,
     release(v);
     h_free(s), h_free(b);
 }
+
+/* ---- a stalled disk: heartbeats go on, confirms wait ---- */
+
+/* Every sync stalls 3 s (the store's test seam) while both sides would
+ * declare the other dead after 2 s of silence: the publisher must stay
+ * connected (the broker's threads never wait for a sync, so its PINGs go
+ * on) and must not be confirmed before the stalled sync (it exits 0 no
+ * sooner than 3 s after it started). */
+Test(durable, a_stalled_sync_delays_confirms_and_misses_no_heartbeat, .fini = cleanup)
+{
+    const char *dir = new_dir("data");
+    char stall[32];
+    snprintf(stall, sizeof stall, "%d", 3000);
+    setenv("VIGIL_TEST_SYNC_DELAY_MS", stall, 1);
+    int port;
+    h_proc *b = h_broker(&port, "--data-dir", dir, "--keepalive-time", "1",
+                         "--keepalive-interval", "1", "--keepalive-probes", "1", NULL);
+    unsetenv("VIGIL_TEST_SYNC_DELAY_MS");
+    int64_t t0 = h_now_ms();
+    h_proc *p = h_pub_start(port, "--timeout", h_secs(30), "--keepalive-time", "1",
+                            "--keepalive-interval", "1", "--keepalive-probes", "1", "--count",
+                            "5", "stall", "s-{n}", NULL);
+    cr_assert(h_wait_exit(p, LONG_WAIT), "pub did not finish while syncs stall: %s",
+              h_tail(p->err));
+    int64_t took = h_now_ms() - t0;
+    cr_assert_eq(h_exit_code(p), 0, "%s", h_tail(p->err));
+    cr_assert_geq(took, 3000, "confirmed after %lld ms, before the 3 s sync", (long long)took);
+    cr_assert_null(strstr(p->err, "event=disconnected"), "pub lost the broker during a sync: %s",
+                   h_tail(p->err));
+    h_pump(b, 100);
+    cr_assert_null(strstr(b->err, "event=evict"), "the broker evicted a client during a sync: %s",
+                   h_tail(b->err));
+    h_free(p), h_free(b);
+}
