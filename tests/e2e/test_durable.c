@@ -1285,6 +1285,15 @@ static int *first_process_slow(int port, const char *name, const char *topic, in
     *acked_before = 0;
     for (int i = 0; i < steps && when[i] <= at - h_ms(500); i++)
         *acked_before = lines[i];
+    /* Still slowly for a moment, so that the sub's main thread sees the
+     * signal before its output is free again (on a loaded machine the I/O
+     * thread could print everything first); not scaled and well under
+     * sub's 80 ms stop wait, after which it would leave with its output
+     * (and acks) still blocked. */
+    for (int64_t until = h_now_ms() + 30; h_now_ms() < until && !s->exited;) {
+        h_read_some(s, 4096);
+        h_pump(s, 10);
+    }
     s->throttled = false; /* everything it printed, to the last byte */
     cr_assert(h_wait_exit(s, WAIT), "sub did not stop on signal %d", sig);
     int *v = numbers(s->out, topic, "w", false, n1);
@@ -1301,7 +1310,7 @@ static int *first_process_slow(int port, const char *name, const char *topic, in
 Test(durable, a_durable_subscriber_behind_a_slow_reader_acknowledges_only_what_it_printed,
      .fini = cleanup)
 {
-    enum { N = 2000 };
+    enum { N = 6000 };
     const char *dir = new_dir("data");
     int port;
     h_proc *b = h_broker(&port, "--data-dir", dir, NULL);
@@ -1314,7 +1323,7 @@ Test(durable, a_durable_subscriber_behind_a_slow_reader_acknowledges_only_what_i
     cr_assert_eq(json_num(obj, "acked"), n1, "SIGTERM did not flush the acks: printed 1..%d; %s",
                  n1, obj);
     h_proc *s = h_sub(port, "--durable", "w1", "ws", NULL);
-    cr_assert(h_wait_out(s, "-2000\n", WAIT), "the second process did not get message %d: %s", N,
+    cr_assert(h_wait_out(s, "-6000\n", WAIT), "the second process did not get message %d: %s", N,
               h_tail(s->err));
     int n2;
     int *v2 = numbers(s->out, "ws", "w", false, &n2);
