@@ -63,6 +63,15 @@ static bool header_ok(const uint8_t *p, vg_block *out)
            out->body_len <= VG_BLOCK_MAX_BODY && out->topic_len <= out->body_len;
 }
 
+vg_block_check vg_block_parse_header(const uint8_t *p, size_t avail, vg_block *out)
+{
+    if (avail < VG_BLOCK_HEADER)
+        return VG_BLOCK_SHORT;
+    if (!header_ok(p, out))
+        return VG_BLOCK_BAD_HEADER;
+    return avail - VG_BLOCK_HEADER < out->body_len ? VG_BLOCK_SHORT : VG_BLOCK_OK;
+}
+
 vg_block_check vg_block_parse(const uint8_t *p, size_t avail, vg_block *out)
 {
     if (avail < VG_BLOCK_HEADER)

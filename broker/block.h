@@ -55,6 +55,10 @@ typedef enum {
  * when the header is valid (OK and BAD_BODY). */
 vg_block_check vg_block_parse(const uint8_t *p, size_t avail, vg_block *out);
 
+/* As vg_block_parse without checking the body's checksum (OK for a valid
+ * header with its whole body there): for reading headers only. */
+vg_block_check vg_block_parse_header(const uint8_t *p, size_t avail, vg_block *out);
+
 /* The offset of the next valid block after from (from excluded), or avail:
  * where reading goes on after damage. */
 size_t vg_block_resync(const uint8_t *p, size_t avail, size_t from);
