@@ -123,6 +123,11 @@ static vg_tlog *run_log(vg_conn *c, const char *topic, uint32_t len)
 static const uint8_t *run_slice(const conn_run *r, uint32_t from, uint32_t n, size_t *len,
                                 uint64_t *payload)
 {
+    if (from == 0 && n == r->frames) { /* the usual case: no walk */
+        *len = r->len;
+        *payload = r->payload;
+        return r->start;
+    }
     const uint8_t *p = r->start;
     for (uint32_t i = 0; i < from; i++)
         p += VG_FRAME_HEADER + vg_be32(p);
@@ -240,9 +245,9 @@ void vg_router_flush(vg_conn *c)
             vg_conn_send_err(c, VG_E_INTERNAL, "broker out of memory for the topic log", 0);
     }
     if (done > 0) {
-        size_t len = r->len;
-        uint64_t payload = r->payload;
-        const uint8_t *bytes = done == r->frames ? r->start : run_slice(r, skip, done, &len, &payload);
+        size_t len;
+        uint64_t payload;
+        const uint8_t *bytes = run_slice(r, skip, done, &len, &payload);
         fan_out(c->srv, c, r->topic, r->topic_len, first_seq, bytes, len, done, payload,
                 VG_DELIVER_STALL_MS, &c->scratch, &c->scratch_cap);
     }

@@ -908,6 +908,21 @@ static void retain(vg_store *s)
     }
 }
 
+/* Exchanges the list *v (n, cap) with the empty one *mine (its cap), so
+ * that the commit thread works on the old entries without the lock.
+ * Returns how many they are. */
+static size_t swap_list(void **v, size_t *n, size_t *cap, void **mine, size_t *mine_cap)
+{
+    void *p = *v;
+    size_t c = *cap, got = *n;
+    *v = *mine;
+    *cap = *mine_cap;
+    *n = 0;
+    *mine = p;
+    *mine_cap = c;
+    return got;
+}
+
 static void *commit_main(void *arg)
 {
     vg_store *s = arg;
@@ -939,22 +954,10 @@ static void *commit_main(void *arg)
         uint64_t target = s->written_lsn;
         int fd = s->cur_fd;
         /* swap the lists out: appenders go on filling fresh ones */
-        int *r = s->rolled;
-        size_t nr = s->nrolled;
-        s->rolled = rolled;
-        s->nrolled = 0;
-        size_t rc = s->rolled_cap;
-        s->rolled_cap = rolled_cap;
-        rolled = r;
-        rolled_cap = rc;
-        pend *p = s->pending;
-        size_t np = s->npending;
-        s->pending = pending;
-        s->npending = 0;
-        size_t pc = s->pending_cap;
-        s->pending_cap = pending_cap;
-        pending = p;
-        pending_cap = pc;
+        size_t nr = swap_list((void **)&s->rolled, &s->nrolled, &s->rolled_cap,
+                              (void **)&rolled, &rolled_cap);
+        size_t np = swap_list((void **)&s->pending, &s->npending, &s->pending_cap,
+                              (void **)&pending, &pending_cap);
         bool dirty = s->dir_dirty;
         s->dir_dirty = false;
         pthread_mutex_unlock(&s->mu);
