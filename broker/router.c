@@ -233,7 +233,8 @@ void vg_router_flush(vg_conn *c)
          * publisher resends on its next connection (after its backoff),
          * which works again once the disk has room. */
         atomic_fetch_add_explicit(&st->dropped, r->frames - skip, memory_order_relaxed);
-        vg_conn_send_err(c, VG_E_STORAGE, "broker could not store the messages", 0);
+        vg_conn_send_err(c, c->version >= 2 ? VG_E_STORAGE : VG_E_INTERNAL,
+                         "broker could not store the messages", 0); /* 17 is version 2's */
     } else if (ast != VG_OK) {
         uint32_t lost = r->frames - skip - done;
         atomic_fetch_add_explicit(&st->dropped, lost, memory_order_relaxed);

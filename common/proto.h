@@ -60,7 +60,7 @@ typedef enum {
     VG_E_PERMISSION = 15,    /* not fatal on SUB, fatal on MSG: reserved topic */
     VG_E_BAD_POSITION = 16,  /* not fatal: a SUB's start position the broker cannot serve */
     VG_E_STORAGE = 17,       /* fatal: the broker could not store the client's messages
-                                (disk full, a failed sync); a publisher reconnects and
+                                (disk full, a failed write); a publisher reconnects and
                                 sends its unconfirmed messages again */
     VG_E_DURABLE_TAKEN = 18, /* not fatal, with the sid: another connection took this
                                 durable subscription over; it has ended here */
