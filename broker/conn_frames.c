@@ -247,6 +247,7 @@ static const char *shape_refusal(const vg_conn *c, const vg_frame *f)
     case VG_FRAME_SUB: return v2 ? NULL : "SUB with a start position on a version-1 connection";
     case VG_FRAME_UNSUB: return v2 ? NULL : "UNSUB with a delete flag on a version-1 connection";
     case VG_FRAME_ACK: return v2 ? NULL : "ACK on a version-1 connection";
+    case VG_FRAME_POS: return v2 ? NULL : "POS on a version-1 connection";
     case VG_FRAME_OK: return "OK with a position from a client";
     case VG_FRAME_GAP: return "GAP from a client";
     case VG_FRAME_MSG_TYPE1:

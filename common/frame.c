@@ -19,6 +19,7 @@ const char *vg_frame_type_name(uint64_t type)
     case VG_FRAME_UNSUB: return "UNSUB";
     case VG_FRAME_GAP: return "GAP";
     case VG_FRAME_ACK: return "ACK";
+    case VG_FRAME_POS: return "POS";
     case VG_FRAME_MSG_TYPE1: return "MSG_TYPE1";
     case VG_FRAME_MSG_TYPE2: return "MSG_TYPE2";
     }
@@ -28,13 +29,14 @@ const char *vg_frame_type_name(uint64_t type)
 /* ---- parsing ---- */
 
 /* The element counts, the type included, of a type's version-1 and
- * version-2 shapes and of a third one (SUB with a durable name) (0: it has
- * no such shape); open: a later version may add scalars after the
- * version-2 fields. */
+ * version-2 shapes and of a third and fourth one (SUB with a durable name,
+ * SUB with a queue group; ACK with a topic; MSG with a sid) (0: it has no
+ * such shape); open: a later version may add scalars after the version-2
+ * fields. */
 typedef struct {
     uint32_t v1, v2;
     bool open;
-    uint32_t v3;
+    uint32_t v3, v4;
 } shape;
 
 /* False for a type this codec does not know. */
@@ -42,17 +44,18 @@ static bool shape_of(uint64_t type, shape *s)
 {
     switch (type) {
     case VG_FRAME_PING:
-    case VG_FRAME_PONG: *s = (shape){1, 0, false, 0}; return true;
-    case VG_FRAME_UNSUB: *s = (shape){2, 3, false, 0}; return true;
-    case VG_FRAME_OK: *s = (shape){2, 4, false, 0}; return true;
-    case VG_FRAME_ERR: *s = (shape){4, 0, false, 0}; return true;
-    case VG_FRAME_SUB: *s = (shape){3, 6, false, 7}; return true;
+    case VG_FRAME_PONG: *s = (shape){1, 0, false, 0, 0}; return true;
+    case VG_FRAME_UNSUB: *s = (shape){2, 3, false, 0, 0}; return true;
+    case VG_FRAME_OK: *s = (shape){2, 4, false, 0, 0}; return true;
+    case VG_FRAME_ERR: *s = (shape){4, 0, false, 0, 0}; return true;
+    case VG_FRAME_SUB: *s = (shape){3, 6, false, 7, 8}; return true;
     case VG_FRAME_MSG_TYPE1:
-    case VG_FRAME_MSG_TYPE2: *s = (shape){3, 4, false, 0}; return true;
-    case VG_FRAME_CONNECT: *s = (shape){4, 6, true, 0}; return true;
-    case VG_FRAME_INFO: *s = (shape){5, 7, true, 0}; return true;
-    case VG_FRAME_GAP: *s = (shape){0, 6, false, 0}; return true;
-    case VG_FRAME_ACK: *s = (shape){0, 3, false, 0}; return true;
+    case VG_FRAME_MSG_TYPE2: *s = (shape){3, 4, false, 5, 0}; return true;
+    case VG_FRAME_CONNECT: *s = (shape){4, 6, true, 0, 0}; return true;
+    case VG_FRAME_INFO: *s = (shape){5, 7, true, 0, 0}; return true;
+    case VG_FRAME_GAP: *s = (shape){0, 6, false, 0, 0}; return true;
+    case VG_FRAME_ACK: *s = (shape){0, 3, false, 4, 0}; return true;
+    case VG_FRAME_POS: *s = (shape){0, 5, false, 0, 0}; return true;
     }
     return false;
 }
@@ -121,12 +124,13 @@ vg_status vg_frame_parse(const uint8_t *body, size_t len, vg_frame *f, const cha
         return VG_ERR_UNKNOWN_TYPE;
     }
     bool third = s.v3 != 0 && count == s.v3;
-    if (count != s.v1 && count != s.v2 && !third && !(s.open && count > s.v2)) {
+    bool fourth = s.v4 != 0 && count == s.v4;
+    if (count != s.v1 && count != s.v2 && !third && !fourth && !(s.open && count > s.v2)) {
         *why = "wrong number of elements for the frame type";
         return VG_ERR_MALFORMED;
     }
     f->type = (vg_frame_type)type;
-    f->form = count == s.v1 ? 1 : third ? 3 : 2;
+    f->form = count == s.v1 ? 1 : third ? 3 : fourth ? 4 : 2;
     bool v2 = f->form >= 2;
     uint64_t flag;
 
@@ -184,6 +188,8 @@ vg_status vg_frame_parse(const uint8_t *body, size_t len, vg_frame *f, const cha
     case VG_FRAME_ACK:
         CHECK(vg_mp_read_uint(&r, &f->sid), "sid is not an integer");
         CHECK(vg_mp_read_uint(&r, &f->seq), "ACK sequence number is not an integer");
+        if (f->form == 3)
+            CHECK(vg_mp_read_str(&r, &f->topic, &f->topic_len), "ACK topic is not a string");
         if (f->sid == 0)
             problem = "ACK with sid 0";
         else if (f->seq == 0)
@@ -205,11 +211,18 @@ vg_status vg_frame_parse(const uint8_t *body, size_t len, vg_frame *f, const cha
             if (problem == NULL)
                 f->start = (vg_sub_start)start;
         }
-        if (f->form == 3) {
+        if (f->form >= 3) {
             CHECK(vg_mp_read_str(&r, &f->durable, &f->durable_len),
                   "SUB durable name is not a string");
-            if (problem == NULL && !vg_durable_name_ok(f->durable, f->durable_len))
+            if (f->form == 4 && f->durable_len == 0)
+                f->durable = NULL; /* a queue group that is not durable */
+            else if (problem == NULL && !vg_durable_name_ok(f->durable, f->durable_len))
                 problem = "bad durable name";
+        }
+        if (f->form == 4) {
+            CHECK(vg_mp_read_str(&r, &f->queue, &f->queue_len), "SUB queue name is not a string");
+            if (problem == NULL && !vg_durable_name_ok(f->queue, f->queue_len))
+                problem = "bad queue name";
         }
         break;
     case VG_FRAME_MSG_TYPE1:
@@ -222,6 +235,21 @@ vg_status vg_frame_parse(const uint8_t *body, size_t len, vg_frame *f, const cha
             if (f->seq == 0)
                 problem = "MSG sequence number 0";
         }
+        if (f->form == 3) {
+            CHECK(vg_mp_read_uint(&r, &f->sid), "sid is not an integer");
+            if (problem == NULL && f->sid == 0)
+                problem = "MSG with sid 0";
+        }
+        break;
+    case VG_FRAME_POS:
+        CHECK(vg_mp_read_uint(&r, &f->sid), "sid is not an integer");
+        CHECK(vg_mp_read_str(&r, &f->topic, &f->topic_len), "topic is not a string");
+        CHECK(vg_mp_read_uint(&r, &f->epoch), "POS epoch is not an integer");
+        CHECK(vg_mp_read_uint(&r, &f->next), "POS next is not an integer");
+        if (f->sid == 0)
+            problem = "POS with sid 0";
+        else if (f->next == 0)
+            problem = "POS next 0";
         break;
     case VG_FRAME_GAP:
         CHECK(vg_mp_read_uint(&r, &f->sid), "sid is not an integer");
@@ -387,33 +415,37 @@ vg_status vg_frame_put_err(vg_buf *out, uint64_t code, const char *reason, uint6
     return finish(&e, failed);
 }
 
-/* SUB in its version-1 shape, with a start position (v2), or with a
- * start position and a durable name (durable not NULL). */
+/* SUB in its version-1 shape, with a start position (v2), with a start
+ * position and a durable name (durable not NULL), or with both and a queue
+ * group (queue not NULL; durable "" for none). */
 static vg_status sub_frame(vg_buf *out, bool v2, uint64_t sid, const char *topic,
                            size_t topic_len, vg_sub_start start, uint64_t epoch,
-                           uint64_t position, const char *durable, size_t durable_len)
+                           uint64_t position, const char *durable, size_t durable_len,
+                           const char *queue, size_t queue_len)
 {
     encoder e;
-    if (begin(&e, out, durable ? 7 : v2 ? 6 : 3, VG_FRAME_SUB) != VG_OK)
+    if (begin(&e, out, queue ? 8 : durable ? 7 : v2 ? 6 : 3, VG_FRAME_SUB) != VG_OK)
         return VG_ERR_NOMEM;
     int failed = msgpack_pack_uint64(&e.pk, sid) | pack_str(&e.pk, topic, topic_len);
     if (v2)
         failed |= msgpack_pack_uint64(&e.pk, (uint64_t)start) |
                   msgpack_pack_uint64(&e.pk, epoch) | msgpack_pack_uint64(&e.pk, position);
-    if (durable != NULL)
-        failed |= pack_str(&e.pk, durable, durable_len);
+    if (durable != NULL || queue != NULL)
+        failed |= pack_str(&e.pk, durable != NULL ? durable : "", durable != NULL ? durable_len : 0);
+    if (queue != NULL)
+        failed |= pack_str(&e.pk, queue, queue_len);
     return finish(&e, failed);
 }
 
 vg_status vg_frame_put_sub(vg_buf *out, uint64_t sid, const char *topic, size_t topic_len)
 {
-    return sub_frame(out, false, sid, topic, topic_len, VG_SUB_NEW, 0, 0, NULL, 0);
+    return sub_frame(out, false, sid, topic, topic_len, VG_SUB_NEW, 0, 0, NULL, 0, NULL, 0);
 }
 
 vg_status vg_frame_put_sub2(vg_buf *out, uint64_t sid, const char *topic, size_t topic_len,
                             vg_sub_start start, uint64_t epoch, uint64_t position)
 {
-    return sub_frame(out, true, sid, topic, topic_len, start, epoch, position, NULL, 0);
+    return sub_frame(out, true, sid, topic, topic_len, start, epoch, position, NULL, 0, NULL, 0);
 }
 
 vg_status vg_frame_put_sub_durable(vg_buf *out, uint64_t sid, const char *topic, size_t topic_len,
@@ -421,7 +453,16 @@ vg_status vg_frame_put_sub_durable(vg_buf *out, uint64_t sid, const char *topic,
                                    const char *durable, size_t durable_len)
 {
     return sub_frame(out, true, sid, topic, topic_len, start, epoch, position,
-                     durable != NULL ? durable : "", durable_len);
+                     durable != NULL ? durable : "", durable_len, NULL, 0);
+}
+
+vg_status vg_frame_put_sub_queue(vg_buf *out, uint64_t sid, const char *subject, size_t len,
+                                 vg_sub_start start, uint64_t epoch, uint64_t position,
+                                 const char *durable, size_t durable_len, const char *queue,
+                                 size_t queue_len)
+{
+    return sub_frame(out, true, sid, subject, len, start, epoch, position,
+                     durable_len > 0 ? durable : NULL, durable_len, queue, queue_len);
 }
 
 /* UNSUB, with the delete flag (v2) or without. */
@@ -446,6 +487,26 @@ vg_status vg_frame_put_ack(vg_buf *out, uint64_t sid, uint64_t seq)
     if (begin(&e, out, 3, VG_FRAME_ACK) != VG_OK)
         return VG_ERR_NOMEM;
     return finish(&e, msgpack_pack_uint64(&e.pk, sid) | msgpack_pack_uint64(&e.pk, seq));
+}
+
+vg_status vg_frame_put_ack_topic(vg_buf *out, uint64_t sid, uint64_t seq, const char *topic,
+                                 size_t topic_len)
+{
+    encoder e;
+    if (begin(&e, out, 4, VG_FRAME_ACK) != VG_OK)
+        return VG_ERR_NOMEM;
+    return finish(&e, msgpack_pack_uint64(&e.pk, sid) | msgpack_pack_uint64(&e.pk, seq) |
+                          pack_str(&e.pk, topic, topic_len));
+}
+
+vg_status vg_frame_put_pos(vg_buf *out, uint64_t sid, const char *topic, size_t topic_len,
+                           uint64_t epoch, uint64_t next)
+{
+    encoder e;
+    if (begin(&e, out, 5, VG_FRAME_POS) != VG_OK)
+        return VG_ERR_NOMEM;
+    return finish(&e, msgpack_pack_uint64(&e.pk, sid) | pack_str(&e.pk, topic, topic_len) |
+                          msgpack_pack_uint64(&e.pk, epoch) | msgpack_pack_uint64(&e.pk, next));
 }
 
 vg_status vg_frame_put_gap(vg_buf *out, uint64_t sid, const char *topic, size_t topic_len,
@@ -487,11 +548,13 @@ static uint8_t *put_be(uint8_t *p, uint64_t n, int width)
  * in the client and into the broker's log, and the packer's callback per
  * field cost more than the copy of a small payload. */
 static void write_msg(uint8_t *dst, vg_frame_type type, const char *topic, size_t topic_len,
-                      const void *payload, size_t payload_len, bool with_seq, uint64_t seq)
+                      const void *payload, size_t payload_len, bool with_seq, uint64_t seq,
+                      bool with_sid, uint64_t sid)
 {
-    size_t body = vg_frame_msg_size(topic_len, payload_len) + (with_seq ? 9 : 0) - VG_FRAME_HEADER;
+    size_t body = vg_frame_msg_size(topic_len, payload_len) + (with_seq ? 9 : 0) +
+                  (with_sid ? 9 : 0) - VG_FRAME_HEADER;
     uint8_t *p = put_be(dst, body, 4);
-    *p++ = with_seq ? 0x94 : 0x93;
+    *p++ = with_sid ? 0x95 : with_seq ? 0x94 : 0x93;
     *p++ = (uint8_t)type; /* 11 or 21: a positive fixint */
     if (topic_len < 32) {
         *p++ = (uint8_t)(0xa0 | topic_len);
@@ -522,14 +585,18 @@ static void write_msg(uint8_t *dst, vg_frame_type type, const char *topic, size_
     p += payload_len;
     if (with_seq) {
         *p++ = 0xcf; /* fixed width: a record's size is known before its number */
-        put_be(p, seq, 8);
+        p = put_be(p, seq, 8);
+    }
+    if (with_sid) {
+        *p++ = 0xcf;
+        put_be(p, sid, 8);
     }
 }
 
 void vg_frame_write_msg(uint8_t *dst, vg_frame_type type, const char *topic, size_t topic_len,
                         const void *payload, size_t payload_len)
 {
-    write_msg(dst, type, topic, topic_len, payload, payload_len, false, 0);
+    write_msg(dst, type, topic, topic_len, payload, payload_len, false, 0, false, 0);
 }
 
 size_t vg_frame_msg_seq_size(size_t topic_len, size_t payload_len)
@@ -540,7 +607,18 @@ size_t vg_frame_msg_seq_size(size_t topic_len, size_t payload_len)
 void vg_frame_write_msg_seq(uint8_t *dst, vg_frame_type type, const char *topic, size_t topic_len,
                             const void *payload, size_t payload_len, uint64_t seq)
 {
-    write_msg(dst, type, topic, topic_len, payload, payload_len, true, seq);
+    write_msg(dst, type, topic, topic_len, payload, payload_len, true, seq, false, 0);
+}
+
+size_t vg_frame_msg_qsize(size_t topic_len, size_t payload_len)
+{
+    return vg_frame_msg_size(topic_len, payload_len) + 18; /* seq and sid as uint64s */
+}
+
+void vg_frame_write_msg_q(uint8_t *dst, vg_frame_type type, const char *topic, size_t topic_len,
+                          const void *payload, size_t payload_len, uint64_t seq, uint64_t sid)
+{
+    write_msg(dst, type, topic, topic_len, payload, payload_len, true, seq, true, sid);
 }
 
 vg_status vg_frame_put_msg(vg_buf *out, vg_frame_type type, const char *topic, size_t topic_len,

@@ -21,6 +21,7 @@ typedef enum {
     VG_FRAME_UNSUB = 8,
     VG_FRAME_GAP = 9, /* version 2 only */
     VG_FRAME_ACK = 10, /* version 2 only: client -> broker, a durable's progress */
+    VG_FRAME_POS = 12, /* version 2 only: a pattern subscription's position in one topic */
     VG_FRAME_MSG_TYPE1 = 11,
     VG_FRAME_MSG_TYPE2 = 21,
 } vg_frame_type;
@@ -47,20 +48,23 @@ typedef enum {
 /* A parsed frame. Pointers refer into the bytes it was parsed from. */
 typedef struct {
     vg_frame_type type;
-    uint8_t form; /* 1: the version-1 shape; 2: the version-2 one (GAP's and ACK's only
-                     shape; UNSUB with its delete flag); 3: SUB with a durable name */
+    uint8_t form; /* 1: the version-1 shape; 2: the version-2 one (GAP's and POS's only
+                     shape; UNSUB with its delete flag); 3: SUB with a durable name, ACK
+                     with a topic, MSG with a sid (a queue group's delivery); 4: SUB
+                     with a queue group */
     const uint8_t *raw; /* the whole frame, length prefix included (set by the decoder) */
     size_t raw_len;
     uint64_t version;     /* CONNECT, INFO */
-    uint64_t sid;         /* SUB, UNSUB, OK, ERR, GAP, ACK (0: not about a subscription) */
+    uint64_t sid;         /* SUB, UNSUB, OK, ERR, GAP, ACK, POS, MSG form 3 (0: not about a
+                             subscription) */
     uint64_t code;        /* ERR; GAP: the vg_gap_reason */
     uint64_t publisher;   /* CONNECT v2: the client's publisher identity (0: none) */
     uint64_t resend_from; /* CONNECT v2: the publisher number of its first MSG here */
-    uint64_t epoch;       /* INFO, SUB, OK v2: a message log's identity */
+    uint64_t epoch;       /* INFO, SUB, OK v2, POS: a message log's identity */
     uint64_t publisher_acked; /* INFO v2: the highest publisher number appended */
     vg_sub_start start;   /* SUB v2 */
     uint64_t position;    /* SUB v2: a sequence number (SEQ) or milliseconds (AGO) */
-    uint64_t next;        /* OK v2: the first sequence number the subscription delivers */
+    uint64_t next;        /* OK v2, POS: the first sequence number the subscription delivers */
     uint64_t seq;         /* MSG v2, from the broker: the message's number, >= 1;
                              ACK: the last one processed (cumulative) */
     bool delete_durable;  /* UNSUB v2: also delete the durable subscription */
@@ -73,11 +77,13 @@ typedef struct {
     uint32_t token_len;
     const char *reason;   /* ERR */
     uint32_t reason_len;
-    const char *topic;    /* SUB, MSG */
+    const char *topic;    /* SUB (a topic or a pattern), MSG, GAP, POS, ACK form 3 */
     uint32_t topic_len;
     const char *durable;  /* SUB form 3: the durable name (valid: vg_durable_name_ok);
                              NULL otherwise */
     uint32_t durable_len;
+    const char *queue;    /* SUB form 4: the queue group's name (valid: vg_durable_name_ok) */
+    uint32_t queue_len;
     const uint8_t *payload; /* MSG */
     uint32_t payload_len;
 } vg_frame;
@@ -143,6 +149,19 @@ vg_status vg_frame_put_sub_durable(vg_buf *out, uint64_t sid, const char *topic,
 vg_status vg_frame_put_unsub_delete(vg_buf *out, uint64_t sid);
 /* ACK: [10, sid, seq], every message of sid's topic up to seq processed. */
 vg_status vg_frame_put_ack(vg_buf *out, uint64_t sid, uint64_t seq);
+/* ACK naming the topic, [10, sid, seq, topic]: for a pattern or queue sid. */
+vg_status vg_frame_put_ack_topic(vg_buf *out, uint64_t sid, uint64_t seq, const char *topic,
+                                 size_t topic_len);
+/* SUB with a queue group: [7, sid, subject, start, epoch, position, durable
+ * ("" when durable_len is 0), queue]. */
+vg_status vg_frame_put_sub_queue(vg_buf *out, uint64_t sid, const char *subject, size_t len,
+                                 vg_sub_start start, uint64_t epoch, uint64_t position,
+                                 const char *durable, size_t durable_len, const char *queue,
+                                 size_t queue_len);
+/* POS: [12, sid, topic, epoch, next], a pattern subscription's position in
+ * one of its topics (either direction; docs/protocol.md). */
+vg_status vg_frame_put_pos(vg_buf *out, uint64_t sid, const char *topic, size_t topic_len,
+                           uint64_t epoch, uint64_t next);
 /* A MSG with its sequence number, as vg_frame_write_msg_seq encodes it. */
 vg_status vg_frame_put_msg_seq(vg_buf *out, vg_frame_type type, const char *topic,
                                size_t topic_len, const void *payload, size_t payload_len,
@@ -162,5 +181,11 @@ void vg_frame_write_msg(uint8_t *dst, vg_frame_type type, const char *topic, siz
 size_t vg_frame_msg_seq_size(size_t topic_len, size_t payload_len);
 void vg_frame_write_msg_seq(uint8_t *dst, vg_frame_type type, const char *topic, size_t topic_len,
                             const void *payload, size_t payload_len, uint64_t seq);
+
+/* A queue group's delivery, [type, topic, payload, seq, sid], seq and sid
+ * as 9-byte uint64s: exact size, then the encoder into that many bytes. */
+size_t vg_frame_msg_qsize(size_t topic_len, size_t payload_len);
+void vg_frame_write_msg_q(uint8_t *dst, vg_frame_type type, const char *topic, size_t topic_len,
+                          const void *payload, size_t payload_len, uint64_t seq, uint64_t sid);
 
 #endif

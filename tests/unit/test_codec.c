@@ -639,7 +639,7 @@ Test(codec_reject, unknown_types)
 {
     REJECT(VG_ERR_UNKNOWN_TYPE, 0x91, 99);
     REJECT(VG_ERR_UNKNOWN_TYPE, 0x91, 0x00);
-    REJECT(VG_ERR_UNKNOWN_TYPE, 0x91, 12);
+    REJECT(VG_ERR_UNKNOWN_TYPE, 0x91, 13);
     REJECT(VG_ERR_UNKNOWN_TYPE, 0x93, 99, 0x01, 0x02);
     REJECT(VG_ERR_UNKNOWN_TYPE, 0x91, 0xcf, 0, 0, 0, 0x01, 0, 0, 0, VG_FRAME_PING);
 }
@@ -992,8 +992,8 @@ Test(codec_v2_reject, sub_start_and_its_fields)
                0x00, 0x90);
     REJECT_WHY(COUNT, 0x94, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_SEQ);
     REJECT_WHY(COUNT, 0x95, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_SEQ, 0x00);
-    REJECT_WHY(COUNT, 0x98, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_SEQ, 0x00, 0x01, 0xa1, 'd',
-               0xc0);
+    REJECT_WHY(COUNT, 0x99, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_SEQ, 0x00, 0x01, 0xa1, 'd',
+               0xa1, 'q', 0xc0);
 }
 
 /* ---- durable subscribers (issue 11) ---- */
@@ -1133,7 +1133,7 @@ Test(codec_v2_reject, ok_and_msg_fields)
                0x00, 0xa1, '1');
     REJECT_WHY("MSG sequence number is not an integer", 0x94, VG_FRAME_MSG_TYPE1, 0xa1, 't', 0xc4,
                0x00, 0xcf, 0, 0, 0); /* a uint64 cut short */
-    REJECT_WHY(COUNT, 0x95, VG_FRAME_MSG_TYPE1, 0xa1, 't', 0xc4, 0x00, 0x01, 0x01);
+    REJECT_WHY(COUNT, 0x96, VG_FRAME_MSG_TYPE1, 0xa1, 't', 0xc4, 0x00, 0x01, 0x01, 0x01);
 }
 
 Test(codec_v2_reject, gap_rules)
@@ -1559,4 +1559,100 @@ Test(proto, errcode_names_and_fatality)
     cr_assert(vg_errcode_is_fatal(VG_E_STORAGE, 0));
     cr_assert(vg_errcode_is_fatal(VG_E_INTERNAL, 1));
     cr_assert(vg_errcode_is_fatal(VG_E_DURABLE_TAKEN + 1, 1));
+}
+
+Test(codec_v2, queue_sub_round_trip)
+{
+    vg_buf b = {0};
+    vg_frame f;
+    cr_assert_eq(vg_frame_put_sub_queue(&b, 3, "jobs.>", 6, VG_SUB_FIRST, 0, 0, NULL, 0,
+                                        "workers", 7),
+                 VG_OK);
+    parse_whole(&b, &f);
+    cr_assert_eq(f.type, VG_FRAME_SUB);
+    cr_assert_eq(f.form, 4);
+    cr_assert_eq(vg_frame_min_version(&f), 2);
+    cr_assert_eq(f.sid, 3);
+    assert_mem(f.topic, f.topic_len, "jobs.>", 6);
+    cr_assert_eq(f.start, VG_SUB_FIRST);
+    cr_assert_null(f.durable); /* "" on the wire: not durable */
+    assert_mem(f.queue, f.queue_len, "workers", 7);
+    vg_buf_free(&b);
+    cr_assert_eq(vg_frame_put_sub_queue(&b, 4, "jobs", 4, VG_SUB_SEQ, 9, 17, "billing", 7,
+                                        "w", 1),
+                 VG_OK);
+    parse_whole(&b, &f);
+    cr_assert_eq(f.form, 4);
+    assert_mem(f.durable, f.durable_len, "billing", 7);
+    assert_mem(f.queue, f.queue_len, "w", 1);
+    cr_assert_eq(f.epoch, 9);
+    cr_assert_eq(f.position, 17);
+    vg_buf_free(&b);
+}
+
+Test(codec_v2_reject, queue_shapes)
+{
+    REJECT_WHY("bad queue name", 0x98, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_NEW, 0x00, 0x00,
+               0xa0, 0xa0);
+    REJECT_WHY("bad queue name", 0x98, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_NEW, 0x00, 0x00,
+               0xa0, 0xa1, ' ');
+    REJECT_WHY("SUB queue name is not a string", 0x98, VG_FRAME_SUB, 0x01, 0xa1, 't',
+               VG_SUB_NEW, 0x00, 0x00, 0xa0, 0x01);
+    REJECT_WHY("bad durable name", 0x98, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_NEW, 0x00, 0x00,
+               0xa1, '*', 0xa1, 'q');
+    REJECT(VG_ERR_MALFORMED, 0x99, VG_FRAME_SUB, 0x01, 0xa1, 't', VG_SUB_NEW, 0x00, 0x00, 0xa0,
+           0xa1, 'q', 0x00);
+}
+
+Test(codec_v2, ack_topic_pos_and_queue_msg)
+{
+    vg_buf b = {0};
+    vg_frame f;
+    cr_assert_eq(vg_frame_put_ack_topic(&b, 5, 77, "a.b", 3), VG_OK);
+    parse_whole(&b, &f);
+    cr_assert_eq(f.type, VG_FRAME_ACK);
+    cr_assert_eq(f.form, 3);
+    cr_assert_eq(f.sid, 5);
+    cr_assert_eq(f.seq, 77);
+    assert_mem(f.topic, f.topic_len, "a.b", 3);
+    vg_buf_free(&b);
+    cr_assert_eq(vg_frame_put_pos(&b, 6, "a.c", 3, 0x3c6ef372fe94f82bull, 42), VG_OK);
+    parse_whole(&b, &f);
+    cr_assert_eq(f.type, VG_FRAME_POS);
+    cr_assert_eq(f.form, 2);
+    cr_assert_eq(vg_frame_min_version(&f), 2);
+    cr_assert_eq(f.sid, 6);
+    assert_mem(f.topic, f.topic_len, "a.c", 3);
+    cr_assert_eq(f.epoch, 0x3c6ef372fe94f82bull);
+    cr_assert_eq(f.next, 42);
+    cr_assert_str_eq(vg_frame_type_name(VG_FRAME_POS), "POS");
+    vg_buf_free(&b);
+    static const size_t lens[] = {0, 1, 255, 256, 65535, 65536};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        uint8_t *payload = calloc(1, lens[i] + 1);
+        size_t n = vg_frame_msg_qsize(3, lens[i]);
+        cr_assert_eq(n, vg_frame_msg_seq_size(3, lens[i]) + 9);
+        uint8_t *dst = malloc(n);
+        vg_frame_write_msg_q(dst, VG_FRAME_MSG_TYPE2, "q.x", 3, payload, lens[i], 1234, 99);
+        cr_assert_eq(vg_be32(dst), n - VG_FRAME_HEADER);
+        cr_assert_eq(vg_frame_parse(dst + VG_FRAME_HEADER, n - VG_FRAME_HEADER, &f, NULL), VG_OK);
+        cr_assert_eq(f.type, VG_FRAME_MSG_TYPE2);
+        cr_assert_eq(f.form, 3);
+        cr_assert_eq(f.seq, 1234);
+        cr_assert_eq(f.sid, 99);
+        cr_assert_eq(f.payload_len, lens[i]);
+        free(dst);
+        free(payload);
+    }
+}
+
+Test(codec_v2_reject, pos_ack_and_queue_msg)
+{
+    REJECT_WHY("POS with sid 0", 0x95, VG_FRAME_POS, 0x00, 0xa1, 't', 0x00, 0x01);
+    REJECT_WHY("POS next 0", 0x95, VG_FRAME_POS, 0x01, 0xa1, 't', 0x00, 0x00);
+    REJECT_WHY("POS epoch is not an integer", 0x95, VG_FRAME_POS, 0x01, 0xa1, 't', 0xa0, 0x01);
+    REJECT(VG_ERR_MALFORMED, 0x94, VG_FRAME_POS, 0x01, 0xa1, 't', 0x00);
+    REJECT_WHY("ACK topic is not a string", 0x94, VG_FRAME_ACK, 0x01, 0x01, 0x01);
+    REJECT_WHY("MSG with sid 0", 0x95, VG_FRAME_MSG_TYPE1, 0xa1, 't', 0xc4, 0x00, 0x01, 0x00);
+    REJECT(VG_ERR_MALFORMED, 0x96, VG_FRAME_MSG_TYPE1, 0xa1, 't', 0xc4, 0x00, 0x01, 0x01, 0x01);
 }

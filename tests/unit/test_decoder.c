@@ -38,12 +38,13 @@ static vg_frame_type type_of(size_t i)
     static const vg_frame_type types[] = {VG_FRAME_MSG_TYPE1, VG_FRAME_PING, VG_FRAME_SUB,
                                           VG_FRAME_MSG_TYPE2, VG_FRAME_OK,   VG_FRAME_CONNECT,
                                           VG_FRAME_INFO,      VG_FRAME_ERR,  VG_FRAME_UNSUB,
-                                          VG_FRAME_ACK,       VG_FRAME_MSG_TYPE1, VG_FRAME_GAP};
+                                          VG_FRAME_ACK,       VG_FRAME_MSG_TYPE1, VG_FRAME_GAP,
+                                          VG_FRAME_POS};
     return types[i % (sizeof types / sizeof types[0])];
 }
 
 /* Every other round of the types above uses the version-2 shapes. */
-static bool v2_of(size_t i) { return i / 12 % 2 == 1; }
+static bool v2_of(size_t i) { return i / 13 % 2 == 1; }
 
 static void put_frame(vg_buf *b, size_t i)
 {
@@ -75,6 +76,7 @@ static void put_frame(vg_buf *b, size_t i)
         break;
     case VG_FRAME_UNSUB: st = v2_of(i) ? vg_frame_put_unsub_delete(b, i) : vg_frame_put_unsub(b, i); break;
     case VG_FRAME_ACK: st = vg_frame_put_ack(b, i, i + 1); break;
+    case VG_FRAME_POS: st = vg_frame_put_pos(b, i, topic, strlen(topic), i * 7, i + 1); break;
     case VG_FRAME_GAP:
         st = vg_frame_put_gap(b, i, topic, strlen(topic), i, i * 2, VG_GAP_RETENTION);
         break;
@@ -142,7 +144,8 @@ static void check_frame(const stream *s, size_t i, const vg_frame *f)
         cr_assert_eq(f->form, !v2 ? 1 : i % 2 ? 3 : 2, "frame %zu: SUB form", i);
         break;
     default:
-        cr_assert_eq(f->form, v2 || f->type == VG_FRAME_GAP ? 2 : 1, "frame %zu: form", i);
+        cr_assert_eq(f->form, v2 || f->type == VG_FRAME_GAP || f->type == VG_FRAME_POS ? 2 : 1,
+                     "frame %zu: form", i);
         break;
     }
     switch (f->type) {
@@ -182,6 +185,12 @@ static void check_frame(const stream *s, size_t i, const vg_frame *f)
     case VG_FRAME_ACK:
         cr_assert_eq(f->sid, i);
         cr_assert_eq(f->seq, i + 1);
+        break;
+    case VG_FRAME_POS:
+        cr_assert_eq(f->sid, i);
+        cr_assert_eq(f->epoch, i * 7);
+        cr_assert_eq(f->next, i + 1);
+        cr_assert(f->topic_len == tl && memcmp(f->topic, topic, tl) == 0);
         break;
     case VG_FRAME_ERR:
         cr_assert_eq(f->code, i % 15);
