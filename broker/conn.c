@@ -5,10 +5,13 @@
  * they append already-encoded frames and, if this thread sleeps, wake it
  * (router.c). Frames from the client are handled in conn_frames.c.
  *
- * Lifetime: the thread holds a reference; a publisher holds one per
- * subscriber while delivering (taken inside vg_subtable_match). When the
- * connection ends, the thread closes the outbox and leaves the subscription
- * table before dropping its reference, so no new delivery can start.
+ * Lifetime: the thread holds a reference; a publisher's match cache holds
+ * one per subscriber it lists (sublist.h), dropped when a change to the
+ * table makes the entry stale and the publisher refills or sweeps it. When
+ * the connection ends, the thread closes the outbox and leaves the
+ * subscription table before dropping its reference, so no new delivery
+ * can start: a stale cache entry may still name it, and finds its outbox
+ * closed.
  *
  * Liveness (link.c): a client silent for time + probes x interval is
  * evicted (reason=heartbeat); one that has not acknowledged our output for
@@ -24,7 +27,7 @@
 
 #include "clock.h"
 #include "log.h"
-#include "subtable.h"
+#include "sublist.h"
 
 #define READ_CHUNK (64 * 1024) /* the decoder starts with 1 KiB reads: idle connections stay small */
 #define READS_PER_WAKE 4
@@ -40,15 +43,21 @@ void vg_conn_release(vg_conn *c)
         return;
     vg_link_destroy(c->link);
     vg_outbox_destroy(c->outbox);
-    for (size_t i = 0; i < c->nsubs; i++) {
-        free(c->subs[i].topic);
-        free(c->subs[i].durable);
-    }
-    free(c->subs);
+    vg_subindex_destroy(c->subs);
+    free(c->pos); /* their topics went with vg_reader_free_all */
     vg_reader_free_all(c);
+    pthread_mutex_destroy(&c->fresh_mu);
+    free(c->fresh);
     free(c->run.msgs);
-    free(c->scratch);
     free(c);
+}
+
+void vg_conn_release_member(void *c) { vg_conn_release(c); }
+
+void vg_conn_topic_created(vg_conn *c, vg_tlog *log)
+{
+    if (c->version >= 2)
+        vg_reader_fresh(c, log);
 }
 
 void vg_conn_kick_reader(vg_conn *c)
@@ -121,6 +130,8 @@ static int64_t on_tick(void *ud, int64_t now)
     int64_t next = INT64_MAX;
     vg_conn_flush_pongs(c);
     vg_durable_check(c);
+    if (c->match != NULL) /* references to subscribers that left go */
+        vg_sublist_cache_sweep(c->match);
     if (!c->connected && srv->cfg.handshake_timeout_ms > 0) {
         int64_t limit = srv->cfg.handshake_timeout_ms;
         int64_t bound = vg_keepalive_bound_ms(&srv->cfg.keepalive);
@@ -165,11 +176,16 @@ static void finish(vg_conn *c, vg_end e)
     vg_server *srv = c->srv;
     vg_outbox_close(c->outbox); /* after it, no publisher writes for us (lent_write) */
     vg_durable_leave_all(c);    /* their positions stay for the next connection */
-    for (size_t i = 0; i < c->nsubs; i++)
-        vg_subtable_remove(srv->subs, c->subs[i].topic, c->subs[i].len, c);
+    for (size_t i = 0; i < vg_subindex_count(c->subs); i++) {
+        const conn_sub *s = vg_subindex_at(c->subs, i);
+        vg_sublist_remove(srv->subs, s->topic, s->len, s->queue, s->queue_len, c);
+    }
     /* The cursors' pins go now, while the topic logs surely exist: once
      * this thread leaves the registry, a stopping server may free them. */
     vg_reader_free_all(c);
+    /* Its references to subscribers, c itself perhaps among them. */
+    vg_sublist_cache_destroy(c->match);
+    c->match = NULL;
 
     const char *detail = vg_link_end_detail(c->link);
     vg_evict_reason bucket;
@@ -211,6 +227,8 @@ vg_status vg_conn_start(vg_server *srv, int fd)
     strcpy(c->name, "-");
     c->born_ms = vg_now_ms();
     c->outbox = vg_outbox_create(srv->cfg.max_outbox);
+    c->subs = vg_subindex_create();
+    pthread_mutex_init(&c->fresh_mu, NULL);
     vg_link_config lc = {
         .read_chunk = READ_CHUNK,
         .reads_per_wake = READS_PER_WAKE,
@@ -225,13 +243,15 @@ vg_status vg_conn_start(vg_server *srv, int fd)
          * (docs/performance.md). */
         .lend = true,
     };
-    c->link = c->outbox != NULL ? vg_link_create(&lc, c->outbox) : NULL;
+    c->link = c->outbox != NULL && c->subs != NULL ? vg_link_create(&lc, c->outbox) : NULL;
     if (c->link == NULL)
         goto fail_free;
     int rc = vg_registry_start(c, conn_main); /* logs a change of state */
     if (rc != 0) {
         vg_link_destroy(c->link);
         vg_outbox_destroy(c->outbox);
+        vg_subindex_destroy(c->subs);
+        pthread_mutex_destroy(&c->fresh_mu);
         free(c);
         if (rc == ESHUTDOWN)
             vg_conn_refuse(srv, fd, VG_E_SHUTDOWN, "broker shutting down");
@@ -244,6 +264,8 @@ vg_status vg_conn_start(vg_server *srv, int fd)
 fail_free:
     vg_link_destroy(c->link);
     vg_outbox_destroy(c->outbox);
+    vg_subindex_destroy(c->subs);
+    pthread_mutex_destroy(&c->fresh_mu);
     free(c);
 fail_refuse:
     vg_conn_refuse(srv, fd, VG_E_INTERNAL, "broker out of memory");

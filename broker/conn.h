@@ -18,11 +18,16 @@ vg_status vg_conn_start(vg_server *srv, int fd);
 
 /* Publishes one MSG_TYPE1 message from the broker itself (e.g. $SYS.stats)
  * to the subscribers of topic; never waits for any of them (a full outbox
- * drops it for that subscriber). frame and scratch are the caller's
- * reusable buffers. */
+ * drops it for that subscriber). frame is the caller's reusable buffer,
+ * *cache the calling thread's match cache (made on first use). */
+struct vg_sublist_cache;
 vg_status vg_conn_publish_system(vg_server *srv, const char *topic, const void *payload,
-                                 size_t payload_len, vg_buf *frame, void ***scratch,
-                                 size_t *scratch_cap);
+                                 size_t payload_len, vg_buf *frame,
+                                 struct vg_sublist_cache **cache);
+
+/* A topic log was just created that a pattern of c may cover: a version-2
+ * c starts reading it (reader.c). Any thread. */
+void vg_conn_topic_created(vg_conn *c, vg_tlog *log);
 
 /* Answers a connection that will not be served with a fatal ERR (code,
  * why) and closes fd; ERR limit is counted as a limit eviction. */
@@ -43,9 +48,11 @@ void vg_conn_kick_reader(vg_conn *c);
  * (it drops the reference taken when c began to wait). */
 void vg_conn_confirm_ready(vg_conn *c);
 
-/* Reference counting: the thread holds one reference, and each publisher
- * delivering to the connection holds one for the duration of the delivery. */
+/* Reference counting: the thread holds one reference, and each entry of a
+ * thread's match cache that lists the connection holds one (sublist.h). */
 void vg_conn_retain(void *c);
 void vg_conn_release(vg_conn *c);
+/* vg_conn_release for a table's void * member (sublist.h). */
+void vg_conn_release_member(void *c);
 
 #endif

@@ -67,15 +67,11 @@ vg_status vg_durable_attach(vg_conn *c, const vg_frame *f, conn_sub *s, uint64_t
 
 void vg_durable_on_ack(vg_conn *c, const vg_frame *f)
 {
-    for (size_t i = 0; i < c->nsubs; i++) {
-        conn_sub *s = &c->subs[i];
-        if (s->sid != f->sid)
-            continue;
-        if (s->durable != NULL && vg_durables_ack(c->srv->durables, s->durable, s->durable_len,
-                                                  s->topic, s->len, c, f->seq))
-            store_durable(c, VG_BLOCK_ACK, s, f->seq);
-        return;
-    }
+    conn_sub *s = vg_subindex_find(c->subs, f->sid);
+    if (s != NULL && s->durable != NULL && !s->pattern && s->queue == NULL &&
+        vg_durables_ack(c->srv->durables, s->durable, s->durable_len, s->topic, s->len, c,
+                        f->seq))
+        store_durable(c, VG_BLOCK_ACK, s, f->seq);
     /* An ACK for a sid gone, or not durable: nothing to do (docs/protocol.md). */
 }
 
@@ -102,8 +98,8 @@ void vg_durable_check(vg_conn *c)
 {
     if (!atomic_exchange(&c->durable_check, false))
         return;
-    for (size_t i = 0; i < c->nsubs;) {
-        conn_sub *s = &c->subs[i];
+    for (size_t i = 0; i < vg_subindex_count(c->subs);) {
+        conn_sub *s = vg_subindex_at(c->subs, i);
         if (s->durable == NULL || vg_durables_held(c->srv->durables, s->durable, s->durable_len,
                                                    s->topic, s->len, c)) {
             i++;
@@ -114,15 +110,16 @@ void vg_durable_check(vg_conn *c)
                (unsigned long long)c->id, vg_log_quote(n, sizeof n, s->durable, s->durable_len),
                (unsigned long long)s->sid);
         vg_conn_send_err(c, VG_E_DURABLE_TAKEN, "another connection took this durable", s->sid);
-        vg_conn_remove_sub(c, i); /* its reference went with the takeover */
+        vg_conn_remove_sub(c, s->sid); /* its reference went with the takeover; the last
+                                          subscription moved to i: looked at next */
     }
 }
 
 void vg_durable_leave_all(vg_conn *c)
 {
-    for (size_t i = 0; i < c->nsubs; i++)
-        if (c->subs[i].durable != NULL)
-            vg_durable_detach(c, &c->subs[i], false);
+    for (size_t i = 0; i < vg_subindex_count(c->subs); i++)
+        if (vg_subindex_at(c->subs, i)->durable != NULL)
+            vg_durable_detach(c, vg_subindex_at(c->subs, i), false);
 }
 
 static uint64_t next_of(void *ud, const char *topic, size_t len)
@@ -136,7 +133,7 @@ void vg_durable_publish_list(vg_conn *c)
     vg_buf json = {0}, frame = {0};
     if (vg_durables_json(c->srv->durables, &json, next_of, c->srv->logs) == VG_OK)
         (void)vg_conn_publish_system(c->srv, VG_SYS_DURABLES, json.data, json.len, &frame,
-                                     &c->scratch, &c->scratch_cap);
+                                     &c->match);
     vg_buf_free(&json);
     vg_buf_free(&frame);
 }

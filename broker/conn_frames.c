@@ -9,7 +9,7 @@
 
 #include "clock.h"
 #include "log.h"
-#include "subtable.h"
+#include "sublist.h"
 #include "token.h"
 #include "topic.h"
 #include "version.h"
@@ -41,20 +41,50 @@ static void send_ok(vg_conn *c, uint64_t sid)
 
 /* ---- subscriptions ---- */
 
-static conn_sub *find_sid(vg_conn *c, uint64_t sid)
+/* The subscription s is about to hold: its strings copied from f. */
+static bool sub_of(const vg_frame *f, conn_sub *s)
 {
-    for (size_t i = 0; i < c->nsubs; i++)
-        if (c->subs[i].sid == sid)
-            return &c->subs[i];
-    return NULL;
+    *s = (conn_sub){.sid = f->sid, .len = f->topic_len,
+                    .pattern = vg_subject_is_pattern(f->topic, f->topic_len)};
+    s->topic = malloc(f->topic_len);
+    if (f->durable != NULL)
+        s->durable = malloc(f->durable_len);
+    if (f->queue != NULL)
+        s->queue = malloc(f->queue_len);
+    if (s->topic == NULL || (f->durable != NULL && s->durable == NULL) ||
+        (f->queue != NULL && s->queue == NULL)) {
+        free(s->topic);
+        free(s->durable);
+        free(s->queue);
+        return false;
+    }
+    memcpy(s->topic, f->topic, f->topic_len);
+    if (f->durable != NULL) {
+        memcpy(s->durable, f->durable, f->durable_len);
+        s->durable_len = f->durable_len;
+    }
+    if (f->queue != NULL) {
+        memcpy(s->queue, f->queue, f->queue_len);
+        s->queue_len = f->queue_len;
+    }
+    return true;
 }
 
-static bool has_topic(vg_conn *c, const char *topic, uint32_t len)
+static void sub_free(conn_sub *s)
 {
-    for (size_t i = 0; i < c->nsubs; i++)
-        if (c->subs[i].len == len && memcmp(c->subs[i].topic, topic, len) == 0)
-            return true;
-    return false;
+    free(s->topic);
+    free(s->durable);
+    free(s->queue);
+}
+
+/* Why the broker does not serve this version-2 SUB's shape yet, or NULL. */
+static const char *sub_unserved(const vg_frame *f, bool pattern)
+{
+    if (f->queue != NULL)
+        return "queue groups are not served by this broker yet";
+    if (pattern && f->durable != NULL)
+        return "durable pattern subscriptions are not served by this broker yet";
+    return NULL;
 }
 
 static void handle_sub(vg_conn *c, const vg_frame *f)
@@ -65,16 +95,16 @@ static void handle_sub(vg_conn *c, const vg_frame *f)
         vg_conn_send_err(c, VG_E_BAD_FRAME, "sid 0 is reserved", 0);
         return;
     }
-    if (vg_topic_check(f->topic, f->topic_len, cfg->topic_max_len, cfg->topic_max_tokens,
-                       &why) != VG_OK) {
+    if (vg_subject_check(f->topic, f->topic_len, cfg->topic_max_len, cfg->topic_max_tokens,
+                         &why) != VG_OK) {
         vg_conn_send_err(c, VG_E_BAD_TOPIC, why, f->sid);
         return;
     }
-    if (find_sid(c, f->sid) != NULL) {
+    if (vg_subindex_find(c->subs, f->sid) != NULL) {
         vg_conn_send_err(c, VG_E_DUPLICATE_SID, "sid already in use on this connection", f->sid);
         return;
     }
-    if (c->nsubs >= cfg->max_subs) {
+    if (vg_subindex_count(c->subs) >= cfg->max_subs) {
         if (!c->warned_subs)
             vg_log(VG_LOG_WARN, "limit", "what=subscriptions client=%llu addr=%s max_subs=%zu",
                    (unsigned long long)c->id, c->addr, cfg->max_subs);
@@ -82,34 +112,31 @@ static void handle_sub(vg_conn *c, const vg_frame *f)
         vg_conn_send_err(c, VG_E_LIMIT, "too many subscriptions", f->sid);
         return;
     }
-    if (c->nsubs == c->subs_cap) {
-        size_t cap = c->subs_cap ? c->subs_cap * 2 : 4;
-        conn_sub *s = realloc(c->subs, cap * sizeof *s);
-        if (s == NULL)
-            goto fail_nomem;
-        c->subs = s;
-        c->subs_cap = cap;
+    conn_sub sub;
+    if (!sub_of(f, &sub))
+        goto fail_nomem;
+    const char *unserved = sub_unserved(f, sub.pattern);
+    if (unserved != NULL) {
+        sub_free(&sub);
+        vg_conn_send_err(c, VG_E_BAD_TOPIC, unserved, f->sid);
+        return;
     }
-    char *topic = malloc(f->topic_len);
-    char *durable = f->durable != NULL ? malloc(f->durable_len) : NULL;
-    if (topic == NULL || (f->durable != NULL && durable == NULL)) {
-        free(topic);
-        free(durable);
+    /* In the index first: the reader of a topic lives while a sid covers it. */
+    if (vg_subindex_add(c->subs, &sub) != VG_OK) {
+        sub_free(&sub);
         goto fail_nomem;
     }
-    memcpy(topic, f->topic, f->topic_len);
-    if (durable != NULL)
-        memcpy(durable, f->durable, f->durable_len);
-    conn_sub sub = {f->sid, topic, f->topic_len, durable, durable ? f->durable_len : 0};
     uint64_t next = 0;
     if (c->version >= 2) {
         /* Before the table: a message appended in between is in the log
          * after the cursor's position, and the fill reads it. */
-        vg_status st = durable != NULL ? vg_durable_attach(c, f, &sub, &next)
-                                       : vg_reader_attach(c, f, topic, f->topic_len, &next);
+        vg_status st = sub.durable != NULL ? vg_durable_attach(c, f, &sub, &next)
+                       : sub.pattern       ? vg_reader_attach_pattern(c, f)
+                                           : vg_reader_attach(c, f, sub.topic, sub.len, &next);
         if (st != VG_OK) {
-            free(topic);
-            free(durable);
+            vg_subindex_remove(c->subs, f->sid, &sub);
+            vg_reader_detach(c, sub.topic, sub.len, sub.pattern);
+            sub_free(&sub);
             if (st == VG_ERR_ARG) {
                 vg_conn_send_err(c, VG_E_BAD_POSITION, "position past the end", f->sid);
                 return;
@@ -117,19 +144,19 @@ static void handle_sub(vg_conn *c, const vg_frame *f)
             goto fail_nomem;
         }
     }
-    /* Several sids may name one topic; the table holds the connection once,
-     * so each message is delivered to it once. */
-    if (!has_topic(c, topic, f->topic_len) &&
-        vg_subtable_add(c->srv->subs, topic, f->topic_len, c) != VG_OK) {
+    /* Several sids may name one subject; the table holds the connection
+     * once per subject, and a match lists it once whatever the number of
+     * its subjects that match, so each message is delivered to it once. */
+    if (vg_subindex_refs(c->subs, sub.topic, sub.len, sub.queue, sub.queue_len) == 1 &&
+        vg_sublist_add(c->srv->subs, sub.topic, sub.len, sub.queue, sub.queue_len, c) != VG_OK) {
+        vg_subindex_remove(c->subs, f->sid, &sub);
         if (c->version >= 2)
-            vg_reader_detach(c, topic, f->topic_len);
-        if (durable != NULL)
+            vg_reader_detach(c, sub.topic, sub.len, sub.pattern);
+        if (sub.durable != NULL)
             vg_durable_detach(c, &sub, false);
-        free(topic);
-        free(durable);
+        sub_free(&sub);
         goto fail_nomem;
     }
-    c->subs[c->nsubs++] = sub;
     if (c->version >= 2)
         vg_link_ctl_ok(c->link, vg_frame_put_ok2(vg_link_ctl(c->link), f->sid,
                                                  vg_logs_epoch(c->srv->logs), next));
@@ -156,27 +183,27 @@ static void handle_unsub(vg_conn *c, const vg_frame *f)
         vg_conn_send_err(c, VG_E_BAD_FRAME, "sid 0 is reserved", 0);
         return;
     }
-    conn_sub *s = find_sid(c, f->sid);
+    conn_sub *s = vg_subindex_find(c->subs, f->sid);
     if (s == NULL) {
         vg_conn_send_err(c, VG_E_NO_SUCH_SID, "no subscription with that sid", f->sid);
         return;
     }
     if (s->durable != NULL)
         vg_durable_detach(c, s, f->delete_durable);
-    vg_conn_remove_sub(c, (size_t)(s - c->subs));
+    vg_conn_remove_sub(c, f->sid);
     send_ok(c, f->sid);
 }
 
-void vg_conn_remove_sub(vg_conn *c, size_t i)
+void vg_conn_remove_sub(vg_conn *c, uint64_t sid)
 {
-    conn_sub gone = c->subs[i];
-    c->subs[i] = c->subs[--c->nsubs];
-    if (!has_topic(c, gone.topic, gone.len))
-        vg_subtable_remove(c->srv->subs, gone.topic, gone.len, c);
-    if (c->version >= 2)
-        vg_reader_detach(c, gone.topic, gone.len);
-    free(gone.topic);
-    free(gone.durable);
+    conn_sub gone;
+    if (!vg_subindex_remove(c->subs, sid, &gone))
+        return;
+    if (vg_subindex_refs(c->subs, gone.topic, gone.len, gone.queue, gone.queue_len) == 0)
+        vg_sublist_remove(c->srv->subs, gone.topic, gone.len, gone.queue, gone.queue_len, c);
+    if (c->version >= 2 && gone.queue == NULL)
+        vg_reader_detach(c, gone.topic, gone.len, gone.pattern);
+    sub_free(&gone);
 }
 
 /* ---- the handshake ---- */
@@ -364,6 +391,9 @@ void vg_conn_on_frame(void *ud, const vg_frame *f)
         break;
     case VG_FRAME_ACK:
         vg_durable_on_ack(c, f);
+        break;
+    case VG_FRAME_POS:
+        vg_reader_on_pos(c, f);
         break;
     default:
         vg_conn_send_err(c, VG_E_PROTOCOL, "frame type not accepted from clients", 0);

@@ -5,6 +5,7 @@
 #ifndef VG_CONN_INTERNAL_H
 #define VG_CONN_INTERNAL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -15,6 +16,7 @@
 #include "outbox.h"
 #include "proto.h"
 #include "sock.h"
+#include "subindex.h"
 #include "topiclog.h"
 
 /* How long a publisher's thread may wait, per delivery, for room in the
@@ -30,31 +32,37 @@
  * log lines every few seconds (redis holds its soft limit the same way). */
 #define VG_DROP_HOLD_MS 10000
 
-typedef struct {
-    uint64_t sid;
-    char *topic;
-    uint32_t len;
-    char *durable;        /* a durable subscriber's name (conn_durable.c); NULL: none */
-    uint32_t durable_len;
-} conn_sub;
 
 /* The topic the broker publishes its list of durable subscribers on, to a
  * connection that subscribes to it. */
 #define VG_SYS_DURABLES "$SYS.durables"
 
 /* A version-2 connection's cursor into one topic's log (reader.c): every
- * sid of the connection on that topic shares it, so each message reaches
- * the connection once. */
+ * sid of the connection that covers the topic (names it, or a pattern
+ * matching it) shares it, so each message reaches the connection once. */
 typedef struct {
     char *topic;
     uint32_t len;
-    uint64_t sid;    /* a sid of the connection on it, named in its GAP frames */
-    unsigned nsids;  /* sids of this connection on the topic; 0: leaving */
+    uint64_t sid;    /* a sid of the connection covering it, named in its GAP frames */
+    bool leaving;    /* no sid covers it any more: it only finishes a record */
     bool more;       /* may have records not yet written */
-    vg_buf gap;      /* a GAP frame to write before its next record */
-    size_t gap_off;  /* ... bytes of it written */
+    vg_buf gap;      /* control frames (POS, GAP) to write before its next record */
+    size_t gap_off;  /* ... bytes of them written */
     vg_tcursor cur;
 } conn_reader;
+
+/* A position a client named for a pattern subscription it is about to
+ * renew (a POS frame before its SUB): topic resumes at next of epoch. */
+typedef struct {
+    uint64_t sid;
+    char *topic;
+    uint32_t len;
+    uint64_t epoch, next;
+} conn_pos;
+
+/* How many POS frames a connection may have waiting for their SUB: enough
+ * for a pattern over every topic of a big broker; beyond, ERR limit. */
+#define VG_POS_MAX 100000
 
 /* A run of consecutive MSG frames with one topic, contiguous in the read
  * buffer: looked up once and copied into each subscriber's outbox at once. */
@@ -85,8 +93,9 @@ struct vg_conn {
     uint64_t pub_next;  /* version 2: the publisher number of the next MSG */
     bool sent_fatal_err;
 
-    conn_sub *subs;
-    size_t nsubs, subs_cap;
+    vg_subindex *subs;        /* by sid and subject (subindex.h) */
+    conn_pos *pos;            /* POS frames from the client, waiting for their SUB */
+    size_t npos, pos_cap;
     bool warned_subs;         /* the max_subs limit was logged for this connection */
     uint32_t refusals_logged; /* bit per ERR code already logged at info */
 
@@ -101,6 +110,13 @@ struct vg_conn {
     conn_reader *readers;
     size_t nreaders, readers_cap, rr;
     atomic_bool kicked;
+    /* Topics created since a pattern of this connection may cover them:
+     * handed over by whichever thread created the log (vg_reader_fresh),
+     * taken by this connection's thread, which starts reading them. */
+    pthread_mutex_t fresh_mu;
+    vg_tlog **fresh;
+    size_t nfresh, fresh_cap;
+    atomic_bool has_fresh;
     size_t offered;   /* the reader of the sender's last offer; SIZE_MAX: none */
     struct iovec offer_iov[VG_SOURCE_IOV]; /* that offer, for the counters */
     size_t offer_cnt, offer_partial;
@@ -117,8 +133,7 @@ struct vg_conn {
     uint64_t pong_lsn;        /* what the newest of them waits for */
     atomic_bool pong_waiting; /* registered with the store (holds a reference) */
     atomic_bool durable_check; /* another connection took one of our durables */
-    void **scratch; /* subscriber list of the run being delivered */
-    size_t scratch_cap;
+    struct vg_sublist_cache *match; /* this thread's match results (sublist.h); NULL: none yet */
 
     vg_conn *prev, *next; /* registry, under srv->mu */
 };
@@ -128,9 +143,9 @@ struct vg_conn {
 void vg_conn_on_ping(vg_conn *c);
 void vg_conn_flush_pongs(vg_conn *c);
 
-/* conn_frames.c: drops subscription i (subtable, reader, memory; not its
- * durable, which the caller has dealt with). */
-void vg_conn_remove_sub(vg_conn *c, size_t i);
+/* conn_frames.c: drops subscription sid (subscription table, reader,
+ * memory; not its durable, which the caller has dealt with). */
+void vg_conn_remove_sub(vg_conn *c, uint64_t sid);
 
 /* conn_durable.c: SUB with a durable name (s filled but not yet in
  * c->subs): claims it, taking it from another connection, and positions
@@ -176,9 +191,24 @@ void vg_router_flush(vg_conn *c);
 vg_status vg_reader_attach(vg_conn *c, const vg_frame *f, const char *topic, uint32_t len,
                            uint64_t *next);
 
-/* reader.c: a sid on topic left (already gone from c->subs); the cursor
- * goes with the topic's last sid, once a record it is writing is whole. */
-void vg_reader_detach(vg_conn *c, const char *topic, uint32_t len);
+/* reader.c: a version-2 SUB for sid on a pattern (checked): a cursor on
+ * every existing topic it matches that c does not read yet, positioned as
+ * f asks (SEQ with position 0: where the client's POS frames for sid say,
+ * else from 1), each announced with a POS frame ahead of its records.
+ * Topics created later join through vg_reader_fresh. VG_OK or VG_ERR_NOMEM. */
+vg_status vg_reader_attach_pattern(vg_conn *c, const vg_frame *f);
+
+/* reader.c: a sid covering topic left (already gone from c->subs); the
+ * cursor goes once no sid covers the topic, when a record it is writing is
+ * whole. A pattern's sid: every topic it matched is looked at. */
+void vg_reader_detach(vg_conn *c, const char *subject, uint32_t len, bool pattern);
+
+/* reader.c: log was just created, and a pattern of c may cover it: c's
+ * thread starts reading it from its first record. Any thread. */
+void vg_reader_fresh(vg_conn *c, vg_tlog *log);
+
+/* reader.c: a POS frame from the client: kept for its sid's SUB. */
+void vg_reader_on_pos(vg_conn *c, const vg_frame *f);
 
 /* reader.c: the connection's cursors as its sender's source (sender.h):
  * records written straight from the log's chunks, GAP frames first where

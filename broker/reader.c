@@ -18,6 +18,7 @@
 #include "clock.h"
 #include "log.h"
 #include "server.h"
+#include "topic.h"
 
 #define OFFER_MAX (1024 * 1024) /* bytes offered per write, about */
 
@@ -25,7 +26,7 @@
 static conn_reader *find_reader(vg_conn *c, const char *topic, uint32_t len)
 {
     for (size_t i = 0; i < c->nreaders; i++)
-        if (c->readers[i].nsids > 0 && c->readers[i].len == len &&
+        if (!c->readers[i].leaving && c->readers[i].len == len &&
             memcmp(c->readers[i].topic, topic, len) == 0)
             return &c->readers[i];
     return NULL;
@@ -48,12 +49,78 @@ static vg_tstart tstart_of(vg_sub_start s)
     return VG_TSTART_NEW;
 }
 
+/* Whether a control frame for a reader's pre-frames was encoded (st);
+ * if not, the connection ends. */
+static bool ctl_ok(vg_conn *c, vg_status st)
+{
+    if (st != VG_OK) {
+        vg_link_end(c->link, VG_END_NOMEM, 0, "out of memory for a control frame");
+        return false;
+    }
+    return true;
+}
+
+/* Room for one more reader. */
+static bool readers_room(vg_conn *c)
+{
+    if (c->nreaders < c->readers_cap)
+        return true;
+    size_t cap = c->readers_cap ? c->readers_cap * 2 : 4;
+    conn_reader *rs = realloc(c->readers, cap * sizeof *rs);
+    if (rs == NULL)
+        return false;
+    c->readers = rs;
+    c->readers_cap = cap;
+    return true;
+}
+
+/* A new reader of log for sid, positioned by start and value; with pos_sid
+ * (a pattern's), announced by a POS frame, and a GAP for what retention
+ * took from before its start when it starts at 1: among the connection's
+ * control frames if ctl (so before the SUB's OK), else ahead of the
+ * reader's first record. *next gets its position. VG_OK, VG_ERR_ARG (past
+ * the end) or VG_ERR_NOMEM. */
+static vg_status add_reader(vg_conn *c, vg_tlog *log, uint64_t sid, vg_tstart start,
+                            uint64_t value, uint64_t pos_sid, bool ctl, uint64_t *next)
+{
+    uint32_t len;
+    const char *topic = vg_tlog_topic(log, &len);
+    char *copy = malloc(len);
+    if (copy == NULL || !readers_room(c)) {
+        free(copy);
+        return VG_ERR_NOMEM;
+    }
+    memcpy(copy, topic, len);
+    conn_reader *r = &c->readers[c->nreaders];
+    *r = (conn_reader){.topic = copy, .len = len, .sid = sid, .more = true};
+    vg_tgap skipped; /* below the oldest retained: OK's next tells the client */
+    if (vg_tlog_seek(log, &r->cur, start, value, vg_now_ms(), &skipped) != VG_OK) {
+        free(copy);
+        return VG_ERR_ARG;
+    }
+    c->nreaders++;
+    *next = r->cur.seq;
+    if (pos_sid != 0) {
+        /* A pattern's client learns the topic here: from the position
+         * asked for, with what it cannot have said by a GAP. */
+        uint64_t from = skipped.from != 0 ? skipped.from : r->cur.seq;
+        uint64_t epoch = vg_logs_epoch(c->srv->logs);
+        vg_buf *out = ctl ? vg_link_ctl(c->link) : &r->gap;
+        if (!ctl_ok(c, vg_frame_put_pos(out, pos_sid, topic, len, epoch, from)))
+            return VG_ERR_NOMEM;
+        if (skipped.from != 0 &&
+            !ctl_ok(c, vg_frame_put_gap(out, pos_sid, topic, len, skipped.from, skipped.to,
+                                        VG_GAP_RETENTION)))
+            return VG_ERR_NOMEM;
+    }
+    return VG_OK;
+}
+
 vg_status vg_reader_attach(vg_conn *c, const vg_frame *f, const char *topic, uint32_t len,
                            uint64_t *next)
 {
     conn_reader *r = find_reader(c, topic, len);
     if (r != NULL) {
-        r->nsids++;
         *next = r->cur.seq;
         return VG_OK;
     }
@@ -71,31 +138,123 @@ vg_status vg_reader_attach(vg_conn *c, const vg_frame *f, const char *topic, uin
         start = VG_TSTART_FIRST;
         value = 0;
     }
-    if (c->nreaders == c->readers_cap) {
-        size_t cap = c->readers_cap ? c->readers_cap * 2 : 4;
-        conn_reader *rs = realloc(c->readers, cap * sizeof *rs);
-        if (rs == NULL)
-            return VG_ERR_NOMEM;
-        c->readers = rs;
-        c->readers_cap = cap;
-    }
     vg_tlog *log = vg_logs_get(logs, topic, len);
-    char *copy = malloc(len);
-    if (log == NULL || copy == NULL) {
-        free(copy);
+    if (log == NULL)
         return VG_ERR_NOMEM;
+    return add_reader(c, log, f->sid, start, value, 0, false, next);
+}
+
+/* The position the client sent for sid on topic (a POS frame), or NULL. */
+static conn_pos *find_pos(vg_conn *c, uint64_t sid, const char *topic, uint32_t len)
+{
+    for (size_t i = 0; i < c->npos; i++)
+        if (c->pos[i].sid == sid && c->pos[i].len == len &&
+            memcmp(c->pos[i].topic, topic, len) == 0)
+            return &c->pos[i];
+    return NULL;
+}
+
+/* Drops the positions the client sent for sid. */
+static void drop_pos(vg_conn *c, uint64_t sid)
+{
+    for (size_t i = 0; i < c->npos;) {
+        if (c->pos[i].sid != sid) {
+            i++;
+            continue;
+        }
+        free(c->pos[i].topic);
+        c->pos[i] = c->pos[--c->npos];
     }
-    memcpy(copy, topic, len);
-    r = &c->readers[c->nreaders];
-    *r = (conn_reader){.topic = copy, .len = len, .sid = f->sid, .nsids = 1, .more = true};
-    vg_tgap skipped; /* below the oldest retained: OK's next tells the client */
-    if (vg_tlog_seek(log, &r->cur, start, value, vg_now_ms(), &skipped) != VG_OK) {
-        free(copy);
-        return VG_ERR_ARG;
+}
+
+void vg_reader_on_pos(vg_conn *c, const vg_frame *f)
+{
+    const vg_broker_config *cfg = &c->srv->cfg;
+    if (vg_topic_check(f->topic, f->topic_len, cfg->topic_max_len, cfg->topic_max_tokens,
+                       NULL) != VG_OK)
+        return; /* no topic the broker could have: nothing to resume */
+    conn_pos *p = find_pos(c, f->sid, f->topic, f->topic_len);
+    if (p == NULL) {
+        if (c->npos >= VG_POS_MAX) {
+            vg_conn_send_err(c, VG_E_LIMIT, "too many POS frames before their SUB", f->sid);
+            return;
+        }
+        if (c->npos == c->pos_cap) {
+            size_t cap = c->pos_cap ? c->pos_cap * 2 : 16;
+            conn_pos *ps = realloc(c->pos, cap * sizeof *ps);
+            if (ps == NULL)
+                goto fail_nomem;
+            c->pos = ps;
+            c->pos_cap = cap;
+        }
+        char *topic = malloc(f->topic_len);
+        if (topic == NULL)
+            goto fail_nomem;
+        memcpy(topic, f->topic, f->topic_len);
+        p = &c->pos[c->npos++];
+        *p = (conn_pos){.sid = f->sid, .topic = topic, .len = f->topic_len};
     }
-    c->nreaders++;
-    *next = r->cur.seq;
-    return VG_OK;
+    p->epoch = f->epoch;
+    p->next = f->next;
+    return;
+
+fail_nomem:
+    vg_conn_send_err(c, VG_E_INTERNAL, "broker out of memory", 0);
+}
+
+/* Reads log for pattern sid f->sid, as its SUB f asks, unless c reads it. */
+static vg_status attach_one(vg_conn *c, const vg_frame *f, vg_tlog *log)
+{
+    uint32_t len;
+    const char *topic = vg_tlog_topic(log, &len);
+    if (find_reader(c, topic, len) != NULL)
+        return VG_OK; /* shared: the client has its position already */
+    vg_tstart start = f->form >= 2 ? tstart_of(f->start) : VG_TSTART_NEW;
+    uint64_t value = f->form >= 2 ? f->position : 0, next;
+    if (start == VG_TSTART_SEQ) {
+        /* A renewal: where the client says, else from the start, as the
+         * client never saw the topic. */
+        const conn_pos *p = find_pos(c, f->sid, topic, len);
+        uint64_t epoch = vg_logs_epoch(c->srv->logs);
+        value = 1;
+        if (p != NULL && (p->epoch == 0 || p->epoch == epoch))
+            value = p->next;
+        else if (p != NULL &&
+                 !vg_link_ctl_ok(c->link, vg_frame_put_gap(vg_link_ctl(c->link), f->sid, topic,
+                                                           len, p->next, 0, VG_GAP_EPOCH)))
+            return VG_ERR_NOMEM;
+    }
+    vg_status st = add_reader(c, log, f->sid, start, value, f->sid, true, &next);
+    if (st == VG_ERR_ARG) /* beyond the end: this log has less than the client had */
+        st = add_reader(c, log, f->sid, VG_TSTART_NEW, 0, f->sid, true, &next);
+    return st;
+}
+
+vg_status vg_reader_attach_pattern(vg_conn *c, const vg_frame *f)
+{
+    vg_logs *logs = c->srv->logs;
+    vg_status st = VG_OK;
+    /* Topics the client named first: they may have no log yet. */
+    for (size_t i = 0; i < c->npos && st == VG_OK; i++) {
+        const conn_pos *p = &c->pos[i];
+        if (p->sid != f->sid || !vg_subject_matches(f->topic, f->topic_len, p->topic, p->len))
+            continue;
+        vg_tlog *log = vg_logs_get(logs, p->topic, p->len);
+        st = log != NULL ? attach_one(c, f, log) : VG_ERR_NOMEM;
+    }
+    vg_tlog **all = NULL;
+    size_t n = 0;
+    if (st == VG_OK)
+        st = vg_logs_list(logs, &all, &n);
+    for (size_t i = 0; i < n && st == VG_OK; i++) {
+        uint32_t len;
+        const char *topic = vg_tlog_topic(all[i], &len);
+        if (vg_subject_matches(f->topic, f->topic_len, topic, len))
+            st = attach_one(c, f, all[i]);
+    }
+    free(all);
+    drop_pos(c, f->sid);
+    return st;
 }
 
 static void drop_reader(vg_conn *c, size_t i)
@@ -112,27 +271,92 @@ static void drop_reader(vg_conn *c, size_t i)
         c->rr = 0;
 }
 
-void vg_reader_detach(vg_conn *c, const char *topic, uint32_t len)
+/* Reader i is no longer wanted unless a sid still covers its topic; one
+ * that is, names such a sid in its GAP frames from now on. */
+static void reconsider(vg_conn *c, size_t i)
 {
-    conn_reader *r = find_reader(c, topic, len);
-    if (r == NULL)
-        return;
-    if (--r->nsids == 0) {
-        /* A record half written must be finished, or the stream breaks:
-         * then taken() drops it. */
-        if (!mid_frame(r))
-            drop_reader(c, (size_t)(r - c->readers));
+    conn_reader *r = &c->readers[i];
+    uint64_t sid;
+    if (vg_subindex_covers(c->subs, r->topic, r->len, &sid)) {
+        r->sid = sid;
         return;
     }
-    for (size_t i = 0; i < c->nsubs; i++) /* GAP frames name a sid still there */
-        if (c->subs[i].len == len && memcmp(c->subs[i].topic, topic, len) == 0) {
-            r->sid = c->subs[i].sid;
-            break;
+    /* A record half written must be finished, or the stream breaks: then
+     * taken() drops it. */
+    r->leaving = true;
+    if (!mid_frame(r))
+        drop_reader(c, i);
+}
+
+void vg_reader_detach(vg_conn *c, const char *subject, uint32_t len, bool pattern)
+{
+    if (!pattern) {
+        conn_reader *r = find_reader(c, subject, len);
+        if (r != NULL)
+            reconsider(c, (size_t)(r - c->readers));
+        return;
+    }
+    for (size_t i = c->nreaders; i-- > 0;) /* backwards: a drop moves the last to i */
+        if (!c->readers[i].leaving &&
+            vg_subject_matches(subject, len, c->readers[i].topic, c->readers[i].len))
+            reconsider(c, i);
+}
+
+void vg_reader_fresh(vg_conn *c, vg_tlog *log)
+{
+    pthread_mutex_lock(&c->fresh_mu);
+    bool ok = true;
+    if (c->nfresh == c->fresh_cap) {
+        size_t cap = c->fresh_cap ? c->fresh_cap * 2 : 8;
+        vg_tlog **f = realloc(c->fresh, cap * sizeof *f);
+        ok = f != NULL;
+        if (ok) {
+            c->fresh = f;
+            c->fresh_cap = cap;
         }
+    }
+    if (ok)
+        c->fresh[c->nfresh++] = log;
+    pthread_mutex_unlock(&c->fresh_mu);
+    if (!ok) {
+        vg_log(VG_LOG_WARN, "deliver_failed", "client=%llu error=\"out of memory for a new topic\"",
+               (unsigned long long)c->id);
+        return;
+    }
+    atomic_store_explicit(&c->has_fresh, true, memory_order_release);
+    vg_reader_kick(c);
+}
+
+/* On c's thread: starts reading the topics created since the last look
+ * that one of its patterns covers, from their first record. */
+static void take_fresh(vg_conn *c)
+{
+    if (!atomic_exchange_explicit(&c->has_fresh, false, memory_order_acq_rel))
+        return;
+    pthread_mutex_lock(&c->fresh_mu);
+    vg_tlog **logs = c->fresh;
+    size_t n = c->nfresh;
+    c->fresh = NULL;
+    c->nfresh = c->fresh_cap = 0;
+    pthread_mutex_unlock(&c->fresh_mu);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t len;
+        const char *topic = vg_tlog_topic(logs[i], &len);
+        uint64_t sid, next;
+        if (find_reader(c, topic, len) != NULL || !vg_subindex_covers(c->subs, topic, len, &sid))
+            continue;
+        if (add_reader(c, logs[i], sid, VG_TSTART_SEQ, 1, sid, false, &next) != VG_OK &&
+            !vg_link_ended(c->link))
+            vg_link_end(c->link, VG_END_NOMEM, 0, "out of memory for a new topic's reader");
+    }
+    free(logs);
 }
 
 void vg_reader_free_all(vg_conn *c)
 {
+    for (size_t i = 0; i < c->npos; i++)
+        free(c->pos[i].topic);
+    c->npos = 0;
     while (c->nreaders > 0)
         drop_reader(c, c->nreaders - 1);
     free(c->readers);
@@ -149,7 +373,7 @@ void vg_reader_kick(vg_conn *c)
 /* Queues a GAP frame for from..to ahead of r's next record. */
 static bool queue_gap(vg_conn *c, conn_reader *r, vg_tgap gap)
 {
-    r->gap.len = 0;
+    r->gap.len = 0; /* what was before it is written (offer_one sends it first) */
     r->gap_off = 0;
     if (vg_frame_put_gap(&r->gap, r->sid, r->topic, r->len, gap.from, gap.to, VG_GAP_RETENTION) !=
         VG_OK) {
@@ -193,7 +417,7 @@ static size_t offer_one(vg_conn *c, size_t i, struct iovec *iov, size_t max, siz
         return 0;
     }
     *partial = rd.partial;
-    if (r->nsids == 0) { /* leaving: only the end of the record begun */
+    if (r->leaving) { /* only the end of the record begun */
         size_t left = rd.partial, n;
         for (n = 0; n < rd.iovcnt && left > 0; n++) {
             if (iov[n].iov_len > left)
@@ -210,6 +434,7 @@ static size_t offer(void *ud, struct iovec *iov, size_t max, size_t *partial)
     vg_conn *c = ud;
     *partial = 0;
     c->offered = SIZE_MAX;
+    take_fresh(c);
     if (c->nreaders == 0)
         return 0;
     if (atomic_exchange_explicit(&c->kicked, false, memory_order_acq_rel))
@@ -295,7 +520,7 @@ static void taken(void *ud, size_t n)
             count_started(c, r, n);
         vg_tcursor_consume(&r->cur, n);
     }
-    if (r->nsids == 0 && !mid_frame(r))
+    if (r->leaving && !mid_frame(r))
         drop_reader(c, c->offered);
     else if (!mid_frame(r))
         c->rr = (c->offered + 1) % c->nreaders;

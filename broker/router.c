@@ -18,7 +18,7 @@
 #include "clock.h"
 #include "log.h"
 #include "server.h"
-#include "subtable.h"
+#include "sublist.h"
 
 #define RUN_MSGS_MIN 64
 
@@ -60,15 +60,18 @@ static void note_drops(vg_server *srv, vg_conn *sub, int64_t now_ms)
 
 /* Hands a run of whole MSG frames on topic, just appended to its log from
  * first_seq, to every subscriber: version 2 reads it from the log
- * (vg_reader_deliver), version 1 gets the bytes. from, if
- * not NULL, is the publishing connection: its own outbox is never waited
- * on (only its thread drains it); stall_ms bounds the wait for any other. */
+ * (vg_reader_deliver), version 1 gets the bytes. from, if not NULL, is the
+ * publishing connection: its own outbox is never waited on (only its
+ * thread drains it); stall_ms bounds the wait for any other. The match
+ * comes from the calling thread's cache (*cache, made on first use). */
 static void fan_out(vg_server *srv, vg_conn *from, const char *topic, uint32_t topic_len,
                     uint64_t first_seq, const uint8_t *bytes, size_t len, uint32_t frames,
-                    uint64_t payload, int stall_ms, void ***scratch, size_t *scratch_cap)
+                    uint64_t payload, int stall_ms, vg_sublist_cache **cache)
 {
-    size_t n = 0;
-    if (vg_subtable_match(srv->subs, topic, topic_len, scratch, scratch_cap, &n) != VG_OK) {
+    const vg_sublist_result *m;
+    if (*cache == NULL)
+        *cache = vg_sublist_cache_create(srv->subs);
+    if (*cache == NULL || vg_sublist_match(*cache, topic, topic_len, &m) != VG_OK) {
         vg_log(VG_LOG_WARN, "deliver_failed", "client=%llu error=\"out of memory\"",
                from ? (unsigned long long)from->id : 0ull);
         atomic_fetch_add_explicit(&srv->stats.dropped, frames, memory_order_relaxed);
@@ -77,12 +80,11 @@ static void fan_out(vg_server *srv, vg_conn *from, const char *topic, uint32_t t
     int64_t now_ns = vg_now_ns();
     bool held = srv->store != NULL && vg_store_holds(srv->store);
     uint64_t out = 0, out_bytes = 0, lost = 0;
-    for (size_t i = 0; i < n; i++) {
-        vg_conn *sub = (*scratch)[i];
+    for (size_t i = 0; i < m->n; i++) {
+        vg_conn *sub = m->members[i];
         if (sub->version >= 2) { /* fixed before it could subscribe */
             if (!held) /* else the store's commit thread kicks it once synced */
                 vg_reader_deliver(sub, topic, topic_len, first_seq);
-            vg_conn_release(sub);
             continue;
         }
         uint32_t dropped;
@@ -95,7 +97,6 @@ static void fan_out(vg_server *srv, vg_conn *from, const char *topic, uint32_t t
             if (dropped > 0)
                 note_drops(srv, sub, now_ns / 1000000);
         }
-        vg_conn_release(sub);
     }
     vg_server_stats *st = &srv->stats;
     atomic_fetch_add_explicit(&st->msgs_out, out, memory_order_relaxed);
@@ -250,7 +251,7 @@ void vg_router_flush(vg_conn *c)
         uint64_t payload;
         const uint8_t *bytes = run_slice(r, skip, done, &len, &payload);
         fan_out(c->srv, c, r->topic, r->topic_len, first_seq, bytes, len, done, payload,
-                VG_DELIVER_STALL_MS, &c->scratch, &c->scratch_cap);
+                VG_DELIVER_STALL_MS, &c->match);
     }
     c->pub_next += r->frames;
     r->frames = 0;
@@ -292,8 +293,7 @@ void vg_router_add(vg_conn *c, const vg_frame *f)
 }
 
 vg_status vg_conn_publish_system(vg_server *srv, const char *topic, const void *payload,
-                                 size_t payload_len, vg_buf *frame, void ***scratch,
-                                 size_t *scratch_cap)
+                                 size_t payload_len, vg_buf *frame, vg_sublist_cache **cache)
 {
     frame->len = 0;
     size_t topic_len = strlen(topic);
@@ -327,6 +327,6 @@ vg_status vg_conn_publish_system(vg_server *srv, const char *topic, const void *
         return st;
     /* Never a stall: this is the main thread, which also accepts and stops. */
     fan_out(srv, NULL, topic, (uint32_t)topic_len, seq, frame->data, frame->len, 1, payload_len,
-            0, scratch, scratch_cap);
+            0, cache);
     return VG_OK;
 }

@@ -51,15 +51,36 @@ static void on_released(void *ud, vg_tlog *t)
     vg_server *srv = ud;
     uint32_t len;
     const char *topic = vg_tlog_topic(t, &len);
-    size_t n = 0;
-    if (vg_subtable_match(srv->subs, topic, len, &srv->commit_scratch, &srv->commit_scratch_cap,
-                          &n) != VG_OK)
+    const vg_sublist_result *m;
+    if (srv->commit_match == NULL)
+        srv->commit_match = vg_sublist_cache_create(srv->subs);
+    if (srv->commit_match == NULL)
         return; /* out of memory: they are woken by the next run or their heartbeat */
-    for (size_t i = 0; i < n; i++) {
-        struct vg_conn *c = srv->commit_scratch[i];
-        vg_conn_kick_reader(c);
-        vg_conn_release(c);
+    vg_sublist_cache_sweep(srv->commit_match); /* this thread has no other tick */
+    if (vg_sublist_match(srv->commit_match, topic, len, &m) != VG_OK)
+        return;
+    for (size_t i = 0; i < m->n; i++)
+        vg_conn_kick_reader(m->members[i]);
+}
+
+/* Topic logs hook, any thread: log was just created. The version-2
+ * connections whose patterns match it start reading it (reader.c). Rare
+ * (once per topic), so a cache of its own each time is fine. */
+static void on_created(void *ud, vg_tlog *log)
+{
+    vg_server *srv = ud;
+    uint32_t len;
+    const char *topic = vg_tlog_topic(log, &len);
+    const vg_sublist_result *m;
+    vg_sublist_cache *cache = vg_sublist_cache_create(srv->subs);
+    if (cache == NULL || vg_sublist_match(cache, topic, len, &m) != VG_OK) {
+        vg_log(VG_LOG_WARN, "deliver_failed", "topic_created=1 error=\"out of memory\"");
+        vg_sublist_cache_destroy(cache);
+        return;
     }
+    for (size_t i = 0; i < m->n; i++)
+        vg_conn_topic_created(m->members[i], log);
+    vg_sublist_cache_destroy(cache);
 }
 
 /* Store hook, commit thread: a connection's confirm may go now. */
@@ -117,7 +138,7 @@ vg_status vg_server_open(vg_server *srv, const vg_broker_config *cfg)
         vg_log(VG_LOG_ERROR, "listen_failed", "addr=%s error=\"%s\"", want, strerror(errno));
         return VG_ERR_IO;
     }
-    srv->subs = vg_subtable_create(vg_conn_retain);
+    srv->subs = vg_sublist_create(vg_conn_retain, vg_conn_release_member);
     if (srv->subs == NULL)
         goto fail_listen;
     vg_logs_cfg lc;
@@ -139,7 +160,7 @@ vg_status vg_server_open(vg_server *srv, const vg_broker_config *cfg)
         };
         vg_status st = vg_store_open(&sc, &lc, srv->dedupe, srv->durables, &srv->logs, &srv->store);
         if (st != VG_OK) { /* logged */
-            vg_subtable_destroy(srv->subs);
+            vg_sublist_destroy(srv->subs);
             vg_dedupe_destroy(srv->dedupe);
             vg_durables_destroy(srv->durables);
             close(srv->listen_fd);
@@ -157,6 +178,7 @@ vg_status vg_server_open(vg_server *srv, const vg_broker_config *cfg)
         vg_log(VG_LOG_WARN, "memory_only",
                "detail=\"no --data-dir: the log lives in memory and is lost when the broker stops\"");
     }
+    vg_logs_on_create(srv->logs, on_created, srv); /* before any connection thread */
     pthread_mutex_init(&srv->dedupe_mu, NULL);
     pthread_mutex_init(&srv->mu, NULL);
     vg_cond_init(&srv->drained);
@@ -182,7 +204,7 @@ fail_logs:
 fail_subs:
     vg_dedupe_destroy(srv->dedupe);
     vg_durables_destroy(srv->durables);
-    vg_subtable_destroy(srv->subs);
+    vg_sublist_destroy(srv->subs);
 fail_listen:
     close(srv->listen_fd);
     vg_log(VG_LOG_ERROR, "start_failed", "error=\"out of memory\"");
@@ -263,7 +285,7 @@ static void wait_drained(vg_server *srv, int drain_ms)
 
 /* Publishes $SYS.stats if it is due; returns when the next one is. */
 static int64_t publish_stats(vg_server *srv, int64_t due, int64_t now, vg_buf *frame,
-                             void ***scratch, size_t *scratch_cap)
+                             vg_sublist_cache **cache)
 {
     if (srv->cfg.stats_interval_ms <= 0)
         return INT64_MAX;
@@ -271,8 +293,7 @@ static int64_t publish_stats(vg_server *srv, int64_t due, int64_t now, vg_buf *f
         return due;
     char json[2048];
     size_t n = vg_stats_json(srv, now, json, sizeof json);
-    if (n > 0 && vg_conn_publish_system(srv, VG_STATS_TOPIC, json, n, frame, scratch,
-                                        scratch_cap) != VG_OK)
+    if (n > 0 && vg_conn_publish_system(srv, VG_STATS_TOPIC, json, n, frame, cache) != VG_OK)
         vg_log(VG_LOG_WARN, "stats_failed", "error=\"out of memory\"");
     return now + srv->cfg.stats_interval_ms;
 }
@@ -336,8 +357,7 @@ void vg_server_run(vg_server *srv, int sig_fd, int drain_ms)
                           {.fd = sig_fd, .events = POLLIN},
                           {.fd = tfd, .events = POLLIN}};
     vg_buf frame = {0};
-    void **scratch = NULL;
-    size_t scratch_cap = 0;
+    vg_sublist_cache *match = NULL; /* this thread's, for $SYS.stats */
     int64_t stats_due = srv->started_ms + srv->cfg.stats_interval_ms;
     vg_memory_idle idle = {0};
     int64_t expire_due = 0;
@@ -345,7 +365,9 @@ void vg_server_run(vg_server *srv, int sig_fd, int drain_ms)
         check_resume(srv, tfd, &offset); /* the first reading of the clocks' gap */
     for (;;) {
         int64_t now = vg_now_ms();
-        stats_due = publish_stats(srv, stats_due, now, &frame, &scratch, &scratch_cap);
+        stats_due = publish_stats(srv, stats_due, now, &frame, &match);
+        if (match != NULL)
+            vg_sublist_cache_sweep(match);
         /* Once load has dropped after a spike, give the freed memory back
          * (memory.h). next_client_id is written on this thread only. */
         uint64_t msgs = atomic_load_explicit(&srv->stats.msgs_in, memory_order_relaxed) +
@@ -372,7 +394,7 @@ void vg_server_run(vg_server *srv, int sig_fd, int drain_ms)
             p[0].events = accept_pending(srv, &warned) ? POLLIN : 0;
     }
     vg_buf_free(&frame);
-    free(scratch);
+    vg_sublist_cache_destroy(match);
     if (tfd >= 0)
         close(tfd);
 
@@ -397,11 +419,11 @@ void vg_server_close(vg_server *srv)
         return;
     }
     vg_store_close(srv->store); /* no connection is left to append */
-    vg_subtable_destroy(srv->subs);
+    vg_sublist_cache_destroy(srv->commit_match); /* the commit thread has stopped */
+    vg_sublist_destroy(srv->subs);
     vg_logs_destroy(srv->logs);
     vg_dedupe_destroy(srv->dedupe);
     vg_durables_destroy(srv->durables);
-    free(srv->commit_scratch);
     pthread_mutex_destroy(&srv->dedupe_mu);
     pthread_attr_destroy(&srv->thread_attr);
     pthread_cond_destroy(&srv->drained);

@@ -4,6 +4,9 @@
  * Lock order: server.mu (registry) may be held while calling
  * vg_outbox_close() on a connection's outbox (which takes the outbox lock);
  * never the other way round. The subscription table's lock is a leaf.
+ * A topic log is created (vg_logs_get) holding no lock, or only the
+ * durable table's: its hook takes the subscription table's lock and
+ * connections' fresh_mu, both leaves.
  * dedupe_mu may be held while appending to a topic log (whose locks are
  * leaves below it: topiclog.h) and while writing to the store (store.h:
  * dedupe_mu, then the store's write lock, then a log's). */
@@ -19,7 +22,7 @@
 #include "liveness.h"
 #include "sock.h"
 #include "status.h"
-#include "subtable.h"
+#include "sublist.h"
 #include "dedupe.h"
 #include "durable.h"
 #include "store.h"
@@ -77,14 +80,13 @@ typedef struct vg_server {
     vg_broker_config cfg;
     int listen_fd;
     char listen_str[VG_ADDR_STRLEN];
-    vg_subtable *subs;
+    vg_sublist *subs;     /* who subscribes to what (sublist.h) */
     vg_logs *logs;        /* every accepted message, per topic (topiclog.h) */
     vg_dedupe *dedupe;    /* version-2 publishers' high-water marks, under dedupe_mu */
     pthread_mutex_t dedupe_mu; /* held across check, append and record: before any log lock */
     vg_store *store;      /* with --data-dir: the log's files (store.h); else NULL */
     vg_durables *durables; /* named subscribers' positions */
-    void **commit_scratch; /* the store's commit thread's subscriber list */
-    size_t commit_scratch_cap;
+    struct vg_sublist_cache *commit_match; /* the store's commit thread's matches */
     pthread_attr_t thread_attr;
 
     pthread_mutex_t mu; /* guards the registry below; conn.c maintains it */

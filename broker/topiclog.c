@@ -63,6 +63,8 @@ struct vg_logs {
     pthread_mutex_t pool_mu;
     vg_chunk *pool;           /* pool_mu, linked through next */
     unsigned npool;           /* pool_mu */
+    void (*on_create)(void *ud, vg_tlog *t); /* set before any other thread uses the store */
+    void *on_create_ud;
 };
 
 void vg_logs_cfg_defaults(vg_logs_cfg *cfg)
@@ -236,9 +238,37 @@ vg_tlog *vg_logs_get(vg_logs *s, const char *topic, size_t topic_len)
         t->hnext = s->table[h & (s->nbuckets - 1)];
         s->table[h & (s->nbuckets - 1)] = t;
         s->nlogs++;
+        pthread_mutex_unlock(&s->mu);
+        if (s->on_create != NULL) /* before anything is appended to it */
+            s->on_create(s->on_create_ud, t);
+        return t;
     }
     pthread_mutex_unlock(&s->mu);
     return t;
+}
+
+void vg_logs_on_create(vg_logs *s, void (*fn)(void *ud, vg_tlog *t), void *ud)
+{
+    s->on_create = fn;
+    s->on_create_ud = ud;
+}
+
+vg_status vg_logs_list(vg_logs *s, vg_tlog ***out, size_t *n)
+{
+    pthread_mutex_lock(&s->mu);
+    vg_tlog **all = malloc((s->nlogs ? s->nlogs : 1) * sizeof *all);
+    if (all == NULL) {
+        pthread_mutex_unlock(&s->mu);
+        return VG_ERR_NOMEM;
+    }
+    size_t k = 0;
+    for (size_t b = 0; b < s->nbuckets; b++)
+        for (vg_tlog *t = s->table[b]; t != NULL; t = t->hnext)
+            all[k++] = t;
+    pthread_mutex_unlock(&s->mu);
+    *out = all;
+    *n = k;
+    return VG_OK;
 }
 
 /* ---- retention ---- */

@@ -65,6 +65,16 @@ void vg_logs_get_stats(vg_logs *s, vg_logs_stats *out);
  * lives as long as the store. NULL on out of memory. */
 vg_tlog *vg_logs_get(vg_logs *s, const char *topic, size_t topic_len);
 
+/* Calls fn(ud, log) on the thread that created a log, right after (holding
+ * no lock of the store), before vg_logs_get returns it: before anything is
+ * appended to it. Set once, before other threads use the store. */
+void vg_logs_on_create(vg_logs *s, void (*fn)(void *ud, vg_tlog *t), void *ud);
+
+/* Every log there is now, in *out (malloc'd, the caller frees it; the logs
+ * live as long as the store), *n of them. VG_OK or VG_ERR_NOMEM. A log
+ * created meanwhile may be missing: the on_create hook sees it. */
+vg_status vg_logs_list(vg_logs *s, vg_tlog ***out, size_t *n);
+
 /* Drops every chunk whose newest record is older than the age limit at
  * now_ms (appends keep the byte budget themselves; age needs a timer).
  * Takes the locks it needs; call it holding none. */

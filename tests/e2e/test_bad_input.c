@@ -139,7 +139,9 @@ Test(bad_input, bad_sub_topic_is_refused_but_connection_stays)
     h_raw_handshake(&r);
     vg_buf b = {0};
     vg_frame_put_sub(&b, 7, "a..b", 4);
-    vg_frame_put_sub(&b, 8, "news.*", 6);
+    vg_frame_put_sub(&b, 8, "news.a*", 7);
+    vg_frame_put_sub(&b, 10, "news.>.x", 8);
+    vg_frame_put_sub(&b, 11, "news.*", 6); /* a pattern: accepted */
     vg_frame_put_ping(&b);
     h_raw_send_buf(&r, &b);
     vg_frame f;
@@ -150,7 +152,14 @@ Test(bad_input, bad_sub_topic_is_refused_but_connection_stays)
     cr_assert(h_raw_read(&r, &f, WAIT));
     cr_assert_eq(f.type, VG_FRAME_ERR);
     cr_assert_eq(f.sid, 8);
-    cr_assert(strstr(f.reason, "wildcards") != NULL);
+    cr_assert(strstr(f.reason, "'*' must be a whole token") != NULL, "%s", f.reason);
+    cr_assert(h_raw_read(&r, &f, WAIT));
+    cr_assert_eq(f.type, VG_FRAME_ERR);
+    cr_assert_eq(f.sid, 10);
+    cr_assert(strstr(f.reason, "'>' must be the last token") != NULL, "%s", f.reason);
+    cr_assert(h_raw_read(&r, &f, WAIT));
+    cr_assert_eq(f.type, VG_FRAME_OK);
+    cr_assert_eq(f.sid, 11);
     cr_assert(h_raw_read(&r, &f, WAIT));
     cr_assert_eq(f.type, VG_FRAME_PONG, "connection should still be open");
 

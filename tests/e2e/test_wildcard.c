@@ -1,0 +1,387 @@
+/* Wildcard subscriptions seen from the wire (raw frames against a real
+ * broker): '*' and '>' as in NATS, each message once per connection however
+ * many of its subscriptions match, POS frames announcing a pattern's
+ * topics, and a pattern's resume after a reconnect covering topics that
+ * appeared, or stayed silent, while the subscriber was away. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "frame.h"
+#include "harness.h"
+#include "proto.h"
+
+#define WAIT h_ms(10000)
+
+static h_raw v2_connect(int port, uint64_t *epoch)
+{
+    h_raw r = h_raw_connect(port);
+    vg_buf b = {0};
+    cr_assert_eq(vg_frame_put_connect2(&b, 2, "wildcard-test", NULL, 0, 1), VG_OK);
+    h_raw_send_buf(&r, &b);
+    vg_buf_free(&b);
+    vg_frame f;
+    cr_assert(h_raw_read(&r, &f, WAIT), "no INFO after a version-2 CONNECT");
+    cr_assert_eq(f.type, VG_FRAME_INFO);
+    if (epoch != NULL)
+        *epoch = f.epoch;
+    return r;
+}
+
+static void send_sub(h_raw *r, int version, uint64_t sid, const char *subject,
+                     vg_sub_start start, uint64_t epoch)
+{
+    vg_buf b = {0};
+    if (version == 1)
+        cr_assert_eq(vg_frame_put_sub(&b, sid, subject, strlen(subject)), VG_OK);
+    else
+        cr_assert_eq(vg_frame_put_sub2(&b, sid, subject, strlen(subject), start, epoch, 0),
+                     VG_OK);
+    h_raw_send_buf(r, &b);
+    vg_buf_free(&b);
+}
+
+/* Publishes "topic:i" on each topic of the NULL-terminated list, then
+ * waits for the PONG that proves they are in. */
+static void publish(h_raw *r, const char *const topics[], int i)
+{
+    vg_buf b = {0};
+    char payload[128];
+    for (size_t k = 0; topics[k] != NULL; k++) {
+        int len = snprintf(payload, sizeof payload, "%s:%d", topics[k], i);
+        cr_assert_eq(vg_frame_put_msg(&b, VG_FRAME_MSG_TYPE1, topics[k], strlen(topics[k]),
+                                      payload, (size_t)len),
+                     VG_OK);
+    }
+    vg_frame_put_ping(&b);
+    h_raw_send_buf(r, &b);
+    vg_buf_free(&b);
+    vg_frame f;
+    do
+        cr_assert(h_raw_read(r, &f, WAIT), "no PONG after publishing");
+    while (f.type != VG_FRAME_PONG);
+}
+
+/* What a subscriber read until its PING's PONG: the MSG payloads joined by
+ * spaces, and the POS/GAP/OK frames in the same way ("POS topic next"). */
+typedef struct {
+    char msgs[4096];
+    char ctl[4096];
+    int nmsgs;
+} seen;
+
+static void append(char *dst, size_t cap, const char *s)
+{
+    size_t n = strlen(dst);
+    snprintf(dst + n, cap - n, "%s%s", n > 0 ? " " : "", s);
+}
+
+static void note(seen *s, const vg_frame *f)
+{
+    char one[256];
+    if (vg_frame_is_msg(f->type)) {
+        s->nmsgs++;
+        snprintf(one, sizeof one, "%.*s", (int)f->payload_len, (const char *)f->payload);
+        append(s->msgs, sizeof s->msgs, one);
+        return;
+    }
+    if (f->type == VG_FRAME_POS)
+        snprintf(one, sizeof one, "POS:%.*s:%llu", (int)f->topic_len, f->topic,
+                 (unsigned long long)f->next);
+    else if (f->type == VG_FRAME_GAP)
+        snprintf(one, sizeof one, "GAP:%.*s:%llu-%llu", (int)f->topic_len, f->topic,
+                 (unsigned long long)f->from, (unsigned long long)f->to);
+    else if (f->type == VG_FRAME_OK)
+        snprintf(one, sizeof one, "OK:%llu", (unsigned long long)f->sid);
+    else if (f->type == VG_FRAME_ERR)
+        snprintf(one, sizeof one, "ERR:%llu:%llu", (unsigned long long)f->sid,
+                 (unsigned long long)f->code);
+    else
+        return;
+    append(s->ctl, sizeof s->ctl, one);
+}
+
+/* Control frames until the PONG of a PING sent now (a PONG does not wait
+ * for deliveries: only for what the broker answers on this connection). */
+static seen read_until_pong(h_raw *r)
+{
+    vg_buf b = {0};
+    vg_frame_put_ping(&b);
+    h_raw_send_buf(r, &b);
+    vg_buf_free(&b);
+    seen s = {{0}, {0}, 0};
+    vg_frame f;
+    for (;;) {
+        cr_assert(h_raw_read(r, &f, WAIT), "no PONG; so far: %s | %s", s.ctl, s.msgs);
+        if (f.type == VG_FRAME_PONG)
+            return s;
+        note(&s, &f);
+    }
+}
+
+/* Publishes "topic:end" on each of topics (NULL-terminated), then reads
+ * until sub has every one of them: each topic's messages arrive in order,
+ * so whatever was published on them before has arrived. */
+static void read_until_ends(h_raw *pub, h_raw *sub, const char *const topics[], seen *s)
+{
+    vg_buf b = {0};
+    char payload[128];
+    size_t want = 0;
+    for (; topics[want] != NULL; want++) {
+        int len = snprintf(payload, sizeof payload, "%s:end", topics[want]);
+        vg_frame_put_msg(&b, VG_FRAME_MSG_TYPE1, topics[want], strlen(topics[want]), payload,
+                         (size_t)len);
+    }
+    h_raw_send_buf(pub, &b);
+    vg_buf_free(&b);
+    for (size_t ends = 0; ends < want;) {
+        vg_frame f;
+        cr_assert(h_raw_read(sub, &f, WAIT), "waiting for %zu end markers, %zu seen: %s | %s",
+                  want, ends, s->ctl, s->msgs);
+        if (vg_frame_is_msg(f.type) && f.payload_len > 4 &&
+            memcmp(f.payload + f.payload_len - 4, ":end", 4) == 0) {
+            ends++;
+            continue;
+        }
+        note(s, &f);
+    }
+}
+
+static h_raw v1_connect(int port)
+{
+    h_raw r = h_raw_connect(port);
+    h_raw_handshake(&r);
+    return r;
+}
+
+/* Both versions: '*' takes exactly one token, '>' one or more; a literal
+ * and two patterns matching one topic deliver it once. */
+static void matching_rules(int version)
+{
+    int port;
+    h_proc *b = h_broker(&port, NULL);
+    h_raw sub = version == 1 ? v1_connect(port) : v2_connect(port, NULL);
+    send_sub(&sub, version, 1, "orders.*", VG_SUB_NEW, 0);
+    send_sub(&sub, version, 2, "orders.>", VG_SUB_NEW, 0);
+    send_sub(&sub, version, 3, "orders.eu", VG_SUB_NEW, 0);
+    send_sub(&sub, version, 4, "*.eu.paris", VG_SUB_NEW, 0);
+    seen s = read_until_pong(&sub);
+    cr_assert_eq(h_count(s.ctl, "OK:"), 4, "%s", s.ctl);
+    h_raw pub = v1_connect(port);
+    static const char *const topics[] = {"orders.eu", "orders.eu.paris", "orders", "orders.us",
+                                         "shipping.eu.paris", "shipping.eu", "ordersx.eu",
+                                         NULL};
+    static const char *const covered[] = {"orders.eu", "orders.eu.paris", "orders.us",
+                                          "shipping.eu.paris", NULL};
+    static const char *const still[] = {"orders.eu", "orders.us", NULL};
+    publish(&pub, topics, 1);
+    s = (seen){{0}, {0}, 0};
+    read_until_ends(&pub, &sub, covered, &s);
+    for (size_t k = 0; covered[k] != NULL; k++) {
+        char want[64];
+        snprintf(want, sizeof want, "%s:1", covered[k]);
+        cr_assert_eq(h_count(s.msgs, want), 1, "version %d: %s", version, s.msgs);
+    }
+    cr_assert_eq(h_count(s.msgs, ":"), 4, "version %d: %s", version, s.msgs);
+    /* Unsubscribing one of the overlapping patterns changes nothing for
+     * topics another still covers; the last one ends them. */
+    vg_buf u = {0};
+    vg_frame_put_unsub(&u, 2);
+    vg_frame_put_unsub(&u, 4);
+    h_raw_send_buf(&sub, &u);
+    vg_buf_free(&u);
+    s = read_until_pong(&sub); /* their OKs: the UNSUBs are done */
+    cr_assert_eq(h_count(s.ctl, "OK:"), 2, "%s", s.ctl);
+    publish(&pub, topics, 2);
+    s = (seen){{0}, {0}, 0};
+    read_until_ends(&pub, &sub, still, &s);
+    cr_assert(h_count(s.msgs, "orders.eu:2") == 1 && h_count(s.msgs, "orders.us:2") == 1,
+              "version %d: %s", version, s.msgs);
+    cr_assert_eq(h_count(s.msgs, "paris"), 0, "version %d: %s", version, s.msgs);
+    h_raw_close(&pub);
+    h_raw_close(&sub);
+    h_free(b);
+}
+
+Test(wildcard, matching_rules_version_1) { matching_rules(1); }
+
+Test(wildcard, matching_rules_version_2) { matching_rules(2); }
+
+Test(wildcard, publishing_to_a_pattern_is_refused)
+{
+    int port;
+    h_proc *b = h_broker(&port, NULL);
+    h_raw pub = v1_connect(port);
+    vg_buf m = {0};
+    vg_frame_put_msg(&m, VG_FRAME_MSG_TYPE1, "orders.*", 8, "x", 1);
+    h_raw_send_buf(&pub, &m);
+    vg_buf_free(&m);
+    h_raw_expect_fatal(&pub, VG_E_BAD_TOPIC, WAIT);
+    h_raw_close(&pub);
+    h_free(b);
+}
+
+/* A pattern's topics are announced by POS before their first message: the
+ * existing ones before the SUB's OK (from where NEW starts), a new one
+ * when it appears, from 1. */
+Test(wildcard, pos_frames_announce_a_patterns_topics)
+{
+    int port;
+    h_proc *b = h_broker(&port, NULL);
+    h_raw pub = v1_connect(port);
+    static const char *const before[] = {"jobs.a", "jobs.b", "other", NULL};
+    publish(&pub, before, 1);
+    publish(&pub, before, 2);
+    h_raw sub = v2_connect(port, NULL);
+    send_sub(&sub, 2, 7, "jobs.*", VG_SUB_NEW, 0);
+    seen s = read_until_pong(&sub);
+    cr_assert(strstr(s.ctl, "POS:jobs.a:3") && strstr(s.ctl, "POS:jobs.b:3"), "%s", s.ctl);
+    cr_assert(strstr(s.ctl, "other") == NULL, "%s", s.ctl);
+    cr_assert(strstr(s.ctl, "OK:7") > strstr(s.ctl, "POS:jobs.a") &&
+                  strstr(s.ctl, "OK:7") > strstr(s.ctl, "POS:jobs.b"),
+              "POS after OK: %s", s.ctl);
+    cr_assert_str_eq(s.msgs, "");
+    static const char *const after[] = {"jobs.a", "jobs.c", "other", NULL};
+    static const char *const ends[] = {"jobs.a", "jobs.c", NULL};
+    publish(&pub, after, 3);
+    s = (seen){{0}, {0}, 0};
+    read_until_ends(&pub, &sub, ends, &s);
+    cr_assert_str_eq(s.ctl, "POS:jobs.c:1", "%s", s.ctl);
+    cr_assert(h_count(s.msgs, "jobs.a:3") == 1 && h_count(s.msgs, "jobs.c:3") == 1 &&
+                  h_count(s.msgs, ":") == 2,
+              "%s", s.msgs);
+    h_raw_close(&pub);
+    h_raw_close(&sub);
+    h_free(b);
+}
+
+/* The resume of a pattern: positions for the topics it knew (one of them
+ * silent until now), and everything of a topic that appeared meanwhile. */
+Test(wildcard, a_pattern_resumes_across_topics_that_appeared_while_away)
+{
+    int port;
+    h_proc *b = h_broker(&port, NULL);
+    h_raw pub = v1_connect(port);
+    static const char *const known[] = {"jobs.a", "jobs.quiet", NULL};
+    publish(&pub, known, 1);
+    uint64_t epoch;
+    h_raw sub = v2_connect(port, &epoch);
+    send_sub(&sub, 2, 7, "jobs.>", VG_SUB_NEW, 0);
+    seen s = read_until_pong(&sub);
+    cr_assert(strstr(s.ctl, "POS:jobs.a:2") && strstr(s.ctl, "POS:jobs.quiet:2"), "%s", s.ctl);
+    static const char *const a[] = {"jobs.a", NULL};
+    publish(&pub, a, 2);
+    s = (seen){{0}, {0}, 0};
+    read_until_ends(&pub, &sub, a, &s); /* jobs.a 2, and the marker, 3 */
+    cr_assert_str_eq(s.msgs, "jobs.a:2");
+    h_raw_close(&sub); /* it had jobs.a up to 3, jobs.quiet nothing after 1 */
+
+    static const char *const away[] = {"jobs.a", "jobs.quiet", "jobs.new.x", "other", NULL};
+    publish(&pub, away, 3);
+    publish(&pub, away, 4);
+
+    sub = v2_connect(port, NULL);
+    vg_buf r = {0};
+    vg_frame_put_pos(&r, 7, "jobs.a", 6, epoch, 4);
+    vg_frame_put_pos(&r, 7, "jobs.quiet", 10, epoch, 2);
+    h_raw_send_buf(&sub, &r);
+    vg_buf_free(&r);
+    send_sub(&sub, 2, 7, "jobs.>", VG_SUB_SEQ, epoch);
+    static const char *const ends[] = {"jobs.a", "jobs.quiet", "jobs.new.x", NULL};
+    s = (seen){{0}, {0}, 0};
+    read_until_ends(&pub, &sub, ends, &s);
+    for (int i = 3; i <= 4; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "jobs.a:%d", i);
+        cr_assert_eq(h_count(s.msgs, want), 1, "%s missing or twice: %s (%s)", want, s.msgs,
+                     s.ctl);
+        snprintf(want, sizeof want, "jobs.quiet:%d", i);
+        cr_assert_eq(h_count(s.msgs, want), 1, "%s missing or twice: %s", want, s.msgs);
+        snprintf(want, sizeof want, "jobs.new.x:%d", i);
+        cr_assert_eq(h_count(s.msgs, want), 1, "%s missing or twice: %s", want, s.msgs);
+    }
+    cr_assert_eq(h_count(s.msgs, ":"), 6, "more than the six missed: %s", s.msgs);
+    cr_assert(strstr(s.ctl, "POS:jobs.new.x:1") != NULL, "%s", s.ctl);
+    cr_assert(strstr(s.ctl, "GAP") == NULL, "%s", s.ctl);
+    h_raw_close(&pub);
+    h_raw_close(&sub);
+    h_free(b);
+}
+
+/* A pattern resuming at a topic whose start retention dropped is told
+ * exactly what went. */
+Test(wildcard, a_new_topics_dropped_start_is_a_gap)
+{
+    int port;
+    h_proc *b = h_broker(&port, "--retention-bytes", "1MiB", NULL);
+    uint64_t epoch;
+    h_raw sub = v2_connect(port, &epoch);
+    send_sub(&sub, 2, 3, "big.>", VG_SUB_NEW, 0);
+    read_until_pong(&sub);
+    h_raw_close(&sub);
+    h_raw pub = v1_connect(port);
+    /* 1 MiB of retention: 3,000 messages of 1 KiB push the first out. */
+    char payload[1024];
+    memset(payload, 'x', sizeof payload);
+    vg_buf m = {0};
+    for (int i = 0; i < 3000; i++)
+        vg_frame_put_msg(&m, VG_FRAME_MSG_TYPE1, "big.one", 7, payload, sizeof payload);
+    vg_frame_put_ping(&m);
+    h_raw_send_buf(&pub, &m);
+    vg_buf_free(&m);
+    vg_frame f;
+    do
+        cr_assert(h_raw_read(&pub, &f, WAIT), "no PONG after publishing");
+    while (f.type != VG_FRAME_PONG);
+    sub = v2_connect(port, NULL);
+    send_sub(&sub, 2, 3, "big.>", VG_SUB_SEQ, epoch);
+    static const char *const ends[] = {"big.one", NULL};
+    seen s = {{0}, {0}, 0};
+    read_until_ends(&pub, &sub, ends, &s);
+    cr_assert(strstr(s.ctl, "POS:big.one:1 GAP:big.one:1-") != NULL, "%s", s.ctl);
+    unsigned long long to = 0;
+    sscanf(strstr(s.ctl, "GAP:big.one:1-") + strlen("GAP:big.one:1-"), "%llu", &to);
+    cr_assert_eq((unsigned long long)s.nmsgs + to, 3000, "gap to %llu, %d read", to, s.nmsgs);
+    h_raw_close(&pub);
+    h_raw_close(&sub);
+    h_free(b);
+}
+
+/* The broker's own topics: only a pattern that names $SYS sees them. */
+Test(wildcard, sys_topics_need_a_pattern_that_names_them)
+{
+    int port;
+    h_proc *b = h_broker(&port, "--stats-interval", "0.1", NULL);
+    h_raw sub = v1_connect(port);
+    send_sub(&sub, 1, 1, ">", VG_SUB_NEW, 0);
+    send_sub(&sub, 1, 2, "$SYS.>", VG_SUB_NEW, 0);
+    vg_frame f;
+    int stats = 0;
+    int64_t end = h_now_ms() + WAIT;
+    while (stats < 2 && h_now_ms() < end) {
+        cr_assert(h_raw_read(&sub, &f, WAIT), "no $SYS.stats on $SYS.>");
+        if (vg_frame_is_msg(f.type)) {
+            cr_assert(f.topic_len == 10 && memcmp(f.topic, "$SYS.stats", 10) == 0);
+            stats++;
+        }
+    }
+    cr_assert_eq(stats, 2, "waiting for two $SYS.stats messages");
+    vg_buf u = {0};
+    vg_frame_put_unsub(&u, 2);
+    h_raw_send_buf(&sub, &u);
+    vg_buf_free(&u);
+    seen s = read_until_pong(&sub); /* the UNSUB's OK and what came before it */
+    /* '>' alone must not deliver $SYS.stats: while a literal subscriber on
+     * another connection gets three more, the first gets none. */
+    h_raw lit = v1_connect(port);
+    send_sub(&lit, 1, 1, "$SYS.stats", VG_SUB_NEW, 0);
+    for (int got = 0; got < 3;) {
+        cr_assert(h_raw_read(&lit, &f, WAIT), "waiting for $SYS.stats on a literal SUB");
+        got += vg_frame_is_msg(f.type);
+    }
+    s = read_until_pong(&sub);
+    cr_assert_str_eq(s.msgs, "", "'>' delivered $SYS topics: %s", s.msgs);
+    h_raw_close(&lit);
+    h_raw_close(&sub);
+    h_free(b);
+}
