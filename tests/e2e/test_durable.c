@@ -73,16 +73,17 @@ static void *keep(void *p)
 }
 
 /* Replaces a kept allocation by its reallocation. */
-static void *rekeep(void *old, void *p)
+static void *rekeep(void *old, size_t size)
 {
-    cr_assert(p != NULL, "out of memory");
     for (int i = 0; i < MAX_KEPT; i++)
-        if (held[i] == old) {
+        if (held[i] == old) { /* found before realloc: old is not looked at after it */
+            void *p = realloc(old, size);
+            cr_assert(p != NULL, "out of memory");
             held[i] = p;
             return p;
         }
     cr_assert_fail("rekeep: not kept");
-    return p;
+    return NULL;
 }
 
 static void release(void *p)
@@ -242,8 +243,7 @@ static int *numbers(const char *out, const char *topic, const char *prefix, bool
         cr_assert(dash > payload && dash < nl, "no number in \"%.*s\"", (int)(nl - p), p);
         if (len == cap) {
             cap *= 2;
-            int *grown = realloc(v, sizeof *v * (size_t)cap);
-            v = rekeep(v, grown);
+            v = rekeep(v, sizeof *v * (size_t)cap);
         }
         v[len++] = atoi(dash);
     }
@@ -498,7 +498,7 @@ static int segments(const char *dir, seg_file *out, int max)
     for (struct dirent *e; (e = readdir(d)) != NULL;) {
         size_t len = strlen(e->d_name);
         if (len == 24 && strcmp(e->d_name + 20, ".seg") == 0 && n < 256)
-            snprintf(names[n++], sizeof names[0], "%s", e->d_name);
+            memcpy(names[n++], e->d_name, len + 1);
     }
     closedir(d);
     qsort(names, (size_t)n, sizeof names[0], (int (*)(const void *, const void *))strcmp);
