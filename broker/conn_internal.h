@@ -64,6 +64,8 @@ typedef struct {
  * for a pattern over every topic of a big broker; beyond, ERR limit. */
 #define VG_POS_MAX 100000
 
+#define VG_RUN_LOGS 64 /* a power of two */
+
 /* A run of consecutive MSG frames with one topic, contiguous in the read
  * buffer: looked up once and copied into each subscriber's outbox at once. */
 typedef struct {
@@ -122,9 +124,10 @@ struct vg_conn {
     size_t offer_cnt, offer_partial;
 
     conn_run run;   /* the run being built from the current read */
-    vg_tlog *run_log; /* the log of the topic named in run_log_topic: a cache */
-    char run_log_topic[VG_TOPIC_MAX_LEN];
-    uint32_t run_log_len;
+    /* The logs of the topics this connection published to lately, by a
+     * hash of the topic: a publisher cycling through many topics would
+     * otherwise take the logs' table lock on every run. */
+    vg_tlog *run_logs[VG_RUN_LOGS];
     /* With a store that holds records until synced (store.h): a PONG
      * confirms the MSG frames before its PING, so it waits until the log
      * position of the last block appended for them, store_lsn, is synced. */

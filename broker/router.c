@@ -105,18 +105,23 @@ static void fan_out(vg_server *srv, vg_conn *from, const char *topic, uint32_t t
         atomic_fetch_add_explicit(&st->dropped, lost, memory_order_relaxed);
 }
 
-/* The log of topic, from the connection's one-entry cache: a publisher
- * usually repeats its topic, and logs live as long as the store. */
+/* The log of topic, from the connection's cache (logs live as long as the
+ * store): no lock when it is there. */
 static vg_tlog *run_log(vg_conn *c, const char *topic, uint32_t len)
 {
-    if (c->run_log != NULL && c->run_log_len == len && memcmp(c->run_log_topic, topic, len) == 0)
-        return c->run_log;
-    vg_tlog *t = vg_logs_get(c->srv->logs, topic, len);
-    if (t != NULL) {
-        memcpy(c->run_log_topic, topic, len);
-        c->run_log_len = len;
-        c->run_log = t;
+    uint32_t h = 2166136261u;
+    for (uint32_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)topic[i]) * 16777619u;
+    vg_tlog **slot = &c->run_logs[(h ^ h >> 15) & (VG_RUN_LOGS - 1)];
+    if (*slot != NULL) {
+        uint32_t tlen;
+        const char *t = vg_tlog_topic(*slot, &tlen);
+        if (tlen == len && memcmp(t, topic, len) == 0)
+            return *slot;
     }
+    vg_tlog *t = vg_logs_get(c->srv->logs, topic, len);
+    if (t != NULL)
+        *slot = t;
     return t;
 }
 
