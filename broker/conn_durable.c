@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "topic.h"
 
 /* Stores a position or a deletion, when there is a store. */
 static void store_durable(vg_conn *c, vg_block_kind kind, const conn_sub *s, uint64_t acked)
@@ -65,19 +66,125 @@ vg_status vg_durable_attach(vg_conn *c, const vg_frame *f, conn_sub *s, uint64_t
     return st;
 }
 
+/* The name under which a durable pattern keeps its positions, "name
+ * pattern" (durable.h), into buf; its length, or 0 if it does not fit. */
+static size_t positions_name(const conn_sub *s, char *buf, size_t cap)
+{
+    size_t n = (size_t)s->durable_len + 1 + s->len;
+    if (n > cap || n > UINT16_MAX)
+        return 0;
+    memcpy(buf, s->durable, s->durable_len);
+    buf[s->durable_len] = ' ';
+    memcpy(buf + s->durable_len + 1, s->topic, s->len);
+    return n;
+}
+
+/* Stores a durable pattern's position in topic (or its deletion). */
+static void store_position(vg_conn *c, vg_block_kind kind, const char *pname, size_t plen,
+                           const char *topic, size_t tlen, uint64_t acked)
+{
+    vg_store *store = c->srv->store;
+    if (store != NULL)
+        (void)vg_store_durable(store, kind, topic, (uint16_t)tlen, pname, (uint16_t)plen, acked);
+}
+
+/* The buffer for a "name pattern": a name is at most 64 bytes. */
+#define PNAME_MAX (64 + 1 + VG_TOPIC_MAX_LEN)
+
+vg_status vg_durable_attach_pattern(vg_conn *c, const vg_frame *f, conn_sub *s)
+{
+    vg_server *srv = c->srv;
+    char pname[PNAME_MAX];
+    size_t plen = positions_name(s, pname, sizeof pname);
+    uint64_t unused;
+    bool existed;
+    void *prev;
+    if (plen == 0)
+        return VG_ERR_NOMEM; /* cannot happen: names and topics are bounded */
+    if (vg_durables_claim(srv->durables, s->durable, s->durable_len, s->topic, s->len, c,
+                          vg_conn_retain, &unused, &existed, &prev) != VG_OK)
+        return VG_ERR_NOMEM;
+    if (prev == c)
+        vg_conn_release(c);
+    else if (prev != NULL)
+        tell_taken(prev);
+    if (!existed) /* stored, so that after a restart it is not new: its topics that
+                     appear meanwhile are then read from their start */
+        store_durable(c, VG_BLOCK_ACK, s, 0);
+    vg_reader_drop_pos(c, s->sid); /* the broker keeps a durable's positions itself */
+    vg_tlog **all = NULL;
+    size_t n = 0;
+    vg_status st = vg_logs_list(srv->logs, &all, &n);
+    for (size_t i = 0; i < n && st == VG_OK; i++) {
+        uint32_t len;
+        const char *topic = vg_tlog_topic(all[i], &len);
+        if (!vg_subject_matches(s->topic, s->len, topic, len) || vg_reader_reads(c, topic, len))
+            continue;
+        uint64_t acked, next;
+        vg_tstart start = VG_TSTART_SEQ;
+        uint64_t value = 1; /* a topic that appeared since: all of it */
+        if (vg_durables_position(srv->durables, pname, plen, topic, len, &acked))
+            value = acked + 1;
+        else if (!existed) { /* a new durable starts where the SUB asks, everywhere */
+            start = f->form >= 2 ? vg_tstart_of(f->start) : VG_TSTART_NEW;
+            value = f->form >= 2 ? f->position : 0;
+            if (start == VG_TSTART_SEQ) /* no one position fits every topic */
+                start = VG_TSTART_FIRST;
+        }
+        st = vg_reader_attach_log(c, s->sid, all[i], start, value, &next);
+        if (st == VG_OK && !existed) { /* it has processed nothing before next */
+            vg_durables_set(srv->durables, pname, plen, topic, len, next - 1, &st);
+            store_position(c, VG_BLOCK_ACK, pname, plen, topic, len, next - 1);
+        }
+    }
+    free(all);
+    if (st != VG_OK && vg_durables_leave(srv->durables, s->durable, s->durable_len, s->topic,
+                                         s->len, c))
+        vg_conn_release(c);
+    return st;
+}
+
+/* An ACK naming its topic, for a durable pattern s. */
+static void pattern_ack(vg_conn *c, const conn_sub *s, const vg_frame *f)
+{
+    vg_durables *d = c->srv->durables;
+    char pname[PNAME_MAX];
+    size_t plen = positions_name(s, pname, sizeof pname);
+    vg_status st;
+    if (plen == 0 || !vg_subject_matches(s->topic, s->len, f->topic, f->topic_len) ||
+        !vg_durables_held(d, s->durable, s->durable_len, s->topic, s->len, c))
+        return; /* not a topic of it, or taken over: not its to move */
+    if (vg_durables_set(d, pname, plen, f->topic, f->topic_len, f->seq, &st))
+        store_position(c, VG_BLOCK_ACK, pname, plen, f->topic, f->topic_len, f->seq);
+    else if (st != VG_OK)
+        vg_log(VG_LOG_WARN, "durable_failed", "client=%llu error=\"out of memory\"",
+               (unsigned long long)c->id);
+}
+
 void vg_durable_on_ack(vg_conn *c, const vg_frame *f)
 {
     conn_sub *s = vg_subindex_find(c->subs, f->sid);
-    if (s != NULL && s->durable != NULL && !s->pattern && s->queue == NULL &&
-        vg_durables_ack(c->srv->durables, s->durable, s->durable_len, s->topic, s->len, c,
+    if (s == NULL || s->durable == NULL || s->queue != NULL)
+        return; /* an ACK for a sid gone, or not durable: nothing to do (docs/protocol.md) */
+    if (s->pattern) {
+        if (f->form == 3)
+            pattern_ack(c, s, f);
+        return;
+    }
+    if (vg_durables_ack(c->srv->durables, s->durable, s->durable_len, s->topic, s->len, c,
                         f->seq))
         store_durable(c, VG_BLOCK_ACK, s, f->seq);
-    /* An ACK for a sid gone, or not durable: nothing to do (docs/protocol.md). */
 }
 
 void vg_durable_detach(vg_conn *c, const conn_sub *s, bool forget)
 {
     vg_durables *d = c->srv->durables;
+    if (forget && s->pattern) { /* its positions go first, then its holder entry */
+        char pname[PNAME_MAX], topic[VG_TOPIC_MAX_LEN];
+        size_t plen = positions_name(s, pname, sizeof pname), tlen;
+        while (plen > 0 && vg_durables_forget_any(d, pname, plen, topic, sizeof topic, &tlen))
+            store_position(c, VG_BLOCK_FORGET, pname, plen, topic, tlen, 0);
+    }
     if (forget) {
         void *prev;
         if (vg_durables_forget(d, s->durable, s->durable_len, s->topic, s->len, &prev)) {

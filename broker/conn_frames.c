@@ -80,10 +80,9 @@ static void sub_free(conn_sub *s)
 /* Why the broker does not serve this version-2 SUB's shape yet, or NULL. */
 static const char *sub_unserved(const vg_frame *f, bool pattern)
 {
+    (void)pattern;
     if (f->queue != NULL)
         return "queue groups are not served by this broker yet";
-    if (pattern && f->durable != NULL)
-        return "durable pattern subscriptions are not served by this broker yet";
     return NULL;
 }
 
@@ -130,9 +129,10 @@ static void handle_sub(vg_conn *c, const vg_frame *f)
     if (c->version >= 2) {
         /* Before the table: a message appended in between is in the log
          * after the cursor's position, and the fill reads it. */
-        vg_status st = sub.durable != NULL ? vg_durable_attach(c, f, &sub, &next)
-                       : sub.pattern       ? vg_reader_attach_pattern(c, f)
-                                           : vg_reader_attach(c, f, sub.topic, sub.len, &next);
+        vg_status st = sub.durable != NULL && sub.pattern ? vg_durable_attach_pattern(c, f, &sub)
+                       : sub.durable != NULL ? vg_durable_attach(c, f, &sub, &next)
+                       : sub.pattern         ? vg_reader_attach_pattern(c, f)
+                                             : vg_reader_attach(c, f, sub.topic, sub.len, &next);
         if (st != VG_OK) {
             vg_subindex_remove(c->subs, f->sid, &sub);
             vg_reader_detach(c, sub.topic, sub.len, sub.pattern);

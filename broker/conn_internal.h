@@ -155,6 +155,12 @@ void vg_conn_remove_sub(vg_conn *c, uint64_t sid);
  * the reader after its last acknowledged message, or as f asks for a new
  * one. As vg_reader_attach. */
 vg_status vg_durable_attach(vg_conn *c, const vg_frame *f, conn_sub *s, uint64_t *next);
+/* conn_durable.c: a SUB with a durable name on a pattern (s filled and in
+ * c->subs): claims it as vg_durable_attach does, and reads every topic it
+ * matches from after its position there; a topic with no position is one
+ * that appeared since the durable was made, read from its start. A new
+ * durable takes a position in every topic there is, as f asks. */
+vg_status vg_durable_attach_pattern(vg_conn *c, const vg_frame *f, conn_sub *s);
 /* conn_durable.c: an ACK frame. */
 void vg_durable_on_ack(vg_conn *c, const vg_frame *f);
 /* conn_durable.c: s leaves: the durable keeps its position, or is deleted. */
@@ -201,6 +207,19 @@ vg_status vg_reader_attach(vg_conn *c, const vg_frame *f, const char *topic, uin
  * Topics created later join through vg_reader_fresh. VG_OK or VG_ERR_NOMEM. */
 vg_status vg_reader_attach_pattern(vg_conn *c, const vg_frame *f);
 
+/* reader.c: pattern sid reads log from start/value (VG_TSTART_SEQ past
+ * the end: from what comes next), announced by a POS frame among the
+ * connection's control frames, unless c reads log already. *next gets
+ * where it starts. VG_OK or VG_ERR_NOMEM. */
+vg_status vg_reader_attach_log(vg_conn *c, uint64_t sid, vg_tlog *log, vg_tstart start,
+                               uint64_t value, uint64_t *next);
+
+/* reader.c: a SUB's start as the topic log's. */
+vg_tstart vg_tstart_of(vg_sub_start s);
+
+/* reader.c: whether c reads topic for some sid already. */
+bool vg_reader_reads(vg_conn *c, const char *topic, uint32_t len);
+
 /* reader.c: a sid covering topic left (already gone from c->subs); the
  * cursor goes once no sid covers the topic, when a record it is writing is
  * whole. A pattern's sid: every topic it matched is looked at. */
@@ -212,6 +231,9 @@ void vg_reader_fresh(vg_conn *c, vg_tlog *log);
 
 /* reader.c: a POS frame from the client: kept for its sid's SUB. */
 void vg_reader_on_pos(vg_conn *c, const vg_frame *f);
+
+/* reader.c: forgets the POS frames the client sent for sid. */
+void vg_reader_drop_pos(vg_conn *c, uint64_t sid);
 
 /* reader.c: the connection's cursors as its sender's source (sender.h):
  * records written straight from the log's chunks, GAP frames first where

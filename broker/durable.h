@@ -6,7 +6,11 @@
  * seen its old connection die, and refusing would stall it for up to the
  * heartbeat bound. The table is in memory; with --data-dir every change is
  * also a block of the log (store.c). Thread-safe: one mutex, a leaf but
- * for vg_durables_json, which takes the topic logs' locks under it. */
+ * for vg_durables_json, which takes the topic logs' locks under it.
+ *
+ * A durable pattern subscription (issue 12) is one entry (name, pattern)
+ * that says who holds it, and one entry per topic it read, named
+ * "name pattern" (a space is in neither): its position in that topic. */
 #ifndef VG_DURABLE_H
 #define VG_DURABLE_H
 
@@ -58,6 +62,21 @@ bool vg_durables_forget(vg_durables *d, const char *name, size_t name_len, const
  * to out; next_of(ud, topic, len) gives a topic's next sequence number. */
 vg_status vg_durables_json(vg_durables *d, vg_buf *out,
                            uint64_t (*next_of)(void *ud, const char *topic, size_t len), void *ud);
+
+/* The position of name on topic, if there is one. */
+bool vg_durables_position(vg_durables *d, const char *name, size_t name_len, const char *topic,
+                          size_t topic_len, uint64_t *acked);
+
+/* Sets name on topic to acked, creating it, with no holder: a durable
+ * pattern's position in one topic, which its holder entry guards. true if
+ * that moved it (or made it); *st VG_ERR_NOMEM if it could not be made. */
+bool vg_durables_set(vg_durables *d, const char *name, size_t name_len, const char *topic,
+                     size_t topic_len, uint64_t acked, vg_status *st);
+
+/* Deletes one entry named name, copying its topic (at most cap bytes) to
+ * topic and *topic_len; false when there is none left. */
+bool vg_durables_forget_any(vg_durables *d, const char *name, size_t name_len, char *topic,
+                            size_t cap, size_t *topic_len);
 
 size_t vg_durables_count(vg_durables *d);
 

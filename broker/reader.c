@@ -32,13 +32,18 @@ static conn_reader *find_reader(vg_conn *c, const char *topic, uint32_t len)
     return NULL;
 }
 
+bool vg_reader_reads(vg_conn *c, const char *topic, uint32_t len)
+{
+    return find_reader(c, topic, len) != NULL;
+}
+
 /* Whether r's socket stream is inside a frame: a GAP or a record begun. */
 static bool mid_frame(const conn_reader *r)
 {
     return (r->gap_off > 0 && r->gap_off < r->gap.len) || r->cur.into > 0;
 }
 
-static vg_tstart tstart_of(vg_sub_start s)
+vg_tstart vg_tstart_of(vg_sub_start s)
 {
     switch (s) {
     case VG_SUB_FIRST: return VG_TSTART_FIRST;
@@ -126,7 +131,7 @@ vg_status vg_reader_attach(vg_conn *c, const vg_frame *f, const char *topic, uin
     }
     vg_logs *logs = c->srv->logs;
     uint64_t epoch = vg_logs_epoch(logs);
-    vg_tstart start = f->form >= 2 ? tstart_of(f->start) : VG_TSTART_NEW;
+    vg_tstart start = f->form >= 2 ? vg_tstart_of(f->start) : VG_TSTART_NEW;
     uint64_t value = f->form >= 2 ? f->position : 0;
     bool other_epoch = start == VG_TSTART_SEQ && f->epoch != 0 && f->epoch != epoch;
     if (other_epoch) {
@@ -154,8 +159,7 @@ static conn_pos *find_pos(vg_conn *c, uint64_t sid, const char *topic, uint32_t 
     return NULL;
 }
 
-/* Drops the positions the client sent for sid. */
-static void drop_pos(vg_conn *c, uint64_t sid)
+void vg_reader_drop_pos(vg_conn *c, uint64_t sid)
 {
     for (size_t i = 0; i < c->npos;) {
         if (c->pos[i].sid != sid) {
@@ -209,7 +213,7 @@ static vg_status attach_one(vg_conn *c, const vg_frame *f, vg_tlog *log)
     const char *topic = vg_tlog_topic(log, &len);
     if (find_reader(c, topic, len) != NULL)
         return VG_OK; /* shared: the client has its position already */
-    vg_tstart start = f->form >= 2 ? tstart_of(f->start) : VG_TSTART_NEW;
+    vg_tstart start = f->form >= 2 ? vg_tstart_of(f->start) : VG_TSTART_NEW;
     uint64_t value = f->form >= 2 ? f->position : 0, next;
     if (start == VG_TSTART_SEQ) {
         /* A renewal: where the client says, else from the start, as the
@@ -224,9 +228,15 @@ static vg_status attach_one(vg_conn *c, const vg_frame *f, vg_tlog *log)
                                                            len, p->next, 0, VG_GAP_EPOCH)))
             return VG_ERR_NOMEM;
     }
-    vg_status st = add_reader(c, log, f->sid, start, value, f->sid, true, &next);
+    return vg_reader_attach_log(c, f->sid, log, start, value, &next);
+}
+
+vg_status vg_reader_attach_log(vg_conn *c, uint64_t sid, vg_tlog *log, vg_tstart start,
+                               uint64_t value, uint64_t *next)
+{
+    vg_status st = add_reader(c, log, sid, start, value, sid, true, next);
     if (st == VG_ERR_ARG) /* beyond the end: this log has less than the client had */
-        st = add_reader(c, log, f->sid, VG_TSTART_NEW, 0, f->sid, true, &next);
+        st = add_reader(c, log, sid, VG_TSTART_NEW, 0, sid, true, next);
     return st;
 }
 
@@ -253,7 +263,7 @@ vg_status vg_reader_attach_pattern(vg_conn *c, const vg_frame *f)
             st = attach_one(c, f, all[i]);
     }
     free(all);
-    drop_pos(c, f->sid);
+    vg_reader_drop_pos(c, f->sid);
     return st;
 }
 

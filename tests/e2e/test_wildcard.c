@@ -4,6 +4,8 @@
  * topics, and a pattern's resume after a reconnect covering topics that
  * appeared, or stayed silent, while the subscriber was away. */
 #include <criterion/criterion.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -384,4 +386,61 @@ Test(wildcard, sys_topics_need_a_pattern_that_names_them)
     h_raw_close(&lit);
     h_raw_close(&sub);
     h_free(b);
+}
+
+/* A durable pattern (stored): kill -9 of the broker, and the durable comes
+ * back after its last acknowledgement in each topic, and from the start in
+ * a topic that appeared while it was away. */
+Test(wildcard, a_durable_pattern_survives_kill_9)
+{
+    char dir[] = "/tmp/vigil-wildcard-XXXXXX";
+    cr_assert(mkdtemp(dir) != NULL);
+    int port;
+    h_proc *b = h_broker(&port, "--data-dir", dir, NULL);
+    h_raw pub = v1_connect(port);
+    static const char *const a[] = {"jobs.a", NULL};
+    publish(&pub, a, 0); /* jobs.a exists before the durable: it starts after it */
+    h_raw sub = v2_connect(port, NULL);
+    vg_buf m = {0};
+    vg_frame_put_sub_durable(&m, 5, "jobs.>", 6, VG_SUB_NEW, 0, 0, "billing", 7);
+    h_raw_send_buf(&sub, &m);
+    seen s = read_until_pong(&sub);
+    cr_assert(strstr(s.ctl, "POS:jobs.a:2 OK:5") != NULL, "%s", s.ctl);
+    publish(&pub, a, 1);
+    publish(&pub, a, 2);
+    s = (seen){{0}, {0}, 0};
+    read_until_ends(&pub, &sub, a, &s); /* seqs 2, 3, and the marker 4 */
+    cr_assert_str_eq(s.msgs, "jobs.a:1 jobs.a:2");
+    vg_frame_put_ack_topic(&m, 5, 2, "jobs.a", 6); /* processed jobs.a:1 only */
+    h_raw_send_buf(&sub, &m);
+    read_until_pong(&sub);
+    h_raw_close(&sub);
+    static const char *const away[] = {"jobs.a", "jobs.b", NULL};
+    publish(&pub, away, 3);
+    h_raw_close(&pub);
+    h_signal(b, SIGKILL);
+    cr_assert(h_wait_exit(b, WAIT), "the broker outlived SIGKILL");
+    h_free(b);
+
+    b = h_broker_at(port, "--data-dir", dir, NULL);
+    pub = v1_connect(port);
+    sub = v2_connect(port, NULL);
+    vg_frame_put_sub_durable(&m, 5, "jobs.>", 6, VG_SUB_NEW, 0, 0, "billing", 7);
+    h_raw_send_buf(&sub, &m);
+    vg_buf_free(&m);
+    s = (seen){{0}, {0}, 0};
+    read_until_ends(&pub, &sub, away, &s);
+    /* jobs.a from 3 (its end marker 4 counts as an end here), all of jobs.b */
+    cr_assert(strncmp(s.msgs, "jobs.a:2", 8) == 0 || strncmp(s.msgs, "jobs.b:3", 8) == 0,
+              "%s", s.msgs);
+    cr_assert(h_count(s.msgs, "jobs.a:2") == 1 && h_count(s.msgs, "jobs.b:3") == 1 &&
+                  h_count(s.msgs, "jobs.a:1") == 0 && s.nmsgs <= 3,
+              "after its ACK of 2 in jobs.a, and all of jobs.b: %s (%s)", s.msgs, s.ctl);
+    cr_assert(strstr(s.ctl, "POS:jobs.a:3") && strstr(s.ctl, "POS:jobs.b:1"), "%s", s.ctl);
+    h_raw_close(&pub);
+    h_raw_close(&sub);
+    h_free(b);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
 }

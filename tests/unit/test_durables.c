@@ -192,11 +192,12 @@ Test(durables, json_is_exact)
     claim(d, "a\"b\\c", "logs.x", &owner_b, 0, false, NULL);
     cr_assert(vg_durables_leave(d, S("a\"b\\c"), S("logs.x"), &owner_b));
     cr_assert_eq(vg_durables_json(d, &out, next_stub, &next_calls), VG_OK);
+    /* sorted by name, then topic */
     const char *want = "{\"durables\":["
-                       "{\"name\":\"worker-1\",\"topic\":\"orders\",\"acked\":41,\"next\":100,"
-                       "\"connected\":true},"
                        "{\"name\":\"a\\\"b\\\\c\",\"topic\":\"logs.x\",\"acked\":0,\"next\":7,"
-                       "\"connected\":false}]}";
+                       "\"connected\":false},"
+                       "{\"name\":\"worker-1\",\"topic\":\"orders\",\"acked\":41,\"next\":100,"
+                       "\"connected\":true}]}";
     cr_assert_eq(out.len, strlen(want), "got %.*s", (int)out.len, (const char *)out.data);
     cr_assert_eq(memcmp(out.data, want, out.len), 0, "got %.*s", (int)out.len,
                  (const char *)out.data);
