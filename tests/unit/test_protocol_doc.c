@@ -186,6 +186,24 @@ static size_t unhex(const char *s, uint8_t *out, size_t cap)
     return n;
 }
 
+Test(protocol_doc, pattern_examples_match_the_codec)
+{
+    vg_buf b = {0};
+    vg_frame f;
+    vg_frame_put_pos(&b, 7, "jobs.a", 6, 0x3c6ef372fe94f82bull, 3);
+    check_form(&b, "00 00 00 14  95 0c 07 a6 6a 6f 62 73 2e 61 cf 3c 6e f3 72 fe 94 f8 2b 03",
+               VG_FRAME_POS, 2, &f);
+    cr_assert(f.sid == 7 && f.epoch == 0x3c6ef372fe94f82bull && f.next == 3);
+    vg_frame_put_sub2(&b, 7, "jobs.>", 6, VG_SUB_SEQ, 0x3c6ef372fe94f82bull, 0);
+    check_form(&b,
+               "00 00 00 15  96 07 07 a6 6a 6f 62 73 2e 3e 02 cf 3c 6e f3 72 fe 94 f8 2b 00",
+               VG_FRAME_SUB, 2, &f);
+    cr_assert(f.start == VG_SUB_SEQ && f.position == 0);
+    vg_frame_put_ack_topic(&b, 5, 2, "jobs.a", 6);
+    check_form(&b, "00 00 00 0b  94 0a 05 02 a6 6a 6f 62 73 2e 61", VG_FRAME_ACK, 3, &f);
+    cr_assert(f.sid == 5 && f.seq == 2);
+}
+
 Test(protocol_doc, a_later_versions_connect_parses_as_the_page_says)
 {
     static const char hex[] = "00 00 00 10  97 03 03 a3 73 75 62 c0 00 01 a5 6c 61 74 65 72";
