@@ -220,7 +220,7 @@ static void check_replies(replies *r)
         if (vg_frame_is_msg(f.type)) {
             if (r->controls == 0)
                 die("a MSG before INFO");
-            if (r->version >= 2 && f.form != 2)
+            if (r->version >= 2 && f.form < 2)
                 die("a MSG without its seq on a version-2 connection");
             continue;
         }
@@ -241,6 +241,7 @@ static void check_replies(replies *r)
             if (strcmp(vg_errcode_name(f.code), "unknown") == 0)
                 die("ERR with an unknown code");
             break;
+        case VG_FRAME_POS: /* version 2 only: checked above */
         case VG_FRAME_OK:
         case VG_FRAME_GAP:
         case VG_FRAME_PING:

@@ -98,6 +98,7 @@ static bool same_fields(const vg_frame *a, const vg_frame *b)
            a->position == b->position && a->next == b->next && a->seq == b->seq &&
            a->from == b->from && a->to == b->to && a->delete_durable == b->delete_durable &&
            same_bytes(a->durable, a->durable_len, b->durable, b->durable_len) &&
+           same_bytes(a->queue, a->queue_len, b->queue, b->queue_len) &&
            same_bytes(a->name, a->name_len, b->name, b->name_len) &&
            same_bytes(a->token, a->token_len, b->token, b->token_len) &&
            same_bytes(a->reason, a->reason_len, b->reason, b->reason_len) &&
@@ -139,9 +140,19 @@ static bool reencode(const vg_frame *f, vg_buf *out)
         if (done)
             st = v2 ? vg_frame_put_unsub_delete(out, f->sid) : vg_frame_put_unsub(out, f->sid);
         break;
-    case VG_FRAME_ACK: st = vg_frame_put_ack(out, f->sid, f->seq); break;
+    case VG_FRAME_ACK:
+        st = f->form == 3 ? vg_frame_put_ack_topic(out, f->sid, f->seq, f->topic, f->topic_len)
+                          : vg_frame_put_ack(out, f->sid, f->seq);
+        break;
+    case VG_FRAME_POS:
+        st = vg_frame_put_pos(out, f->sid, f->topic, f->topic_len, f->epoch, f->next);
+        break;
     case VG_FRAME_SUB:
-        if (f->form == 3)
+        if (f->form == 4)
+            st = vg_frame_put_sub_queue(out, f->sid, f->topic, f->topic_len, f->start, f->epoch,
+                                        f->position, f->durable, f->durable_len, f->queue,
+                                        f->queue_len);
+        else if (f->form == 3)
             st = vg_frame_put_sub_durable(out, f->sid, f->topic, f->topic_len, f->start, f->epoch,
                                           f->position, f->durable, f->durable_len);
         else
@@ -155,6 +166,16 @@ static bool reencode(const vg_frame *f, vg_buf *out)
         break;
     case VG_FRAME_MSG_TYPE1:
     case VG_FRAME_MSG_TYPE2:
+        if (f->form == 3) { /* a queue group's delivery: no buffer encoder, the writer */
+            size_t n = vg_frame_msg_qsize(f->topic_len, f->payload_len);
+            st = vg_buf_reserve(out, n);
+            if (st == VG_OK) {
+                vg_frame_write_msg_q(out->data + out->len, f->type, f->topic, f->topic_len,
+                                     f->payload, f->payload_len, f->seq, f->sid);
+                out->len += n;
+            }
+            break;
+        }
         st = v2 ? vg_frame_put_msg_seq(out, f->type, f->topic, f->topic_len, f->payload,
                                        f->payload_len, f->seq)
                 : vg_frame_put_msg(out, f->type, f->topic, f->topic_len, f->payload,
@@ -194,18 +215,29 @@ static bool reencode(const vg_frame *f, vg_buf *out)
 /* The rules of the two shapes (docs/protocol.md) hold for an accepted frame. */
 static void check_shape(const vg_frame *f)
 {
-    check(f->form == 1 || f->form == 2 || (f->form == 3 && f->type == VG_FRAME_SUB),
+    bool third = f->type == VG_FRAME_SUB || f->type == VG_FRAME_ACK || vg_frame_is_msg(f->type);
+    check(f->form == 1 || f->form == 2 || (f->form == 3 && third) ||
+              (f->form == 4 && f->type == VG_FRAME_SUB),
           "a frame of no known shape");
     bool two_shapes = f->type == VG_FRAME_CONNECT || f->type == VG_FRAME_INFO ||
                       f->type == VG_FRAME_SUB || f->type == VG_FRAME_OK ||
                       f->type == VG_FRAME_UNSUB || vg_frame_is_msg(f->type);
-    bool v2_only = f->type == VG_FRAME_GAP || f->type == VG_FRAME_ACK;
-    check(v2_only ? f->form == 2 : two_shapes || f->form == 1,
+    bool v2_only = f->type == VG_FRAME_GAP || f->type == VG_FRAME_ACK || f->type == VG_FRAME_POS;
+    check(v2_only ? f->form >= 2 : two_shapes || f->form == 1,
           "a version-2 shape for a type that has none, or a version-1 GAP or ACK");
     check(vg_frame_min_version(f) == (f->form >= 2 ? 2u : 1u), "min_version against the form");
-    check((f->durable != NULL) == (f->form == 3), "a durable name outside SUB form 3");
-    if (f->form == 3)
+    bool sub3 = f->type == VG_FRAME_SUB && f->form == 3, sub4 = f->type == VG_FRAME_SUB && f->form == 4;
+    check(f->durable == NULL || sub3 || sub4, "a durable name outside SUB forms 3 and 4");
+    check(!sub3 || f->durable != NULL, "SUB form 3 without its durable name");
+    check((f->queue != NULL) == sub4, "a queue name outside SUB form 4");
+    if (f->durable != NULL)
         check(vg_durable_name_ok(f->durable, f->durable_len), "a bad durable name accepted");
+    if (f->queue != NULL)
+        check(vg_durable_name_ok(f->queue, f->queue_len), "a bad queue name accepted");
+    if (f->type == VG_FRAME_POS)
+        check(f->sid >= 1 && f->next >= 1, "a POS with sid or next 0 accepted");
+    if (vg_frame_is_msg(f->type) && f->form == 3)
+        check(f->sid >= 1 && f->seq >= 1, "a queue MSG with sid or seq 0 accepted");
     if (f->type == VG_FRAME_ACK)
         check(f->sid >= 1 && f->seq >= 1, "an ACK with sid or seq 0 accepted");
     if (f->delete_durable)
@@ -289,6 +321,9 @@ static void check_frame(const plan *p, const vg_frame *f, size_t stream_off)
             vg_frame_write_msg(direct, f->type, f->topic, f->topic_len, f->payload, f->payload_len);
             check(memcmp(direct, one.data, one.len) == 0, "vg_frame_write_msg differs from put_msg");
             free(direct);
+        } else if (vg_frame_is_msg(f->type) && f->form == 3) {
+            check(vg_frame_msg_qsize(f->topic_len, f->payload_len) == one.len,
+                  "vg_frame_msg_qsize differs from the encoder");
         } else if (vg_frame_is_msg(f->type)) {
             check(vg_frame_msg_seq_size(f->topic_len, f->payload_len) == one.len,
                   "vg_frame_msg_seq_size differs from the encoder");

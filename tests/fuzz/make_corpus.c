@@ -514,6 +514,54 @@ static void durable_frames(vg_buf *b)
     seed("sub_durable_name65", b, true);
 }
 
+/* Wildcards (issue 12): patterns on both versions, POS before a resuming
+ * pattern SUB, durable patterns with the ACK that names its topic, queue
+ * SUBs, and the shapes the codec refuses. */
+static void pattern_frames(vg_buf *b)
+{
+    sub(b, 1, "orders.*");
+    sub(b, 2, "orders.>");
+    sub(b, 3, "orders.eu");
+    sub(b, 4, "orders.e*"); /* refused: not a whole token */
+    sub(b, 5, ">.x");       /* refused: '>' not last */
+    msg(b, VG_FRAME_MSG_TYPE1, "orders.eu", "once");
+    ok(vg_frame_put_unsub(b, 2));
+    msg(b, VG_FRAME_MSG_TYPE1, "orders.*", "refused: a pattern"); /* fatal */
+    seed("patterns_v1", b, true);
+    ok(vg_frame_put_sub2(b, 1, "jobs.>", 6, VG_SUB_NEW, 0, 0));
+    msg(b, VG_FRAME_MSG_TYPE1, "jobs.a", "x");
+    msg(b, VG_FRAME_MSG_TYPE1, "jobs.b.c", "y");
+    ok(vg_frame_put_pos(b, 2, "jobs.a", 6, 0, 1));
+    ok(vg_frame_put_pos(b, 2, "jobs.zz", 7, 0x77, 9));
+    ok(vg_frame_put_pos(b, 2, "bad..topic", 10, 0, 1));
+    ok(vg_frame_put_sub2(b, 2, "jobs.*", 6, VG_SUB_SEQ, 0, 0));
+    ok(vg_frame_put_sub_durable(b, 3, "jobs.>", 6, VG_SUB_FIRST, 0, 0, "pat", 3));
+    ok(vg_frame_put_ack_topic(b, 3, 1, "jobs.a", 6));
+    ok(vg_frame_put_ack_topic(b, 3, 5, "other", 5));
+    ok(vg_frame_put_ack(b, 3, 1));
+    ok(vg_frame_put_unsub_delete(b, 3));
+    ok(vg_frame_put_sub_queue(b, 4, "jobs", 4, VG_SUB_NEW, 0, 0, NULL, 0, "workers", 7));
+    ok(vg_frame_put_unsub(b, 1));
+    ok(vg_frame_put_ping(b));
+    seed_v2("patterns_v2", b, false);
+    static const struct {
+        const char *name;
+        uint8_t len;
+        uint8_t bytes[24];
+    } bodies[] = {
+        {"pos_sid0", 8, {0x95, 0x0c, 0x00, 0xa1, 't', 0x00, 0x01}},
+        {"pos_next0", 8, {0x95, 0x0c, 0x01, 0xa1, 't', 0x00, 0x00}},
+        {"pos_four", 6, {0x94, 0x0c, 0x01, 0xa1, 't', 0x00}},
+        {"ack_topic_int", 5, {0x94, 0x0a, 0x01, 0x01, 0x01}},
+        {"sub_queue_empty", 11, {0x98, 0x07, 0x01, 0xa1, 't', 0x00, 0x00, 0x00, 0xa0, 0xa0}},
+        {"msg_sid0", 9, {0x95, 0x0b, 0xa1, 't', 0xc4, 0x00, 0x01, 0x00}},
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof *bodies; i++) {
+        body(b, bodies[i].bytes, bodies[i].len);
+        seed(bodies[i].name, b, true);
+    }
+}
+
 /* ---- fuzz_client: what a broker sends ---- */
 
 /* fuzz_client.c's first two bytes. */
@@ -1190,6 +1238,7 @@ int main(int argc, char **argv)
     version2_frames(&b); /* after the others: their cuts stay as they were */
     version2_bodies(&b);
     durable_frames(&b);
+    pattern_frames(&b);
     unsigned shared = seeds;
     broker_sessions(&b);
     broker_frames(&b);
