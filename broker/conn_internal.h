@@ -111,6 +111,8 @@ struct vg_conn {
      * appending to a topic this connection reads (reader.c). */
     conn_reader *readers;
     size_t nreaders, readers_cap, rr;
+    size_t mid;       /* the reader inside a frame on the socket; SIZE_MAX: none */
+    size_t lent_hint; /* the reader a lent write found last (outbox lock): a guess */
     atomic_bool kicked;
     /* Topics created since a pattern of this connection may cover them:
      * handed over by whichever thread created the log (vg_reader_fresh),

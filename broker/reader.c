@@ -273,6 +273,10 @@ static void drop_reader(vg_conn *c, size_t i)
     vg_buf_free(&c->readers[i].gap);
     free(c->readers[i].topic);
     c->readers[i] = c->readers[--c->nreaders];
+    if (c->mid == i)
+        c->mid = SIZE_MAX; /* only when all go: a reader inside a frame stays until whole */
+    else if (c->mid == c->nreaders)
+        c->mid = i; /* it moved */
     if (c->offered == c->nreaders)
         c->offered = i; /* it moved */
     else if (c->offered == i)
@@ -412,6 +416,10 @@ static size_t offer_one(vg_conn *c, size_t i, struct iovec *iov, size_t max, siz
     }
     if (!r->more && r->cur.into == 0)
         return 0;
+    if (r->cur.into == 0 && !vg_tlog_ready_after(r->cur.log, r->cur.seq)) {
+        r->more = false; /* nothing to read: no lock taken (a pattern's many topics) */
+        return 0;
+    }
     vg_tread rd;
     vg_tlog_read(&r->cur, iov, max, OFFER_MAX, &rd);
     if (rd.gap.from != 0) { /* the cursor moved past it: the GAP goes first */
@@ -452,12 +460,7 @@ static size_t offer(void *ud, struct iovec *iov, size_t max, size_t *partial)
             c->readers[i].more = true;
     /* One inside a frame goes on; then round robin from where the last
      * write stopped, so one busy topic cannot starve the others. */
-    size_t first = c->rr;
-    for (size_t i = 0; i < c->nreaders; i++)
-        if (mid_frame(&c->readers[i])) {
-            first = i;
-            break;
-        }
+    size_t first = c->mid < c->nreaders ? c->mid : c->rr;
     for (size_t k = 0; k < c->nreaders; k++) {
         size_t i = (first + k) % c->nreaders;
         size_t n = offer_one(c, i, iov, max, partial);
@@ -530,6 +533,9 @@ static void taken(void *ud, size_t n)
             count_started(c, r, n);
         vg_tcursor_consume(&r->cur, n);
     }
+    /* Only the reader offered can be inside a frame: offer() goes on with
+     * one that is before any other. */
+    c->mid = mid_frame(r) ? c->offered : SIZE_MAX;
     if (r->leaving && !mid_frame(r))
         drop_reader(c, c->offered);
     else if (!mid_frame(r))
@@ -552,12 +558,17 @@ static size_t lent_send(int fd, void *arg, uint64_t *frames)
 {
     lent_arg *a = arg;
     vg_conn *c = a->c;
-    for (size_t i = 0; i < c->nreaders; i++)
-        if (mid_frame(&c->readers[i]) || c->readers[i].gap.len > 0)
-            return 0; /* the stream is the owner's to go on with */
-    conn_reader *r = find_reader(c, a->topic, a->len);
-    if (r == NULL || r->cur.seq != a->first)
-        return 0;
+    if (c->mid < c->nreaders)
+        return 0; /* the stream is inside a frame: the owner's to go on with */
+    conn_reader *r = NULL;
+    if (c->lent_hint < c->nreaders && !c->readers[c->lent_hint].leaving &&
+        c->readers[c->lent_hint].len == a->len &&
+        memcmp(c->readers[c->lent_hint].topic, a->topic, a->len) == 0)
+        r = &c->readers[c->lent_hint]; /* a publisher repeats its topic */
+    else if ((r = find_reader(c, a->topic, a->len)) != NULL)
+        c->lent_hint = (size_t)(r - c->readers);
+    if (r == NULL || r->cur.seq != a->first || r->gap.len > 0)
+        return 0; /* its GAP or POS goes first: the owner's too */
     struct iovec iov[VG_SOURCE_IOV];
     vg_tread rd;
     vg_tlog_read(&r->cur, iov, VG_SOURCE_IOV, OFFER_MAX, &rd);
@@ -576,6 +587,8 @@ static size_t lent_send(int fd, void *arg, uint64_t *frames)
     memcpy(c->offer_iov, iov, rd.iovcnt * sizeof *iov);
     count_started(c, r, (size_t)w);
     *frames = vg_tcursor_consume(&r->cur, (size_t)w);
+    if (mid_frame(r))
+        c->mid = (size_t)(r - c->readers);
     a->all = (size_t)w == rd.bytes && r->cur.seq == vg_tlog_next_seq(r->cur.log);
     return (size_t)w;
 }
@@ -591,5 +604,7 @@ void vg_reader_deliver(vg_conn *c, const char *topic, uint32_t len, uint64_t fir
 void vg_reader_source(vg_conn *c, vg_source *src)
 {
     c->offered = SIZE_MAX;
+    c->mid = SIZE_MAX;
+    c->lent_hint = SIZE_MAX;
     *src = (vg_source){.offer = offer, .taken = taken, .ud = c};
 }

@@ -42,6 +42,7 @@ struct vg_tlog {
     vg_chunk *head, *tail;    /* mu */
     uint64_t next_seq;        /* mu */
     uint64_t ready_seq;       /* mu: the first record readers may not have yet */
+    _Atomic uint64_t ready_pub; /* ready_seq, written under mu, read without it */
     vg_chunk *ready_at;       /* mu: pinned; the chunk holding ready_seq, or NULL */
     uint32_t next_cap;        /* mu: capacity of the next chunk */
     uint32_t topic_len;
@@ -230,6 +231,7 @@ vg_tlog *vg_logs_get(vg_logs *s, const char *topic, size_t topic_len)
         t->hash = h;
         t->next_seq = 1;
         t->ready_seq = 1;
+        atomic_init(&t->ready_pub, 1);
         t->next_cap = s->cfg.min_chunk;
         t->topic_len = (uint32_t)topic_len;
         memcpy(t->topic, topic, topic_len);
@@ -510,6 +512,7 @@ vg_status vg_tlog_append(vg_tlog *t, const vg_tlog_msg *msgs, size_t n, int64_t 
                 ch->ready_len = ch->len;
                 ch->ready_count = ch->count;
                 t->ready_seq = t->next_seq;
+                atomic_store_explicit(&t->ready_pub, t->ready_seq, memory_order_release);
             }
         }
         done += fit;
@@ -546,8 +549,10 @@ void vg_tlog_skip_to(vg_tlog *t, uint64_t seq)
     pthread_mutex_lock(&t->mu);
     if (seq > t->next_seq)
         t->next_seq = seq;
-    if (t->head == NULL && seq > t->ready_seq)
+    if (t->head == NULL && seq > t->ready_seq) {
         t->ready_seq = seq;
+        atomic_store_explicit(&t->ready_pub, seq, memory_order_release);
+    }
     pthread_mutex_unlock(&t->mu);
 }
 
@@ -572,6 +577,7 @@ void vg_tlog_release(vg_tlog *t, uint64_t upto)
             break;
         ch = ch->next;
     }
+    atomic_store_explicit(&t->ready_pub, t->ready_seq, memory_order_release);
     if (ch != t->ready_at) {
         if (ch != NULL)
             pin(ch);
@@ -594,6 +600,11 @@ uint64_t vg_tlog_ready_seq(vg_tlog *t)
     uint64_t seq = t->ready_seq;
     pthread_mutex_unlock(&t->mu);
     return seq;
+}
+
+bool vg_tlog_ready_after(vg_tlog *t, uint64_t seq)
+{
+    return atomic_load_explicit(&t->ready_pub, memory_order_acquire) > seq;
 }
 
 uint64_t vg_tlog_next_seq(vg_tlog *t)

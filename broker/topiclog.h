@@ -117,6 +117,12 @@ void vg_tlog_release(vg_tlog *t, uint64_t upto);
  * held records wait for vg_tlog_release. A NEW reader starts here. */
 uint64_t vg_tlog_ready_seq(vg_tlog *t);
 
+/* Whether a record numbered seq or later is readable: vg_tlog_ready_seq >
+ * seq, read without the log's lock (a reader looks at many logs often). A
+ * false answer may be stale by an append in progress, whose appender then
+ * kicks the reader. */
+bool vg_tlog_ready_after(vg_tlog *t, uint64_t seq);
+
 /* The log's topic (not NUL-terminated). */
 const char *vg_tlog_topic(const vg_tlog *t, uint32_t *len);
 
