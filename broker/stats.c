@@ -31,8 +31,9 @@ size_t vg_stats_json(vg_server *srv, int64_t now_ms, char *buf, size_t cap)
     pthread_mutex_lock(&srv->mu);
     uint64_t conns = srv->nconns, total = srv->next_client_id;
     pthread_mutex_unlock(&srv->mu);
-    size_t topics, subs;
-    vg_sublist_counts(srv->subs, &topics, &subs);
+    vg_sublist_counts_t sc;
+    vg_sublist_counts(srv->subs, &sc);
+    size_t topics = sc.literals + sc.patterns, subs = sc.entries;
     uint64_t threads, rss;
     proc_status(&threads, &rss);
     int n = snprintf(
