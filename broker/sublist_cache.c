@@ -56,6 +56,7 @@ typedef struct {
 
 struct vg_sublist_cache {
     vg_sublist *sl;
+    uint64_t swept; /* the generation of the last sweep: nothing older is left */
     entry e[SETS * WAYS];
     uint64_t tick;
     sl_tok *tok;
@@ -143,9 +144,12 @@ void vg_sublist_cache_destroy(vg_sublist_cache *c)
 void vg_sublist_cache_sweep(vg_sublist_cache *c)
 {
     uint64_t gen = vg_sublist_generation(c->sl);
+    if (gen == c->swept)
+        return; /* no change since: an entry filled meanwhile is of this generation */
     for (size_t i = 0; i < SETS * WAYS; i++)
         if (c->e[i].full && c->e[i].gen != gen)
             entry_release(c, &c->e[i]);
+    c->swept = gen;
 }
 
 void vg_sublist_cache_stats(const vg_sublist_cache *c, uint64_t *hits, uint64_t *misses)

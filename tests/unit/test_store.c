@@ -33,7 +33,7 @@
 #include "store.h"
 #include "topiclog.h"
 
-#define DEADLINE_MS 5000
+#define DEADLINE_MS 30000
 #define SEG1 "00000000000000000001.seg"
 
 static atomic_int released_n, wake_n;
