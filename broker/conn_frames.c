@@ -384,9 +384,11 @@ void vg_conn_on_frame(void *ud, const vg_frame *f)
         atomic_fetch_add_explicit(&c->srv->stats.pongs_received, 1, memory_order_relaxed);
         break;
     case VG_FRAME_SUB:
+        atomic_fetch_add_explicit(&c->srv->stats.sub_changes, 1, memory_order_relaxed);
         handle_sub(c, f);
         break;
     case VG_FRAME_UNSUB:
+        atomic_fetch_add_explicit(&c->srv->stats.sub_changes, 1, memory_order_relaxed);
         handle_unsub(c, f);
         break;
     case VG_FRAME_ACK:

@@ -39,8 +39,8 @@ bool vg_memory_tune(void);
 void vg_memory_release(void);
 
 /* When to release: once the load has dropped, that is after a busy spell
- * (more than VG_MEMORY_QUIET_RATE messages plus connections accepted per
- * second) followed by VG_MEMORY_QUIET_MS without one. Once per such drop: a
+ * (more than VG_MEMORY_QUIET_RATE messages, subscription changes and
+ * connections accepted per second) followed by VG_MEMORY_QUIET_MS without one. Once per such drop: a
  * steady trickle never triggers it, a spike triggers it once. */
 #define VG_MEMORY_QUIET_RATE 1000
 #define VG_MEMORY_QUIET_MS 10000

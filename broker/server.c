@@ -370,8 +370,10 @@ void vg_server_run(vg_server *srv, int sig_fd, int drain_ms)
             vg_sublist_cache_sweep(match);
         /* Once load has dropped after a spike, give the freed memory back
          * (memory.h). next_client_id is written on this thread only. */
+        /* Subscription churn counts as work too: 100,000 of them come and go. */
         uint64_t msgs = atomic_load_explicit(&srv->stats.msgs_in, memory_order_relaxed) +
-                        atomic_load_explicit(&srv->stats.msgs_out, memory_order_relaxed);
+                        atomic_load_explicit(&srv->stats.msgs_out, memory_order_relaxed) +
+                        atomic_load_explicit(&srv->stats.sub_changes, memory_order_relaxed);
         if (vg_memory_idle_tick(&idle, now, msgs, srv->next_client_id))
             vg_memory_release();
         if (srv->cfg.retention_age_ms > 0 && now >= expire_due) {

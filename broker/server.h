@@ -70,6 +70,7 @@ typedef struct {
     _Atomic uint64_t dropped;             /* messages dropped for slow version-1 subscribers,
                                              or not appended for want of memory */
     _Atomic uint64_t duplicates;          /* resent messages dropped as already appended */
+    _Atomic uint64_t sub_changes;         /* SUB and UNSUB frames handled */
     _Atomic uint64_t pings_sent, pongs_received;
     _Atomic uint64_t evictions[VG_EVICT_COUNT];
 } vg_server_stats;

@@ -50,6 +50,8 @@ static uint64_t hash_bytes(const char *a, size_t alen, const char *b, size_t ble
     return mix(h);
 }
 
+static void shrink(vg_subindex *x);
+
 vg_subindex *vg_subindex_create(void)
 {
     vg_subindex *x = calloc(1, sizeof *x);
@@ -246,7 +248,46 @@ bool vg_subindex_remove(vg_subindex *x, uint64_t sid, conn_sub *out)
                 break;
             }
     }
+    shrink(x);
     return true;
+}
+
+/* After removals, gives back what the arrays and tables no longer need (a
+ * connection that held 100,000 subscriptions and dropped them); a failed
+ * realloc just keeps the larger one. */
+static void shrink(vg_subindex *x)
+{
+    if (x->cap > 8 && x->n < x->cap / 4) {
+        conn_sub *subs = realloc(x->subs, x->cap / 2 * sizeof *subs);
+        if (subs != NULL) {
+            x->subs = subs;
+            x->cap /= 2;
+        }
+    }
+    if (x->nslots > 16 && x->n * 8 < x->nslots)
+        (void)rehash(x, x->nslots / 2);
+    if (x->nbuckets > 16 && x->nrefs * 4 < x->nbuckets) {
+        size_t nb = x->nbuckets / 2;
+        ref **b = calloc(nb, sizeof *b);
+        if (b != NULL) {
+            for (size_t i = 0; i < x->nbuckets; i++)
+                for (ref *r = x->refs[i], *next; r != NULL; r = next) {
+                    next = r->next;
+                    r->next = b[r->hash & (nb - 1)];
+                    b[r->hash & (nb - 1)] = r;
+                }
+            free(x->refs);
+            x->refs = b;
+            x->nbuckets = nb;
+        }
+    }
+    if (x->patterns_cap > 4 && x->npatterns < x->patterns_cap / 4) {
+        size_t *p = realloc(x->patterns, x->patterns_cap / 2 * sizeof *p);
+        if (p != NULL) {
+            x->patterns = p;
+            x->patterns_cap /= 2;
+        }
+    }
 }
 
 size_t vg_subindex_count(const vg_subindex *x) { return x->n; }
