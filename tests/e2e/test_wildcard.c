@@ -121,16 +121,20 @@ static seen read_until_pong(h_raw *r)
     }
 }
 
-/* Publishes "topic:end" on each of topics (NULL-terminated), then reads
- * until sub has every one of them: each topic's messages arrive in order,
- * so whatever was published on them before has arrived. */
+/* Publishes "topic:end#N" on each of topics (NULL-terminated; N new at
+ * each call), then reads until sub has every one of them: each topic's
+ * messages arrive in order, so whatever was published on them before has
+ * arrived. End markers of earlier calls (a redelivery) are passed over. */
 static void read_until_ends(h_raw *pub, h_raw *sub, const char *const topics[], seen *s)
 {
+    static int round;
+    char mine[32];
+    int mine_len = snprintf(mine, sizeof mine, ":end#%d", ++round);
     vg_buf b = {0};
     char payload[128];
     size_t want = 0;
     for (; topics[want] != NULL; want++) {
-        int len = snprintf(payload, sizeof payload, "%s:end", topics[want]);
+        int len = snprintf(payload, sizeof payload, "%s%s", topics[want], mine);
         vg_frame_put_msg(&b, VG_FRAME_MSG_TYPE1, topics[want], strlen(topics[want]), payload,
                          (size_t)len);
     }
@@ -140,11 +144,13 @@ static void read_until_ends(h_raw *pub, h_raw *sub, const char *const topics[], 
         vg_frame f;
         cr_assert(h_raw_read(sub, &f, WAIT), "waiting for %zu end markers, %zu seen: %s | %s",
                   want, ends, s->ctl, s->msgs);
-        if (vg_frame_is_msg(f.type) && f.payload_len > 4 &&
-            memcmp(f.payload + f.payload_len - 4, ":end", 4) == 0) {
+        if (vg_frame_is_msg(f.type) && f.payload_len > (uint32_t)mine_len &&
+            memcmp(f.payload + f.payload_len - mine_len, mine, (size_t)mine_len) == 0) {
             ends++;
             continue;
         }
+        if (vg_frame_is_msg(f.type) && memmem(f.payload, f.payload_len, ":end#", 5) != NULL)
+            continue; /* an earlier call's */
         note(s, &f);
     }
 }
@@ -276,7 +282,7 @@ Test(wildcard, a_pattern_resumes_across_topics_that_appeared_while_away)
     s = (seen){{0}, {0}, 0};
     read_until_ends(&pub, &sub, a, &s); /* jobs.a 2, and the marker, 3 */
     cr_assert_str_eq(s.msgs, "jobs.a:2");
-    h_raw_close(&sub); /* it had jobs.a up to 3, jobs.quiet nothing after 1 */
+    h_raw_close(&sub); /* it had jobs.a up to 3 (the marker), jobs.quiet nothing after 1 */
 
     static const char *const away[] = {"jobs.a", "jobs.quiet", "jobs.new.x", "other", NULL};
     publish(&pub, away, 3);
@@ -430,11 +436,10 @@ Test(wildcard, a_durable_pattern_survives_kill_9)
     vg_buf_free(&m);
     s = (seen){{0}, {0}, 0};
     read_until_ends(&pub, &sub, away, &s);
-    /* jobs.a from 3 (its end marker 4 counts as an end here), all of jobs.b */
-    cr_assert(strncmp(s.msgs, "jobs.a:2", 8) == 0 || strncmp(s.msgs, "jobs.b:3", 8) == 0,
-              "%s", s.msgs);
-    cr_assert(h_count(s.msgs, "jobs.a:2") == 1 && h_count(s.msgs, "jobs.b:3") == 1 &&
-                  h_count(s.msgs, "jobs.a:1") == 0 && s.nmsgs <= 3,
+    /* jobs.a from 3 (2, its first end marker, 3), all of jobs.b */
+    cr_assert(h_count(s.msgs, "jobs.a:2") == 1 && h_count(s.msgs, "jobs.a:3") == 1 &&
+                  h_count(s.msgs, "jobs.b:3") == 1 && h_count(s.msgs, "jobs.a:1") == 0 &&
+                  s.nmsgs == 3,
               "after its ACK of 2 in jobs.a, and all of jobs.b: %s (%s)", s.msgs, s.ctl);
     cr_assert(strstr(s.ctl, "POS:jobs.a:3") && strstr(s.ctl, "POS:jobs.b:1"), "%s", s.ctl);
     h_raw_close(&pub);
@@ -451,9 +456,11 @@ Test(wildcard, a_durable_pattern_survives_kill_9)
  * memory comes back near where it was. */
 Test(wildcard, a_hundred_thousand_subscriptions_held_and_released, .timeout = 120)
 {
-    enum { CONNS = 4, PER = 25000 };
+    enum { CONNS = 4 };
     int port;
     h_proc *b = h_broker(&port, "--max-subs", "25000", NULL);
+    /* A sanitized broker is 5-20 times slower: a tenth of them there. */
+    const int PER = h_sanitized(b) ? 2500 : 25000;
     h_raw pub = v1_connect(port);
     h_raw subs[CONNS];
     for (int k = 0; k < CONNS; k++)
@@ -488,8 +495,9 @@ Test(wildcard, a_hundred_thousand_subscriptions_held_and_released, .timeout = 12
         }
     }
     h_usage held = h_usage_of(b);
-    cr_assert_gt(held.rss_kb, base.rss_kb + 4096, "100,000 subscriptions took only %ld kB",
-                 held.rss_kb - base.rss_kb);
+    if (!h_sanitized(b))
+        cr_assert_gt(held.rss_kb, base.rss_kb + 4096, "100,000 subscriptions took only %ld kB",
+                     held.rss_kb - base.rss_kb);
     /* Matching with them all there: a literal, a '*' and a '>' subscription
      * of connection 1 each match once; connection 2 gets nothing. */
     static const char *const probe[] = {"bench.1.8", "bench.1.x.10", "deep.1.11.a.b", NULL};
@@ -525,7 +533,7 @@ Test(wildcard, a_hundred_thousand_subscriptions_held_and_released, .timeout = 12
     /* The broker gives freed memory back once it has been quiet for 10 s
      * after a busy spell (broker/memory.h). */
     int64_t until = h_now_ms() + h_ms(25000);
-    while (now.rss_kb > base.rss_kb + 4096 && h_now_ms() < until) {
+    while (!h_sanitized(b) && now.rss_kb > base.rss_kb + 4096 && h_now_ms() < until) {
         h_raw_read(&pub, &f, 100); /* nothing comes: a bounded pause between looks */
         now = h_usage_of(b);
     }
