@@ -33,19 +33,19 @@ size_t vg_stats_json(vg_server *srv, int64_t now_ms, char *buf, size_t cap)
     pthread_mutex_unlock(&srv->mu);
     vg_sublist_counts_t sc;
     vg_sublist_counts(srv->subs, &sc);
-    size_t topics = sc.literals + sc.patterns, subs = sc.entries;
+    size_t topics = sc.literals, patterns = sc.patterns, subs = sc.entries;
     uint64_t threads, rss;
     proc_status(&threads, &rss);
     int n = snprintf(
         buf, cap,
         "{\"server\":\"vigil %s\",\"uptime_s\":%.1f,\"connections\":%llu,"
-        "\"connections_total\":%llu,\"subscriptions\":%zu,\"topics\":%zu,"
+        "\"connections_total\":%llu,\"subscriptions\":%zu,\"topics\":%zu,\"patterns\":%zu,"
         "\"msgs_in\":%llu,\"bytes_in\":%llu,\"msgs_out\":%llu,\"bytes_out\":%llu,"
         "\"dropped\":%llu,\"evictions\":{\"heartbeat\":%llu,\"slow_consumer\":%llu,"
         "\"limit\":%llu,\"protocol\":%llu,\"auth\":%llu,\"timeout\":%llu,\"internal\":%llu},"
         "\"pings_sent\":%llu,\"pongs_received\":%llu,\"threads\":%llu,\"rss_bytes\":%llu}",
         VG_VERSION, (double)(now_ms - srv->started_ms) / 1000.0, (unsigned long long)conns,
-        (unsigned long long)total, subs, topics, (unsigned long long)get(&s->msgs_in),
+        (unsigned long long)total, subs, topics, patterns, (unsigned long long)get(&s->msgs_in),
         (unsigned long long)get(&s->bytes_in), (unsigned long long)get(&s->msgs_out),
         (unsigned long long)get(&s->bytes_out), (unsigned long long)get(&s->dropped),
         (unsigned long long)get(&s->evictions[VG_EVICT_HEARTBEAT]),
