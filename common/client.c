@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "client_match.h"
 #include "clock.h"
 #include "frame.h"
 #include "log.h"
@@ -298,26 +299,35 @@ static bool start_ok(vg_sub_start start, uint64_t epoch, uint64_t position)
     return false;
 }
 
-/* A subscription, durable if name is not NULL (its length: nlen). */
+/* A subscription to a topic or pattern, durable if name is not NULL (its
+ * length: nlen), a queue group's member if queue is not NULL. */
 static vg_status subscribe(vg_client *c, const char *topic, const char *name, size_t nlen,
-                           vg_sub_start start, uint64_t epoch, uint64_t position,
-                           uint64_t *sid_out)
+                           const char *queue, vg_sub_start start, uint64_t epoch,
+                           uint64_t position, uint64_t *sid_out)
 {
     size_t len = strlen(topic);
-    if (vg_topic_check(topic, len, VG_TOPIC_MAX_LEN, VG_TOPIC_MAX_LEN, NULL) != VG_OK)
+    size_t qlen = queue != NULL ? strlen(queue) : 0;
+    if (!vg_cm_subject_ok(topic, len))
         return VG_ERR_BAD_TOPIC;
-    if (!start_ok(start, epoch, position))
+    if (!start_ok(start, epoch, position) ||
+        (start == VG_SUB_SEQ && vg_cm_is_pattern(topic, len)))
         return VG_ERR_ARG;
     vg_sub_from from = {start, epoch, position};
     vg_buf frame = {0};
     uint64_t sid;
     pthread_mutex_lock(&c->mu);
     vg_status st = c->closed ? VG_ERR_CLOSED
-                             : vg_subs_add_durable(c->subs, topic, len, &from, name, nlen, &sid);
+                             : vg_subs_add_queue(c->subs, topic, len, &from, name, nlen, queue,
+                                                 qlen, &sid);
     if (st == VG_OK) {
-        st = name != NULL ? vg_frame_put_sub_durable(&frame, sid, topic, len, start, epoch,
-                                                     position, name, nlen)
-                          : vg_frame_put_sub2(&frame, sid, topic, len, start, epoch, position);
+        if (queue != NULL)
+            st = vg_frame_put_sub_queue(&frame, sid, topic, len, start, epoch, position, name,
+                                        nlen, queue, qlen);
+        else if (name != NULL)
+            st = vg_frame_put_sub_durable(&frame, sid, topic, len, start, epoch, position, name,
+                                          nlen);
+        else
+            st = vg_frame_put_sub2(&frame, sid, topic, len, start, epoch, position);
         if (st == VG_OK)
             st = queue_control(c, &frame);
         if (st != VG_OK)
@@ -334,7 +344,7 @@ static vg_status subscribe(vg_client *c, const char *topic, const char *name, si
 vg_status vg_client_subscribe_from(vg_client *c, const char *topic, vg_sub_start start,
                                    uint64_t epoch, uint64_t position, uint64_t *sid)
 {
-    return subscribe(c, topic, NULL, 0, start, epoch, position, sid);
+    return subscribe(c, topic, NULL, 0, NULL, start, epoch, position, sid);
 }
 
 vg_status vg_client_subscribe(vg_client *c, const char *topic, uint64_t *sid)
@@ -349,7 +359,18 @@ vg_status vg_client_subscribe_durable(vg_client *c, const char *topic, const cha
     size_t nlen = name != NULL ? strlen(name) : 0;
     if (name == NULL || !vg_durable_name_ok(name, nlen))
         return VG_ERR_ARG;
-    return subscribe(c, topic, name, nlen, start, epoch, position, sid);
+    return subscribe(c, topic, name, nlen, NULL, start, epoch, position, sid);
+}
+
+vg_status vg_client_subscribe_queue(vg_client *c, const char *subject, const char *queue,
+                                    const char *durable, vg_sub_start start, uint64_t epoch,
+                                    uint64_t position, uint64_t *sid)
+{
+    size_t nlen = durable != NULL ? strlen(durable) : 0;
+    if (queue == NULL || !vg_durable_name_ok(queue, strlen(queue)) ||
+        (durable != NULL && !vg_durable_name_ok(durable, nlen)))
+        return VG_ERR_ARG;
+    return subscribe(c, subject, durable, nlen, queue, start, epoch, position, sid);
 }
 
 static vg_status delete_status(vg_delete_outcome o)

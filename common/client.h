@@ -15,8 +15,8 @@
  * Threads: every function may be called from any thread except where said.
  * Callbacks run on the I/O thread and must not call back into the client
  * except vg_client_stop_delivery, vg_client_get_stats, vg_client_publish with timeout 0,
- * vg_client_subscribe, vg_client_subscribe_from, vg_client_subscribe_durable
- * and vg_client_unsubscribe.
+ * vg_client_subscribe, vg_client_subscribe_from, vg_client_subscribe_durable,
+ * vg_client_subscribe_queue and vg_client_unsubscribe.
  *
  * Durable subscriptions (vg_client_subscribe_durable): the broker keeps a
  * named subscriber's position per topic. A message counts as processed
@@ -59,6 +59,12 @@ typedef struct {
     size_t payload_len;
     uint64_t seq;   /* its number in the topic's log, from 1 */
     uint64_t epoch; /* the log's identity: resume from seq + 1 of this epoch */
+    uint64_t sid;   /* the subscription it is handed to (0 only if the library ran out
+                       of memory for its copy of the subscriptions) */
+    unsigned copy;  /* 0 the first time this message is handed over; 1, 2, ... when
+                       it is handed again, at once, to the other subscriptions whose
+                       subject it matches too (an application that wants each message
+                       once, as sub does, skips those) */
 } vg_msg;
 
 typedef struct {
@@ -76,13 +82,17 @@ typedef struct {
     int64_t ack_delay_ms;    /* the longest a processed durable message waits for its ACK
                                 (default 20; 0: after each read from the socket) */
     void *ud;
-    /* Each received message for a subscription that is not unsubscribed;
-     * the pointers are valid during the call only. */
+    /* Each received message, once per subscription it is for that is not
+     * unsubscribed (m->sid; m->copy says whether another had it first):
+     * every subscription whose subject is its topic or a pattern matching
+     * it, in sid order, or, for a queue group's delivery, the one member
+     * the broker gave it to. The pointers are valid during the call only. */
     void (*on_msg)(void *ud, const vg_msg *m);
     /* After the messages of one read from the socket (e.g. to flush stdout). */
     void (*on_batch_end)(void *ud);
     /* Messages of topic the subscriptions to it will never receive (once
-     * per range; gap->reason: VG_GAP_RETENTION, from..to dropped by the
+     * per range and subscription it concerns, gap->sid, gap->copy as
+     * vg_msg's; gap->reason: VG_GAP_RETENTION, from..to dropped by the
      * broker's retention; VG_GAP_EPOCH, the broker lost its log and
      * everything from gap->from on in the old one, to = 0;
      * VG_GAP_UNANNOUNCED, a message skipped from..to with no word from the
@@ -115,9 +125,10 @@ typedef struct {
     uint64_t pending;     /* ... written, not confirmed yet: on the current
                              connection, or kept to be sent again on the next */
     uint64_t unsent;      /* ... still queued: never written (dropped by vg_client_close) */
-    uint64_t received;    /* messages handed to on_msg */
+    uint64_t received;    /* messages handed to on_msg (once per subscription) */
     uint64_t duplicates;  /* messages received again after a resume, not handed over */
-    uint64_t gaps;        /* gaps reported to on_gap */
+    uint64_t gaps;        /* gaps reported to on_gap (once each, whatever the number
+                             of subscriptions it was reported to) */
     uint64_t missed;      /* messages in those gaps whose range is known (not EPOCH) */
 } vg_client_stats;
 
@@ -151,8 +162,12 @@ vg_status vg_client_wait_connected(vg_client *c, int timeout_ms);
 /* Subscribes to topic from now on (VG_SUB_NEW), now and after every
  * reconnect: the SUB is queued in order with publishes (never waiting for
  * buffer room) and the broker's answer arrives later (a refusal through
- * on_sub_error). *sid, if not NULL, receives the id used by
- * vg_client_unsubscribe. VG_ERR_BAD_TOPIC, VG_ERR_CLOSED, VG_ERR_NOMEM. */
+ * on_sub_error). topic may be a pattern (protocol version 2, issue 12):
+ * '*' as a whole token matches one token, '>' as the whole last token one
+ * or more, and a pattern that begins with either matches no "$SYS" topic.
+ * *sid, if not NULL, receives the id used by vg_client_unsubscribe.
+ * VG_ERR_BAD_TOPIC (neither a topic nor a valid pattern), VG_ERR_CLOSED,
+ * VG_ERR_NOMEM. */
 vg_status vg_client_subscribe(vg_client *c, const char *topic, uint64_t *sid);
 
 /* The same, starting where start says: VG_SUB_FIRST, the oldest message
@@ -162,7 +177,10 @@ vg_status vg_client_subscribe(vg_client *c, const char *topic, uint64_t *sid);
  * client keeps one position per topic: a reconnect resumes after the last
  * message handed over, whatever the start, and a second subscription to a
  * topic already subscribed shares its position (its start is ignored, as
- * the broker ignores it). VG_ERR_ARG for a start that breaks these rules. */
+ * the broker ignores it). A pattern keeps one position per topic it has
+ * received (or been told of) and resumes each; it starts NEW, FIRST or AGO
+ * for every topic (sequence numbers are per topic: VG_SUB_SEQ is refused).
+ * VG_ERR_ARG for a start that breaks these rules. */
 vg_status vg_client_subscribe_from(vg_client *c, const char *topic, vg_sub_start start,
                                    uint64_t epoch, uint64_t position, uint64_t *sid);
 
@@ -187,6 +205,25 @@ void vg_client_stop_delivery(vg_client *c);
 vg_status vg_client_subscribe_durable(vg_client *c, const char *topic, const char *name,
                                       vg_sub_start start, uint64_t epoch, uint64_t position,
                                       uint64_t *sid);
+
+/* A member of queue group queue (1 to 64 bytes of [A-Za-z0-9_.-]) on
+ * subject (a topic or a pattern): the broker gives each message of the
+ * subject to one member of the group, so on_msg gets a sparse subset of
+ * each topic's sequence numbers (no gap is reported for the others, and
+ * the topic's position is not used). A message given to this member again
+ * on the same connection (one of the last 64 seqs of its topic given to
+ * it) is dropped as a duplicate. Processed messages are acknowledged as a
+ * durable's are (top of this file), cumulatively per topic. durable, if
+ * not NULL (a name as for vg_client_subscribe_durable), makes it a durable
+ * queue group, whose position the broker keeps across connections and
+ * processes; start, epoch and position apply when the broker creates the
+ * group (as vg_client_subscribe_from, SEQ only on a topic). Every
+ * reconnect renews the membership with the same SUB. VG_ERR_ARG for a bad
+ * name or start, else as vg_client_subscribe_from; vg_client_unsubscribe
+ * leaves the group, vg_client_delete_durable also deletes a durable one. */
+vg_status vg_client_subscribe_queue(vg_client *c, const char *subject, const char *queue,
+                                    const char *durable, vg_sub_start start, uint64_t epoch,
+                                    uint64_t position, uint64_t *sid);
 
 /* Ends durable subscription sid as vg_client_unsubscribe does and deletes
  * the durable on the broker (UNSUB with delete), then waits up to

@@ -21,33 +21,34 @@
 #include "client_resume.h"
 #include "client_servers.h"
 #include "client_subs.h"
+#include "client_topics.h"
 #include "link.h"
 #include "outbox.h"
 
-/* One topic the application still wants, and the subscription's place in
- * its log (one per topic: the broker delivers each message of a topic to a
- * connection once, however many sids it has on it). */
+/* One subscription whose messages go to the application, as the I/O
+ * thread copies it (client_filter.c). */
 typedef struct {
-    char *topic;
+    uint64_t sid;
+    char *subject;
     size_t len;
-    vg_resume pos;
-    bool connected; /* pos has been told this connection's epoch */
-    bool started;   /* an OK on this connection has placed pos */
-    bool kept;      /* scratch, during a rebuild */
-    bool durable;   /* a durable subscription reads it: its progress is acknowledged */
-    uint64_t processed;       /* the last seq whose on_msg call returned */
-    uint64_t processed_epoch; /* ... in this epoch (0: none yet) */
-} vg_client_topic;
+    vg_sub_from from;
+    bool pattern, durable, queue;
+    bool kept;          /* scratch, during a rebuild */
+    bool fresh;         /* scratch: added by this rebuild, its topics not joined yet */
+    uint64_t ok_epoch;  /* pattern: the epoch of its last OK (0: none yet), kept
+                           across connections for its renewal (client_renew.c) */
+} vg_client_sid;
 
-/* The I/O thread's copy of the wanted topics, for its per-message check,
- * rebuilt when subs_gen moves; a rebuild keeps the positions of the topics
- * still wanted. */
+/* The I/O thread's copy of the subscriptions, for its per-message work
+ * without a lock, rebuilt when subs_gen moves: the delivering sids (sorted
+ * by sid) and the table of topics with their positions and sids. A
+ * rebuild keeps the positions of the topics still subscribed. */
 typedef struct {
-    vg_client_topic *v;
-    size_t n, cap;
-    size_t last; /* the topic matched last: most messages repeat it */
+    vg_client_sid *sids;
+    size_t nsids, capsids;
+    vg_client_topics topics;
     uint64_t gen;
-    bool valid;
+    bool valid; /* false when out of memory: messages are handed over untracked */
 } vg_client_filter;
 
 struct vg_client {
@@ -110,51 +111,74 @@ void *vg_client_io_main(void *arg);
 /* client_io.c: the I/O thread's hook for a bulk frame completely written. */
 void vg_client_on_written(void *ud, const uint8_t *frame, size_t len);
 
+/* client_filter.c, on the I/O thread: the copy of the subscriptions. */
+
+/* Rebuilds the copy if the subscriptions changed since (takes c->mu: not
+ * under it). */
+void vg_client_sync_filter(vg_client *c);
+
+/* sid in the copy, or NULL. */
+vg_client_sid *vg_client_filter_sid(const vg_client_filter *f, uint64_t sid);
+
+/* The topic entry for a message, GAP or POS on topic after a sync: found,
+ * or created if some pattern subscription matches it (its sids joined);
+ * NULL if no subscription wants it, or if the copy is out of memory, in
+ * which case *untracked is set (everything is handed over then, with sid
+ * 0 and no position). The entry is valid until the next sync. */
+vg_client_topic *vg_client_topic_for(vg_client *c, const char *topic, size_t len,
+                                     bool *untracked);
+
+/* Frees the I/O thread's copy (at destroy). */
+void vg_client_filter_free(vg_client_filter *f);
+
 /* client_deliver.c, on the I/O thread: what the broker says about the
- * subscriptions' logs. A delivered MSG, handed to on_msg unless it is
- * unsubscribed or a duplicate. */
+ * subscriptions' logs. A delivered MSG (each form the broker sends on a
+ * version-2 connection; any other ends the connection), handed to on_msg
+ * once per sid it is for unless it is unsubscribed or a duplicate. */
 void vg_client_deliver(vg_client *c, const vg_frame *f);
 
 /* A GAP frame: reported to on_gap if it is news. */
 void vg_client_gap_frame(vg_client *c, const vg_frame *f);
+
+/* A POS frame: a pattern subscription reads a topic from a place, which
+ * places the topic's position unless something did on this connection. */
+void vg_client_pos_frame(vg_client *c, const vg_frame *f);
 
 /* The handshake set c->conn_epoch: every position learns it (an epoch
  * change is reported as a gap) and none is placed on this connection yet.
  * Not under c->mu. */
 void vg_client_positions_connected(vg_client *c);
 
-/* The broker's OK v2 for a SUB on topic: the first on this connection for
- * the topic places its position (a skip is reported as a gap); later ones
- * share that cursor and change nothing. Not under c->mu. */
-void vg_client_position_started(vg_client *c, const char *topic, size_t len, uint64_t epoch,
-                                uint64_t next);
+/* The broker's OK v2 for a SUB of sid on subject: for a topic, the first on
+ * this connection for the topic places its position (a skip is reported as
+ * a gap) and later ones share that cursor and change nothing; for a
+ * pattern, it records the epoch the pattern's positions are in (its
+ * renewal resumes them). Not under c->mu. */
+void vg_client_position_started(vg_client *c, uint64_t sid, const char *subject, size_t len,
+                                uint64_t epoch, uint64_t next);
 
-/* Appends the renewal SUB for sid on topic to out, asking for the topic's
- * position (vg_resume_sub). Under c->mu: it only reads the copy
+/* client_renew.c: appends to out what renews sid on subject after a
+ * reconnect: for a topic, the SUB asking for the topic's position
+ * (vg_resume_sub), seven elements if durable; for a pattern, a POS per
+ * topic it has a position for and the SUB that resumes them (or starts
+ * from the first message after an epoch change); for a queue member, the
+ * eight-element SUB as first sent. Under c->mu: it only reads the copy
  * vg_client_positions_connected refreshed. */
-vg_status vg_client_put_renewal(vg_client *c, vg_buf *out, uint64_t sid, const char *topic,
+vg_status vg_client_put_renewal(vg_client *c, vg_buf *out, uint64_t sid, const char *subject,
                                 size_t len);
 
-/* Appends the renewal SUB of durable sid (name, nlen) on topic: the
- * seven-element SUB, asking for the topic's position as put_renewal does.
- * Under c->mu. */
-vg_status vg_client_put_durable_renewal(vg_client *c, vg_buf *out, uint64_t sid,
-                                        const char *topic, size_t len, const char *name,
-                                        size_t nlen);
-
-/* Queues one ACK per durable subscription whose topic's processed seq is
- * beyond what it acknowledged on this connection, and clears the pending
- * count and deadline. Not under c->mu (it takes it). False if the link ran
- * out of memory for them (it has ended then). */
+/* Queues one ACK per durable or queue subscription (and topic, for a
+ * pattern or a queue) whose processed seq is beyond what it acknowledged
+ * on this connection, and clears the pending count and deadline. Not under
+ * c->mu (it takes it). False if the link ran out of memory for them (it
+ * has ended then). */
 bool vg_client_flush_acks(vg_client *c);
 
 /* Arms the ACK deadline at now + ack_delay_ms unless one is armed. */
 void vg_client_ack_soon(vg_client *c, int64_t now);
 
-/* The connection is gone: no position knows the next one's epoch yet. */
+/* The connection is gone: no position knows the next one's epoch yet, no
+ * ACK went on the next one, and queue members were given nothing there. */
 void vg_client_positions_lost(vg_client *c);
-
-/* Frees the I/O thread's topic copy (at destroy). */
-void vg_client_filter_free(vg_client_filter *f);
 
 #endif

@@ -163,7 +163,7 @@ static void on_answer(vg_client *c, uint64_t sid, const vg_frame *ok, uint64_t c
     char q[96];
     vg_log_quote(q, sizeof q, topic, strlen(topic));
     if ((ev == VG_SUBEV_SUBSCRIBED || ev == VG_SUBEV_RESUBSCRIBED) && ok->form == 2)
-        vg_client_position_started(c, topic, strlen(topic), ok->epoch, ok->next);
+        vg_client_position_started(c, sid, topic, strlen(topic), ok->epoch, ok->next);
     if ((ev == VG_SUBEV_SUBSCRIBED || ev == VG_SUBEV_RESUBSCRIBED) && durable[0])
         vg_client_ack_soon(c, vg_now_ms()); /* what was processed before, on this connection */
     switch (ev) {
@@ -263,12 +263,7 @@ static void on_pong(vg_client *c)
 
 static vg_status emit_renewal(void *arg, uint64_t sid, const char *topic, size_t len)
 {
-    vg_client *c = arg;
-    const char *name;
-    size_t nlen;
-    if (vg_subs_durable(c->subs, sid, &name, &nlen)) /* under c->mu, as vg_subs_renew is */
-        return vg_client_put_durable_renewal(c, vg_link_ctl(c->link), sid, topic, len, name,
-                                             nlen);
+    vg_client *c = arg; /* under c->mu, as vg_subs_renew is */
     return vg_client_put_renewal(c, vg_link_ctl(c->link), sid, topic, len);
 }
 
@@ -349,17 +344,11 @@ static void on_frame(void *ud, const vg_frame *f)
         vg_link_end(c->link, VG_END_PROTOCOL, 0, "expected INFO");
         return;
     }
-    /* Every connection this client keeps speaks version 2, where a broker
-     * numbers each MSG it delivers: one without its seq cannot be placed.
-     * INFO's shape follows its version, which handshake_done checks. */
-    if (vg_frame_is_msg(f->type) && f->form != 2) {
-        vg_link_end(c->link, VG_END_PROTOCOL, 0, "a MSG without a sequence number");
-        return;
-    }
-    switch (f->type) {
+    switch (f->type) { /* INFO's shape follows its version, which handshake_done checks */
     case VG_FRAME_MSG_TYPE1:
     case VG_FRAME_MSG_TYPE2: vg_client_deliver(c, f); break;
     case VG_FRAME_GAP: vg_client_gap_frame(c, f); break;
+    case VG_FRAME_POS: vg_client_pos_frame(c, f); break;
     case VG_FRAME_PING: vg_link_ctl_ok(c->link, vg_frame_put_pong(vg_link_ctl(c->link))); break;
     case VG_FRAME_PONG: on_pong(c); break;
     case VG_FRAME_OK: on_answer(c, f->sid, f, 0, ""); break;

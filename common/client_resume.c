@@ -17,7 +17,7 @@ void vg_resume_init(vg_resume *r, vg_sub_start start, uint64_t epoch, uint64_t p
  * still reported exactly (vg_resume_started). */
 static void new_epoch(vg_resume *r, uint64_t epoch, vg_gap *gap)
 {
-    *gap = (vg_gap){r->last + 1, 0, VG_GAP_EPOCH};
+    *gap = (vg_gap){.from = r->last + 1, .to = 0, .reason = VG_GAP_EPOCH};
     r->epoch = epoch;
     r->last = 0;
     r->anchored = true;
@@ -67,7 +67,7 @@ bool vg_resume_started(vg_resume *r, uint64_t epoch, uint64_t next, vg_gap *gap)
     r->epoch = epoch;
     if (next <= r->last + 1)
         return false;
-    *gap = (vg_gap){r->last + 1, next - 1, VG_GAP_RETENTION};
+    *gap = (vg_gap){.from = r->last + 1, .to = next - 1, .reason = VG_GAP_RETENTION};
     r->last = next - 1;
     return true;
 }
@@ -86,7 +86,7 @@ vg_resume_verdict vg_resume_msg(vg_resume *r, uint64_t seq, bool *gapped, vg_gap
         return VG_RESUME_DUPLICATE;
     if (seq > r->last + 1) {
         *gapped = true;
-        *gap = (vg_gap){r->last + 1, seq - 1, VG_GAP_UNANNOUNCED};
+        *gap = (vg_gap){.from = r->last + 1, .to = seq - 1, .reason = VG_GAP_UNANNOUNCED};
     }
     r->last = seq;
     return VG_RESUME_DELIVER;
@@ -97,7 +97,7 @@ bool vg_resume_gap(vg_resume *r, uint64_t from, uint64_t to, vg_gap *gap)
     (void)from; /* everything after last up to to is missing, whatever from says */
     if (to <= r->last)
         return false;
-    *gap = (vg_gap){r->last + 1, to, VG_GAP_RETENTION};
+    *gap = (vg_gap){.from = r->last + 1, .to = to, .reason = VG_GAP_RETENTION};
     r->last = to;
     return true;
 }

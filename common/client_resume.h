@@ -21,8 +21,8 @@
  *                       again from the first message of the new log
  *
  * A connection receives each message of a topic once however many sids it
- * has on it, so the library keeps one position per topic; wildcard
- * subscriptions (issue 12) will keep one per topic they span. */
+ * has on it, so the library keeps one position per topic, a wildcard
+ * subscription's topics included (issue 12). */
 #ifndef VG_CLIENT_RESUME_H
 #define VG_CLIENT_RESUME_H
 
@@ -36,6 +36,8 @@
 typedef struct {
     uint64_t from, to;
     vg_gap_reason reason;
+    uint64_t sid;  /* set by the client library: the subscription it is reported to */
+    unsigned copy; /* ... 0 for the first one, 1, 2, ... for others it concerns too */
 } vg_gap;
 
 typedef struct {

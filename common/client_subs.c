@@ -18,6 +18,8 @@ typedef struct {
     size_t durable_len;
     uint64_t acked;   /* durable: the last seq acknowledged on this connection */
     bool deleting;    /* its UNSUB deletes the durable: an outcome is kept */
+    char *queue;      /* the queue group's name, or NULL */
+    size_t queue_len;
 } entry;
 
 typedef struct {
@@ -49,6 +51,7 @@ void vg_subs_destroy(vg_subs *s)
     for (size_t i = 0; i < s->n; i++) {
         free(s->v[i].topic);
         free(s->v[i].durable);
+        free(s->v[i].queue);
     }
     free(s->v);
     free(s->done);
@@ -87,6 +90,7 @@ static void drop_as(vg_subs *s, entry *e, vg_delete_outcome o)
         s->renewing--;
     free(e->topic);
     free(e->durable);
+    free(e->queue);
     *e = s->v[--s->n];
 }
 
@@ -101,6 +105,24 @@ vg_status vg_subs_add(vg_subs *s, const char *topic, size_t len, const vg_sub_fr
 vg_status vg_subs_add_durable(vg_subs *s, const char *topic, size_t len, const vg_sub_from *from,
                               const char *durable, size_t durable_len, uint64_t *sid)
 {
+    return vg_subs_add_queue(s, topic, len, from, durable, durable_len, NULL, 0, sid);
+}
+
+/* A malloc'd NUL-terminated copy of p[0..n), or NULL. */
+static char *copy_of(const char *p, size_t n)
+{
+    char *c = malloc(n + 1);
+    if (c != NULL) {
+        memcpy(c, p, n);
+        c[n] = '\0';
+    }
+    return c;
+}
+
+vg_status vg_subs_add_queue(vg_subs *s, const char *topic, size_t len, const vg_sub_from *from,
+                            const char *durable, size_t durable_len, const char *queue,
+                            size_t queue_len, uint64_t *sid)
+{
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 4;
         entry *v = realloc(s->v, cap * sizeof *v);
@@ -109,24 +131,33 @@ vg_status vg_subs_add_durable(vg_subs *s, const char *topic, size_t len, const v
         s->v = v;
         s->cap = cap;
     }
-    char *copy = malloc(len + 1);
-    char *name = durable != NULL ? malloc(durable_len + 1) : NULL;
-    if (copy == NULL || (durable != NULL && name == NULL)) {
+    char *copy = copy_of(topic, len);
+    char *name = durable != NULL ? copy_of(durable, durable_len) : NULL;
+    char *group = queue != NULL ? copy_of(queue, queue_len) : NULL;
+    if (copy == NULL || (durable != NULL && name == NULL) || (queue != NULL && group == NULL)) {
         free(copy);
         free(name);
+        free(group);
         return VG_ERR_NOMEM;
-    }
-    memcpy(copy, topic, len);
-    copy[len] = '\0';
-    if (name != NULL) {
-        memcpy(name, durable, durable_len);
-        name[durable_len] = '\0';
     }
     *sid = s->next_sid++;
     s->v[s->n++] = (entry){.sid = *sid, .topic = copy, .len = len, .from = *from,
                              .state = VG_SUB_QUEUED, .durable = name,
-                             .durable_len = name != NULL ? durable_len : 0};
+                             .durable_len = name != NULL ? durable_len : 0, .queue = group,
+                             .queue_len = group != NULL ? queue_len : 0};
     return VG_OK;
+}
+
+bool vg_subs_queue(const vg_subs *s, uint64_t sid, const char **name, size_t *len)
+{
+    const entry *e = find(s, sid);
+    if (e == NULL || e->queue == NULL)
+        return false;
+    if (name != NULL)
+        *name = e->queue;
+    if (len != NULL)
+        *len = e->queue_len;
+    return true;
 }
 
 bool vg_subs_durable(const vg_subs *s, uint64_t sid, const char **name, size_t *len)
@@ -225,7 +256,8 @@ vg_status vg_subs_acks(vg_subs *s,
 {
     for (size_t i = 0; i < s->n; i++) {
         entry *e = &s->v[i];
-        if (e->durable == NULL || (e->state != VG_SUB_SENT && e->state != VG_SUB_ACTIVE) ||
+        if ((e->durable == NULL && e->queue == NULL) ||
+            (e->state != VG_SUB_SENT && e->state != VG_SUB_ACTIVE) ||
             (e->leaving && e->unsub != UNSUB_QUEUED))
             continue;
         vg_status st = fn(arg, e->sid, e->topic, e->len, &e->acked);
@@ -348,6 +380,21 @@ vg_status vg_subs_each_deliverable(const vg_subs *s,
         if (seen)
             continue;
         vg_status st = fn(arg, e->topic, e->len, &e->from);
+        if (st != VG_OK)
+            return st;
+    }
+    return VG_OK;
+}
+
+vg_status vg_subs_each_sid(const vg_subs *s, vg_status (*fn)(void *arg, const vg_sub_view *v),
+                           void *arg)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        const entry *e = &s->v[i];
+        if (!delivers(e))
+            continue;
+        vg_sub_view v = {e->sid, e->topic, e->len, e->from, e->durable != NULL, e->queue != NULL};
+        vg_status st = fn(arg, &v);
         if (st != VG_OK)
             return st;
     }

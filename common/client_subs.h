@@ -25,7 +25,10 @@
  * the last sequence number acknowledged on this connection (vg_subs_acks).
  * The broker may end one by itself (ERR durable_taken: vg_subs_taken); it
  * is then REFUSED, never renewed. Deleting one (vg_subs_remove_delete)
- * leaves an outcome for the caller who waits for the broker's answer. */
+ * leaves an outcome for the caller who waits for the broker's answer.
+ *
+ * Issue 12: a subscription's subject may be a pattern, and a subscription
+ * may belong to a queue group (a name, renewed with it; durable or not). */
 #ifndef VG_CLIENT_SUBS_H
 #define VG_CLIENT_SUBS_H
 
@@ -81,6 +84,16 @@ vg_status vg_subs_add(vg_subs *s, const char *topic, size_t len, const vg_sub_fr
 vg_status vg_subs_add_durable(vg_subs *s, const char *topic, size_t len, const vg_sub_from *from,
                               const char *durable, size_t durable_len, uint64_t *sid);
 
+/* The same, in queue group queue (copied; a valid name, as a durable's)
+ * when queue is not NULL, durable if durable is not NULL. */
+vg_status vg_subs_add_queue(vg_subs *s, const char *topic, size_t len, const vg_sub_from *from,
+                            const char *durable, size_t durable_len, const char *queue,
+                            size_t queue_len, uint64_t *sid);
+
+/* Whether sid belongs to a queue group; *name and *len (if not NULL) then
+ * point to the group's name, valid while the entry lives. */
+bool vg_subs_queue(const vg_subs *s, uint64_t sid, const char **name, size_t *len);
+
 /* Whether sid is a durable subscription; *name and *len (if not NULL) then
  * point to its name, valid while the entry lives. */
 bool vg_subs_durable(const vg_subs *s, uint64_t sid, const char **name, size_t *len);
@@ -123,7 +136,7 @@ vg_delete_outcome vg_subs_delete_outcome(vg_subs *s, uint64_t sid);
 bool vg_subs_taken(vg_subs *s, uint64_t sid, char *topic, size_t cap, char *durable,
                    size_t dcap);
 
-/* Calls fn for each durable subscription an ACK may be sent for on this
+/* Calls fn for each durable or queue subscription an ACK may be sent for on this
  * connection: its SUB written here (SENT or ACTIVE), not refused, and not
  * leaving unless its UNSUB is still queued (an ACK goes ahead of it).
  * *acked is the last seq acknowledged on this connection (0 after a loss),
@@ -166,6 +179,22 @@ vg_status vg_subs_each_deliverable(const vg_subs *s,
                                    vg_status (*fn)(void *arg, const char *topic, size_t len,
                                                    const vg_sub_from *from),
                                    void *arg);
+
+/* One delivering subscription, as vg_subs_each_sid shows it; the subject
+ * is valid during the call only. */
+typedef struct {
+    uint64_t sid;
+    const char *subject;
+    size_t len;
+    vg_sub_from from;
+    bool durable, queue;
+} vg_sub_view;
+
+/* Calls fn for each subscription that is neither leaving nor refused (the
+ * ones whose messages go to the application); stops at fn's first failure
+ * and returns it. */
+vg_status vg_subs_each_sid(const vg_subs *s, vg_status (*fn)(void *arg, const vg_sub_view *v),
+                           void *arg);
 
 /* The state of sid; false if there is no such subscription or it is leaving. */
 bool vg_subs_state(const vg_subs *s, uint64_t sid, vg_sub_state *state);

@@ -18,7 +18,15 @@ static void on_msg(void *ud, const vg_msg *m)
 {
     (void)ud;
     pthread_mutex_lock(&cb.mu);
+    if (cb.msgs < DELIVERIES) {
+        cb_delivery *d = &cb.dl[cb.msgs];
+        *d = (cb_delivery){.sid = m->sid, .seq = m->seq, .copy = m->copy};
+        snprintf(d->topic, sizeof d->topic, "%.*s", (int)m->topic_len, m->topic);
+    }
     cb.msgs++;
+    cb.firsts += m->copy == 0;
+    if (m->sid < 32)
+        cb.per_sid[m->sid]++;
     for (int i = 0; i < TOPICS; i++) {
         if (cb.topics[i][0] == '\0' && m->topic_len < sizeof cb.topics[i]) {
             memcpy(cb.topics[i], m->topic, m->topic_len);
@@ -48,6 +56,30 @@ static void on_gap(void *ud, const char *topic, size_t len, const vg_gap *g)
     cb.gaps++;
     snprintf(cb.gap_topic, sizeof cb.gap_topic, "%.*s", (int)len, topic);
     pthread_mutex_unlock(&cb.mu);
+}
+
+unsigned cb_firsts(void)
+{
+    pthread_mutex_lock(&cb.mu);
+    unsigned n = cb.firsts;
+    pthread_mutex_unlock(&cb.mu);
+    return n;
+}
+
+unsigned cb_on_sid(uint64_t sid)
+{
+    pthread_mutex_lock(&cb.mu);
+    unsigned n = sid < 32 ? cb.per_sid[sid] : 0;
+    pthread_mutex_unlock(&cb.mu);
+    return n;
+}
+
+cb_delivery cb_delivery_at(unsigned i)
+{
+    pthread_mutex_lock(&cb.mu);
+    cb_delivery d = i < DELIVERIES ? cb.dl[i] : (cb_delivery){0};
+    pthread_mutex_unlock(&cb.mu);
+    return d;
 }
 
 unsigned cb_gaps(void)

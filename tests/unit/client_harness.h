@@ -30,6 +30,15 @@
 
 #define TOPICS 8
 
+#define DELIVERIES 64
+
+/* One call of on_msg. */
+typedef struct {
+    uint64_t sid, seq;
+    unsigned copy;
+    char topic[32];
+} cb_delivery;
+
 /* What on_msg, on_sub_error and on_closed were called with, written on
  * the client's thread under mu: read the counts through the cb_
  * functions, a string or code once its callback is known to have run. */
@@ -48,6 +57,9 @@ typedef struct {
     unsigned gaps;
     vg_gap gap[8];                 /* the first 8 gaps */
     char gap_topic[64];            /* of the last gap */
+    unsigned firsts;               /* messages with copy 0 */
+    unsigned per_sid[32];          /* messages per sid (sids below 32) */
+    cb_delivery dl[DELIVERIES];    /* the first DELIVERIES calls of on_msg */
 } cb_record;
 
 extern cb_record cb;
@@ -59,6 +71,11 @@ unsigned cb_on_topic(const char *topic);
 unsigned cb_sub_errors(void);
 unsigned cb_closed(void);
 unsigned cb_gaps(void);
+/* on_msg calls with copy 0; calls for sid (below 32). */
+unsigned cb_firsts(void);
+unsigned cb_on_sid(uint64_t sid);
+/* on_msg call i (below DELIVERIES and cb_msgs()). */
+cb_delivery cb_delivery_at(unsigned i);
 
 /* Waits (polling) until pred(arg) or timeout_ms; returns pred's last value. */
 bool wait_until(bool (*pred)(void *), void *arg, int timeout_ms);

@@ -211,7 +211,8 @@ Test(client_resume, gaps_reach_on_gap_exactly_once)
 
 /* Two subscriptions to one topic share one position: the second OK (the
  * broker's shared cursor, possibly ahead of messages still on their way)
- * is no gap, and each message is handed over once. */
+ * is no gap, and each message is handed over once per sid (copy 0, then
+ * copy 1). */
 Test(client_resume, two_sids_on_a_topic_share_one_position)
 {
     fb_listener l;
@@ -232,7 +233,10 @@ Test(client_resume, two_sids_on_a_topic_share_one_position)
     fb_send_msg(&conn, "both.t", "1");
     fb_send_msg(&conn, "both.t", "2");
     fb_barrier(&conn, fb_ms(5000), NULL);
-    cr_assert_eq(cb_msgs(), 2);
+    cr_assert_eq(cb_msgs(), 4, "each message once per sid");
+    cr_assert_eq(cb_firsts(), 2, "each message once with copy 0");
+    cr_assert_eq(cb_on_sid(a), 2);
+    cr_assert_eq(cb_on_sid(b2), 2);
     cr_assert_eq(cb_gaps(), 0);
     vg_client_destroy(c);
     fb_close(&conn);

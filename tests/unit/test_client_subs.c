@@ -201,7 +201,7 @@ Test(client_subs, unsubscribe_while_disconnected_sends_nothing_the_broker_never_
 #ifndef VG_OLD_API
 /* After unsubscribe returns, no message on its topic reaches on_msg even
  * if the broker keeps sending; another sid on the same topic keeps it
- * delivered (once per message, not per sid). */
+ * delivered (once per message and sid: copy 0 to the first sid). */
 Test(client_subs, no_message_reaches_on_msg_after_unsubscribe)
 {
     fb_listener l;
@@ -220,14 +220,17 @@ Test(client_subs, no_message_reaches_on_msg_after_unsubscribe)
         fb_send_msg(&conn, "t.a", "x");
     fb_send_msg(&conn, "t.b", "y");
     emu_barrier();
-    cr_assert_eq(cb_on_topic("t.a"), 3, "two sids on t.a still deliver each message once");
+    cr_assert_eq(cb_on_topic("t.a"), 6, "two sids on t.a: each message to each");
+    cr_assert_eq(cb_on_sid(a1), 3);
+    cr_assert_eq(cb_on_sid(a2), 3);
+    cr_assert_eq(cb_firsts(), 4, "each message once with copy 0");
     cr_assert_eq(cb_on_topic("t.b"), 1);
 
     cr_assert_eq(vg_client_unsubscribe(c, a1), VG_OK);
     emu_until_frame(VG_FRAME_UNSUB, a1);
     fb_send_msg(&conn, "t.a", "x");
     emu_barrier();
-    cr_assert_eq(cb_on_topic("t.a"), 4, "t.a is still subscribed through sid %llu",
+    cr_assert_eq(cb_on_topic("t.a"), 7, "t.a is still subscribed through sid %llu",
                  (unsigned long long)a2);
 
     cr_assert_eq(vg_client_unsubscribe(c, a2), VG_OK);
@@ -237,10 +240,10 @@ Test(client_subs, no_message_reaches_on_msg_after_unsubscribe)
     fb_send_msg(&conn, "t.b", "y");
     emu_barrier();
     emu_barrier();
-    cr_assert_eq(cb_on_topic("t.a"), 4, "a message on t.a reached on_msg after unsubscribe");
+    cr_assert_eq(cb_on_topic("t.a"), 7, "a message on t.a reached on_msg after unsubscribe");
     cr_assert_eq(cb_on_topic("t.b"), 2);
     vg_client_stats s = checked_stats(c, "end");
-    cr_assert_eq(s.received, 6, "received counts what reached on_msg");
+    cr_assert_eq(s.received, 9, "received counts what reached on_msg");
     cr_assert_eq(emu_count(VG_FRAME_UNSUB, a1) + emu_count(VG_FRAME_UNSUB, a2), 2);
     vg_client_destroy(c);
     fb_close(&conn);
