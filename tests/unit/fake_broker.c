@@ -358,6 +358,23 @@ void fb_send_msg(fb_conn *c, const char *topic, const char *payload)
     fb_send_msg_bytes(c, VG_FRAME_MSG_TYPE1, topic, strlen(topic), payload, strlen(payload));
 }
 
+void fb_send_pos(fb_conn *c, uint64_t sid, const char *topic, uint64_t epoch, uint64_t next)
+{
+    vg_buf b = {0};
+    send_buf(c, &b, vg_frame_put_pos(&b, sid, topic, strlen(topic), epoch, next));
+}
+
+void fb_send_msg_q(fb_conn *c, const char *topic, const char *payload, uint64_t seq,
+                   uint64_t sid)
+{
+    vg_buf b = {0};
+    size_t tl = strlen(topic), pl = strlen(payload), n = vg_frame_msg_qsize(tl, pl);
+    cr_assert_eq(vg_buf_reserve(&b, n), VG_OK, "fake broker: out of memory");
+    vg_frame_write_msg_q(b.data, VG_FRAME_MSG_TYPE1, topic, tl, payload, pl, seq, sid);
+    b.len = n;
+    send_buf(c, &b, VG_OK);
+}
+
 void fb_send_ping(fb_conn *c)
 {
     vg_buf b = {0};

@@ -134,6 +134,11 @@ void fb_send_msg_bytes(fb_conn *c, vg_frame_type t, const char *topic, size_t to
                        const void *payload, size_t payload_len);
 /* A MSG_TYPE1 with the given seq (the topic's position moves up to it). */
 void fb_send_msg_seq(fb_conn *c, const char *topic, const char *payload, uint64_t seq);
+/* POS [12, sid, topic, epoch, next]: a pattern sid reads topic from next. */
+void fb_send_pos(fb_conn *c, uint64_t sid, const char *topic, uint64_t epoch, uint64_t next);
+/* A queue member's MSG_TYPE1, [11, topic, payload, seq, sid]. */
+void fb_send_msg_q(fb_conn *c, const char *topic, const char *payload, uint64_t seq,
+                   uint64_t sid);
 void fb_send_ping(fb_conn *c);
 void fb_send_pong(fb_conn *c);
 /* Writes as much of bytes as the socket takes within timeout_ms; returns
