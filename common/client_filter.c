@@ -145,7 +145,8 @@ static void refresh(vg_client *c, uint64_t gen)
             free(s->subject);
     }
     f->nsids = k;
-    qsort(f->sids, f->nsids, sizeof *f->sids, by_sid);
+    if (f->nsids > 1)
+        qsort(f->sids, f->nsids, sizeof *f->sids, by_sid);
     for (size_t i = 0; st == VG_OK && i < f->nsids; i++) {
         vg_client_sid *s = &f->sids[i];
         if (s->fresh || whole)

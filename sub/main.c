@@ -1,4 +1,4 @@
-/* sub: print the messages published to one or more topics. */
+/* sub: print the messages published to one or more topics or patterns. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -28,23 +28,28 @@
 
 static const char usage[] =
     "sub [--server HOST:PORT] [--count N] [--raw | --json] [--since WHEN] [--durable NAME\n"
-    "           [--delete]] [OPTIONS] TOPIC...\n"
+    "           [--delete]] [--queue NAME] [OPTIONS] SUBJECT...\n"
     "       sub --list-durables [OPTIONS]";
 
 static void help(void)
 {
     printf("usage: %s\n\n"
-           "Subscribes to each TOPIC and prints every message received, one per line:\n"
+           "Subscribes to each SUBJECT and prints every message received, one per line:\n"
            "  TOPIC TYPE PAYLOAD\n"
-           "where TYPE is MSG_TYPE1 or MSG_TYPE2. Bytes of the topic and the payload\n"
-           "below 0x20, 0x7f and backslash are escaped (\\n, \\t, \\r, \\\\, \\xNN);\n"
-           "other bytes are written as they are. stdout is flushed after each read\n"
-           "from the socket.\n\n"
+           "where TOPIC is the topic it was published on and TYPE is MSG_TYPE1 or\n"
+           "MSG_TYPE2. A SUBJECT is a topic or a pattern (quote it for the shell):\n"
+           "'*' as a whole token matches one token ('orders.*': orders.eu, not\n"
+           "orders.eu.paris), '>' as the last token one or more ('orders.>': both);\n"
+           "a pattern that begins with either does not match $SYS topics. A message\n"
+           "that several SUBJECTs match is printed once. Bytes of the topic and the\n"
+           "payload below 0x20, 0x7f and backslash are escaped (\\n, \\t, \\r, \\\\,\n"
+           "\\xNN); other bytes are written as they are. stdout is flushed after each\n"
+           "read from the socket.\n\n"
            "Options:\n"
            "  --count N              exit 0 after N messages printed (default: run\n"
            "                         until interrupted)\n"
-           "  --raw                  print only each payload, byte for byte, then a\n"
-           "                         newline. A payload that holds a newline byte is\n"
+           "  --raw                  print only each payload (not its topic), byte for\n"
+           "                         byte, then a newline. A payload that holds a newline byte is\n"
            "                         not printed, so that each line is one whole\n"
            "                         payload: the first one skipped is logged, the\n"
            "                         total at exit (event=skipped)\n"
@@ -58,24 +63,36 @@ static void help(void)
            "  --since WHEN           where new subscriptions start: new (default: what\n"
            "                         is published from now on), first (the oldest\n"
            "                         message the broker retains), SEQ (a number: from\n"
-           "                         that seq of the broker's current log) or a\n"
+           "                         that seq of the broker's current log; not with a\n"
+           "                         pattern, as each topic has its own seqs) or a\n"
            "                         duration such as 500ms, 30s, 2m, 1h (what was\n"
            "                         published that long ago or later). After a\n"
            "                         reconnect each subscription resumes after the\n"
-           "                         last message printed, whatever WHEN\n"
+           "                         last message printed, whatever WHEN (a pattern:\n"
+           "                         each of its topics; one first seen later starts at\n"
+           "                         the oldest message the broker retains)\n"
            "  --no-gaps              exit 1 at the first gap (after logging it)\n"
            "  --durable NAME         durable subscriptions named NAME (1 to 64 of\n"
-           "                         A-Z a-z 0-9 _ . -), one per TOPIC: the broker keeps\n"
-           "                         each one's position, and a later sub --durable NAME\n"
+           "                         A-Z a-z 0-9 _ . -), one per SUBJECT: the broker\n"
+           "                         keeps each one's position (a pattern's: per topic), and a later sub --durable NAME\n"
            "                         resumes after the last message this one printed.\n"
            "                         A new durable starts at --since (default: first).\n"
            "                         A message is done once printed and flushed; sub\n"
            "                         tells the broker within 20 ms and at exit. If\n"
            "                         another sub takes NAME over for a topic, this one\n"
            "                         logs event=durable_taken and exits 1\n"
-           "  --delete               with --durable: delete NAME's durable on each TOPIC\n"
+           "  --delete               with --durable: delete NAME's durable on each\n"
+           "                         SUBJECT\n"
            "                         (print nothing; exit 0 once the broker agreed,\n"
            "                         logging event=durable_deleted for each)\n"
+           "  --queue NAME           join queue group NAME (as --durable's names) on each\n"
+           "                         SUBJECT: the broker gives each message to one\n"
+           "                         member of the group, so several subs with the same\n"
+           "                         --queue share the work and each prints its part\n"
+           "                         (its seqs are sparse: not a gap). With --durable,\n"
+           "                         a durable group: the broker keeps the group's\n"
+           "                         position, as it keeps a durable's. A message is\n"
+           "                         done once printed and flushed, as for --durable\n"
            "  --list-durables        print the broker's durables, one JSON document\n"
            "                         ({\"durables\":[{\"name\":...,\"topic\":...,\"acked\":N,\n"
            "                         \"next\":N,\"connected\":true}]}), then exit 0; exit 1\n"
@@ -91,6 +108,7 @@ static void help(void)
            "  level=warn event=gap topic=T from=F reason=broker_restarted (the broker\n"
            "  lost its log: what followed F-1 in it is unknown)\n"
            "A message the broker sends again after a reconnect is not printed twice.\n"
+           "A gap on a topic that several SUBJECTs match is logged once.\n"
            "Needs a vigil 0.2 broker (protocol version 2).\n"
            "Exit status: 0 on --count reached or SIGINT/SIGTERM/SIGHUP, 1 if a\n"
            "subscription is refused, the connection is given up, stdout cannot be\n"
@@ -121,6 +139,8 @@ static void finish(sub_state *s, int code)
 static void on_msg(void *ud, const vg_msg *m)
 {
     sub_state *s = ud;
+    if (m->copy > 0)
+        return; /* printed already, for the first SUBJECT it matches */
     if ((s->limit != 0 && s->seen >= s->limit) || atomic_load(&s->exit_code) >= 0) {
         /* Stopping (--count reached, --no-gaps after a gap, a signal):
          * not printed, so not processed: a durable's successor gets it. */
@@ -159,6 +179,8 @@ static void on_batch_end(void *ud)
 static void on_gap(void *ud, const char *topic, size_t topic_len, const vg_gap *g)
 {
     sub_state *s = ud;
+    if (g->copy > 0)
+        return; /* logged already, for the first SUBJECT it concerns */
     char q[96];
     vg_log_quote(q, sizeof q, topic, topic_len);
     if (g->reason == VG_GAP_EPOCH)
@@ -278,6 +300,7 @@ int main(int argc, char **argv)
         OPT_DURABLE,
         OPT_DELETE,
         OPT_LIST_DURABLES,
+        OPT_QUEUE,
     };
     static const struct option own[] = {
         {"count", required_argument, NULL, OPT_COUNT},
@@ -288,6 +311,7 @@ int main(int argc, char **argv)
         {"durable", required_argument, NULL, OPT_DURABLE},
         {"delete", no_argument, NULL, OPT_DELETE},
         {"list-durables", no_argument, NULL, OPT_LIST_DURABLES},
+        {"queue", required_argument, NULL, OPT_QUEUE},
         {NULL, 0, NULL, 0},
     };
     struct option opts[VG_CLI_MAX_OPTIONS];
@@ -301,7 +325,7 @@ int main(int argc, char **argv)
     vg_sub_start since = VG_SUB_NEW;
     uint64_t since_position = 0;
     bool since_given = false, delete = false;
-    const char *durable = NULL;
+    const char *durable = NULL, *queue = NULL;
     int64_t n;
     int o;
     opterr = 0;
@@ -321,6 +345,11 @@ int main(int argc, char **argv)
                 vg_usage_error("sub", usage, "--durable NAME must be 1 to 64 of A-Z a-z 0-9 _ . -, "
                                "got '%s'", optarg);
             durable = optarg;
+        } else if (o == OPT_QUEUE) {
+            if (!vg_durable_name_ok(optarg, strlen(optarg)))
+                vg_usage_error("sub", usage, "--queue NAME must be 1 to 64 of A-Z a-z 0-9 _ . -, "
+                               "got '%s'", optarg);
+            queue = optarg;
         } else if (o == OPT_DELETE) {
             delete = true;
         } else if (o == OPT_LIST_DURABLES) {
@@ -340,11 +369,15 @@ int main(int argc, char **argv)
     if (delete && durable == NULL)
         vg_usage_error("sub", usage, "--delete needs --durable NAME");
     if (delete && argc - optind > MAX_DELETES)
-        vg_usage_error("sub", usage, "--delete takes at most %d TOPICs", MAX_DELETES);
-    if (s.list && (durable != NULL || optind < argc))
-        vg_usage_error("sub", usage, "--list-durables takes no TOPIC and no --durable");
+        vg_usage_error("sub", usage, "--delete takes at most %d SUBJECTs", MAX_DELETES);
+    if (s.list && (durable != NULL || queue != NULL || optind < argc))
+        vg_usage_error("sub", usage, "--list-durables takes no SUBJECT, --durable or --queue");
     if (!s.list && optind >= argc)
-        vg_usage_error("sub", usage, "missing TOPIC");
+        vg_usage_error("sub", usage, "missing SUBJECT (a topic or a pattern)");
+    for (int i = optind; i < argc && since == VG_SUB_SEQ; i++)
+        if (strchr(argv[i], '*') != NULL || strchr(argv[i], '>') != NULL)
+            vg_usage_error("sub", usage, "--since SEQ names a place in one topic's log: not for "
+                           "the pattern '%s'", argv[i]);
     if (durable != NULL && !since_given)
         since = VG_SUB_FIRST; /* a new durable gets everything retained (JetStream's "all") */
     sub_fmt_init(&s.fmt, format);
@@ -387,10 +420,14 @@ int main(int argc, char **argv)
     for (int i = optind; i < argc; i++) {
         uint64_t sid = 0;
         /* A deletion starts where the broker is: nothing old is sent for it. */
-        st = durable != NULL ? vg_client_subscribe_durable(c, argv[i], durable,
-                                                           delete ? VG_SUB_NEW : since, 0,
-                                                           delete ? 0 : since_position, &sid)
-                             : vg_client_subscribe_from(c, argv[i], since, 0, since_position, NULL);
+        vg_sub_start start = delete ? VG_SUB_NEW : since;
+        uint64_t position = delete ? 0 : since_position;
+        if (queue != NULL)
+            st = vg_client_subscribe_queue(c, argv[i], queue, durable, start, 0, position, &sid);
+        else if (durable != NULL)
+            st = vg_client_subscribe_durable(c, argv[i], durable, start, 0, position, &sid);
+        else
+            st = vg_client_subscribe_from(c, argv[i], since, 0, since_position, NULL);
         if (st == VG_OK && delete)
             del.sids[del.n++] = sid;
         if (st == VG_ERR_CLOSED) {

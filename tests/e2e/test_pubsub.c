@@ -166,7 +166,7 @@ Test(cli, malformed_arguments_exit_2_with_usage)
     expect_usage_error((const char *[]){h_bin("pub"), "--interval", "soon", "t", "m", NULL}, "--interval");
     expect_usage_error((const char *[]){h_bin("pub"), "t", NULL}, "TOPIC and MESSAGE");
     expect_usage_error((const char *[]){h_bin("pub"), "a..b", "m", NULL}, "invalid topic");
-    expect_usage_error((const char *[]){h_bin("sub"), NULL}, "missing TOPIC");
+    expect_usage_error((const char *[]){h_bin("sub"), NULL}, "missing SUBJECT");
     expect_usage_error((const char *[]){h_bin("sub"), "--count", "-1", "t", NULL}, "--count");
     expect_usage_error((const char *[]){h_bin("sub"), "--server", "nope", "t", NULL}, "--server");
     expect_usage_error((const char *[]){h_bin("broker"), "--listen", "1.2.3.4", NULL}, "--listen");

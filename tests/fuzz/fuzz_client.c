@@ -44,7 +44,10 @@
  * which messages are duplicates and which gaps are news. Callbacks are
  * checked as they come against client.h's promises (on_msg only for a
  * message sent, in order, with its seq, on a topic subscribed, not
- * unsubscribed and not refused; on_gap only for our topics, with a range
+ * unsubscribed and not refused, once per sid on it: copies (vg_msg.copy
+ * above 0) right after the first, for a sid on the topic; POS frames and
+ * queue members' 5-element MSGs for sids that are neither a pattern nor a
+ * queue member change nothing; on_gap only for our topics, with a range
  * its reason allows; on_sub_error only for our topics, with a code that
  * answers a SUB and a printable reason; nothing after on_closed; all on the
  * one I/O thread). When the sequence is deterministic (INFO first and the
@@ -202,6 +205,7 @@ typedef struct {
     bool cb_unsub_done;
     size_t msg_cursor, err_cursor;
     size_t deliveries, sub_errors, gaps; /* counts */
+    size_t copies; /* on_msg calls for a message handed to another sid first */
     size_t *delivered, *refused_at; /* frame indices, as they came */
     unsigned closed_calls;
     char closed_reason[64];
@@ -315,7 +319,7 @@ static void model(void)
         vg_frame_type t = fr->f.type;
         if (!handshaken && t != VG_FRAME_INFO && t != VG_FRAME_ERR && t != VG_FRAME_PING)
             return; /* "expected INFO" */
-        if (vg_frame_is_msg(t) && fr->f.form != 2)
+        if (vg_frame_is_msg(t) && fr->f.form != 2 && fr->f.form != 3)
             return; /* a MSG without a seq */
         fr->processed = true;
         fr->max_payload = limit;
@@ -325,6 +329,8 @@ static void model(void)
         switch (t) {
         case VG_FRAME_MSG_TYPE1:
         case VG_FRAME_MSG_TYPE2:
+            if (fr->f.form == 3)
+                break; /* a queue member's: no sid here is one, so it is dropped */
             fr->deliver = model_deliverable(subs, s.nsubs, &fr->f) &&
                           vg_resume_msg(&mp.pos[slot], fr->f.seq, &gapped, &g) == VG_RESUME_DELIVER;
             fr->gap = gapped;
@@ -334,6 +340,7 @@ static void model(void)
                 subs[0].leaving = true;
             }
             break;
+        case VG_FRAME_POS: break; /* no sid here is a pattern: ignored */
         case VG_FRAME_PING: m->pings++; break;
         case VG_FRAME_PONG: m->pongs++; break;
         case VG_FRAME_OK: model_answer(subs, s.nsubs, fr, true, &mp); break;
@@ -473,6 +480,18 @@ static void on_msg(void *ud, const vg_msg *msg)
     check(vg_frame_is_msg(msg->type), "on_msg with a type that is not a MSG");
     check(may_deliver(msg->topic, msg->topic_len),
           "on_msg for a topic not subscribed, unsubscribed or refused");
+    check(msg->sid >= 1 && msg->sid <= s.nsubs &&
+              is_str(msg->topic, msg->topic_len, s.topics[msg->sid - 1]),
+          "on_msg for a sid that is not subscribed to its topic");
+    if (msg->copy > 0) { /* the message just handed over, to another sid on its topic */
+        check(s.deliveries > 0, "on_msg: a copy before any message");
+        const in_frame *fr = &s.m.v[s.delivered[s.deliveries - 1]];
+        check(fr->f.seq == msg->seq && same(fr->f.topic, fr->f.topic_len, msg->topic,
+                                            msg->topic_len),
+              "on_msg: a copy of another message than the last one");
+        s.copies++;
+        return;
+    }
     size_t sent = atomic_load(&s.sent);
     size_t i = s.msg_cursor;
     for (; i < s.m.n; i++) {
@@ -533,7 +552,10 @@ static void on_gap(void *ud, const char *topic, size_t len, const vg_gap *g)
     case VG_GAP_EPOCH: check(g->to == 0, "on_gap EPOCH with a known end"); break;
     default: die("on_gap with an unknown reason");
     }
-    s.gaps++;
+    check(g->sid >= 1 && g->sid <= s.nsubs && is_str(topic, len, s.topics[g->sid - 1]),
+          "on_gap for a sid that is not subscribed to its topic");
+    if (g->copy == 0) /* copies: the same gap, to another sid on the topic */
+        s.gaps++;
 }
 
 static void on_batch_end(void *ud)
@@ -942,7 +964,7 @@ static void check_outcome(const writes *w)
     check(st.published == st.confirmed + st.unconfirmed + st.pending + st.unsent,
           "published != confirmed + unconfirmed + pending + unsent");
     check(st.pending == 0, "frames still pending after vg_client_close");
-    check(st.received == s.deliveries, "received differs from the on_msg calls");
+    check(st.received == s.deliveries + s.copies, "received differs from the on_msg calls");
     check(st.gaps == s.gaps, "gaps differs from the on_gap calls");
     uint64_t written = st.published - st.unsent;
     size_t msgs_read = 0;

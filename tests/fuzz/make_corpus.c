@@ -626,6 +626,15 @@ static void bmsg_of(vg_buf *b, vg_frame_type t, size_t n, char c)
     free(p);
 }
 
+/* A queue group's delivery, [type, topic, payload, seq, sid]. */
+static void msg_q(vg_buf *b, const char *topic, const char *payload, uint64_t seq, uint64_t sid)
+{
+    size_t tl = strlen(topic), pl = strlen(payload), n = vg_frame_msg_qsize(tl, pl);
+    ok(vg_buf_reserve(b, n));
+    vg_frame_write_msg_q(b->data + b->len, MSG1, topic, tl, payload, pl, seq, sid);
+    b->len += n;
+}
+
 /* The answer to a SUB, from the next message on (as a broker's OK v2). */
 static void ok_frame(vg_buf *b, uint64_t sid) { ok(vg_frame_put_ok2(b, sid, C_EPOCH, 1)); }
 
@@ -976,6 +985,36 @@ static void broker_durable_frames(vg_buf *b)
     bmsg(b, MSG1, "news", "after the handshake");
     err_frame(b, 18, "taken over", 1);
     client_seed("durable_info_in_rest", 0, C_DURABLE, b);
+
+    /* Issue 12: POS frames (for a sid that is no pattern, ignored; for a
+     * topic nobody reads), and a queue member's 5-element MSG, for a sid
+     * that is in no group (dropped), around plain messages. */
+    ok_frame(b, 1);
+    ok(vg_frame_put_pos(b, 1, "news", 4, C_EPOCH, 1));
+    ok(vg_frame_put_pos(b, 9, "other", 5, C_EPOCH, 7));
+    bmsg(b, MSG1, "news", "after the POS");
+    client_seed("pos", C_INFO, C_MP_1MIB, b);
+    ok(vg_frame_put_pos(b, 2, "a.b", 3, C_EPOCH + 1, 40));
+    ok_frame(b, 1);
+    ok_frame(b, 2);
+    bmsg(b, MSG1, "a.b", "b");
+    client_seed("pos_other_epoch_two_subs", C_INFO | C_TWO_SUBS, C_MP_1MIB, b);
+    ok_frame(b, 1);
+    msg_q(b, "news", "queued", 1, 1);
+    msg_q(b, "news", "queued again", 1, 1);
+    msg_q(b, "news", "not ours", 2, 7);
+    bmsg(b, MSG1, "news", "plain");
+    client_seed("msg_queue", C_INFO, C_MP_1MIB, b);
+    ok_frame(b, 1);
+    ok_frame(b, 2);
+    msg_q(b, "news", "both", 3, 2);
+    bmsg(b, MSG2, "news", "both, plain");
+    client_seed("msg_queue_same_topic_two_sids", C_INFO | C_TWO_SUBS | C_SAME_TOPIC, C_MP_1MIB,
+                b);
+    ok_frame(b, 1);
+    msg_q(b, "news", "durable", 1, 1);
+    bmsg(b, MSG1, "news", "durable, plain");
+    client_seed("msg_queue_durable", C_INFO, C_MP_1MIB | C_DURABLE, b);
 }
 
 /* ---- fuzz_format: a topic and a payload ---- */
