@@ -11,7 +11,6 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include "client_match.h"
 #include "clock.h"
 #include "frame.h"
 #include "log.h"
@@ -307,10 +306,10 @@ static vg_status subscribe(vg_client *c, const char *topic, const char *name, si
 {
     size_t len = strlen(topic);
     size_t qlen = queue != NULL ? strlen(queue) : 0;
-    if (!vg_cm_subject_ok(topic, len))
+    if (vg_subject_check(topic, len, VG_TOPIC_MAX_LEN, VG_TOPIC_MAX_LEN, NULL) != VG_OK)
         return VG_ERR_BAD_TOPIC;
     if (!start_ok(start, epoch, position) ||
-        (start == VG_SUB_SEQ && vg_cm_is_pattern(topic, len)))
+        (start == VG_SUB_SEQ && vg_subject_is_pattern(topic, len)))
         return VG_ERR_ARG;
     vg_sub_from from = {start, epoch, position};
     vg_buf frame = {0};

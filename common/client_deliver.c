@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client_match.h"
+#include "topic.h"
 #include "clock.h"
 #include "log.h"
 
@@ -258,7 +258,7 @@ void vg_client_position_started(vg_client *c, uint64_t sid, const char *subject,
 {
     vg_client_sync_filter(c);
     vg_client_sid *s = c->filter.valid ? vg_client_filter_sid(&c->filter, sid) : NULL;
-    if (vg_cm_is_pattern(subject, len)) {
+    if (vg_subject_is_pattern(subject, len)) {
         if (s != NULL) /* its topics are placed by POS frames, each its own */
             s->ok_epoch = epoch;
         return;
@@ -307,7 +307,7 @@ static vg_status ack_one(void *arg, uint64_t sid, const char *subject, size_t le
         return VG_OK;
     bool queue = vg_subs_queue(c->subs, sid, NULL, NULL);
     vg_buf *out = vg_link_ctl(c->link);
-    if (!queue && !vg_cm_is_pattern(subject, len)) {
+    if (!queue && !vg_subject_is_pattern(subject, len)) {
         vg_client_topic *t = vg_topics_find(tb, subject, len);
         vg_client_member *m = t != NULL ? vg_topic_member(t, sid) : NULL;
         if (m == NULL || m->processed <= *acked || m->processed_epoch != c->conn_epoch)

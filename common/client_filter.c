@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client_match.h"
+#include "topic.h"
 
 vg_client_sid *vg_client_filter_sid(const vg_client_filter *f, uint64_t sid)
 {
@@ -65,7 +65,7 @@ static vg_status note_sid(void *arg, const vg_sub_view *v)
         return VG_ERR_NOMEM;
     f->sids[f->nsids++] = (vg_client_sid){
         .sid = v->sid, .subject = copy, .len = v->len, .from = v->from,
-        .pattern = vg_cm_is_pattern(v->subject, v->len), .durable = v->durable,
+        .pattern = vg_subject_is_pattern(v->subject, v->len), .durable = v->durable,
         .queue = v->queue, .kept = true, .fresh = true};
     return VG_OK;
 }
@@ -109,7 +109,7 @@ static vg_status join_topics(vg_client_filter *f, const vg_client_sid *s)
     }
     for (size_t i = 0; i < tb->n; i++) {
         vg_client_topic *t = &tb->v[i];
-        if (vg_cm_matches(s->subject, s->len, t->topic, t->len) && join(t, s) != VG_OK)
+        if (vg_subject_matches(s->subject, s->len, t->topic, t->len) && join(t, s) != VG_OK)
             return VG_ERR_NOMEM;
     }
     return VG_OK;
@@ -179,14 +179,14 @@ vg_client_topic *vg_client_topic_for(vg_client *c, const char *topic, size_t len
         return t;
     size_t first = f->nsids;
     for (size_t i = 0; i < f->nsids && first == f->nsids; i++)
-        if (f->sids[i].pattern && vg_cm_matches(f->sids[i].subject, f->sids[i].len, topic, len))
+        if (f->sids[i].pattern && vg_subject_matches(f->sids[i].subject, f->sids[i].len, topic, len))
             first = i;
     if (first == f->nsids)
         return NULL; /* nobody's: not kept */
     t = vg_topics_add(&f->topics, topic, len);
     for (size_t i = first; t != NULL && i < f->nsids; i++) {
         const vg_client_sid *s = &f->sids[i];
-        if (s->pattern && vg_cm_matches(s->subject, s->len, topic, len) && join(t, s) != VG_OK)
+        if (s->pattern && vg_subject_matches(s->subject, s->len, topic, len) && join(t, s) != VG_OK)
             t = NULL;
     }
     if (t == NULL) { /* out of memory: the next sync joins every sid again */

@@ -13,7 +13,7 @@
  *                    position is the broker's */
 #include "client_internal.h"
 
-#include "client_match.h"
+#include "topic.h"
 
 /* The POS frames of pattern sid: one per topic it reads with a position. */
 static vg_status put_positions(vg_client *c, vg_buf *out, uint64_t sid)
@@ -55,7 +55,7 @@ vg_status vg_client_put_renewal(vg_client *c, vg_buf *out, uint64_t sid, const c
         return vg_frame_put_sub_queue(out, sid, subject, len, start, epoch, position, name, nlen,
                                       queue, qlen);
     }
-    if (vg_cm_is_pattern(subject, len)) {
+    if (vg_subject_is_pattern(subject, len)) {
         if (s != NULL && s->ok_epoch != 0 && s->ok_epoch == c->conn_epoch) {
             vg_status st = put_positions(c, out, sid);
             if (st != VG_OK)
