@@ -211,12 +211,12 @@ vg_status vg_client_subscribe_durable(vg_client *c, const char *topic, const cha
  * subject to one member of the group, so on_msg gets a sparse subset of
  * each topic's sequence numbers (no gap is reported for the others, and
  * the topic's position is not used). A message given to this member again
- * on the same connection (one of the last 64 seqs of its topic given to
- * it) is dropped as a duplicate. Processed messages are acknowledged as a
+ * on the same connection (the highest seq of its topic given to it, or
+ * one of the 63 below) is dropped as a duplicate. Processed messages are acknowledged as a
  * durable's are (top of this file), cumulatively per topic. durable, if
  * not NULL (a name as for vg_client_subscribe_durable), makes it a durable
- * queue group, whose position the broker keeps across connections and
- * processes; start, epoch and position apply when the broker creates the
+ * queue group, whose position the broker keeps as it keeps a durable's;
+ * start, epoch and position apply when the broker creates the
  * group (as vg_client_subscribe_from, SEQ only on a topic). Every
  * reconnect renews the membership with the same SUB. VG_ERR_ARG for a bad
  * name or start, else as vg_client_subscribe_from; vg_client_unsubscribe

@@ -240,8 +240,9 @@ void vg_client_pos_frame(vg_client *c, const vg_frame *f)
     bool untracked;
     vg_client_topic *t = vg_client_topic_for(c, f->topic, f->topic_len, &untracked);
     const vg_client_sid *s = t != NULL ? vg_client_filter_sid(&c->filter, f->sid) : NULL;
-    if (s == NULL || !s->pattern || vg_topic_member(t, f->sid) == NULL)
-        return; /* unsubscribed since, or not a pattern of ours that matches it */
+    const vg_client_member *m = s != NULL ? vg_topic_member(t, f->sid) : NULL;
+    if (s == NULL || !s->pattern || m == NULL || m->queue)
+        return; /* unsubscribed since, not a pattern of ours that matches it, or a group's */
     place(c, t, f->epoch, f->next);
 }
 
@@ -263,7 +264,10 @@ void vg_client_position_started(vg_client *c, uint64_t sid, const char *subject,
             s->ok_epoch = epoch;
         return;
     }
-    if (s != NULL && s->queue)
+    pthread_mutex_lock(&c->mu); /* the copy lacks a sid that is leaving */
+    bool queue = vg_subs_queue(c->subs, sid, NULL, NULL);
+    pthread_mutex_unlock(&c->mu);
+    if (queue)
         return; /* the group's position is the broker's: nothing of ours to place */
     bool untracked;
     vg_client_topic *t = vg_client_topic_for(c, subject, len, &untracked);
