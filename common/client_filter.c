@@ -127,9 +127,11 @@ static void refresh(vg_client *c, uint64_t gen)
     pthread_mutex_lock(&c->mu);
     vg_status st = vg_subs_each_sid(c->subs, note_sid, &w);
     pthread_mutex_unlock(&c->mu);
-    size_t n = f->nsids;
+    size_t n = f->nsids, gone = 0;
+    for (size_t i = 0; i < w.sorted; i++)
+        gone += !f->sids[i].kept;
     f->nsids = w.sorted; /* sid_gone looks among the sorted ones */
-    if (st == VG_OK) {
+    if (st == VG_OK && gone > 0) { /* most changes (an answer, a new sid) remove none */
         for (size_t i = 0; i < f->topics.n; i++)
             vg_topic_drop_members(&f->topics.v[i], sid_gone, f);
     }
