@@ -243,6 +243,16 @@ void vg_client_pos_frame(vg_client *c, const vg_frame *f)
     const vg_client_member *m = s != NULL ? vg_topic_member(t, f->sid) : NULL;
     if (s == NULL || !s->pattern || m == NULL || m->queue)
         return; /* unsubscribed since, not a pattern of ours that matches it, or a group's */
+    if (!t->started && !t->pos.anchored && t->pos.epoch == 0 && s->ok_epoch != 0 &&
+        !s->durable && c->conn_epoch != 0) {
+        /* A pattern the broker has answered is owed a topic new to the
+         * client from its first message (one created later starts there;
+         * one a resume finds is read whole: a RETENTION gap before its
+         * first retained message), so the position is the application's,
+         * before 1. A durable's is the broker's (its acknowledgements may
+         * be another process's), as is any before the pattern's first OK. */
+        vg_resume_init(&t->pos, VG_SUB_SEQ, c->conn_epoch, 1);
+    }
     place(c, t, f->epoch, f->next);
 }
 

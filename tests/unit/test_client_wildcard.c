@@ -208,8 +208,9 @@ static uint64_t next_for(char topics[][16], const uint64_t *next, int n, const c
 
 /* A pattern whose OK came is renewed with a POS per topic it has a
  * position for (next: the message after the last one), then SUB SEQ 0;
- * the broker's POS for a known topic beyond it is a RETENTION gap, for a
- * topic never seen the start; a pattern never answered asks for its start
+ * the broker's POS for a known topic beyond it is a RETENTION gap, and so
+ * is one for a topic new to the client beyond 1 (reported once, whether
+ * the broker's GAP comes too); a pattern never answered asks for its start
  * again. After an epoch change: EPOCH gaps and SUB FIRST, no POS. */
 Test(client_wildcard, a_pattern_resumes_its_topics_after_a_reconnect)
 {
@@ -253,13 +254,16 @@ Test(client_wildcard, a_pattern_resumes_its_topics_after_a_reconnect)
     fb_send_pos(&c2, p, "r.a", FB_EPOCH, 9); /* 5..8 dropped meanwhile */
     fb_send_pos(&c2, p, "r.b", FB_EPOCH, 3);
     fb_send_pos(&c2, p, "r.new", FB_EPOCH, 1);
+    fb_send_pos(&c2, p, "r.late", FB_EPOCH, 4); /* new to the client: owed from 1 */
+    fb_send_gap(&c2, p, "r.late", 1, 3, VG_GAP_RETENTION); /* the broker's word: no news */
     fb_send_ok(&c2, p);
     fb_send_msg_seq(&c2, "r.a", "a9", 9);
     fb_send_msg_seq(&c2, "r.b", "b2 again", 2);
     fb_send_msg_seq(&c2, "r.new", "n1", 1);
     fb_barrier(&c2, fb_ms(5000), NULL);
-    cr_assert_eq(cb_gaps(), 1);
+    cr_assert_eq(cb_gaps(), 2);
     expect_gap(0, p, 5, 8, VG_GAP_RETENTION);
+    expect_gap(1, p, 1, 3, VG_GAP_RETENTION);
     cr_assert_eq(cb_msgs(), 5, "b2 shown twice, or a9/n1 missing");
     lose_connection(&c2, 2);
 
@@ -273,16 +277,17 @@ Test(client_wildcard, a_pattern_resumes_its_topics_after_a_reconnect)
             cr_assert(f.start == VG_SUB_FIRST && f.epoch == 0 && f.position == 0,
                       "the pattern from the new log's first message");
     }
-    unsigned four = 4;
-    cr_assert(wait_until(gaps_at_least, &four, fb_ms(5000)), "an EPOCH gap per topic");
-    const uint64_t from[4] = {0, 10, 3, 2}; /* r.a, r.b, r.new: after the last of each */
-    for (unsigned i = 1; i < 4; i++)
+    unsigned six = 6;
+    cr_assert(wait_until(gaps_at_least, &six, fb_ms(5000)), "an EPOCH gap per topic");
+    /* r.a, r.b, r.new, r.late: after the last of each */
+    const uint64_t from[6] = {0, 0, 10, 3, 2, 4};
+    for (unsigned i = 2; i < 6; i++)
         expect_gap(i, p, from[i], 0, VG_GAP_EPOCH);
     fb_send_pos(&c3, p, "r.a", c3.epoch, 3);
     fb_send_ok(&c3, p);
     fb_barrier(&c3, fb_ms(5000), NULL);
-    cr_assert_eq(cb_gaps(), 5, "three EPOCH gaps, then 1..2 of the new log");
-    expect_gap(4, p, 1, 2, VG_GAP_RETENTION);
+    cr_assert_eq(cb_gaps(), 7, "four EPOCH gaps, then 1..2 of the new log");
+    expect_gap(6, p, 1, 2, VG_GAP_RETENTION);
     vg_client_destroy(c);
     fb_close(&c3);
     fb_unlisten(&l);
