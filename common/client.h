@@ -23,7 +23,8 @@
  * when on_msg has returned for it without calling vg_client_stop_delivery.
  * The I/O thread acknowledges processed
  * messages with cumulative ACKs, one per durable subscription carrying the
- * highest seq processed: at most once every ack_delay_ms, at once when
+ * highest seq processed (for a pattern, and for a queue group's member,
+ * one per topic, naming it): at most once every ack_delay_ms, at once when
  * 1024 processed messages wait for an ACK, after each (re)subscription,
  * and, best effort, when vg_client_close or vg_client_destroy ends the
  * connection. ACKs are written only after on_batch_end has returned for
