@@ -654,3 +654,65 @@ Test(subs, deletions_leave_an_outcome)
     cr_assert_eq(vg_subs_answer(s, later, true, t, sizeof t), VG_SUBEV_UNSUBSCRIBED);
     cr_assert_eq(vg_subs_delete_outcome(s, later), VG_DELETE_OK);
 }
+
+/* What vg_subs_each_sid showed. */
+typedef struct {
+    vg_sub_view v[8];
+    char subjects[8][16];
+    int n;
+} sid_walk;
+
+static vg_status note_sid(void *arg, const vg_sub_view *v)
+{
+    sid_walk *w = arg;
+    w->v[w->n] = *v;
+    snprintf(w->subjects[w->n], sizeof w->subjects[0], "%.*s", (int)v->len, v->subject);
+    w->v[w->n].subject = w->subjects[w->n];
+    w->n++;
+    return VG_OK;
+}
+
+/* Issue 12: a queue membership keeps its group's name (and a durable one
+ * its durable's); vg_subs_each_sid shows each delivering sid once, with
+ * its kind, leaving and refused ones left out; ACKs are offered for queue
+ * members as for durables. */
+Test(subs, queue_members_and_the_sids_that_deliver)
+{
+    uint64_t plain = add("a.*"), q = 0, dq = 0;
+    vg_sub_from from = {VG_SUB_FIRST, 0, 0};
+    cr_assert_eq(vg_subs_add_queue(s, "a.>", 3, &from, NULL, 0, "workers", 7, &q), VG_OK);
+    cr_assert_eq(vg_subs_add_queue(s, "b", 1, &from, "bill", 4, "workers", 7, &dq), VG_OK);
+    uint64_t gone = add("c"), refused = add("d");
+    const char *name = NULL;
+    size_t len = 0;
+    cr_assert(vg_subs_queue(s, q, &name, &len) && len == 7 && memcmp(name, "workers", 7) == 0);
+    cr_assert_not(vg_subs_durable(s, q, NULL, NULL));
+    cr_assert(vg_subs_queue(s, dq, NULL, NULL) && vg_subs_durable(s, dq, &name, &len) &&
+              len == 4 && memcmp(name, "bill", 4) == 0);
+    cr_assert_not(vg_subs_queue(s, plain, NULL, NULL));
+    activate(plain);
+    activate(q);
+    activate(dq);
+    activate(gone);
+    cr_assert_eq(vg_subs_remove(s, gone), VG_UNSUB_SEND);
+    vg_subs_written(s, VG_FRAME_SUB, refused);
+    char t[32];
+    cr_assert_eq(vg_subs_answer(s, refused, false, t, sizeof t), VG_SUBEV_REFUSED);
+    sid_walk w = {.n = 0};
+    cr_assert_eq(vg_subs_each_sid(s, note_sid, &w), VG_OK);
+    cr_assert_eq(w.n, 3, "%d sids deliver", w.n);
+    for (int i = 0; i < w.n; i++) {
+        const vg_sub_view *v = &w.v[i];
+        if (v->sid == plain)
+            cr_assert(!v->queue && !v->durable && strcmp(v->subject, "a.*") == 0);
+        else if (v->sid == q)
+            cr_assert(v->queue && !v->durable && v->from.start == VG_SUB_FIRST &&
+                      strcmp(v->subject, "a.>") == 0);
+        else
+            cr_assert(v->sid == dq && v->queue && v->durable && strcmp(v->subject, "b") == 0);
+    }
+    ack_walk a = {.set_to = 0};
+    cr_assert_eq(vg_subs_acks(s, note_ack, &a), VG_OK);
+    cr_assert_eq(a.n, 2, "ACKs for the two queue members, not the plain sid");
+    cr_assert(a.sids[0] + a.sids[1] == q + dq);
+}
