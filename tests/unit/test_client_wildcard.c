@@ -5,6 +5,7 @@
  * (a POS per topic it has a position for, then SUB SEQ 0; FIRST after an
  * epoch change), durable patterns acknowledged per topic. */
 #include <criterion/criterion.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -339,6 +340,58 @@ Test(client_wildcard, a_durable_pattern_acknowledges_each_topic)
     }
     cr_assert(got[0] == 3 && got[1] == 7, "ACKs d.a %llu d.b %llu", (unsigned long long)got[0],
               (unsigned long long)got[1]);
+    vg_client_destroy(c);
+    fb_close(&conn);
+    fb_unlisten(&l);
+}
+
+/* A callback that unsubscribes a later sid, and subscribes a new one (the
+ * test reads what it did after a barrier, through atomics). */
+static struct {
+    vg_client *c;
+    uint64_t first, later;
+    _Atomic uint64_t added;
+    _Atomic unsigned calls[8];
+} cbu;
+
+static void on_msg_unsub(void *ud, const vg_msg *m)
+{
+    (void)ud;
+    if (m->sid < 8)
+        cbu.calls[m->sid]++;
+    if (m->sid == cbu.first && cbu.later != 0) {
+        vg_client_unsubscribe(cbu.c, cbu.later);
+        uint64_t added = 0;
+        vg_client_subscribe(cbu.c, "u.>", &added);
+        atomic_store(&cbu.added, added);
+        cbu.later = 0;
+    }
+}
+
+/* On the I/O thread, on_msg for the first sid unsubscribes the third: the
+ * message does not reach it (its turn had not come); the sid subscribed
+ * from the callback does not get the message being dispatched either. */
+Test(client_wildcard, a_callback_unsubscribing_a_later_sid_stops_the_message_there)
+{
+    fb_listener l;
+    fb_listen(&l, false, 0);
+    fb_conn conn;
+    vg_client_opts o = opts_for(l.port);
+    o.on_msg = on_msg_unsub;
+    vg_client *c = connected_client(&l, &conn, &o);
+    cbu.c = c;
+    cbu.first = sub_ok(c, &conn, "u.a");
+    uint64_t middle = sub_ok(c, &conn, "u.*");
+    cbu.later = sub_ok(c, &conn, "*.a");
+    uint64_t later = cbu.later;
+    fb_send_msg_seq(&conn, "u.a", "1", 1);
+    fb_barrier(&conn, fb_ms(5000), NULL);
+    cr_assert_eq(cbu.calls[cbu.first], 1);
+    cr_assert_eq(cbu.calls[middle], 1);
+    cr_assert_eq(cbu.calls[later], 0, "the message reached a sid unsubscribed before its turn");
+    uint64_t added = atomic_load(&cbu.added);
+    cr_assert(added != 0 && added < 8);
+    cr_assert_eq(cbu.calls[added], 0, "a sid subscribed during the dispatch got the message");
     vg_client_destroy(c);
     fb_close(&conn);
     fb_unlisten(&l);
