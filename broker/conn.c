@@ -46,6 +46,7 @@ void vg_conn_release(vg_conn *c)
     vg_subindex_destroy(c->subs);
     free(c->pos); /* their topics went with vg_reader_free_all */
     vg_reader_free_all(c);
+    vg_queue_free(c);
     pthread_mutex_destroy(&c->fresh_mu);
     free(c->fresh);
     free(c->run.msgs);
@@ -130,6 +131,7 @@ static int64_t on_tick(void *ud, int64_t now)
     int64_t next = INT64_MAX;
     vg_conn_flush_pongs(c);
     vg_durable_check(c);
+    vg_queue_tick(c);
     if (c->match != NULL) /* references to subscribers that left go */
         vg_sublist_cache_sweep(c->match);
     if (!c->connected && srv->cfg.handshake_timeout_ms > 0) {
@@ -175,6 +177,8 @@ static void finish(vg_conn *c, vg_end e)
 {
     vg_server *srv = c->srv;
     vg_outbox_close(c->outbox); /* after it, no publisher writes for us (lent_write) */
+    vg_queue_close(c);          /* no pump puts for us: what is in flight goes to others */
+    vg_queue_leave_all(c);
     vg_durable_leave_all(c);    /* their positions stay for the next connection */
     for (size_t i = 0; i < vg_subindex_count(c->subs); i++) {
         const conn_sub *s = vg_subindex_at(c->subs, i);
@@ -229,6 +233,7 @@ vg_status vg_conn_start(vg_server *srv, int fd)
     c->outbox = vg_outbox_create(srv->cfg.max_outbox);
     c->subs = vg_subindex_create();
     pthread_mutex_init(&c->fresh_mu, NULL);
+    vg_queue_init(c);
     vg_link_config lc = {
         .read_chunk = READ_CHUNK,
         .reads_per_wake = READS_PER_WAKE,
@@ -252,6 +257,7 @@ vg_status vg_conn_start(vg_server *srv, int fd)
         vg_outbox_destroy(c->outbox);
         vg_subindex_destroy(c->subs);
         pthread_mutex_destroy(&c->fresh_mu);
+        vg_queue_free(c);
         free(c);
         if (rc == ESHUTDOWN)
             vg_conn_refuse(srv, fd, VG_E_SHUTDOWN, "broker shutting down");
@@ -266,6 +272,7 @@ fail_free:
     vg_outbox_destroy(c->outbox);
     vg_subindex_destroy(c->subs);
     pthread_mutex_destroy(&c->fresh_mu);
+    vg_queue_free(c);
     free(c);
 fail_refuse:
     vg_conn_refuse(srv, fd, VG_E_INTERNAL, "broker out of memory");

@@ -44,6 +44,15 @@ void vg_conn_wake_all(vg_server *srv);
  * version-2 connection's thread is kicked to send them. */
 void vg_conn_kick_reader(vg_conn *c);
 
+/* The queue groups' ops over connections, the durables table and the
+ * store, for srv's registry (conn_queue.c). */
+void vg_conn_queue_ops(vg_server *srv, vg_qgroup_ops *ops);
+
+/* The store's commit thread released records of topic (log t): the queue
+ * groups that read it pump. scratch is the caller's. */
+void vg_conn_route_queues(vg_server *srv, const char *topic, uint32_t len, vg_tlog *t,
+                          vg_qgroup ***scratch, size_t *cap);
+
 /* The store's commit thread: what c's deferred PONGs wait for is synced
  * (it drops the reference taken when c began to wait). */
 void vg_conn_confirm_ready(vg_conn *c);

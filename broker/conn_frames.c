@@ -77,15 +77,6 @@ static void sub_free(conn_sub *s)
     free(s->queue);
 }
 
-/* Why the broker does not serve this version-2 SUB's shape yet, or NULL. */
-static const char *sub_unserved(const vg_frame *f, bool pattern)
-{
-    (void)pattern;
-    if (f->queue != NULL)
-        return "queue groups are not served by this broker yet";
-    return NULL;
-}
-
 static void handle_sub(vg_conn *c, const vg_frame *f)
 {
     const vg_broker_config *cfg = &c->srv->cfg;
@@ -114,11 +105,10 @@ static void handle_sub(vg_conn *c, const vg_frame *f)
     conn_sub sub;
     if (!sub_of(f, &sub))
         goto fail_nomem;
-    const char *unserved = sub_unserved(f, sub.pattern);
-    if (unserved != NULL) {
-        sub_free(&sub);
-        vg_conn_send_err(c, VG_E_BAD_TOPIC, unserved, f->sid);
-        return;
+    if (sub.queue != NULL) { /* a queue group keeps its durable name itself */
+        free(sub.durable);
+        sub.durable = NULL;
+        sub.durable_len = 0;
     }
     /* In the index first: the reader of a topic lives while a sid covers it. */
     if (vg_subindex_add(c->subs, &sub) != VG_OK) {
@@ -129,13 +119,16 @@ static void handle_sub(vg_conn *c, const vg_frame *f)
     if (c->version >= 2) {
         /* Before the table: a message appended in between is in the log
          * after the cursor's position, and the fill reads it. */
-        vg_status st = sub.durable != NULL && sub.pattern ? vg_durable_attach_pattern(c, f, &sub)
+        vg_status st = sub.queue != NULL ? vg_queue_attach(c, f, vg_subindex_find(c->subs, f->sid),
+                                                          &next)
+                       : sub.durable != NULL && sub.pattern ? vg_durable_attach_pattern(c, f, &sub)
                        : sub.durable != NULL ? vg_durable_attach(c, f, &sub, &next)
                        : sub.pattern         ? vg_reader_attach_pattern(c, f)
                                              : vg_reader_attach(c, f, sub.topic, sub.len, &next);
         if (st != VG_OK) {
             vg_subindex_remove(c->subs, f->sid, &sub);
-            vg_reader_detach(c, sub.topic, sub.len, sub.pattern);
+            if (sub.queue == NULL)
+                vg_reader_detach(c, sub.topic, sub.len, sub.pattern);
             sub_free(&sub);
             if (st == VG_ERR_ARG) {
                 vg_conn_send_err(c, VG_E_BAD_POSITION, "position past the end", f->sid);
@@ -150,10 +143,11 @@ static void handle_sub(vg_conn *c, const vg_frame *f)
     if (vg_subindex_refs(c->subs, sub.topic, sub.len, sub.queue, sub.queue_len) == 1 &&
         vg_sublist_add(c->srv->subs, sub.topic, sub.len, sub.queue, sub.queue_len, c) != VG_OK) {
         vg_subindex_remove(c->subs, f->sid, &sub);
-        if (c->version >= 2)
+        if (c->version >= 2 && sub.queue == NULL)
             vg_reader_detach(c, sub.topic, sub.len, sub.pattern);
         if (sub.durable != NULL)
             vg_durable_detach(c, &sub, false);
+        vg_queue_detach(c, &sub, false);
         sub_free(&sub);
         goto fail_nomem;
     }
@@ -190,6 +184,7 @@ static void handle_unsub(vg_conn *c, const vg_frame *f)
     }
     if (s->durable != NULL)
         vg_durable_detach(c, s, f->delete_durable);
+    vg_queue_detach(c, s, f->delete_durable);
     vg_conn_remove_sub(c, f->sid);
     send_ok(c, f->sid);
 }
@@ -392,7 +387,8 @@ void vg_conn_on_frame(void *ud, const vg_frame *f)
         handle_unsub(c, f);
         break;
     case VG_FRAME_ACK:
-        vg_durable_on_ack(c, f);
+        if (!vg_queue_on_ack(c, f))
+            vg_durable_on_ack(c, f);
         break;
     case VG_FRAME_POS:
         vg_reader_on_pos(c, f);

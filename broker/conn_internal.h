@@ -15,6 +15,7 @@
 #include "link.h"
 #include "outbox.h"
 #include "proto.h"
+#include "qgroup.h"
 #include "sock.h"
 #include "subindex.h"
 #include "topiclog.h"
@@ -140,6 +141,21 @@ struct vg_conn {
     atomic_bool durable_check; /* another connection took one of our durables */
     struct vg_sublist_cache *match; /* this thread's match results (sublist.h); NULL: none yet */
 
+    /* Queue groups (conn_queue.c): the inbox their pumps put this
+     * connection's deliveries in, written as one more stream of the
+     * sender's source (reader.c). */
+    pthread_mutex_t qmu;  /* qpending and qclosed; a leaf */
+    vg_buf qpending;      /* whole frames put by pumps */
+    bool qclosed;         /* the connection is ending: puts fail */
+    atomic_size_t qbytes; /* in qpending, plus unwritten in qout */
+    atomic_bool qwant;    /* a pump found the inbox full */
+    bool qpump_due;       /* own thread: ... and it has drained: pump its groups */
+    vg_buf qout;          /* own thread: taken from qpending, being written */
+    size_t qoff, qframe_start, qframe_end; /* written so far; the frame qoff is in */
+    bool qlast;           /* own thread: the sender's last offer was the inbox's */
+    vg_qgroup **qscratch; /* groups matched by the run being delivered */
+    size_t qscratch_cap;
+
     vg_conn *prev, *next; /* registry, under srv->mu */
 };
 
@@ -173,6 +189,39 @@ void vg_durable_check(vg_conn *c);
 void vg_durable_leave_all(vg_conn *c);
 /* conn_durable.c: publishes the durables as JSON on $SYS.durables. */
 void vg_durable_publish_list(vg_conn *c);
+
+/* conn_queue.c: the inbox's life (vg_conn_start, vg_conn_release). */
+void vg_queue_init(vg_conn *c);
+void vg_queue_free(vg_conn *c);
+/* conn_queue.c: SUB with a queue name (s in c->subs, its subject checked):
+ * joins the group, s->group set; *next the group's position. As
+ * vg_qgroup_join. */
+vg_status vg_queue_attach(vg_conn *c, const vg_frame *f, conn_sub *s, uint64_t *next);
+/* conn_queue.c: an ACK frame; false if its sid is not a queue member's
+ * (conn_durable.c's then). */
+bool vg_queue_on_ack(vg_conn *c, const vg_frame *f);
+/* conn_queue.c: s leaves its group (if it is in one), forget as UNSUB's
+ * delete flag. */
+void vg_queue_detach(vg_conn *c, conn_sub *s, bool forget);
+/* conn_queue.c: the connection ends: its inbox refuses puts (close), then
+ * every member leaves, its messages in flight going to the others. */
+void vg_queue_close(vg_conn *c);
+void vg_queue_leave_all(vg_conn *c);
+/* conn_queue.c, on_tick: the inbox drained after a pump found it full:
+ * pumps c's groups. */
+void vg_queue_tick(vg_conn *c);
+/* conn_queue.c, reader.c's source: the inbox's unwritten frames (one
+ * iovec; *partial as vg_source's), what was written of them, and whether
+ * a frame of it is half written. Own thread. */
+size_t vg_queue_offer(vg_conn *c, struct iovec *iov, size_t max, size_t *partial);
+void vg_queue_taken(vg_conn *c, size_t n);
+bool vg_queue_mid_frame(const vg_conn *c);
+/* conn_queue.c: a run from first_seq was appended to log (topic), whose
+ * match lists queue groups: the registry's groups that read it pump, if
+ * pump (else the store's commit thread does once synced); a pattern group
+ * starts reading it. scratch is the caller's. */
+void vg_queue_route(vg_server *srv, const char *topic, uint32_t len, vg_tlog *log,
+                    uint64_t first_seq, bool pump, vg_qgroup ***scratch, size_t *cap);
 
 /* conn_frames.c: the link callbacks for frames from the client. */
 void vg_conn_on_frame(void *ud, const vg_frame *f);

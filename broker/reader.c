@@ -21,6 +21,7 @@
 #include "topic.h"
 
 #define OFFER_MAX (1024 * 1024) /* bytes offered per write, about */
+#define QUEUE_STREAM (SIZE_MAX - 1) /* c->offered: the queue groups' inbox */
 
 /* The reader of topic, leaving ones (kept only to finish a record) aside. */
 static conn_reader *find_reader(vg_conn *c, const char *topic, uint32_t len)
@@ -447,20 +448,39 @@ static size_t offer_one(vg_conn *c, size_t i, struct iovec *iov, size_t max, siz
     return rd.iovcnt;
 }
 
+/* The queue groups' inbox (conn_queue.c) as the source's stream. */
+static size_t offer_queue(vg_conn *c, struct iovec *iov, size_t max, size_t *partial)
+{
+    size_t n = vg_queue_offer(c, iov, max, partial);
+    if (n > 0) {
+        c->offered = QUEUE_STREAM;
+        c->qlast = true;
+    }
+    return n;
+}
+
 static size_t offer(void *ud, struct iovec *iov, size_t max, size_t *partial)
 {
     vg_conn *c = ud;
     *partial = 0;
     c->offered = SIZE_MAX;
     take_fresh(c);
-    if (c->nreaders == 0)
-        return 0;
     if (atomic_exchange_explicit(&c->kicked, false, memory_order_acq_rel))
         for (size_t i = 0; i < c->nreaders; i++)
             c->readers[i].more = true;
-    /* One inside a frame goes on; then round robin from where the last
-     * write stopped, so one busy topic cannot starve the others. */
-    size_t first = c->mid < c->nreaders ? c->mid : c->rr;
+    /* A stream inside a frame goes on. Otherwise the queue groups' inbox
+     * and the readers take turns, and the readers go round robin from
+     * where the last write stopped, so one busy topic cannot starve the
+     * others. */
+    if (vg_queue_mid_frame(c))
+        return offer_queue(c, iov, max, partial);
+    bool reader_mid = c->mid < c->nreaders;
+    bool queue_first = !reader_mid && !c->qlast;
+    size_t q;
+    if (queue_first && (q = offer_queue(c, iov, max, partial)) > 0)
+        return q;
+    c->qlast = false;
+    size_t first = reader_mid ? c->mid : c->rr;
     for (size_t k = 0; k < c->nreaders; k++) {
         size_t i = (first + k) % c->nreaders;
         size_t n = offer_one(c, i, iov, max, partial);
@@ -474,7 +494,7 @@ static size_t offer(void *ud, struct iovec *iov, size_t max, size_t *partial)
             return n;
         }
     }
-    return 0;
+    return queue_first ? 0 : offer_queue(c, iov, max, partial);
 }
 
 /* The payload length of a stored record whose body is body bytes, on a
@@ -521,6 +541,11 @@ static void count_started(vg_conn *c, const conn_reader *r, size_t n)
 static void taken(void *ud, size_t n)
 {
     vg_conn *c = ud;
+    if (c->offered == QUEUE_STREAM) {
+        vg_queue_taken(c, n);
+        c->offered = SIZE_MAX;
+        return;
+    }
     if (c->offered >= c->nreaders)
         return;
     conn_reader *r = &c->readers[c->offered];
@@ -558,7 +583,7 @@ static size_t lent_send(int fd, void *arg, uint64_t *frames)
 {
     lent_arg *a = arg;
     vg_conn *c = a->c;
-    if (c->mid < c->nreaders)
+    if (c->mid < c->nreaders || vg_queue_mid_frame(c))
         return 0; /* the stream is inside a frame: the owner's to go on with */
     conn_reader *r = NULL;
     if (c->lent_hint < c->nreaders && !c->readers[c->lent_hint].leaving &&

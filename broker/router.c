@@ -58,13 +58,22 @@ static void note_drops(vg_server *srv, vg_conn *sub, int64_t now_ms)
     }
 }
 
+/* Whether appended records wait for their sync (store.h): then the
+ * store's commit thread, not the publisher, kicks the readers and pumps
+ * the queue groups. */
+static bool held(const vg_server *srv)
+{
+    return srv->store != NULL && vg_store_holds(srv->store);
+}
+
 /* Hands a run of whole MSG frames on topic, just appended to its log from
  * first_seq, to every subscriber: version 2 reads it from the log
  * (vg_reader_deliver), version 1 gets the bytes. from, if not NULL, is the
  * publishing connection: its own outbox is never waited on (only its
  * thread drains it); stall_ms bounds the wait for any other. The match
- * comes from the calling thread's cache (*cache, made on first use). */
-static void fan_out(vg_server *srv, vg_conn *from, const char *topic, uint32_t topic_len,
+ * comes from the calling thread's cache (*cache, made on first use).
+ * Returns whether it lists queue groups (the caller routes to them). */
+static bool fan_out(vg_server *srv, vg_conn *from, const char *topic, uint32_t topic_len,
                     uint64_t first_seq, const uint8_t *bytes, size_t len, uint32_t frames,
                     uint64_t payload, int stall_ms, vg_sublist_cache **cache)
 {
@@ -75,15 +84,15 @@ static void fan_out(vg_server *srv, vg_conn *from, const char *topic, uint32_t t
         vg_log(VG_LOG_WARN, "deliver_failed", "client=%llu error=\"out of memory\"",
                from ? (unsigned long long)from->id : 0ull);
         atomic_fetch_add_explicit(&srv->stats.dropped, frames, memory_order_relaxed);
-        return;
+        return false;
     }
     int64_t now_ns = vg_now_ns();
-    bool held = srv->store != NULL && vg_store_holds(srv->store);
+    bool is_held = held(srv);
     uint64_t out = 0, out_bytes = 0, lost = 0;
     for (size_t i = 0; i < m->n; i++) {
         vg_conn *sub = m->members[i];
         if (sub->version >= 2) { /* fixed before it could subscribe */
-            if (!held) /* else the store's commit thread kicks it once synced */
+            if (!is_held) /* else the store's commit thread kicks it once synced */
                 vg_reader_deliver(sub, topic, topic_len, first_seq);
             continue;
         }
@@ -103,6 +112,7 @@ static void fan_out(vg_server *srv, vg_conn *from, const char *topic, uint32_t t
     atomic_fetch_add_explicit(&st->bytes_out, out_bytes, memory_order_relaxed);
     if (lost > 0)
         atomic_fetch_add_explicit(&st->dropped, lost, memory_order_relaxed);
+    return m->ngroups > 0;
 }
 
 /* The log of topic, from the connection's cache (logs live as long as the
@@ -255,8 +265,10 @@ void vg_router_flush(vg_conn *c)
         size_t len;
         uint64_t payload;
         const uint8_t *bytes = run_slice(r, skip, done, &len, &payload);
-        fan_out(c->srv, c, r->topic, r->topic_len, first_seq, bytes, len, done, payload,
-                VG_DELIVER_STALL_MS, &c->match);
+        if (fan_out(c->srv, c, r->topic, r->topic_len, first_seq, bytes, len, done, payload,
+                    VG_DELIVER_STALL_MS, &c->match))
+            vg_queue_route(c->srv, r->topic, r->topic_len, run_log(c, r->topic, r->topic_len),
+                           first_seq, !held(c->srv), &c->qscratch, &c->qscratch_cap);
     }
     c->pub_next += r->frames;
     r->frames = 0;
@@ -331,7 +343,13 @@ vg_status vg_conn_publish_system(vg_server *srv, const char *topic, const void *
     if (st != VG_OK)
         return st;
     /* Never a stall: this is the main thread, which also accepts and stops. */
-    fan_out(srv, NULL, topic, (uint32_t)topic_len, seq, frame->data, frame->len, 1, payload_len,
-            0, cache);
+    if (fan_out(srv, NULL, topic, (uint32_t)topic_len, seq, frame->data, frame->len, 1,
+                payload_len, 0, cache)) {
+        vg_qgroup **groups = NULL;
+        size_t groups_cap = 0;
+        vg_queue_route(srv, topic, (uint32_t)topic_len, log, seq, !held(srv), &groups,
+                       &groups_cap);
+        free(groups);
+    }
     return VG_OK;
 }

@@ -45,7 +45,8 @@ static uint64_t new_epoch(void)
 }
 
 /* Store hook, commit thread: t's records are readable: kick the
- * version-2 connections that read t (reader.c). */
+ * version-2 connections that read t (reader.c) and pump the queue groups
+ * that do (qgroup.h). */
 static void on_released(void *ud, vg_tlog *t)
 {
     vg_server *srv = ud;
@@ -61,6 +62,8 @@ static void on_released(void *ud, vg_tlog *t)
         return;
     for (size_t i = 0; i < m->n; i++)
         vg_conn_kick_reader(m->members[i]);
+    if (m->ngroups > 0)
+        vg_conn_route_queues(srv, topic, len, t, &srv->commit_qscratch, &srv->commit_qscratch_cap);
 }
 
 /* Topic logs hook, any thread: log was just created. The version-2
@@ -179,6 +182,15 @@ vg_status vg_server_open(vg_server *srv, const vg_broker_config *cfg)
                "detail=\"no --data-dir: the log lives in memory and is lost when the broker stops\"");
     }
     vg_logs_on_create(srv->logs, on_created, srv); /* before any connection thread */
+    vg_qgroups_cfg qc;
+    vg_qgroups_cfg_defaults(&qc);
+    vg_qgroup_ops qops;
+    vg_conn_queue_ops(srv, &qops);
+    srv->qgroups = vg_qgroups_create(srv->logs, &qc, &qops);
+    if (srv->qgroups == NULL) {
+        vg_store_close(srv->store);
+        goto fail_logs;
+    }
     pthread_mutex_init(&srv->dedupe_mu, NULL);
     pthread_mutex_init(&srv->mu, NULL);
     vg_cond_init(&srv->drained);
@@ -422,6 +434,8 @@ void vg_server_close(vg_server *srv)
     }
     vg_store_close(srv->store); /* no connection is left to append */
     vg_sublist_cache_destroy(srv->commit_match); /* the commit thread has stopped */
+    vg_qgroups_destroy(srv->qgroups); /* durable groups without members; before the logs */
+    free(srv->commit_qscratch);
     vg_sublist_destroy(srv->subs);
     vg_logs_destroy(srv->logs);
     vg_dedupe_destroy(srv->dedupe);

@@ -9,7 +9,11 @@
  * connections' fresh_mu, both leaves.
  * dedupe_mu may be held while appending to a topic log (whose locks are
  * leaves below it: topiclog.h) and while writing to the store (store.h:
- * dedupe_mu, then the store's write lock, then a log's). */
+ * dedupe_mu, then the store's write lock, then a log's). Queue groups
+ * (qgroup.h): the registry's lock, then a group's mutex, then a topic
+ * log's lock, a connection's inbox mutex and the durable table's (leaves);
+ * a group's mutex is never taken under dedupe_mu, a log's lock, an
+ * outbox's, the subscription table's or the store's. */
 #ifndef VG_SERVER_H
 #define VG_SERVER_H
 
@@ -25,6 +29,7 @@
 #include "sublist.h"
 #include "dedupe.h"
 #include "durable.h"
+#include "qgroup.h"
 #include "store.h"
 #include "topiclog.h"
 
@@ -88,6 +93,9 @@ typedef struct vg_server {
     vg_store *store;      /* with --data-dir: the log's files (store.h); else NULL */
     vg_durables *durables; /* named subscribers' positions */
     struct vg_sublist_cache *commit_match; /* the store's commit thread's matches */
+    vg_qgroups *qgroups;   /* queue groups (qgroup.h) */
+    vg_qgroup **commit_qscratch; /* the store's commit thread's group list */
+    size_t commit_qscratch_cap;
     pthread_attr_t thread_attr;
 
     pthread_mutex_t mu; /* guards the registry below; conn.c maintains it */

@@ -61,8 +61,13 @@ size_t vg_stats_json(vg_server *srv, int64_t now_ms, char *buf, size_t cap)
         return 0;
     /* Later additions go before the closing brace. */
     n--;
-    int m = snprintf(buf + n, cap - (size_t)n, ",\"duplicates\":%llu,\"durables\":%zu",
-                     (unsigned long long)get(&s->duplicates), vg_durables_count(srv->durables));
+    size_t groups, members;
+    vg_qgroups_counts(srv->qgroups, &groups, &members);
+    int m = snprintf(buf + n, cap - (size_t)n,
+                     ",\"duplicates\":%llu,\"durables\":%zu,\"queues\":{\"groups\":%zu,"
+                     "\"members\":%zu}",
+                     (unsigned long long)get(&s->duplicates), vg_durables_count(srv->durables),
+                     groups, members);
     if (m <= 0 || (size_t)m >= cap - (size_t)n)
         return 0;
     n += m;

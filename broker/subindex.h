@@ -23,6 +23,7 @@ typedef struct {
     uint32_t durable_len;
     char *queue;          /* a queue group's name; NULL: none */
     uint32_t queue_len;
+    struct vg_qgroup *group; /* its queue group (conn_queue.c; a reference); NULL once left */
 } conn_sub;
 
 typedef struct vg_subindex vg_subindex;
