@@ -1,0 +1,469 @@
+/* Queue groups end to end (issue 12): a real broker and pub, and queue
+ * members that are raw-frame clients in child processes of their own, so
+ * that one can be killed with SIGKILL under load.
+ *
+ *   - four members share a topic's messages: each message once across
+ *     them, each member's share between 10% and 40%; $SYS.stats counts
+ *     the group and its members;
+ *   - kill -9 of one member under load: every message still reaches some
+ *     member, the survivors see no message twice, and the only messages
+ *     both the dead one and a survivor have are ones the dead one had not
+ *     acknowledged;
+ *   - a durable group across a kill -9 of the broker with --data-dir
+ *     resumes at its floor;
+ *   - a queue SUB on a version-1 connection is malformed;
+ *   - a connection with a plain and a queue subscription on one topic
+ *     keeps its plain one when it leaves the group.
+ *
+ * A member writes one line per message it processed ("m SEQ") to a file,
+ * then, every 16 messages or when nothing came for 5 ms, sends an ACK for
+ * the last one and writes "a SEQ" after sending it. Timings are multiplied
+ * by VIGIL_TEST_TIME_SCALE. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "proto.h"
+
+#define WAIT h_ms(20000)
+#define MAXSEQ 40000
+#define NMEMBERS 4
+
+/* ---- a member, in a child process (no Criterion calls there) ---- */
+
+static void put_all(int fd, vg_buf *b)
+{
+    size_t off = 0;
+    while (off < b->len) {
+        ssize_t n = send(fd, b->data + off, b->len - off, MSG_NOSIGNAL);
+        if (n <= 0)
+            _exit(3);
+        off += (size_t)n;
+    }
+    b->len = 0;
+}
+
+static void line(int out, const char *kind, unsigned long long v)
+{
+    char s[40];
+    int n = snprintf(s, sizeof s, "%s %llu\n", kind, v);
+    if (write(out, s, (size_t)n) != n)
+        _exit(4);
+}
+
+/* Connects, joins queue "q" on topic, processes and acknowledges until the
+ * broker closes the connection. */
+static void member_main(int port, const char *path, const char *topic, const char *durable)
+{
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0600);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (out < 0 || fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
+        _exit(2);
+    vg_decoder *dec = vg_decoder_create(65536, 64u << 20);
+    vg_buf b = {0};
+    vg_frame_put_connect2(&b, 2, "member", NULL, 0, 1);
+    vg_frame_put_sub_queue(&b, 1, topic, strlen(topic), VG_SUB_NEW, 0, 0, durable,
+                           durable ? strlen(durable) : 0, "q", 1);
+    put_all(fd, &b);
+    uint64_t last = 0, unacked = 0;
+    for (;;) {
+        vg_frame f;
+        const char *why;
+        vg_status st;
+        while ((st = vg_decoder_next(dec, &f, &why)) == VG_OK) {
+            if (f.type == VG_FRAME_OK && f.form >= 2)
+                line(out, "ok", f.next);
+            else if (f.type == VG_FRAME_ERR)
+                line(out, "err", f.code);
+            else if (f.type == VG_FRAME_PING)
+                vg_frame_put_pong(&b);
+            else if (vg_frame_is_msg(f.type) && f.form == 3 && f.sid == 1) {
+                line(out, "m", f.seq);
+                last = f.seq;
+                unacked++;
+            }
+            if (unacked >= 16) {
+                vg_frame_put_ack_topic(&b, 1, last, topic, strlen(topic));
+                put_all(fd, &b);
+                line(out, "a", last);
+                unacked = 0;
+            }
+        }
+        if (st != VG_AGAIN)
+            _exit(5);
+        if (b.len > 0)
+            put_all(fd, &b);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 5) == 0 && unacked > 0) { /* quiet: acknowledge what we have */
+            vg_frame_put_ack_topic(&b, 1, last, topic, strlen(topic));
+            put_all(fd, &b);
+            line(out, "a", last);
+            unacked = 0;
+            continue;
+        }
+        uint8_t *space;
+        size_t avail;
+        if (vg_decoder_space(dec, &space, &avail) != VG_OK)
+            _exit(6);
+        ssize_t n = recv(fd, space, avail, 0);
+        if (n <= 0)
+            _exit(0);
+        vg_decoder_commit(dec, (size_t)n);
+    }
+}
+
+/* ---- the test's side ---- */
+
+/* Stops the broker with SIGTERM: it exits 0, and a sanitizer build has
+ * nothing to report (leaks included). */
+static void stop_broker(h_proc *b)
+{
+    h_signal(b, SIGTERM);
+    cr_assert(h_wait_exit(b, WAIT), "the broker did not stop");
+    cr_assert_eq(h_exit_code(b), 0, "%s", h_tail(b->err));
+    cr_assert(strstr(b->err, "Sanitizer") == NULL && strstr(b->err, "runtime error") == NULL,
+              "%s", h_tail(b->err));
+    h_free(b);
+}
+
+typedef struct {
+    pid_t pid;
+    char path[320];
+    uint64_t msgs;      /* "m" lines */
+    uint64_t next;      /* from "ok" */
+    bool ok;
+    uint8_t *seen;      /* times each seq was processed */
+    uint8_t *acked;     /* seq processed before its last "a" line */
+} member;
+
+static char dir[256];
+
+static void member_start(member *m, int port, int k, const char *topic, const char *durable)
+{
+    if (dir[0] == 0) {
+        snprintf(dir, sizeof dir, "%s/vigil-queue-%d-XXXXXX",
+                 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
+        cr_assert(mkdtemp(dir) != NULL);
+    }
+    static int serial;
+    snprintf(m->path, sizeof m->path, "%s/member-%d-%d", dir, k, serial++);
+    m->seen = calloc(MAXSEQ + 1, 1);
+    m->acked = calloc(MAXSEQ + 1, 1);
+    cr_assert(m->seen != NULL && m->acked != NULL);
+    m->pid = fork();
+    cr_assert(m->pid >= 0);
+    if (m->pid == 0)
+        member_main(port, m->path, topic, durable);
+}
+
+/* Reads the member's file again from the start. */
+static void member_read(member *m)
+{
+    memset(m->seen, 0, MAXSEQ + 1);
+    memset(m->acked, 0, MAXSEQ + 1);
+    m->msgs = 0;
+    m->ok = false;
+    FILE *f = fopen(m->path, "r");
+    if (f == NULL)
+        return;
+    static uint64_t order[MAXSEQ * 2];
+    size_t n = 0;
+    char kind[8];
+    unsigned long long v;
+    while (fscanf(f, "%7s %llu", kind, &v) == 2) {
+        if (strcmp(kind, "ok") == 0) {
+            m->ok = true;
+            m->next = v;
+        } else if (strcmp(kind, "m") == 0 && v <= MAXSEQ) {
+            m->seen[v]++;
+            m->msgs++;
+            if (n < MAXSEQ * 2)
+                order[n++] = v;
+        } else if (strcmp(kind, "a") == 0) {
+            for (size_t i = 0; i < n; i++) /* everything processed so far */
+                m->acked[order[i]] = 1;
+        }
+    }
+    fclose(f);
+}
+
+static void member_kill(member *m)
+{
+    if (m->pid > 0) {
+        kill(m->pid, SIGKILL);
+        waitpid(m->pid, NULL, 0);
+        m->pid = 0;
+    }
+}
+
+static void member_free(member *m)
+{
+    member_kill(m);
+    unlink(m->path);
+    free(m->seen);
+    free(m->acked);
+}
+
+/* Waits until every member has its OK. */
+static void wait_joined(member *m, int n)
+{
+    int64_t deadline = h_now_ms() + WAIT;
+    for (;;) {
+        int ok = 0;
+        for (int i = 0; i < n; i++) {
+            member_read(&m[i]);
+            ok += m[i].ok;
+        }
+        if (ok == n)
+            return;
+        cr_assert(h_now_ms() < deadline, "only %d of %d members joined", ok, n);
+        usleep(10000);
+    }
+}
+
+/* Waits until the members together processed at least total messages. */
+static uint64_t wait_total(member *m, int n, uint64_t total)
+{
+    int64_t deadline = h_now_ms() + WAIT;
+    for (;;) {
+        uint64_t got = 0;
+        for (int i = 0; i < n; i++) {
+            member_read(&m[i]);
+            got += m[i].msgs;
+        }
+        if (got >= total)
+            return got;
+        cr_assert(h_now_ms() < deadline, "members processed %llu of %llu",
+                  (unsigned long long)got, (unsigned long long)total);
+        usleep(20000);
+    }
+}
+
+static void cleanup(void)
+{
+    if (dir[0] != 0)
+        rmdir(dir);
+}
+
+TestSuite(queue, .fini = cleanup);
+
+Test(queue, four_members_share_the_messages_once_each_and_balanced)
+{
+    int port;
+    h_proc *b = h_broker(&port, "--stats-interval", "0.2", NULL);
+    member m[NMEMBERS] = {0};
+    for (int i = 0; i < NMEMBERS; i++)
+        member_start(&m[i], port, i, "work", NULL);
+    wait_joined(m, NMEMBERS);
+    enum { N = 8000 };
+    cr_assert_eq(h_pub(port, "--count", "8000", "work", "job-{n}", NULL), 0);
+    wait_total(m, NMEMBERS, N);
+    usleep(h_ms(200) * 1000); /* anything more would be a duplicate */
+    uint64_t total = 0;
+    for (int i = 0; i < NMEMBERS; i++) {
+        member_read(&m[i]);
+        total += m[i].msgs;
+    }
+    cr_assert_eq(total, N, "%llu deliveries for %d messages", (unsigned long long)total, N);
+    for (int s = 1; s <= N; s++) {
+        int k = 0;
+        for (int i = 0; i < NMEMBERS; i++)
+            k += m[i].seen[s];
+        cr_assert_eq(k, 1, "message %d delivered %d times", s, k);
+    }
+    for (int i = 0; i < NMEMBERS; i++)
+        cr_assert(m[i].msgs >= N / 10 && m[i].msgs <= N * 4 / 10,
+                  "member %d processed %llu of %d (%llu %llu %llu %llu)", i,
+                  (unsigned long long)m[i].msgs, N, (unsigned long long)m[0].msgs,
+                  (unsigned long long)m[1].msgs, (unsigned long long)m[2].msgs,
+                  (unsigned long long)m[3].msgs);
+
+    /* $SYS.stats: one group, four members. */
+    h_raw r = h_raw_connect(port);
+    h_raw_handshake(&r);
+    vg_buf sb = {0};
+    cr_assert_eq(vg_frame_put_sub(&sb, 1, "$SYS.stats", 10), VG_OK);
+    h_raw_send_buf(&r, &sb);
+    vg_buf_free(&sb);
+    static const char want[] = "\"queues\":{\"groups\":1,\"members\":4}";
+    bool seen = false;
+    int64_t deadline = h_now_ms() + WAIT;
+    while (!seen && h_now_ms() < deadline) {
+        vg_frame f;
+        if (h_raw_read(&r, &f, 1000) && vg_frame_is_msg(f.type))
+            seen = memmem(f.payload, f.payload_len, want, sizeof want - 1) != NULL;
+    }
+    cr_assert(seen, "$SYS.stats counts the group and its members");
+    h_raw_close(&r);
+    stop_broker(b); /* with its members connected */
+    for (int i = 0; i < NMEMBERS; i++)
+        member_free(&m[i]);
+}
+
+Test(queue, a_member_killed_under_load_loses_nothing_and_survivors_see_nothing_twice)
+{
+    int port;
+    h_proc *b = h_broker(&port, NULL);
+    member m[NMEMBERS] = {0};
+    for (int i = 0; i < NMEMBERS; i++)
+        member_start(&m[i], port, i, "load", NULL);
+    wait_joined(m, NMEMBERS);
+    enum { N = 30000 };
+    h_proc *pub = h_pub_start(port, "--count", "30000", "load", "j-{n}", NULL);
+    /* Under load: the victim has processed some, more are coming. */
+    int64_t deadline = h_now_ms() + WAIT;
+    do {
+        usleep(20000);
+        member_read(&m[0]);
+        cr_assert(h_now_ms() < deadline, "member 0 processed %llu", (unsigned long long)m[0].msgs);
+    } while (m[0].msgs < 200);
+    int64_t t0 = h_now_ms();
+    h_pump(pub, 0);
+    bool publishing = !pub->exited;
+    member_kill(&m[0]);
+    cr_assert(h_wait_exit(pub, WAIT), "pub did not finish");
+    cr_log_info("pub done after %lld ms", (long long)(h_now_ms() - t0));
+    cr_assert_eq(h_exit_code(pub), 0);
+    member_read(&m[0]);
+    uint64_t dead = m[0].msgs;
+    cr_assert(dead < N, "killed under load");
+    /* Every message reaches some member. */
+    deadline = h_now_ms() + WAIT;
+    int missing;
+    do {
+        missing = 0;
+        for (int i = 1; i < NMEMBERS; i++)
+            member_read(&m[i]);
+        for (int s = 1; s <= N; s++)
+            missing += m[0].seen[s] + m[1].seen[s] + m[2].seen[s] + m[3].seen[s] == 0;
+        if (missing > 0)
+            usleep(20000);
+    } while (missing > 0 && h_now_ms() < deadline);
+    cr_assert_eq(missing, 0, "%d messages reached no member", missing);
+    cr_log_info("all delivered after %lld ms", (long long)(h_now_ms() - t0));
+    usleep(h_ms(200) * 1000);
+    for (int i = 1; i < NMEMBERS; i++)
+        member_read(&m[i]);
+    int again = 0;
+    for (int s = 1; s <= N; s++) {
+        int live = m[1].seen[s] + m[2].seen[s] + m[3].seen[s];
+        cr_assert(live <= 1, "message %d twice among the survivors", s);
+        if (live == 1 && m[0].seen[s]) {
+            cr_assert_not(m[0].acked[s], "message %d acknowledged by the dead member, "
+                          "delivered again", s);
+            again++;
+        }
+    }
+    cr_log_info("the dead member processed %llu (pub %s running); %d of them were delivered "
+                "again", (unsigned long long)dead, publishing ? "still" : "no longer", again);
+    h_free(pub);
+    stop_broker(b);
+    for (int i = 0; i < NMEMBERS; i++)
+        member_free(&m[i]);
+}
+
+Test(queue, a_durable_group_resumes_at_its_floor_after_a_broker_kill_9)
+{
+    int port;
+    char data[300];
+    snprintf(data, sizeof data, "%s/vigil-queue-data-%d-XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
+    cr_assert(mkdtemp(data) != NULL);
+    h_proc *b = h_broker(&port, "--data-dir", data, NULL);
+    member m[3] = {0};
+    member_start(&m[0], port, 0, "dur", "billing");
+    member_start(&m[1], port, 1, "dur", "billing");
+    wait_joined(m, 2);
+    cr_assert_eq(h_pub(port, "--count", "1000", "dur", "d-{n}", NULL), 0);
+    wait_total(m, 2, 1000);
+    /* Each member acknowledges within 5 ms of quiet; then they go. */
+    usleep(h_ms(300) * 1000);
+    member_kill(&m[0]);
+    member_kill(&m[1]);
+    cr_assert_eq(h_pub(port, "--count", "500", "dur", "late-{n}", NULL), 0); /* synced */
+    h_signal(b, SIGKILL);
+    cr_assert(h_wait_exit(b, WAIT));
+    cr_assert(strstr(b->err, "Sanitizer") == NULL, "%s", h_tail(b->err));
+    h_free(b);
+    b = h_broker_at(port, "--data-dir", data, NULL);
+    member_start(&m[2], port, 2, "dur", "billing");
+    wait_joined(&m[2], 1);
+    cr_assert_eq(m[2].next, 1001, "resumes at the floor, not %llu",
+                 (unsigned long long)m[2].next);
+    wait_total(&m[2], 1, 500);
+    usleep(h_ms(200) * 1000);
+    member_read(&m[2]);
+    cr_assert_eq(m[2].msgs, 500);
+    for (int s = 1001; s <= 1500; s++)
+        cr_assert_eq(m[2].seen[s], 1, "message %d", s);
+    member_kill(&m[2]);
+    stop_broker(b); /* a durable group without members is left */
+    for (int i = 0; i < 3; i++)
+        member_free(&m[i]);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", data);
+    cr_assert_eq(system(cmd), 0);
+}
+
+Test(queue, a_queue_sub_on_a_version_1_connection_is_malformed)
+{
+    int port;
+    h_proc *b = h_broker(&port, NULL);
+    h_raw r = h_raw_connect(port);
+    h_raw_handshake(&r); /* version 1 */
+    vg_buf sb = {0};
+    cr_assert_eq(vg_frame_put_sub_queue(&sb, 1, "work", 4, VG_SUB_NEW, 0, 0, NULL, 0, "q", 1),
+                 VG_OK);
+    h_raw_send_buf(&r, &sb);
+    vg_buf_free(&sb);
+    h_raw_expect_fatal(&r, VG_E_BAD_FRAME, WAIT);
+    h_raw_close(&r);
+    h_assert_serves(port);
+    stop_broker(b);
+}
+
+Test(queue, leaving_a_group_keeps_a_plain_subscription_on_the_same_topic)
+{
+    int port;
+    h_proc *b = h_broker(&port, NULL);
+    h_raw r = h_raw_connect(port);
+    vg_buf out = {0};
+    cr_assert_eq(vg_frame_put_connect2(&out, 2, "mixed", NULL, 0, 1), VG_OK);
+    cr_assert_eq(vg_frame_put_sub(&out, 1, "mix", 3), VG_OK);
+    cr_assert_eq(vg_frame_put_sub_queue(&out, 2, "mix", 3, VG_SUB_NEW, 0, 0, NULL, 0, "q", 1),
+                 VG_OK);
+    cr_assert_eq(vg_frame_put_unsub(&out, 2), VG_OK);
+    h_raw_send_buf(&r, &out);
+    vg_frame f;
+    int oks = 0;
+    while (oks < 3) {
+        cr_assert(h_raw_read(&r, &f, WAIT), "%d answers", oks);
+        cr_assert_neq(f.type, VG_FRAME_ERR);
+        oks += f.type == VG_FRAME_OK;
+    }
+    cr_assert_eq(h_pub(port, "--count", "3", "mix", "x-{n}", NULL), 0);
+    for (int i = 1; i <= 3; i++) {
+        cr_assert(h_raw_read(&r, &f, WAIT), "message %d", i);
+        cr_assert(vg_frame_is_msg(f.type));
+        cr_assert_eq(f.form, 2, "a plain subscriber's 4-element MSG");
+        cr_assert_eq(f.seq, (uint64_t)i);
+    }
+    vg_buf_free(&out);
+    h_raw_close(&r);
+    stop_broker(b);
+}
