@@ -13,7 +13,8 @@
  *     resumes at its floor;
  *   - a queue SUB on a version-1 connection is malformed;
  *   - a connection with a plain and a queue subscription on one topic
- *     keeps its plain one when it leaves the group.
+ *     keeps its plain one when it leaves the group;
+ *   - a pattern group shares every topic it matches.
  *
  * A member writes one line per message it processed ("m SEQ") to a file,
  * then, every 16 messages or when nothing came for 5 ms, sends an ACK for
@@ -63,8 +64,28 @@ static void line(int out, const char *kind, unsigned long long v)
         _exit(4);
 }
 
-/* Connects, joins queue "q" on topic, processes and acknowledges until the
- * broker closes the connection. */
+/* The last message processed of each topic (a pattern member reads several). */
+typedef struct {
+    char topic[64];
+    size_t len;
+    uint64_t last;
+    bool pending;
+} last_of;
+
+/* Acknowledges the last message processed of each topic that has one. */
+static void ack_pending(int fd, int out, vg_buf *b, last_of *t, int nt)
+{
+    for (int i = 0; i < nt; i++)
+        if (t[i].pending) {
+            vg_frame_put_ack_topic(b, 1, t[i].last, t[i].topic, t[i].len);
+            put_all(fd, b);
+            line(out, "a", t[i].last);
+            t[i].pending = false;
+        }
+}
+
+/* Connects, joins queue "q" on subject, processes and acknowledges until
+ * the broker closes the connection. */
 static void member_main(int port, const char *path, const char *topic, const char *durable)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -80,7 +101,9 @@ static void member_main(int port, const char *path, const char *topic, const cha
     vg_frame_put_sub_queue(&b, 1, topic, strlen(topic), VG_SUB_NEW, 0, 0, durable,
                            durable ? strlen(durable) : 0, "q", 1);
     put_all(fd, &b);
-    uint64_t last = 0, unacked = 0;
+    last_of tl[8];
+    int nt = 0;
+    uint64_t unacked = 0;
     for (;;) {
         vg_frame f;
         const char *why;
@@ -94,13 +117,23 @@ static void member_main(int port, const char *path, const char *topic, const cha
                 vg_frame_put_pong(&b);
             else if (vg_frame_is_msg(f.type) && f.form == 3 && f.sid == 1) {
                 line(out, "m", f.seq);
-                last = f.seq;
+                int i = 0;
+                while (i < nt && (tl[i].len != f.topic_len ||
+                                  memcmp(tl[i].topic, f.topic, f.topic_len) != 0))
+                    i++;
+                if (i == nt) {
+                    if (nt == 8 || f.topic_len > sizeof tl[0].topic)
+                        _exit(7);
+                    memcpy(tl[i].topic, f.topic, f.topic_len);
+                    tl[i].len = f.topic_len;
+                    nt++;
+                }
+                tl[i].last = f.seq;
+                tl[i].pending = true;
                 unacked++;
             }
             if (unacked >= 16) {
-                vg_frame_put_ack_topic(&b, 1, last, topic, strlen(topic));
-                put_all(fd, &b);
-                line(out, "a", last);
+                ack_pending(fd, out, &b, tl, nt);
                 unacked = 0;
             }
         }
@@ -110,9 +143,7 @@ static void member_main(int port, const char *path, const char *topic, const cha
             put_all(fd, &b);
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, 5) == 0 && unacked > 0) { /* quiet: acknowledge what we have */
-            vg_frame_put_ack_topic(&b, 1, last, topic, strlen(topic));
-            put_all(fd, &b);
-            line(out, "a", last);
+            ack_pending(fd, out, &b, tl, nt);
             unacked = 0;
             continue;
         }
@@ -466,4 +497,29 @@ Test(queue, leaving_a_group_keeps_a_plain_subscription_on_the_same_topic)
     vg_buf_free(&out);
     h_raw_close(&r);
     stop_broker(b);
+}
+
+Test(queue, a_pattern_group_shares_every_topic_it_matches)
+{
+    int port;
+    h_proc *b = h_broker(&port, NULL);
+    member m[2] = {0};
+    member_start(&m[0], port, 0, "pq.*", NULL);
+    member_start(&m[1], port, 1, "pq.*", NULL);
+    wait_joined(m, 2);
+    cr_assert_eq(m[0].next, 0, "no position for a pattern");
+    cr_assert_eq(h_pub(port, "--count", "300", "pq.a", "a-{n}", NULL), 0);
+    cr_assert_eq(h_pub(port, "--count", "300", "pq.b", "b-{n}", NULL), 0);
+    cr_assert_eq(h_pub(port, "--count", "50", "pq.a.deep", "no-{n}", NULL), 0);
+    wait_total(m, 2, 600);
+    usleep(h_ms(200) * 1000);
+    member_read(&m[0]);
+    member_read(&m[1]);
+    cr_assert_eq(m[0].msgs + m[1].msgs, 600, "%llu + %llu", (unsigned long long)m[0].msgs,
+                 (unsigned long long)m[1].msgs);
+    for (int s = 1; s <= 300; s++) /* each topic numbers from 1: a and b's seq s, both */
+        cr_assert_eq(m[0].seen[s] + m[1].seen[s], 2, "seq %d of pq.a and pq.b", s);
+    stop_broker(b);
+    for (int i = 0; i < 2; i++)
+        member_free(&m[i]);
 }
