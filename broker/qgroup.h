@@ -130,6 +130,9 @@ vg_status vg_qgroups_match(vg_qgroups *r, const char *topic, size_t len, vg_tlog
 /* Whether there is any group (a relaxed load: publishers skip the lookup). */
 bool vg_qgroups_any(vg_qgroups *r);
 
+/* References on a group: the registry holds one while it is linked, each
+ * member's subscription one, a publisher one while it pumps. The last
+ * release frees it (its cursors' pins go then). */
 void vg_qgroup_retain(vg_qgroup *g);
 void vg_qgroup_release(vg_qgroup *g);
 

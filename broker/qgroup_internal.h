@@ -87,7 +87,7 @@ struct vg_qgroups {
     uint64_t seed;
 };
 
-/* qgroup.c: a new group (one reference, the caller's), not linked. NULL on
+/* qgroups.c: a new group (one reference, the caller's), not linked. NULL on
  * out of memory. */
 vg_qgroup *vg_qgroup_new(vg_qgroups *r, const char *queue, size_t queue_len, const char *subject,
                          size_t subject_len, const char *durable, size_t durable_len,

@@ -1,7 +1,8 @@
 /* The registry of queue groups: literal subjects in a hash table (a
  * publisher's lookup is one probe), patterns in a list matched one by one
  * (a broker has few), under one reader-writer lock taken shared by
- * publishers and exclusive by joins and the departure of a group. */
+ * publishers and exclusive by joins and the departure of a group; and a
+ * group's making and freeing. */
 #include "qgroup_internal.h"
 
 #include <stdio.h>
@@ -25,6 +26,101 @@ static uint64_t hash(const vg_qgroups *r, const char *s, size_t n)
         h = (h ^ (uint8_t)s[i]) * 0x100000001b3ull;
     return h;
 }
+
+/* ---- a group's life ---- */
+
+static char *dup_n(const char *s, size_t n)
+{
+    char *p = malloc(n + 1);
+    if (p != NULL) {
+        memcpy(p, s, n);
+        p[n] = 0;
+    }
+    return p;
+}
+
+vg_qgroup *vg_qgroup_new(vg_qgroups *r, const char *queue, size_t queue_len, const char *subject,
+                         size_t subject_len, const char *durable, size_t durable_len, bool pattern)
+{
+    vg_qgroup *g = calloc(1, sizeof *g);
+    if (g == NULL)
+        return NULL;
+    atomic_init(&g->refs, 1);
+    g->reg = r;
+    g->queue = dup_n(queue, queue_len);
+    g->subject = dup_n(subject, subject_len);
+    g->queue_len = (uint32_t)queue_len;
+    g->subject_len = (uint32_t)subject_len;
+    g->pattern = pattern;
+    g->batch.cap = r->cfg.batch; /* a batch's ranges: at most one per message */
+    g->batch.v = malloc(g->batch.cap * sizeof *g->batch.v);
+    bool ok = g->queue != NULL && g->subject != NULL && g->batch.v != NULL;
+    if (ok && durable != NULL && durable_len > 0) {
+        /* Stored as durable@queue (@pattern): '@' is no durable name's, so
+         * it cannot meet a plain durable; a literal's topic is its subject. */
+        size_t n = durable_len + 1 + queue_len + (pattern ? 1 + subject_len : 0);
+        g->durable = dup_n(durable, durable_len);
+        g->name = malloc(n);
+        ok = g->durable != NULL && g->name != NULL;
+        if (ok) {
+            char *p = g->name;
+            memcpy(p, durable, durable_len);
+            p += durable_len;
+            *p++ = '@';
+            memcpy(p, queue, queue_len);
+            p += queue_len;
+            if (pattern) {
+                *p++ = '@';
+                memcpy(p, subject, subject_len);
+            }
+            g->durable_len = (uint32_t)durable_len;
+            g->name_len = (uint32_t)n;
+        }
+    }
+    if (!ok || pthread_mutex_init(&g->mu, NULL) != 0) {
+        free(g->queue);
+        free(g->subject);
+        free(g->durable);
+        free(g->name);
+        free(g->batch.v);
+        free(g);
+        return NULL;
+    }
+    pthread_mutex_init(&g->lmu, NULL);
+    atomic_init(&g->again, false);
+    return g;
+}
+
+void vg_qgroup_retain(vg_qgroup *g) { atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed); }
+
+void vg_qgroup_release(vg_qgroup *g)
+{
+    if (g == NULL || atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    for (size_t i = 0; i < g->nt; i++)
+        if (g->t[i].cur_ok)
+            vg_tcursor_release(&g->t[i].cur);
+    for (size_t i = 0; i < g->nm; i++) { /* only if destroyed with members */
+        free(g->m[i].fl.v);
+        g->reg->ops.release(g->m[i].member);
+    }
+    free(g->t);
+    free(g->m);
+    free(g->redo.v);
+    free(g->batch.v);
+    free(g->learn);
+    free(g->known);
+    vg_buf_free(&g->enc);
+    pthread_mutex_destroy(&g->mu);
+    pthread_mutex_destroy(&g->lmu);
+    free(g->queue);
+    free(g->subject);
+    free(g->durable);
+    free(g->name);
+    free(g);
+}
+
+/* ---- the registry ---- */
 
 vg_qgroups *vg_qgroups_create(vg_logs *logs, const vg_qgroups_cfg *cfg, const vg_qgroup_ops *ops)
 {
