@@ -409,7 +409,12 @@ Test(qgroup, an_ack_covers_what_was_received_before_it_not_later_redeliveries)
     cr_assert_eq(b.order[5], 1, "redelivered after the others");
     vg_qgroup_ack(g, &b, 2, "jobs", 4, 10); /* sent before b saw 1-5 */
     cr_assert_eq(vg_qgroup_inflight(g, &b, 2), 5, "1-5 are not covered");
-    vg_qgroup_ack(g, &b, 2, "jobs", 4, 5);
+    vg_qgroup_ack(g, &b, 2, "jobs", 4, 10); /* again (a client that acks its highest): nothing */
+    cr_assert_eq(vg_qgroup_inflight(g, &b, 2), 5);
+    append(logs, "jobs", 5);
+    route(r, logs, "jobs", 11);
+    cr_assert_eq(b.order[10], 11, "after the redeliveries");
+    vg_qgroup_ack(g, &b, 2, "jobs", 4, 15); /* received after 1-5: covers them */
     cr_assert_eq(vg_qgroup_inflight(g, &b, 2), 0);
     vg_qgroup_leave(g, &b, 2, false);
     vg_qgroups_destroy(r);
