@@ -14,7 +14,9 @@
  *   - a queue SUB on a version-1 connection is malformed;
  *   - a connection with a plain and a queue subscription on one topic
  *     keeps its plain one when it leaves the group;
- *   - a pattern group shares every topic it matches.
+ *   - a pattern group shares every topic it matches;
+ *   - three `sub --queue` processes (the client library's members) share
+ *     a topic's messages, each once.
  *
  * A member writes one line per message it processed ("m SEQ") to a file,
  * then, every 16 messages or when nothing came for 5 ms, sends an ACK for
@@ -529,4 +531,50 @@ Test(queue, a_pattern_group_shares_every_topic_it_matches)
     stop_broker(b);
     for (int i = 0; i < 2; i++)
         member_free(&m[i]);
+}
+
+/* Counts "seq":N in a sub --json output into seen. */
+static void count_json_seqs(const char *out, uint8_t *seen, int max)
+{
+    for (const char *p = out; (p = strstr(p, "\"seq\":")) != NULL; p += 6) {
+        long v = strtol(p + 6, NULL, 10);
+        if (v >= 1 && v <= max)
+            seen[v]++;
+    }
+}
+
+Test(queue, sub_queue_processes_share_the_messages_once_each)
+{
+    int port;
+    h_proc *b = h_broker(&port, NULL);
+    h_proc *s[3];
+    for (int i = 0; i < 3; i++)
+        s[i] = h_sub(port, "--json", "--queue", "workers", "cli.work", NULL);
+    enum { N = 3000 };
+    cr_assert_eq(h_pub(port, "--count", "3000", "--interval", "0.0005", "cli.work", "w-{n}",
+                       NULL),
+                 0);
+    static uint8_t seen[N + 1];
+    int64_t deadline = h_now_ms() + WAIT;
+    int total;
+    do {
+        memset(seen, 0, sizeof seen);
+        total = 0;
+        for (int i = 0; i < 3; i++) {
+            h_pump(s[i], 20);
+            count_json_seqs(s[i]->out, seen, N);
+        }
+        for (int k = 1; k <= N; k++)
+            total += seen[k];
+    } while (total < N && h_now_ms() < deadline);
+    for (int k = 1; k <= N; k++)
+        cr_assert_eq(seen[k], 1, "message %d printed %d times", k, seen[k]);
+    for (int i = 0; i < 3; i++) {
+        int n = h_count(s[i]->out, "\"seq\":");
+        cr_log_info("sub %d printed %d", i, n);
+        cr_assert(n >= N / 10, "sub %d printed %d of %d", i, n, N);
+    }
+    for (int i = 0; i < 3; i++)
+        h_free(s[i]);
+    stop_broker(b);
 }
