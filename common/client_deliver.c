@@ -148,8 +148,11 @@ static void deliver_queue(vg_client *c, const vg_frame *f, vg_client_topic *t)
     }
     if (!hand(c, f, f->sid, 0, c->conn_epoch))
         return;
-    if (f->seq > m->processed || m->processed_epoch != c->conn_epoch)
-        m->processed = f->seq; /* cumulative: it covers whatever was given below */
+    /* The last one processed, not the highest: the broker takes an ACK of
+     * a queue member's seq S as S and whatever it handed the member before
+     * S (docs/protocol.md), so a redelivered lower seq is acknowledged
+     * exactly when it has been processed. */
+    m->processed = f->seq;
     m->processed_epoch = c->conn_epoch;
     m->owed = true;
     ack_owed(c);
