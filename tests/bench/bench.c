@@ -2,7 +2,9 @@
  * with P publishers and S subscribers on one topic and reports rates, loss
  * and end-to-end latency; also idle-connection cost and the loopback ceiling,
  * and the durable cases (durable.h): confirmed publishing and replay beside
- * nats-server JetStream, and the restart of a broker with a large log.
+ * nats-server JetStream, and the restart of a broker with a large log;
+ * and subscriptions at scale (subs.h): wildcards, churn, queue groups,
+ * vigil and nats-server side by side in one run.
  *
  * Every message carries its send time (CLOCK_MONOTONIC ns), its publisher
  * and its sequence number in its first 16 bytes, so latency is measured end
@@ -26,6 +28,7 @@
 #include "ceiling.h"
 #include "durable.h"
 #include "histogram.h"
+#include "subs.h"
 
 #define MAX_CLIENTS 256
 
@@ -402,6 +405,22 @@ static void usage(FILE *f)
             "                         vigil-bench)\n"
             "  --broker-arg ARG       restart: one more broker argument (repeat as needed)\n"
             "  --broker-log PATH      restart: a copy of the broker's stderr\n"
+            "\nSubscriptions at scale (issue 12; vigil at --server and, if given, nats-server\n"
+            "at --nats-server, one after the other, then both side by side):\n"
+            "  --sub-table N          N subscriptions (1/2 literal, 1/4 with *, 1/4 ending in >,\n"
+            "                         ~2.75 matching each message) on --sub-conns connections;\n"
+            "                         one publisher sends --count (default 2000000) over 1000\n"
+            "                         topics; reports setup time, publish and delivered rates\n"
+            "  --churn [RATE]         --sub-table (default 10000) published twice: without, then\n"
+            "                         with one more connection doing SUB/UNSUB at RATE changes/s\n"
+            "                         (default 10000) that match nothing published\n"
+            "  --queue [M]            M members (default 4) of one queue group on one topic;\n"
+            "                         throughput and messages per member\n"
+            "  --nats-server H:P      the nats-server to compare with\n"
+            "  --broker-pid PID, --nats-pid PID   report the brokers' RSS and CPU per message\n"
+            "  --sub-conns C          subscriber connections for the table (default 8)\n"
+            "  --literal-only         every subscription a literal topic (a broker without\n"
+            "                         wildcards)\n"
             "Results: one line of key=value on stdout.\n");
 }
 
@@ -453,7 +472,10 @@ int main(int argc, char **argv)
     const char *broker_args[MAX_BROKER_ARGS + 1] = {NULL};
     int nbroker_args = 0;
     enum { O_CONFIRMED = 1000, O_REPLAY, O_JS_PENDING, O_JS_BATCH, O_RESTART, O_DATA_DIR,
-           O_FILL, O_BROKER, O_BROKER_ARG, O_BROKER_LOG };
+           O_FILL, O_BROKER, O_BROKER_ARG, O_BROKER_LOG, O_SUB_TABLE, O_CHURN, O_QUEUE,
+           O_NATS_SERVER, O_NATS_PID, O_SUB_CONNS, O_LITERAL };
+    subs_cfg sc = {.conns = 8, .churn_rate = 10000, .members = 4};
+    bool subs_run = false, count_set = false;
     catchup_cfg cu = {.live_rate = 10000, .tail_ms = 1000};
     static const struct option opts[] = {
         {"system", required_argument, NULL, 'y'}, {"server", required_argument, NULL, 's'},
@@ -475,6 +497,13 @@ int main(int argc, char **argv)
         {"broker", required_argument, NULL, O_BROKER},
         {"broker-arg", required_argument, NULL, O_BROKER_ARG},
         {"broker-log", required_argument, NULL, O_BROKER_LOG},
+        {"sub-table", required_argument, NULL, O_SUB_TABLE},
+        {"churn", optional_argument, NULL, O_CHURN},
+        {"queue", optional_argument, NULL, O_QUEUE},
+        {"nats-server", required_argument, NULL, O_NATS_SERVER},
+        {"nats-pid", required_argument, NULL, O_NATS_PID},
+        {"sub-conns", required_argument, NULL, O_SUB_CONNS},
+        {"literal-only", no_argument, NULL, O_LITERAL},
         {NULL, 0, NULL, 0},
     };
     int o;
@@ -505,7 +534,7 @@ int main(int argc, char **argv)
         case 'p': cfg.pubs = atoi(optarg); break;
         case 'u': cfg.subs = atoi(optarg); break;
         case 'z': cfg.size = (size_t)atol(optarg); size_set = true; break;
-        case 'n': cfg.count = (uint64_t)atoll(optarg); break;
+        case 'n': cfg.count = (uint64_t)atoll(optarg); count_set = true; break;
         case 'i': inflight = true; break;
         case 'd': idle = atoi(optarg); break;
         case 'e': idle_secs = atoi(optarg); break;
@@ -547,6 +576,27 @@ int main(int argc, char **argv)
             broker_args[nbroker_args++] = optarg;
             break;
         case O_BROKER_LOG: rs.broker_log = optarg; break;
+        case O_SUB_TABLE:
+            if (!subs_run)
+                sc.mode = SUBS_TABLE;
+            subs_run = true;
+            sc.subs = atoi(optarg);
+            break;
+        case O_CHURN: /* --churn, --churn=RATE or --churn RATE */
+        case O_QUEUE: /* --queue, --queue=M or --queue M */
+            if (optarg == NULL && optind < argc && isdigit((unsigned char)argv[optind][0]))
+                optarg = argv[optind++];
+            subs_run = true;
+            sc.mode = o == O_CHURN ? SUBS_CHURN : SUBS_QUEUE;
+            if (optarg != NULL && o == O_CHURN)
+                sc.churn_rate = atoi(optarg);
+            if (optarg != NULL && o == O_QUEUE)
+                sc.members = atoi(optarg);
+            break;
+        case O_NATS_SERVER: sc.nats_server = optarg; break;
+        case O_NATS_PID: sc.nats_pid = atoi(optarg); break;
+        case O_SUB_CONNS: sc.conns = atoi(optarg); break;
+        case O_LITERAL: sc.literal_only = true; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -575,6 +625,27 @@ int main(int argc, char **argv)
         fprintf(stderr, "vigil-bench: --%s compares vigil with --system jetstream, not %s\n",
                 confirmed ? "confirmed" : "replay", cfg.be->name);
         return 2;
+    }
+    if (subs_run) {
+        if (sc.subs == 0)
+            sc.subs = 10000;
+        if (sc.subs < 1 || sc.conns < 1 || sc.conns > sc.subs || sc.churn_rate < 1 ||
+            sc.members < 1 || sc.members > 64) {
+            usage(stderr);
+            return 2;
+        }
+#ifndef HAVE_NATS
+        if (sc.nats_server != NULL) {
+            fprintf(stderr, "vigil-bench: built without libnats: no --nats-server\n");
+            return 2;
+        }
+#endif
+        sc.vigil_server = cfg.server;
+        sc.vigil_pid = cfg.broker_pid;
+        sc.count = count_set ? cfg.count : 2000000;
+        sc.size = cfg.size;
+        sc.timeout_ms = cfg.timeout_ms;
+        return bench_subs(&sc);
     }
     if (confirmed || replay) {
         if (tuning.max_pending < 1 || tuning.fetch_batch < 1) {
