@@ -409,9 +409,10 @@ static void usage(FILE *f)
             "at --nats-server, one after the other, then both side by side):\n"
             "  --sub-table N          N subscriptions (1/2 literal, 1/4 with *, 1/4 ending in >,\n"
             "                         ~2.75 matching each message) on --sub-conns connections;\n"
-            "                         one publisher sends --count (default 2000000) over 1000\n"
-            "                         topics; reports setup time, publish and delivered rates\n"
-            "  --churn [RATE]         --sub-table (default 10000) published twice: without, then\n"
+            "                         one publisher sends over 1000 topics for --secs S (default\n"
+            "                         5), or --count N messages if given; reports setup time,\n"
+            "                         publish rate (confirmed) and delivered rate\n"
+            "  --churn [RATE]         --sub-table (default 10000), published to twice: without, then\n"
             "                         with one more connection doing SUB/UNSUB at RATE changes/s\n"
             "                         (default 10000) that match nothing published\n"
             "  --queue [M]            M members (default 4) of one queue group on one topic;\n"
@@ -473,8 +474,8 @@ int main(int argc, char **argv)
     int nbroker_args = 0;
     enum { O_CONFIRMED = 1000, O_REPLAY, O_JS_PENDING, O_JS_BATCH, O_RESTART, O_DATA_DIR,
            O_FILL, O_BROKER, O_BROKER_ARG, O_BROKER_LOG, O_SUB_TABLE, O_CHURN, O_QUEUE,
-           O_NATS_SERVER, O_NATS_PID, O_SUB_CONNS, O_LITERAL };
-    subs_cfg sc = {.conns = 8, .churn_rate = 10000, .members = 4};
+           O_NATS_SERVER, O_NATS_PID, O_SUB_CONNS, O_LITERAL, O_SECS };
+    subs_cfg sc = {.conns = 8, .churn_rate = 10000, .members = 4, .secs = 5};
     bool subs_run = false, count_set = false;
     catchup_cfg cu = {.live_rate = 10000, .tail_ms = 1000};
     static const struct option opts[] = {
@@ -504,6 +505,7 @@ int main(int argc, char **argv)
         {"nats-pid", required_argument, NULL, O_NATS_PID},
         {"sub-conns", required_argument, NULL, O_SUB_CONNS},
         {"literal-only", no_argument, NULL, O_LITERAL},
+        {"secs", required_argument, NULL, O_SECS},
         {NULL, 0, NULL, 0},
     };
     int o;
@@ -597,6 +599,7 @@ int main(int argc, char **argv)
         case O_NATS_PID: sc.nats_pid = atoi(optarg); break;
         case O_SUB_CONNS: sc.conns = atoi(optarg); break;
         case O_LITERAL: sc.literal_only = true; break;
+        case O_SECS: sc.secs = atof(optarg); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -630,7 +633,7 @@ int main(int argc, char **argv)
         if (sc.subs == 0)
             sc.subs = 10000;
         if (sc.subs < 1 || sc.conns < 1 || sc.conns > sc.subs || sc.churn_rate < 1 ||
-            sc.members < 1 || sc.members > 64) {
+            sc.members < 1 || sc.members > 64 || sc.secs <= 0) {
             usage(stderr);
             return 2;
         }
@@ -642,7 +645,7 @@ int main(int argc, char **argv)
 #endif
         sc.vigil_server = cfg.server;
         sc.vigil_pid = cfg.broker_pid;
-        sc.count = count_set ? cfg.count : 2000000;
+        sc.count = count_set ? cfg.count : 0; /* else for --secs */
         sc.size = cfg.size;
         sc.timeout_ms = cfg.timeout_ms;
         return bench_subs(&sc);

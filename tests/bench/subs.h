@@ -38,6 +38,9 @@ typedef struct {
     /* SUBs the broker refused, and the reason of the first (static or owned
      * by c; NULL if none). nats-server refuses nothing here. */
     uint64_t (*refused)(sb_conn *c, const char **first_reason);
+    /* Of the messages received, those delivered as a queue group member's
+     * (vigil: the 5-element MSG naming the sid); NULL: all of them. */
+    uint64_t (*queue_msgs)(sb_conn *c);
     /* Whether the connection is lost (the broker closed it). */
     bool (*lost)(sb_conn *c);
     void (*close)(sb_conn *c);
@@ -60,7 +63,8 @@ typedef struct {
     int churn_rate;           /* SUBS_CHURN: changes (a SUB or an UNSUB) per second */
     int members;              /* SUBS_QUEUE: queue group members */
     bool literal_only;        /* every subscription a literal topic (no patterns) */
-    uint64_t count;           /* messages per publishing phase */
+    uint64_t count;           /* messages per publishing phase; 0: for secs */
+    double secs;
     size_t size;
     int timeout_ms;           /* silence before giving up on deliveries */
 } subs_cfg;
