@@ -166,6 +166,9 @@ static int run_table(const subs_cfg *cfg, const system_ref *s, const table *t, s
     }
     uint64_t lost_q = quiet.want > quiet.got ? quiet.want - quiet.got : 0;
     uint64_t lost_b = busy.want > busy.got ? busy.want - busy.got : 0;
+    /* More than expected: someone else publishes to these topics (another run on the broker?) */
+    uint64_t extra = (quiet.got > quiet.want ? quiet.got - quiet.want : 0) +
+                     (busy.got > busy.want ? busy.got - busy.want : 0);
     printf("system=%s mode=%s subs=%d conns=%d topics=%d size=%zu sent=%llu setup_ms=%.0f "
            "pub_rate=%.0f recv_rate=%.0f delivered=%llu expected=%llu lost=%llu",
            s->name, churn ? "churn" : "subs", t->nsubs, t->conns, TOPICS, cfg->size,
@@ -182,15 +185,17 @@ static int run_table(const subs_cfg *cfg, const system_ref *s, const table *t, s
         printf(" broker_cpu_us_per_msg=%.3f broker_rss_start_kb=%ld broker_rss_subs_kb=%ld "
                "broker_rss_growth_kb=%ld broker_rss_kb=%ld",
                quiet.cpu_us_per_msg, rss0, rss1, rss1 - rss0, subs_rss_kb(s->pid));
+    if (extra > 0)
+        printf(" extra=%llu", (unsigned long long)extra);
     if (refused > 0)
         printf(" refused=%llu error=refused_subs reason=\"%s\"", (unsigned long long)refused,
                reason ? reason : "?");
     else if (rc != 0 || quiet.failed || busy.failed)
-        printf(" error=%s", rc != 0 ? "setup_failed" : "publish_failed");
+        printf(" error=%s", rc != 0 ? "setup_failed" : "publish_failed_or_unconfirmed");
     printf("\n");
     fflush(stdout);
     *out = (sys_result){.ran = true,
-                        .ok = rc == 0 && refused == 0 && lost_q == 0 && lost_b == 0 &&
+                        .ok = rc == 0 && refused == 0 && lost_q == 0 && lost_b == 0 && extra == 0 &&
                               !quiet.failed && !busy.failed,
                         .v = {rate(quiet.sent, quiet.pub_s), rate(quiet.got, quiet.recv_s),
                               setup_ms, rss1 > 0 && rss0 > 0 ? (double)(rss1 - rss0) / 1024 : NAN,
