@@ -70,8 +70,9 @@ typedef struct {
 } phase_result;
 
 /* One publisher on its own connection sends round robin over topics
- * (ntopics of them): count messages, or for secs if count is 0; waits for
- * the broker's confirmation, then for every delivery on cs that t says is
+ * (ntopics of them): count messages, or for secs if count is 0, waiting
+ * for the broker's confirmation every CONFIRM_WINDOW and after the last;
+ * then for every delivery on cs that t says is
  * due (t NULL: one per message), or for timeout_ms of silence. */
 phase_result publish_phase(const system_ref *s, const conn_set *cs, char (*topics)[SUBJECT_MAX],
                            int ntopics, uint64_t count, double secs, size_t size, const table *t,
