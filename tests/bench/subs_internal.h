@@ -71,7 +71,8 @@ typedef struct {
 
 /* One publisher on its own connection sends round robin over topics
  * (ntopics of them): count messages, or for secs if count is 0, waiting
- * for the broker's confirmation every CONFIRM_WINDOW and after the last;
+ * for the broker's confirmation after growing windows (subs_phase.c) and
+ * after the last;
  * then for every delivery on cs that t says is
  * due (t NULL: one per message), or for timeout_ms of silence. */
 phase_result publish_phase(const system_ref *s, const conn_set *cs, char (*topics)[SUBJECT_MAX],
