@@ -408,7 +408,7 @@ static void usage(FILE *f)
             "\nSubscriptions at scale (issue 12; vigil at --server and, if given, nats-server\n"
             "at --nats-server, one after the other, then both side by side):\n"
             "  --sub-table N          N subscriptions (1/2 literal, 1/4 with *, 1/4 ending in >,\n"
-            "                         ~2.75 matching each message) on --sub-conns connections;\n"
+            "                         ~2.6 matching each message) on --sub-conns connections;\n"
             "                         one publisher sends over 1000 topics for --secs S (default\n"
             "                         5), or --count N messages if given; reports setup time,\n"
             "                         publish rate (confirmed) and delivered rate\n"

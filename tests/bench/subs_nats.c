@@ -7,10 +7,13 @@
  * never drops for a slow consumer; reconnection is off so a lost connection
  * shows. The server has processed every SUB and UNSUB before it answers the
  * PING of a flush. */
+#include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <nats/nats.h>
 
@@ -24,6 +27,11 @@ struct sb_conn {
     _Atomic uint64_t received;
     _Atomic bool lost;
     _Atomic uint64_t errors;
+    /* set by the closed callback, which libnats runs on its own thread
+     * after natsConnection_Close returns: c is freed only after it */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool closed;
 };
 
 static void report(const char *what, natsStatus s)
@@ -52,6 +60,10 @@ static void on_closed(natsConnection *nc, void *closure)
     sb_conn *c = closure;
     (void)nc;
     atomic_store(&c->lost, true);
+    pthread_mutex_lock(&c->mu);
+    c->closed = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
 }
 
 static void n_close(sb_conn *c);
@@ -61,6 +73,8 @@ static sb_conn *n_connect(const char *server)
     sb_conn *c = calloc(1, sizeof *c);
     if (c == NULL)
         return NULL;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
     char url[300];
     snprintf(url, sizeof url, "nats://%s", server);
     natsStatus s = nats_Open(-1);
@@ -154,13 +168,24 @@ static bool n_lost(sb_conn *c) { return atomic_load(&c->lost); }
 
 static void n_close(sb_conn *c)
 {
-    if (c->nc != NULL)
+    if (c->nc != NULL) {
         natsConnection_Close(c->nc);
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += 5;
+        pthread_mutex_lock(&c->mu);
+        while (!c->closed)
+            if (pthread_cond_timedwait(&c->cv, &c->mu, &deadline) == ETIMEDOUT)
+                break;
+        pthread_mutex_unlock(&c->mu);
+    }
     for (size_t i = 0; i < c->nsubs; i++)
         natsSubscription_Destroy(c->subs[i]);
     free(c->subs);
     natsConnection_Destroy(c->nc);
     natsOptions_Destroy(c->opts);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
     free(c);
 }
 
