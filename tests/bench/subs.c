@@ -332,8 +332,9 @@ static void print_side_by_side(const subs_cfg *cfg, const sys_result *v, const s
             snprintf(r, sizeof r, "%.2fx", v->v[i] / n->v[i]);
         printf("%-26s %14s %14s %10s\n", (*row)[0], a, b, r);
     }
-    printf("\"!\": that system's run failed or lost messages (its system= line says how).\n"
-           "vigil/nats is the plain quotient: above 1x vigil is better for msgs/s and balance,\n"
+    if ((v->ran && !v->ok && !v->unsupported) || (n->ran && !n->ok && !n->unsupported))
+        printf("\"!\": that system's run failed or lost messages (its system= line says how).\n");
+    printf("vigil/nats is the plain quotient: above 1x vigil is better for msgs/s and balance,\n"
            "worse for ms, MiB and CPU.\n");
 }
 
