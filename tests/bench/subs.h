@@ -5,8 +5,9 @@
  *
  * A subscriber connection here holds many subscriptions, so it has its own
  * small interface (sb_backend) beside backend.h's one-topic one: vigil's is
- * raw frames (subs_vigil.c: the 8-element queue SUB and the 5-element
- * MSG are not in common/ yet), nats-server's is libnats (subs_nats.c). The
+ * raw frames (subs_vigil.c: independent of how far the client library has
+ * got with patterns and queue groups), nats-server's is libnats
+ * (subs_nats.c). The
  * publisher is backend.h's (vigil's client library confirms with PING/PONG,
  * libnats with a flush). */
 #ifndef BENCH_SUBS_H
