@@ -50,6 +50,8 @@ void vg_conn_release(vg_conn *c)
     pthread_mutex_destroy(&c->fresh_mu);
     free(c->fresh);
     free(c->run.msgs);
+    free(c->defer);
+    free(c->defer_slot);
     free(c);
 }
 
@@ -177,6 +179,7 @@ static void finish(vg_conn *c, vg_end e)
 {
     vg_server *srv = c->srv;
     vg_outbox_close(c->outbox); /* after it, no publisher writes for us (lent_write) */
+    vg_router_read_end(c);      /* wakes whom its last read reached; their references go */
     vg_queue_close(c);          /* no pump puts for us: what is in flight goes to others */
     vg_queue_leave_all(c);
     vg_durable_leave_all(c);    /* their positions stay for the next connection */

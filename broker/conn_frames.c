@@ -399,7 +399,7 @@ void vg_conn_on_frame(void *ud, const vg_frame *f)
     }
 }
 
-void vg_conn_on_read_end(void *ud) { vg_router_flush(ud); }
+void vg_conn_on_read_end(void *ud) { vg_router_read_end(ud); }
 
 void vg_conn_on_bad_input(void *ud, vg_status st, const char *why)
 {

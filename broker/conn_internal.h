@@ -67,6 +67,14 @@ typedef struct {
 
 #define VG_RUN_LOGS 64 /* a power of two */
 
+/* A version-2 subscriber a publisher's read reached (router.c). */
+typedef struct {
+    struct vg_conn *sub;
+    vg_tlog *log;    /* the first run's log and seq: one run alone goes out */
+    uint64_t first;  /* on the publisher's thread if the subscriber sleeps */
+    bool many;       /* more than one run: it is woken instead */
+} conn_defer;
+
 /* A run of consecutive MSG frames with one topic, contiguous in the read
  * buffer: looked up once and copied into each subscriber's outbox at once. */
 typedef struct {
@@ -112,6 +120,8 @@ struct vg_conn {
      * appending to a topic this connection reads (reader.c). */
     conn_reader *readers;
     size_t nreaders, readers_cap, rr;
+    uint32_t *rslot;  /* readers by topic hash (reader.c): index + 1; 0: empty */
+    size_t rslots;    /* a power of two, at least twice nreaders; 0: no index */
     size_t mid;       /* the reader inside a frame on the socket; SIZE_MAX: none */
     size_t lent_hint; /* the reader a lent write found last (outbox lock): a guess */
     atomic_bool kicked;
@@ -140,6 +150,13 @@ struct vg_conn {
     atomic_bool pong_waiting; /* registered with the store (holds a reference) */
     atomic_bool durable_check; /* another connection took one of our durables */
     struct vg_sublist_cache *match; /* this thread's match results (sublist.h); NULL: none yet */
+    /* Version-2 subscribers this read's runs reached, woken once each at
+     * the read's end (router.c): one wake-up or write per subscriber per
+     * read, not per message. Each holds a reference. */
+    conn_defer *defer;
+    size_t ndefer, defer_cap;
+    uint32_t *defer_slot;     /* open addressing: index + 1 into defer; 0: empty */
+    size_t defer_slots;       /* a power of two, at least twice defer_cap */
 
     /* Queue groups (conn_queue.c): the inbox their pumps put this
      * connection's deliveries in, written as one more stream of the
@@ -241,6 +258,11 @@ void vg_router_add(vg_conn *c, const vg_frame *f);
 
 /* router.c: delivers the run being built, if any. */
 void vg_router_flush(vg_conn *c);
+
+/* router.c: the read ended: wakes (or writes to) each version-2
+ * subscriber its runs reached, once, and drops their references. Also
+ * when the connection ends. */
+void vg_router_read_end(vg_conn *c);
 
 /* reader.c: a version-2 SUB for sid on topic (checked) that no other sid
  * of c reads: positions a cursor as f asks (a 3-element SUB starts NEW),

@@ -23,13 +23,59 @@
 #define OFFER_MAX (1024 * 1024) /* bytes offered per write, about */
 #define QUEUE_STREAM (SIZE_MAX - 1) /* c->offered: the queue groups' inbox */
 
-/* The reader of topic, leaving ones (kept only to finish a record) aside. */
+static uint64_t topic_hash(const char *t, uint32_t len)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (uint32_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)t[i]) * 1099511628211ull;
+    return h ^ (h >> 29);
+}
+
+/* Rebuilds the index of readers by topic (open addressing, index + 1;
+ * at least twice as many slots as readers); false when out of memory, the
+ * old index kept only if it still fits (else lookups walk the array). */
+static bool reindex(vg_conn *c, size_t min_slots)
+{
+    size_t n = c->rslots ? c->rslots : 16;
+    while (n < min_slots)
+        n *= 2;
+    uint32_t *slots = n == c->rslots ? c->rslot : calloc(n, sizeof *slots);
+    if (slots == NULL)
+        return false;
+    if (slots == c->rslot)
+        memset(slots, 0, n * sizeof *slots);
+    else {
+        free(c->rslot);
+        c->rslot = slots;
+        c->rslots = n;
+    }
+    for (size_t k = 0; k < c->nreaders; k++) {
+        size_t i = (size_t)topic_hash(c->readers[k].topic, c->readers[k].len) & (n - 1);
+        while (slots[i] != 0)
+            i = (i + 1) & (n - 1);
+        slots[i] = (uint32_t)(k + 1);
+    }
+    return true;
+}
+
+/* The reader of topic, leaving ones (kept only to finish a record) aside:
+ * by the index, so that a pattern reading thousands of topics attaches in
+ * O(1) per topic. */
 static conn_reader *find_reader(vg_conn *c, const char *topic, uint32_t len)
 {
-    for (size_t i = 0; i < c->nreaders; i++)
-        if (!c->readers[i].leaving && c->readers[i].len == len &&
-            memcmp(c->readers[i].topic, topic, len) == 0)
-            return &c->readers[i];
+    if (c->rslots == 0 || c->rslots < 2 * c->nreaders) { /* none yet, or out of memory */
+        for (size_t i = 0; i < c->nreaders; i++)
+            if (!c->readers[i].leaving && c->readers[i].len == len &&
+                memcmp(c->readers[i].topic, topic, len) == 0)
+                return &c->readers[i];
+        return NULL;
+    }
+    size_t mask = c->rslots - 1;
+    for (size_t i = (size_t)topic_hash(topic, len) & mask; c->rslot[i] != 0; i = (i + 1) & mask) {
+        conn_reader *r = &c->readers[c->rslot[i] - 1];
+        if (!r->leaving && r->len == len && memcmp(r->topic, topic, len) == 0)
+            return r;
+    }
     return NULL;
 }
 
@@ -105,6 +151,14 @@ static vg_status add_reader(vg_conn *c, vg_tlog *log, uint64_t sid, vg_tstart st
         return VG_ERR_ARG;
     }
     c->nreaders++;
+    if (c->rslots >= 2 * c->nreaders) { /* room: insert; else grow and rebuild */
+        size_t mask = c->rslots - 1, i = (size_t)topic_hash(copy, len) & mask;
+        while (c->rslot[i] != 0)
+            i = (i + 1) & mask;
+        c->rslot[i] = (uint32_t)c->nreaders;
+    } else {
+        (void)reindex(c, 2 * c->nreaders); /* failing, find_reader walks */
+    }
     *next = r->cur.seq;
     if (pos_sid != 0) {
         /* A pattern's client learns the topic here: from the position
@@ -274,6 +328,11 @@ static void drop_reader(vg_conn *c, size_t i)
     vg_buf_free(&c->readers[i].gap);
     free(c->readers[i].topic);
     c->readers[i] = c->readers[--c->nreaders];
+    if (c->rslots > 0 && !reindex(c, 0)) { /* rare (an UNSUB): rebuilt whole */
+        free(c->rslot);
+        c->rslot = NULL;
+        c->rslots = 0;
+    }
     if (c->mid == i)
         c->mid = SIZE_MAX; /* only when all go: a reader inside a frame stays until whole */
     else if (c->mid == c->nreaders)
@@ -372,6 +431,9 @@ void vg_reader_free_all(vg_conn *c)
     for (size_t i = 0; i < c->npos; i++)
         free(c->pos[i].topic);
     c->npos = 0;
+    free(c->rslot); /* first: dropping them all rebuilds no index */
+    c->rslot = NULL;
+    c->rslots = 0;
     while (c->nreaders > 0)
         drop_reader(c, c->nreaders - 1);
     free(c->readers);

@@ -73,9 +73,73 @@ static bool held(const vg_server *srv)
  * thread drains it); stall_ms bounds the wait for any other. The match
  * comes from the calling thread's cache (*cache, made on first use).
  * Returns whether it lists queue groups (the caller routes to them). */
-static bool fan_out(vg_server *srv, vg_conn *from, const char *topic, uint32_t topic_len,
-                    uint64_t first_seq, const uint8_t *bytes, size_t len, uint32_t frames,
-                    uint64_t payload, int stall_ms, vg_sublist_cache **cache)
+/* Notes that from's read reached version-2 subscriber sub with a run of
+ * log from first; false when out of memory (the caller delivers now). */
+static bool defer(vg_conn *from, vg_conn *sub, vg_tlog *log, uint64_t first)
+{
+    uint64_t h = (uint64_t)(uintptr_t)sub * 0x9e3779b97f4a7c15ull;
+    if (from->defer_slots > 0) {
+        size_t mask = from->defer_slots - 1;
+        for (size_t i = (size_t)(h >> 40) & mask; from->defer_slot[i] != 0; i = (i + 1) & mask)
+            if (from->defer[from->defer_slot[i] - 1].sub == sub) {
+                from->defer[from->defer_slot[i] - 1].many = true;
+                return true;
+            }
+    }
+    if (from->ndefer == from->defer_cap) {
+        size_t cap = from->defer_cap ? from->defer_cap * 2 : 16;
+        conn_defer *d = realloc(from->defer, cap * sizeof *d);
+        uint32_t *slots = calloc(cap * 2, sizeof *slots);
+        if (d == NULL || slots == NULL) {
+            if (d != NULL)
+                from->defer = d;
+            free(slots);
+            return false;
+        }
+        from->defer = d;
+        from->defer_cap = cap;
+        free(from->defer_slot);
+        from->defer_slot = slots;
+        from->defer_slots = cap * 2;
+        for (size_t k = 0; k < from->ndefer; k++) { /* rehash what is there */
+            uint64_t hk = (uint64_t)(uintptr_t)from->defer[k].sub * 0x9e3779b97f4a7c15ull;
+            size_t i = (size_t)(hk >> 40) & (from->defer_slots - 1);
+            while (from->defer_slot[i] != 0)
+                i = (i + 1) & (from->defer_slots - 1);
+            from->defer_slot[i] = (uint32_t)(k + 1);
+        }
+    }
+    size_t mask = from->defer_slots - 1, i = (size_t)(h >> 40) & mask;
+    while (from->defer_slot[i] != 0)
+        i = (i + 1) & mask;
+    vg_conn_retain(sub); /* the match cache's entry may be refilled before the read ends */
+    from->defer[from->ndefer] = (conn_defer){sub, log, first, false};
+    from->defer_slot[i] = (uint32_t)(++from->ndefer);
+    return true;
+}
+
+void vg_router_read_end(vg_conn *c)
+{
+    vg_router_flush(c);
+    for (size_t k = 0; k < c->ndefer; k++) {
+        conn_defer *d = &c->defer[k];
+        if (d->many) {
+            vg_reader_kick(d->sub);
+        } else {
+            uint32_t len;
+            const char *topic = vg_tlog_topic(d->log, &len);
+            vg_reader_deliver(d->sub, topic, len, d->first);
+        }
+        vg_conn_release(d->sub);
+    }
+    if (c->ndefer > 0)
+        memset(c->defer_slot, 0, c->defer_slots * sizeof *c->defer_slot);
+    c->ndefer = 0;
+}
+
+static bool fan_out(vg_server *srv, vg_conn *from, vg_tlog *log, const char *topic,
+                    uint32_t topic_len, uint64_t first_seq, const uint8_t *bytes, size_t len,
+                    uint32_t frames, uint64_t payload, int stall_ms, vg_sublist_cache **cache)
 {
     const vg_sublist_result *m;
     if (*cache == NULL)
@@ -92,7 +156,8 @@ static bool fan_out(vg_server *srv, vg_conn *from, const char *topic, uint32_t t
     for (size_t i = 0; i < m->n; i++) {
         vg_conn *sub = m->members[i];
         if (sub->version >= 2) { /* fixed before it could subscribe */
-            if (!is_held) /* else the store's commit thread kicks it once synced */
+            /* else the store's commit thread kicks it once synced */
+            if (!is_held && (from == NULL || !defer(from, sub, log, first_seq)))
                 vg_reader_deliver(sub, topic, topic_len, first_seq);
             continue;
         }
@@ -265,10 +330,11 @@ void vg_router_flush(vg_conn *c)
         size_t len;
         uint64_t payload;
         const uint8_t *bytes = run_slice(r, skip, done, &len, &payload);
-        if (fan_out(c->srv, c, r->topic, r->topic_len, first_seq, bytes, len, done, payload,
+        vg_tlog *log = run_log(c, r->topic, r->topic_len); /* cached: appended to just now */
+        if (fan_out(c->srv, c, log, r->topic, r->topic_len, first_seq, bytes, len, done, payload,
                     VG_DELIVER_STALL_MS, &c->match))
-            vg_queue_route(c->srv, r->topic, r->topic_len, run_log(c, r->topic, r->topic_len),
-                           first_seq, !held(c->srv), &c->qscratch, &c->qscratch_cap);
+            vg_queue_route(c->srv, r->topic, r->topic_len, log, first_seq, !held(c->srv),
+                           &c->qscratch, &c->qscratch_cap);
     }
     c->pub_next += r->frames;
     r->frames = 0;
@@ -343,7 +409,7 @@ vg_status vg_conn_publish_system(vg_server *srv, const char *topic, const void *
     if (st != VG_OK)
         return st;
     /* Never a stall: this is the main thread, which also accepts and stops. */
-    if (fan_out(srv, NULL, topic, (uint32_t)topic_len, seq, frame->data, frame->len, 1,
+    if (fan_out(srv, NULL, log, topic, (uint32_t)topic_len, seq, frame->data, frame->len, 1,
                 payload_len, 0, cache)) {
         vg_qgroup **groups = NULL;
         size_t groups_cap = 0;
