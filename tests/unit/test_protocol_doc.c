@@ -202,6 +202,19 @@ Test(protocol_doc, pattern_examples_match_the_codec)
     vg_frame_put_ack_topic(&b, 5, 2, "jobs.a", 6);
     check_form(&b, "00 00 00 0b  94 0a 05 02 a6 6a 6f 62 73 2e 61", VG_FRAME_ACK, 3, &f);
     cr_assert(f.sid == 5 && f.seq == 2);
+    vg_frame_put_sub_queue(&b, 3, "jobs", 4, VG_SUB_NEW, 0, 0, NULL, 0, "workers", 7);
+    check_form(&b, "00 00 00 14  98 07 03 a4 6a 6f 62 73 00 00 00 a0 a7 77 6f 72 6b 65 72 73",
+               VG_FRAME_SUB, 4, &f);
+    cr_assert_eq(f.sid, 3);
+    size_t n = vg_frame_msg_qsize(4, 2);
+    cr_assert_eq(vg_buf_reserve(&b, n), VG_OK);
+    vg_frame_write_msg_q(b.data, VG_FRAME_MSG_TYPE1, "jobs", 4, "hi", 2, 42, 3);
+    b.len = n;
+    check_form(&b,
+               "00 00 00 1d  95 0b a4 6a 6f 62 73 c4 02 68 69 cf 00 00 00 00 00 00 00 2a cf 00 "
+               "00 00 00 00 00 00 03",
+               VG_FRAME_MSG_TYPE1, 3, &f);
+    cr_assert(f.seq == 42 && f.sid == 3);
 }
 
 Test(protocol_doc, a_later_versions_connect_parses_as_the_page_says)
