@@ -114,7 +114,7 @@ vg_status vg_durable_attach_pattern(vg_conn *c, const vg_frame *f, conn_sub *s)
     vg_reader_drop_pos(c, s->sid); /* the broker keeps a durable's positions itself */
     vg_tlog **all = NULL;
     size_t n = 0;
-    vg_status st = vg_logs_list(srv->logs, &all, &n);
+    vg_status st = vg_logs_list(srv->logs, 0, &all, &n);
     for (size_t i = 0; i < n && st == VG_OK; i++) {
         uint32_t len;
         const char *topic = vg_tlog_topic(all[i], &len);

@@ -116,6 +116,7 @@ static void handle_sub(vg_conn *c, const vg_frame *f)
         goto fail_nomem;
     }
     uint64_t next = 0;
+    size_t mark = vg_logs_count(c->srv->logs); /* logs made from here on: settled below */
     if (c->version >= 2) {
         /* Before the table: a message appended in between is in the log
          * after the cursor's position, and the fill reads it. */
@@ -151,6 +152,8 @@ static void handle_sub(vg_conn *c, const vg_frame *f)
         sub_free(&sub);
         goto fail_nomem;
     }
+    if (c->version >= 2 && sub.queue == NULL)
+        vg_reader_settle(c, sub.topic, sub.len, mark);
     if (c->version >= 2)
         vg_link_ctl_ok(c->link, vg_frame_put_ok2(vg_link_ctl(c->link), f->sid,
                                                  vg_logs_epoch(c->srv->logs), next));

@@ -125,7 +125,7 @@ struct vg_conn {
     size_t mid;       /* the reader inside a frame on the socket; SIZE_MAX: none */
     size_t lent_hint; /* the reader a lent write found last (outbox lock): a guess */
     atomic_bool kicked;
-    /* Topics created since a pattern of this connection may cover them:
+    /* Topics created since a subscription of this connection may cover them:
      * handed over by whichever thread created the log (vg_reader_fresh),
      * taken by this connection's thread, which starts reading them. */
     pthread_mutex_t fresh_mu;
@@ -269,9 +269,18 @@ void vg_router_read_end(vg_conn *c);
  * queuing a GAP for a position in another epoch. *next gets the first
  * sequence number it will deliver. VG_OK, VG_ERR_ARG (the position is past
  * the end: ERR bad_position) or VG_ERR_NOMEM. Another sid on a topic
- * already read shares its cursor (*next: its position). */
+ * already read shares its cursor (*next: its position). A topic with no
+ * log gets no cursor and no log (*next is 1): it is read from 1 once a
+ * message creates its log (vg_reader_fresh, vg_reader_settle). */
 vg_status vg_reader_attach(vg_conn *c, const vg_frame *f, const char *topic, uint32_t len,
                            uint64_t *next);
+
+/* reader.c: after subject (literal or pattern) went into the table, reads
+ * from 1 each log created since vg_logs_count returned mark (taken before
+ * the attach) that it matches and c does not read: one made after the
+ * attach looked but before the table had the subscription, which the
+ * topic-created hook missed. Ends the connection when out of memory. */
+void vg_reader_settle(vg_conn *c, const char *subject, uint32_t len, size_t mark);
 
 /* reader.c: a version-2 SUB for sid on a pattern (checked): a cursor on
  * every existing topic it matches that c does not read yet, positioned as
@@ -298,7 +307,7 @@ bool vg_reader_reads(vg_conn *c, const char *topic, uint32_t len);
  * whole. A pattern's sid: every topic it matched is looked at. */
 void vg_reader_detach(vg_conn *c, const char *subject, uint32_t len, bool pattern);
 
-/* reader.c: log was just created, and a pattern of c may cover it: c's
+/* reader.c: log was just created, and a subscription of c may cover it: c's
  * thread starts reading it from its first record. Any thread. */
 void vg_reader_fresh(vg_conn *c, vg_tlog *log);
 

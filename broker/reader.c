@@ -127,13 +127,15 @@ static bool readers_room(vg_conn *c)
 }
 
 /* A new reader of log for sid, positioned by start and value; with pos_sid
- * (a pattern's), announced by a POS frame, and a GAP for what retention
- * took from before its start when it starts at 1: among the connection's
- * control frames if ctl (so before the SUB's OK), else ahead of the
- * reader's first record. *next gets its position. VG_OK, VG_ERR_ARG (past
- * the end) or VG_ERR_NOMEM. */
+ * (when no OK tells the client where it starts), a GAP naming pos_sid for
+ * what retention took from before its start when it starts at 1, after a
+ * POS frame announcing it if announce (pos_sid is a pattern's): among the
+ * connection's control frames if ctl (so before the SUB's OK), else ahead
+ * of the reader's first record. *next gets its position. VG_OK, VG_ERR_ARG
+ * (past the end) or VG_ERR_NOMEM. */
 static vg_status add_reader(vg_conn *c, vg_tlog *log, uint64_t sid, vg_tstart start,
-                            uint64_t value, uint64_t pos_sid, bool ctl, uint64_t *next)
+                            uint64_t value, uint64_t pos_sid, bool announce, bool ctl,
+                            uint64_t *next)
 {
     uint32_t len;
     const char *topic = vg_tlog_topic(log, &len);
@@ -166,7 +168,7 @@ static vg_status add_reader(vg_conn *c, vg_tlog *log, uint64_t sid, vg_tstart st
         uint64_t from = skipped.from != 0 ? skipped.from : r->cur.seq;
         uint64_t epoch = vg_logs_epoch(c->srv->logs);
         vg_buf *out = ctl ? vg_link_ctl(c->link) : &r->gap;
-        if (!ctl_ok(c, vg_frame_put_pos(out, pos_sid, topic, len, epoch, from)))
+        if (announce && !ctl_ok(c, vg_frame_put_pos(out, pos_sid, topic, len, epoch, from)))
             return VG_ERR_NOMEM;
         if (skipped.from != 0 &&
             !ctl_ok(c, vg_frame_put_gap(out, pos_sid, topic, len, skipped.from, skipped.to,
@@ -198,10 +200,35 @@ vg_status vg_reader_attach(vg_conn *c, const vg_frame *f, const char *topic, uin
         start = VG_TSTART_FIRST;
         value = 0;
     }
-    vg_tlog *log = vg_logs_get(logs, topic, len);
-    if (log == NULL)
-        return VG_ERR_NOMEM;
-    return add_reader(c, log, f->sid, start, value, 0, false, next);
+    vg_tlog *log = vg_logs_find(logs, topic, len);
+    if (log == NULL) {
+        /* Never published: no log (most subscriptions of a large table
+         * name such topics). An empty log would start every position but
+         * SEQ 1 at 1; the first message creates the log, and the hook or
+         * vg_reader_settle starts this reader on it from 1. */
+        if (start == VG_TSTART_SEQ && value != 1)
+            return VG_ERR_ARG;
+        *next = 1;
+        return VG_OK;
+    }
+    return add_reader(c, log, f->sid, start, value, 0, false, false, next);
+}
+
+void vg_reader_settle(vg_conn *c, const char *subject, uint32_t len, size_t mark)
+{
+    vg_tlog **made;
+    size_t n;
+    if (vg_logs_list(c->srv->logs, mark, &made, &n) != VG_OK) {
+        vg_link_end(c->link, VG_END_NOMEM, 0, "out of memory for a new topic's reader");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        uint32_t tlen;
+        const char *topic = vg_tlog_topic(made[i], &tlen);
+        if (vg_subject_matches(subject, len, topic, tlen))
+            vg_reader_fresh(c, made[i]); /* take_fresh skips a topic read already */
+    }
+    free(made);
 }
 
 /* The position the client sent for sid on topic (a POS frame), or NULL. */
@@ -289,9 +316,9 @@ static vg_status attach_one(vg_conn *c, const vg_frame *f, vg_tlog *log)
 vg_status vg_reader_attach_log(vg_conn *c, uint64_t sid, vg_tlog *log, vg_tstart start,
                                uint64_t value, uint64_t *next)
 {
-    vg_status st = add_reader(c, log, sid, start, value, sid, true, next);
+    vg_status st = add_reader(c, log, sid, start, value, sid, true, true, next);
     if (st == VG_ERR_ARG) /* beyond the end: this log has less than the client had */
-        st = add_reader(c, log, sid, VG_TSTART_NEW, 0, sid, true, next);
+        st = add_reader(c, log, sid, VG_TSTART_NEW, 0, sid, true, true, next);
     return st;
 }
 
@@ -310,7 +337,7 @@ vg_status vg_reader_attach_pattern(vg_conn *c, const vg_frame *f)
     vg_tlog **all = NULL;
     size_t n = 0;
     if (st == VG_OK)
-        st = vg_logs_list(logs, &all, &n);
+        st = vg_logs_list(logs, 0, &all, &n);
     for (size_t i = 0; i < n && st == VG_OK; i++) {
         uint32_t len;
         const char *topic = vg_tlog_topic(all[i], &len);
@@ -402,7 +429,8 @@ void vg_reader_fresh(vg_conn *c, vg_tlog *log)
 }
 
 /* On c's thread: starts reading the topics created since the last look
- * that one of its patterns covers, from their first record. */
+ * that one of its subscriptions covers (a pattern, or a literal subscribed
+ * before the topic had a log), from their first record. */
 static void take_fresh(vg_conn *c)
 {
     if (!atomic_exchange_explicit(&c->has_fresh, false, memory_order_acq_rel))
@@ -419,7 +447,9 @@ static void take_fresh(vg_conn *c)
         uint64_t sid, next;
         if (find_reader(c, topic, len) != NULL || !vg_subindex_covers(c->subs, topic, len, &sid))
             continue;
-        if (add_reader(c, logs[i], sid, VG_TSTART_SEQ, 1, sid, false, &next) != VG_OK &&
+        const conn_sub *s = vg_subindex_find(c->subs, sid);
+        bool pattern = s != NULL && s->pattern; /* a literal's OK said 1 already */
+        if (add_reader(c, logs[i], sid, VG_TSTART_SEQ, 1, sid, pattern, false, &next) != VG_OK &&
             !vg_link_ended(c->link))
             vg_link_end(c->link, VG_END_NOMEM, 0, "out of memory for a new topic's reader");
     }

@@ -67,7 +67,8 @@ static void on_released(void *ud, vg_tlog *t)
 }
 
 /* Topic logs hook, any thread: log was just created. The version-2
- * connections whose patterns match it start reading it (reader.c). Rare
+ * connections whose subscriptions match it (patterns, and literals that
+ * came before the log) start reading it (reader.c). Rare
  * (once per topic), so a cache of its own each time is fine. */
 static void on_created(void *ud, vg_tlog *log)
 {

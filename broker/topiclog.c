@@ -55,6 +55,8 @@ struct vg_logs {
     uint64_t epoch;
     vg_tlog **table;          /* mu */
     size_t nbuckets, nlogs;   /* mu */
+    vg_tlog **order;          /* every log, by creation (vg_logs_list); mu */
+    size_t order_cap;         /* mu */
     vg_chunk *oldest, *newest; /* every chunk in a log, by creation; mu */
     uint64_t bytes, chunks;   /* mu */
     atomic_uint_fast64_t records, dropped;
@@ -166,6 +168,7 @@ void vg_logs_destroy(vg_logs *s)
         ch = next;
     }
     free(s->table);
+    free(s->order);
     pthread_mutex_destroy(&s->pool_mu);
     pthread_mutex_destroy(&s->mu);
     free(s);
@@ -212,14 +215,30 @@ static void grow_table(vg_logs *s)
     s->nbuckets = n;
 }
 
-vg_tlog *vg_logs_get(vg_logs *s, const char *topic, size_t topic_len)
+/* The log of topic in the table, or NULL. Under s->mu. */
+static vg_tlog *lookup(vg_logs *s, uint64_t h, const char *topic, size_t topic_len)
 {
-    uint64_t h = hash_topic(topic, topic_len);
-    pthread_mutex_lock(&s->mu);
     vg_tlog *t = s->table[h & (s->nbuckets - 1)];
     while (t != NULL && !(t->hash == h && t->topic_len == topic_len &&
                           memcmp(t->topic, topic, topic_len) == 0))
         t = t->hnext;
+    return t;
+}
+
+vg_tlog *vg_logs_find(vg_logs *s, const char *topic, size_t topic_len)
+{
+    uint64_t h = hash_topic(topic, topic_len);
+    pthread_mutex_lock(&s->mu);
+    vg_tlog *t = lookup(s, h, topic, topic_len);
+    pthread_mutex_unlock(&s->mu);
+    return t;
+}
+
+vg_tlog *vg_logs_get(vg_logs *s, const char *topic, size_t topic_len)
+{
+    uint64_t h = hash_topic(topic, topic_len);
+    pthread_mutex_lock(&s->mu);
+    vg_tlog *t = lookup(s, h, topic, topic_len);
     if (t == NULL) {
         t = calloc(1, sizeof *t + topic_len);
         if (t == NULL || pthread_mutex_init(&t->mu, NULL) != 0) {
@@ -227,6 +246,19 @@ vg_tlog *vg_logs_get(vg_logs *s, const char *topic, size_t topic_len)
             pthread_mutex_unlock(&s->mu);
             return NULL;
         }
+        if (s->nlogs == s->order_cap) {
+            size_t cap = s->order_cap ? s->order_cap * 2 : 64;
+            vg_tlog **order = realloc(s->order, cap * sizeof *order);
+            if (order == NULL) {
+                pthread_mutex_destroy(&t->mu);
+                free(t);
+                pthread_mutex_unlock(&s->mu);
+                return NULL;
+            }
+            s->order = order;
+            s->order_cap = cap;
+        }
+        s->order[s->nlogs] = t;
         t->store = s;
         t->hash = h;
         t->next_seq = 1;
@@ -255,22 +287,29 @@ void vg_logs_on_create(vg_logs *s, void (*fn)(void *ud, vg_tlog *t), void *ud)
     s->on_create_ud = ud;
 }
 
-vg_status vg_logs_list(vg_logs *s, vg_tlog ***out, size_t *n)
+vg_status vg_logs_list(vg_logs *s, size_t from, vg_tlog ***out, size_t *n)
 {
     pthread_mutex_lock(&s->mu);
-    vg_tlog **all = malloc((s->nlogs ? s->nlogs : 1) * sizeof *all);
+    size_t k = s->nlogs > from ? s->nlogs - from : 0;
+    vg_tlog **all = malloc((k ? k : 1) * sizeof *all);
     if (all == NULL) {
         pthread_mutex_unlock(&s->mu);
         return VG_ERR_NOMEM;
     }
-    size_t k = 0;
-    for (size_t b = 0; b < s->nbuckets; b++)
-        for (vg_tlog *t = s->table[b]; t != NULL; t = t->hnext)
-            all[k++] = t;
+    if (k > 0)
+        memcpy(all, s->order + from, k * sizeof *all);
     pthread_mutex_unlock(&s->mu);
     *out = all;
     *n = k;
     return VG_OK;
+}
+
+size_t vg_logs_count(vg_logs *s)
+{
+    pthread_mutex_lock(&s->mu);
+    size_t n = s->nlogs;
+    pthread_mutex_unlock(&s->mu);
+    return n;
 }
 
 /* ---- retention ---- */
@@ -345,12 +384,8 @@ void vg_logs_expire(vg_logs *s, int64_t now_ms)
     pthread_mutex_lock(&s->mu);
     size_t n = s->nlogs;
     vg_tlog **logs = malloc((n ? n : 1) * sizeof *logs);
-    if (logs != NULL) {
-        size_t k = 0;
-        for (size_t b = 0; b < s->nbuckets; b++)
-            for (vg_tlog *t = s->table[b]; t != NULL; t = t->hnext)
-                logs[k++] = t;
-    }
+    if (logs != NULL && n > 0)
+        memcpy(logs, s->order, n * sizeof *logs);
     pthread_mutex_unlock(&s->mu);
     if (logs == NULL)
         return; /* out of memory: try again at the next tick */

@@ -64,16 +64,24 @@ void vg_logs_get_stats(vg_logs *s, vg_logs_stats *out);
 /* The log of topic, created empty (next seq 1) if there is none; the log
  * lives as long as the store. NULL on out of memory. */
 vg_tlog *vg_logs_get(vg_logs *s, const char *topic, size_t topic_len);
+/* The log of topic if it has one, else NULL: a subscription to a topic
+ * never published costs no log (the on_create hook finds it later). */
+vg_tlog *vg_logs_find(vg_logs *s, const char *topic, size_t topic_len);
 
 /* Calls fn(ud, log) on the thread that created a log, right after (holding
  * no lock of the store), before vg_logs_get returns it: before anything is
  * appended to it. Set once, before other threads use the store. */
 void vg_logs_on_create(vg_logs *s, void (*fn)(void *ud, vg_tlog *t), void *ud);
 
-/* Every log there is now, in *out (malloc'd, the caller frees it; the logs
- * live as long as the store), *n of them. VG_OK or VG_ERR_NOMEM. A log
- * created meanwhile may be missing: the on_create hook sees it. */
-vg_status vg_logs_list(vg_logs *s, vg_tlog ***out, size_t *n);
+/* The logs there are now in the order they were created, from the from'th
+ * (0: all), in *out (malloc'd, the caller frees it; the logs live as long
+ * as the store), *n of them; from + *n is where a later call takes up what
+ * was created since. VG_OK or VG_ERR_NOMEM. */
+vg_status vg_logs_list(vg_logs *s, size_t from, vg_tlog ***out, size_t *n);
+
+/* How many logs there are (they are never removed): a mark for
+ * vg_logs_list. */
+size_t vg_logs_count(vg_logs *s);
 
 /* Drops every chunk whose newest record is older than the age limit at
  * now_ms (appends keep the byte budget themselves; age needs a timer).

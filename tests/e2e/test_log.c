@@ -156,6 +156,36 @@ Test(log, a_position_past_the_end_is_refused_and_the_connection_goes_on)
     h_free(b);
 }
 
+Test(log, a_topic_never_published_starts_at_one_and_is_read_once_its_first_message_comes)
+{
+    int port;
+    h_proc *b = h_broker(&port, NULL);
+    uint64_t epoch;
+    h_raw sub = v2_connect(port, 0, 1, &epoch, NULL);
+    /* No log yet: every position but 1 is past the end. */
+    vg_buf buf = {0};
+    vg_frame_put_sub2(&buf, 2, "silent", 6, VG_SUB_SEQ, epoch, 2);
+    h_raw_send_buf(&sub, &buf);
+    vg_buf_free(&buf);
+    vg_frame f;
+    cr_assert(h_raw_read(&sub, &f, WAIT), "waiting for the ERR of SEQ 2 on a topic never published");
+    cr_assert_eq(f.type, VG_FRAME_ERR, "expected ERR, got type %d", f.type);
+    cr_assert_eq(f.code, VG_E_BAD_POSITION, "ERR %s", vg_errcode_name(f.code));
+    cr_assert_eq(sub_at(&sub, 3, "silent", VG_SUB_SEQ, epoch, 1), 1);
+    cr_assert_eq(sub_at(&sub, 4, "quiet", VG_SUB_NEW, 0, 0), 1);
+    /* The first message creates the log; both are read from 1. */
+    h_raw pub = v2_connect(port, 0, 1, NULL, NULL);
+    publish(&pub, "silent", "s", 1, 2);
+    expect_msg(&sub, 1, "s", 1);
+    expect_msg(&sub, 2, "s", 2);
+    publish(&pub, "quiet", "q", 1, 1);
+    expect_msg(&sub, 1, "q", 1);
+    expect_pong(&sub); /* and nothing more: no POS, no GAP */
+    h_raw_close(&pub);
+    h_raw_close(&sub);
+    h_free(b);
+}
+
 Test(log, a_position_in_another_epoch_is_a_gap_and_starts_at_the_first)
 {
     int port;
