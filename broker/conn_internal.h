@@ -88,6 +88,23 @@ typedef struct {
     size_t msgs_cap;
 } conn_run;
 
+/* One reader's part of an offer: niov iovecs, the first partial bytes of
+ * them finishing a frame begun before (reader.c). */
+typedef struct {
+    size_t reader;
+    size_t niov;
+    size_t partial;
+} conn_offer_seg;
+
+/* The readers' last offer to the sender, kept for taken() (the sender may
+ * shorten its own copy of the iovecs). Allocated with the first reader:
+ * a connection that reads nothing does not carry its 2.5 KiB. */
+typedef struct {
+    struct iovec iov[VG_SOURCE_IOV];
+    conn_offer_seg seg[VG_SOURCE_IOV];
+    size_t nseg;
+} conn_offer;
+
 struct vg_conn {
     atomic_int refs;
     vg_server *srv;
@@ -132,9 +149,10 @@ struct vg_conn {
     vg_tlog **fresh;
     size_t nfresh, fresh_cap;
     atomic_bool has_fresh;
-    size_t offered;   /* the reader of the sender's last offer; SIZE_MAX: none */
-    struct iovec offer_iov[VG_SOURCE_IOV]; /* that offer, for the counters */
-    size_t offer_cnt, offer_partial;
+    /* The sender's last offer: SIZE_MAX none, QUEUE_STREAM (reader.c) the
+     * queue groups' inbox, READERS the readers in c->offer. */
+    size_t offered;
+    conn_offer *offer; /* NULL until the first reader */
 
     conn_run run;   /* the run being built from the current read */
     /* The logs of the topics this connection published to lately, by a

@@ -22,6 +22,7 @@
 
 #define OFFER_MAX (1024 * 1024) /* bytes offered per write, about */
 #define QUEUE_STREAM (SIZE_MAX - 1) /* c->offered: the queue groups' inbox */
+#define READERS (SIZE_MAX - 2)      /* c->offered: readers, in c->offer */
 
 static uint64_t topic_hash(const char *t, uint32_t len)
 {
@@ -112,9 +113,11 @@ static bool ctl_ok(vg_conn *c, vg_status st)
     return true;
 }
 
-/* Room for one more reader. */
+/* Room for one more reader (and for the readers' offer). */
 static bool readers_room(vg_conn *c)
 {
+    if (c->offer == NULL && (c->offer = calloc(1, sizeof *c->offer)) == NULL)
+        return false;
     if (c->nreaders < c->readers_cap)
         return true;
     size_t cap = c->readers_cap ? c->readers_cap * 2 : 4;
@@ -364,10 +367,6 @@ static void drop_reader(vg_conn *c, size_t i)
         c->mid = SIZE_MAX; /* only when all go: a reader inside a frame stays until whole */
     else if (c->mid == c->nreaders)
         c->mid = i; /* it moved */
-    if (c->offered == c->nreaders)
-        c->offered = i; /* it moved */
-    else if (c->offered == i)
-        c->offered = SIZE_MAX;
     if (c->rr >= c->nreaders)
         c->rr = 0;
 }
@@ -469,6 +468,8 @@ void vg_reader_free_all(vg_conn *c)
     free(c->readers);
     c->readers = NULL;
     c->readers_cap = 0;
+    free(c->offer);
+    c->offer = NULL;
 }
 
 void vg_reader_kick(vg_conn *c)
@@ -497,8 +498,10 @@ static bool queue_gap(vg_conn *c, conn_reader *r, vg_tgap gap)
     return true;
 }
 
-/* What reader i has to write now, into iov; 0 if nothing. */
-static size_t offer_one(vg_conn *c, size_t i, struct iovec *iov, size_t max, size_t *partial)
+/* What reader i has to write now, into up to max iovecs and about
+ * max_bytes; 0 if nothing. */
+static size_t offer_one(vg_conn *c, size_t i, struct iovec *iov, size_t max, size_t max_bytes,
+                        size_t *partial)
 {
     conn_reader *r = &c->readers[i];
     *partial = 0;
@@ -514,7 +517,7 @@ static size_t offer_one(vg_conn *c, size_t i, struct iovec *iov, size_t max, siz
         return 0;
     }
     vg_tread rd;
-    vg_tlog_read(&r->cur, iov, max, OFFER_MAX, &rd);
+    vg_tlog_read(&r->cur, iov, max, max_bytes, &rd);
     if (rd.gap.from != 0) { /* the cursor moved past it: the GAP goes first */
         vg_tcursor_consume(&r->cur, 0);
         if (!queue_gap(c, r, rd.gap))
@@ -572,19 +575,40 @@ static size_t offer(void *ud, struct iovec *iov, size_t max, size_t *partial)
     if (queue_first && (q = offer_queue(c, iov, max, partial)) > 0)
         return q;
     c->qlast = false;
+    /* Readers in turn into one write until the iovecs or OFFER_MAX run
+     * out: with many topics each has a record or two at a time, and a
+     * write per topic would be a system call per message or so. Only the
+     * first can start inside a frame (c->mid goes first); the others give
+     * whole records, so the segments follow each other at boundaries. */
     size_t first = reader_mid ? c->mid : c->rr;
-    for (size_t k = 0; k < c->nreaders; k++) {
+    size_t used = 0, bytes = 0;
+    if (c->nreaders > 0) /* so c->offer is there */
+        c->offer->nseg = 0;
+    for (size_t k = 0; k < c->nreaders && used < max && bytes < OFFER_MAX; k++) {
         size_t i = (first + k) % c->nreaders;
-        size_t n = offer_one(c, i, iov, max, partial);
+        size_t part;
+        size_t n = offer_one(c, i, iov + used, max - used, OFFER_MAX - bytes, &part);
         if (vg_link_ended(c->link))
             return 0;
-        if (n > 0) {
-            c->offered = i;
-            c->offer_cnt = n;
-            c->offer_partial = *partial;
-            memcpy(c->offer_iov, iov, n * sizeof *iov);
-            return n;
+        if (n == 0)
+            continue;
+        if (used > 0 && part > 0) { /* cannot happen (one reader is inside a frame) */
+            conn_reader *r = &c->readers[i];
+            if (r->gap.len == 0) /* records were read: unpinned */
+                vg_tcursor_consume(&r->cur, 0);
+            break;
         }
+        if (used == 0)
+            *partial = part;
+        c->offer->seg[c->offer->nseg++] = (conn_offer_seg){i, n, part};
+        for (size_t j = used; j < used + n; j++)
+            bytes += iov[j].iov_len;
+        used += n;
+    }
+    if (used > 0) {
+        c->offered = READERS;
+        memcpy(c->offer->iov, iov, used * sizeof *iov);
+        return used;
     }
     return queue_first ? 0 : offer_queue(c, iov, max, partial);
 }
@@ -603,16 +627,17 @@ static uint64_t record_payload(uint32_t body, uint32_t topic_len)
     return rest - 5;
 }
 
-/* Counts the records whose first byte is among the first n bytes of the
- * last offer (a record partly written before was counted then). */
-static void count_started(vg_conn *c, const conn_reader *r, size_t n)
+/* Counts the records of r whose first byte is among the first n bytes of
+ * iov[0..cnt), whose first partial bytes end a record counted before. */
+static void count_started(vg_conn *c, const conn_reader *r, const struct iovec *iov, size_t cnt,
+                          size_t partial, size_t n)
 {
     uint64_t msgs = 0, payload = 0;
     size_t seen = 0;
-    for (size_t i = 0; i < c->offer_cnt && seen < n; i++) {
-        const uint8_t *p = c->offer_iov[i].iov_base;
-        size_t len = c->offer_iov[i].iov_len;
-        size_t off = i == 0 ? c->offer_partial : 0; /* iovecs after the first start a record */
+    for (size_t i = 0; i < cnt && seen < n; i++) {
+        const uint8_t *p = iov[i].iov_base;
+        size_t len = iov[i].iov_len;
+        size_t off = i == 0 ? partial : 0; /* iovecs after the first start a record */
         if (off > len)
             off = len;
         seen += off;
@@ -630,34 +655,62 @@ static void count_started(vg_conn *c, const conn_reader *r, size_t n)
     atomic_fetch_add_explicit(&st->bytes_out, payload, memory_order_relaxed);
 }
 
+/* The first n bytes of the readers' offer were written: each segment's
+ * reader moves on by its share, in order. */
+static void taken_readers(vg_conn *c, size_t n)
+{
+    size_t drop[VG_SOURCE_IOV], ndrop = 0;
+    size_t at = 0;
+    c->mid = SIZE_MAX;
+    for (size_t k = 0; k < c->offer->nseg; k++) {
+        const conn_offer_seg *sg = &c->offer->seg[k];
+        conn_reader *r = &c->readers[sg->reader];
+        size_t len = 0;
+        for (size_t j = at; j < at + sg->niov; j++)
+            len += c->offer->iov[j].iov_len;
+        size_t got = n < len ? n : len;
+        n -= got;
+        if (r->gap.len > r->gap_off) {
+            r->gap_off += got;
+            if (r->gap_off >= r->gap.len)
+                r->gap.len = r->gap_off = 0;
+        } else {
+            if (got > 0)
+                count_started(c, r, c->offer->iov + at, sg->niov, sg->partial, got);
+            vg_tcursor_consume(&r->cur, got); /* 0 too: it unpins what was offered */
+        }
+        at += sg->niov;
+        /* Only the last segment written to can be inside a frame: offer()
+         * goes on with it, before any other. */
+        if (mid_frame(r))
+            c->mid = sg->reader;
+        else if (got > 0)
+            c->rr = (sg->reader + 1) % c->nreaders;
+        if (r->leaving && !mid_frame(r))
+            drop[ndrop++] = sg->reader;
+    }
+    c->offer->nseg = 0;
+    /* Highest first: drop_reader moves the last reader into the slot it
+     * frees, never one still to be dropped. */
+    for (size_t k = 1; k < ndrop; k++)
+        for (size_t j = k; j > 0 && drop[j - 1] < drop[j]; j--) {
+            size_t t = drop[j];
+            drop[j] = drop[j - 1];
+            drop[j - 1] = t;
+        }
+    for (size_t k = 0; k < ndrop; k++)
+        drop_reader(c, drop[k]);
+}
+
 static void taken(void *ud, size_t n)
 {
     vg_conn *c = ud;
-    if (c->offered == QUEUE_STREAM) {
-        vg_queue_taken(c, n);
-        c->offered = SIZE_MAX;
-        return;
-    }
-    if (c->offered >= c->nreaders)
-        return;
-    conn_reader *r = &c->readers[c->offered];
-    if (r->gap.len > r->gap_off) {
-        r->gap_off += n;
-        if (r->gap_off >= r->gap.len)
-            r->gap.len = r->gap_off = 0;
-    } else {
-        if (n > 0)
-            count_started(c, r, n);
-        vg_tcursor_consume(&r->cur, n);
-    }
-    /* Only the reader offered can be inside a frame: offer() goes on with
-     * one that is before any other. */
-    c->mid = mid_frame(r) ? c->offered : SIZE_MAX;
-    if (r->leaving && !mid_frame(r))
-        drop_reader(c, c->offered);
-    else if (!mid_frame(r))
-        c->rr = (c->offered + 1) % c->nreaders;
+    size_t offered = c->offered;
     c->offered = SIZE_MAX;
+    if (offered == QUEUE_STREAM)
+        vg_queue_taken(c, n);
+    else if (offered == READERS)
+        taken_readers(c, n);
 }
 
 typedef struct {
@@ -699,10 +752,7 @@ static size_t lent_send(int fd, void *arg, uint64_t *frames)
         vg_tcursor_consume(&r->cur, 0);
         return 0;
     }
-    c->offer_cnt = rd.iovcnt;
-    c->offer_partial = 0;
-    memcpy(c->offer_iov, iov, rd.iovcnt * sizeof *iov);
-    count_started(c, r, (size_t)w);
+    count_started(c, r, iov, rd.iovcnt, 0, (size_t)w);
     *frames = vg_tcursor_consume(&r->cur, (size_t)w);
     if (mid_frame(r))
         c->mid = (size_t)(r - c->readers);

@@ -32,7 +32,7 @@ typedef struct {
     void *ud;
 } vg_source;
 
-#define VG_SOURCE_IOV 16 /* iovecs offered at most */
+#define VG_SOURCE_IOV 64 /* iovecs offered at most: several topics' records in one write */
 
 typedef struct {
     vg_buf ctl; /* owner appends whole control frames here */
