@@ -364,28 +364,6 @@ bool vg_subs_deliverable(const vg_subs *s, const char *topic, size_t len)
     return false;
 }
 
-vg_status vg_subs_each_deliverable(const vg_subs *s,
-                                   vg_status (*fn)(void *arg, const char *topic, size_t len,
-                                                   const vg_sub_from *from),
-                                   void *arg)
-{
-    for (size_t i = 0; i < s->n; i++) {
-        const entry *e = &s->v[i];
-        if (!delivers(e))
-            continue;
-        bool seen = false; /* each topic once, even with several sids on it */
-        for (size_t j = 0; j < i && !seen; j++)
-            seen = delivers(&s->v[j]) && s->v[j].len == e->len &&
-                   memcmp(s->v[j].topic, e->topic, e->len) == 0;
-        if (seen)
-            continue;
-        vg_status st = fn(arg, e->topic, e->len, &e->from);
-        if (st != VG_OK)
-            return st;
-    }
-    return VG_OK;
-}
-
 vg_status vg_subs_each_sid(const vg_subs *s, vg_status (*fn)(void *arg, const vg_sub_view *v),
                            void *arg)
 {
@@ -399,16 +377,6 @@ vg_status vg_subs_each_sid(const vg_subs *s, vg_status (*fn)(void *arg, const vg
             return st;
     }
     return VG_OK;
-}
-
-bool vg_subs_topic_durable(const vg_subs *s, const char *topic, size_t len)
-{
-    for (size_t i = 0; i < s->n; i++) {
-        const entry *e = &s->v[i];
-        if (e->durable != NULL && delivers(e) && e->len == len && memcmp(e->topic, topic, len) == 0)
-            return true;
-    }
-    return false;
 }
 
 bool vg_subs_state(const vg_subs *s, uint64_t sid, vg_sub_state *state)

@@ -101,9 +101,6 @@ bool vg_subs_durable(const vg_subs *s, uint64_t sid, const char **name, size_t *
 /* Whether sid's UNSUB deletes its durable (vg_subs_remove_delete). */
 bool vg_subs_deleting(const vg_subs *s, uint64_t sid);
 
-/* Whether some delivering subscription to topic is durable. */
-bool vg_subs_topic_durable(const vg_subs *s, const char *topic, size_t len);
-
 /* Forgets sid, just added, whose SUB frame could not be queued. */
 void vg_subs_cancel(vg_subs *s, uint64_t sid);
 
@@ -171,14 +168,6 @@ unsigned vg_subs_renewing(const vg_subs *s);
 /* Whether a message on topic is for the application: some subscription to
  * it is neither leaving nor refused. */
 bool vg_subs_deliverable(const vg_subs *s, const char *topic, size_t len);
-
-/* Calls fn for each distinct topic vg_subs_deliverable accepts, with the
- * start one of its subscriptions asked for (the client keeps one position
- * per topic, client.h). */
-vg_status vg_subs_each_deliverable(const vg_subs *s,
-                                   vg_status (*fn)(void *arg, const char *topic, size_t len,
-                                                   const vg_sub_from *from),
-                                   void *arg);
 
 /* One delivering subscription, as vg_subs_each_sid shows it; the subject
  * is valid during the call only. */
