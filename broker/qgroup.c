@@ -188,6 +188,40 @@ out:
 
 /* ---- the pump ---- */
 
+/* Retention took from..to of topic ti before the group read them: counted,
+ * and kept for a GAP frame to the next member given a batch (merged with a
+ * range of the topic it continues: retention drops whole chunks, oldest
+ * first). Out of memory: counted only. */
+static void note_lost(vg_qgroup *g, uint32_t ti, uint64_t from, uint64_t to)
+{
+    g->t[ti].lost += to - from + 1;
+    for (size_t i = 0; i < g->gaps.n; i++) {
+        qrange *r = &g->gaps.v[i];
+        if (r->topic == ti && from <= r->to + 1 && to + 1 >= r->from) {
+            r->from = from < r->from ? from : r->from;
+            r->to = to > r->to ? to : r->to;
+            return;
+        }
+    }
+    if (ranges_reserve(&g->gaps, 1))
+        g->gaps.v[g->gaps.n++] = (qrange){ti, from, to};
+}
+
+/* Appends a GAP frame for sid per range in g->gaps to the batch; how many
+ * (fewer when out of memory: the rest wait). */
+static size_t encode_gaps(vg_qgroup *g, uint64_t sid)
+{
+    size_t k = 0;
+    for (; k < g->gaps.n; k++) {
+        const qrange *r = &g->gaps.v[k];
+        const qtopic *t = &g->t[r->topic];
+        if (vg_frame_put_gap(&g->enc, sid, t->topic, t->len, r->from, r->to, VG_GAP_RETENTION) !=
+            VG_OK)
+            break;
+    }
+    return k;
+}
+
 /* Encodes record body (len bytes) for sid into the batch. */
 static bool encode(vg_qgroup *g, const uint8_t *body, uint32_t len, uint64_t sid, uint64_t *seq)
 {
@@ -217,7 +251,7 @@ static uint32_t take_records(vg_qgroup *g, uint32_t ti, vg_tcursor *cur, uint64_
         vg_tread rd;
         vg_tlog_read(cur, iov, VG_TCURSOR_PINS, READ_BYTES, &rd);
         if (rd.gap.from != 0) { /* retention dropped them before anyone got them */
-            g->t[ti].lost += rd.gap.to - rd.gap.from + 1;
+            note_lost(g, ti, rd.gap.from, rd.gap.to);
             vg_tcursor_consume(cur, 0);
             continue;
         }
@@ -268,7 +302,7 @@ static uint32_t fill(vg_qgroup *g, uint32_t quota, uint64_t sid)
         uint32_t got = 0;
         if (vg_tlog_seek(t->log, &cur, VG_TSTART_SEQ, r->from, 0, &gap) == VG_OK) {
             if (gap.from != 0)
-                t->lost += (gap.to < r->to ? gap.to : r->to) - gap.from + 1;
+                note_lost(g, r->topic, gap.from, gap.to < r->to ? gap.to : r->to);
             got = take_records(g, r->topic, &cur, r->to + 1, quota - n, sid);
             r->from = cur.seq;
             vg_tcursor_release(&cur);
@@ -293,7 +327,7 @@ static uint32_t fill(vg_qgroup *g, uint32_t quota, uint64_t sid)
                 continue;
             t->cur_ok = true;
             if (gap.from != 0)
-                t->lost += gap.to - gap.from + 1;
+                note_lost(g, (uint32_t)ti, gap.from, gap.to);
         }
         uint32_t got = take_records(g, (uint32_t)ti, &t->cur, ready, quota - n, sid);
         t->next = t->cur.seq;
@@ -343,13 +377,16 @@ static void pump_locked(vg_qgroup *g)
         if (!ranges_reserve(&m->fl, quota) || !ranges_reserve(&g->redo, quota))
             break; /* out of memory: the records wait in the log */
         uint32_t n = fill(g, quota, m->sid);
-        if (n == 0)
+        size_t gaps = encode_gaps(g, m->sid); /* after the messages: a member's are sparse anyway */
+        if (n == 0 && gaps == 0)
             break;
         g->rr_member = at + 1;
         if (r->ops.put(m->member, g->enc.data, g->enc.len, n) == VG_OK) {
             for (size_t i = 0; i < g->batch.n; i++)
                 m->fl.v[m->fl.n++] = g->batch.v[i];
             m->inflight += n;
+            g->gaps.n -= gaps;
+            memmove(g->gaps.v, g->gaps.v + gaps, g->gaps.n * sizeof *g->gaps.v);
             r->ops.wake(m->member); /* an eventfd write, at most one per round of its thread */
         } else { /* it is leaving: the batch goes first to another */
             memmove(g->redo.v + g->batch.n, g->redo.v, g->redo.n * sizeof *g->redo.v);
@@ -487,8 +524,8 @@ void vg_qgroup_leave(vg_qgroup *g, void *member, uint64_t sid, bool forget)
             memcpy(g->redo.v + g->redo.n, m->fl.v, m->fl.n * sizeof *m->fl.v);
             g->redo.n += m->fl.n;
         } else {
-            for (size_t i = 0; i < m->fl.n; i++) /* out of memory: counted as lost */
-                g->t[m->fl.v[i].topic].lost += m->fl.v[i].to - m->fl.v[i].from + 1;
+            for (size_t i = 0; i < m->fl.n; i++) /* out of memory: lost, told if it can be */
+                note_lost(g, m->fl.v[i].topic, m->fl.v[i].from, m->fl.v[i].to);
         }
         free(m->fl.v);
         *m = g->m[--g->nm];

@@ -10,7 +10,8 @@
  * batch goes to the member with the fewest messages in flight among those
  * with room (in flight below max_inflight and the inbox taking more): a
  * member that does not keep up gets fewer. When none has room the records
- * wait in the log; nothing is dropped.
+ * wait in the log; nothing is dropped but what retention takes, which the
+ * next member given a batch is told by a GAP frame naming its sid.
  *
  * A member's ACK for a topic is cumulative over the messages of that topic
  * given to it, in the order given (vg_qgroup_ack). A member that leaves gives its unacknowledged messages back:

@@ -62,6 +62,8 @@ struct vg_qgroup {
     qtopic *t;
     size_t nt, tcap;
     qranges redo; /* handed out to a member that left: served first */
+    qranges gaps; /* what retention took before the group read it: a GAP
+                     frame each, to the next member given a batch */
     vg_buf enc;   /* the batch being encoded */
     qranges batch;
     size_t rr_member, rr_topic;

@@ -107,6 +107,7 @@ void vg_qgroup_release(vg_qgroup *g)
     free(g->t);
     free(g->m);
     free(g->redo.v);
+    free(g->gaps.v);
     free(g->batch.v);
     free(g->learn);
     free(g->known);

@@ -578,3 +578,71 @@ Test(queue, sub_queue_processes_share_the_messages_once_each)
         h_free(s[i]);
     stop_broker(b);
 }
+
+/* Retention takes messages before the group hands them out (a member that
+ * does not read, a 1 MiB retention): the member is told by a GAP frame
+ * naming its sid, and every message is either delivered once or inside a
+ * GAP, none both. */
+Test(queue, what_retention_took_before_the_group_read_it_is_a_gap_to_a_member)
+{
+    enum { N = 1500, SIZE = 4000 };
+    int port;
+    h_proc *b = h_broker(&port, "--retention-bytes", "1M", NULL);
+    h_raw r = h_raw_connect(port);
+    vg_buf out = {0};
+    cr_assert_eq(vg_frame_put_connect2(&out, 2, "gapped", NULL, 0, 1), VG_OK);
+    cr_assert_eq(vg_frame_put_sub_queue(&out, 1, "gq", 2, VG_SUB_NEW, 0, 0, NULL, 0, "q", 1),
+                 VG_OK);
+    h_raw_send_buf(&r, &out);
+    vg_frame f;
+    do
+        cr_assert(h_raw_read(&r, &f, WAIT), "waiting for the queue SUB's OK");
+    while (f.type != VG_FRAME_OK);
+    /* 6 MB while the member reads nothing: its inbox fills (1 MiB), the
+     * rest waits in the log, and retention drops the oldest of it. */
+    h_raw pub = h_raw_connect(port);
+    cr_assert_eq(vg_frame_put_connect2(&out, 2, "gap-pub", NULL, 0, 1), VG_OK);
+    static char payload[SIZE];
+    memset(payload, 'p', sizeof payload);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(vg_frame_put_msg(&out, VG_FRAME_MSG_TYPE1, "gq", 2, payload, SIZE), VG_OK);
+    vg_frame_put_ping(&out);
+    h_raw_send_buf(&pub, &out);
+    do
+        cr_assert(h_raw_read(&pub, &f, WAIT), "waiting for the PONG after %d messages", N);
+    while (f.type != VG_FRAME_PONG);
+    static uint8_t seen[N + 1];
+    int msgs = 0, told = 0, gaps = 0;
+    while (msgs + told < N) {
+        cr_assert(h_raw_read(&r, &f, WAIT), "%d delivered and %d told as gaps of %d", msgs, told,
+                  N);
+        if (f.type == VG_FRAME_GAP) {
+            cr_assert_eq(f.sid, 1, "a GAP naming sid %llu", (unsigned long long)f.sid);
+            cr_assert_eq(f.code, VG_GAP_RETENTION);
+            cr_assert(f.from >= 1 && f.from <= f.to && f.to <= N, "GAP %llu..%llu",
+                      (unsigned long long)f.from, (unsigned long long)f.to);
+            for (uint64_t s = f.from; s <= f.to; s++) {
+                cr_assert_eq(seen[s], 0, "seq %llu told twice", (unsigned long long)s);
+                seen[s] = 2;
+            }
+            told += (int)(f.to - f.from + 1);
+            gaps++;
+            continue;
+        }
+        cr_assert(vg_frame_is_msg(f.type) && f.form == 3, "frame type %d form %d", f.type, f.form);
+        cr_assert(f.seq >= 1 && f.seq <= N && seen[f.seq] == 0, "seq %llu twice or out of range",
+                  (unsigned long long)f.seq);
+        seen[f.seq] = 1;
+        msgs++;
+        if (msgs % 64 == 0) { /* keeps it under the 1,024 in flight */
+            cr_assert_eq(vg_frame_put_ack_topic(&out, 1, f.seq, "gq", 2), VG_OK);
+            h_raw_send_buf(&r, &out);
+        }
+    }
+    cr_assert_gt(gaps, 0, "retention took nothing: %d delivered", msgs);
+    cr_assert_gt(msgs, 0);
+    vg_buf_free(&out);
+    h_raw_close(&pub);
+    h_raw_close(&r);
+    stop_broker(b);
+}
