@@ -166,6 +166,16 @@ static int run_table(const subs_cfg *cfg, const system_ref *s, const table *t, s
     }
     uint64_t lost_q = quiet.want > quiet.got ? quiet.want - quiet.got : 0;
     uint64_t lost_b = busy.want > busy.got ? busy.want - busy.got : 0;
+    /* Missing deliveries: one more message per topic tells stuck ones (a
+     * subscriber not woken: they come with the probe's) from lost ones. */
+    uint64_t late = 0;
+    bool probed = false;
+    if (rc == 0 && lost_q + lost_b > 0) {
+        phase_result probe = publish_phase(s, &cs, topics, TOPICS, TOPICS, 0, cfg->size, t,
+                                           cfg->timeout_ms);
+        probed = !probe.failed;
+        late = probe.got > probe.want ? probe.got - probe.want : 0;
+    }
     /* More than expected: someone else publishes to these topics (another run on the broker?) */
     uint64_t extra = (quiet.got > quiet.want ? quiet.got - quiet.want : 0) +
                      (busy.got > busy.want ? busy.got - busy.want : 0);
@@ -187,6 +197,8 @@ static int run_table(const subs_cfg *cfg, const system_ref *s, const table *t, s
                quiet.cpu_us_per_msg, rss0, rss1, rss1 - rss0, subs_rss_kb(s->pid));
     if (extra > 0)
         printf(" extra=%llu", (unsigned long long)extra);
+    if (probed) /* of the lost ones, how many came after one more message per topic */
+        printf(" late_after_probe=%llu", (unsigned long long)late);
     if (refused > 0)
         printf(" refused=%llu error=refused_subs reason=\"%s\"", (unsigned long long)refused,
                reason ? reason : "?");
