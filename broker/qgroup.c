@@ -385,8 +385,10 @@ static void pump_locked(vg_qgroup *g)
             for (size_t i = 0; i < g->batch.n; i++)
                 m->fl.v[m->fl.n++] = g->batch.v[i];
             m->inflight += n;
-            g->gaps.n -= gaps;
-            memmove(g->gaps.v, g->gaps.v + gaps, g->gaps.n * sizeof *g->gaps.v);
+            if (gaps > 0) { /* told: gone from the list */
+                g->gaps.n -= gaps;
+                memmove(g->gaps.v, g->gaps.v + gaps, g->gaps.n * sizeof *g->gaps.v);
+            }
             r->ops.wake(m->member); /* an eventfd write, at most one per round of its thread */
         } else { /* it is leaving: the batch goes first to another */
             memmove(g->redo.v + g->batch.n, g->redo.v, g->redo.n * sizeof *g->redo.v);
