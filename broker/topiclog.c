@@ -31,6 +31,8 @@ struct vg_chunk {
     uint32_t ready_count;     /* records in them; log->mu */
     int64_t last_ms;          /* when its newest record was appended; log->mu */
     bool dropped;             /* out of the log; log->mu */
+    atomic_bool open;         /* its log's tail, appended to: set under log->mu,
+                                 read by retention under store->mu */
     uint8_t data[];
 };
 
@@ -337,38 +339,57 @@ static void unlink_chunk(vg_logs *s, vg_tlog *t, vg_chunk *ch)
     atomic_fetch_add_explicit(&s->dropped, ch->count, memory_order_relaxed);
 }
 
-/* The oldest chunk, pinned, if the store is over its budget; else NULL. */
+/* If the store is over its budget, the chunk to drop, pinned: the oldest
+ * one that is not its log's tail (one being appended to holds the records
+ * just published, which readers that keep up have not read yet: Kafka
+ * never deletes an active segment either), or the oldest if every chunk
+ * is a tail. Else NULL. */
 static vg_chunk *pick_victim(vg_logs *s)
 {
     pthread_mutex_lock(&s->mu);
-    vg_chunk *ch = s->cfg.max_bytes != 0 && s->bytes > s->cfg.max_bytes ? s->oldest : NULL;
+    vg_chunk *ch = NULL;
+    if (s->cfg.max_bytes != 0 && s->bytes > s->cfg.max_bytes) {
+        for (vg_chunk *c = s->oldest; c != NULL && ch == NULL; c = c->newer)
+            if (!atomic_load_explicit(&c->open, memory_order_relaxed))
+                ch = c;
+        if (ch == NULL)
+            ch = s->oldest;
+    }
     if (ch != NULL)
         atomic_fetch_add_explicit(&ch->refs, 1, memory_order_relaxed);
     pthread_mutex_unlock(&s->mu);
     return ch;
 }
 
-/* Drops the oldest chunks while the store is over its byte budget. The
- * oldest chunk in the store is always the head of its log: a log's chunks
- * enter the store in the log's order and leave only from its head. */
+/* Drops chunks (pick_victim's) while the store is over its byte budget.
+ * The one picked is always the head of its log: a log's chunks enter the
+ * store in the log's order and leave only from its head, so the oldest
+ * chunk, and the oldest that is not a tail, is some log's head (the chunks
+ * of a log before a non-tail are not tails). */
 static void trim(vg_logs *s)
 {
     vg_chunk *ch;
     while ((ch = pick_victim(s)) != NULL) {
         vg_tlog *t = ch->log;
-        bool dropped = false;
+        bool dropped = false, stuck = false;
         pthread_mutex_lock(&t->mu);
         pthread_mutex_lock(&s->mu);
         /* Checked again: another thread may have dropped it meanwhile. */
-        if (!ch->dropped && t->head == ch && s->bytes > s->cfg.max_bytes) {
-            unlink_chunk(s, t, ch);
-            dropped = true;
+        if (!ch->dropped && s->bytes > s->cfg.max_bytes) {
+            if (t->head == ch) {
+                unlink_chunk(s, t, ch);
+                dropped = true;
+            } else {
+                stuck = true; /* cannot be (above); never loop on it */
+            }
         }
         pthread_mutex_unlock(&s->mu);
         pthread_mutex_unlock(&t->mu);
         if (dropped)
             chunk_unpin(ch); /* the log's reference */
         chunk_unpin(ch);     /* ours */
+        if (stuck)
+            break;
     }
 }
 
@@ -437,15 +458,34 @@ static vg_chunk *chunk_new(vg_tlog *t, size_t cap, size_t need)
         return NULL;
     memset(ch, 0, sizeof *ch);
     atomic_init(&ch->refs, 1);
+    atomic_init(&ch->open, false);
     ch->log = t;
     ch->cap = (uint32_t)cap;
     return ch;
 }
 
-/* The capacity of the chunk after one of cap: doubling up to max_chunk. */
+/* The largest chunk a log gets now: max_chunk, and at most a quarter of
+ * the budget shared by every log. Many topics then keep small tails, so
+ * retention has sealed chunks of old records to drop rather than the tail
+ * a topic is being appended to. Takes s->mu (under a log's mu is fine). */
+static uint32_t chunk_max(vg_logs *s)
+{
+    uint32_t max = s->cfg.max_chunk;
+    if (s->cfg.max_bytes == 0)
+        return max;
+    pthread_mutex_lock(&s->mu);
+    size_t n = s->nlogs > 0 ? s->nlogs : 1;
+    pthread_mutex_unlock(&s->mu);
+    uint64_t share = s->cfg.max_bytes / 4 / n;
+    if (share < s->cfg.min_chunk)
+        share = s->cfg.min_chunk;
+    return share < max ? (uint32_t)share : max;
+}
+
+/* The capacity of the chunk after one of cap: doubling up to chunk_max. */
 static uint32_t grown(const vg_tlog *t, uint32_t cap)
 {
-    uint32_t max = t->store->cfg.max_chunk;
+    uint32_t max = chunk_max(t->store);
     return cap >= max / 2 ? max : cap * 2;
 }
 
@@ -454,10 +494,14 @@ static void chunk_link(vg_tlog *t, vg_chunk *ch)
 {
     vg_logs *s = t->store;
     ch->first_seq = t->next_seq;
-    if (t->tail != NULL)
+    atomic_store_explicit(&ch->open, true, memory_order_relaxed);
+    if (t->tail != NULL) {
         t->tail->next = ch;
-    else
+        /* Sealed before the new one is in the store (its lock orders it). */
+        atomic_store_explicit(&t->tail->open, false, memory_order_relaxed);
+    } else {
         t->head = ch;
+    }
     t->tail = ch;
     t->next_cap = grown(t, t->next_cap);
     pthread_mutex_lock(&s->mu);
@@ -488,7 +532,9 @@ static size_t reserve(vg_tlog *t, const vg_tlog_msg *msgs, size_t n, vg_chunk **
                       size_t *nspare, bool *nomem)
 {
     size_t room = t->tail != NULL && continues(t) ? t->tail->cap - t->tail->len : 0;
-    uint32_t cap = t->next_cap;
+    uint32_t cap = t->next_cap, lim = chunk_max(t->store);
+    if (cap > lim)
+        cap = lim; /* topics were created since next_cap was set */
     size_t j = 0;
     *nspare = 0;
     for (; j < n; j++) {

@@ -378,23 +378,48 @@ Test(topiclog, over_budget_the_oldest_chunks_go_and_a_reader_gets_the_exact_gap)
     vg_logs_destroy(s);
 }
 
-Test(topiclog, the_budget_is_shared_and_the_oldest_chunk_of_any_topic_goes_first)
+/* The budget is shared by all topics. What goes is the oldest chunk that
+ * is not its topic's tail: a tail holds what was just published, which a
+ * reader keeping up has not read yet. */
+Test(topiclog, the_budget_is_shared_and_the_oldest_sealed_chunk_of_any_topic_goes_first)
 {
     vg_logs *s = store(3 * 256, 256, 256);
     vg_tlog *a = get(s, "a"), *b = get(s, "b");
-    append_n(a, 1, 5, 0); /* one chunk of a */
+    append_n(a, 1, 5, 0); /* one chunk of a: its tail, the oldest chunk */
     append_n(b, 1, 5, 1); /* one of b */
     append_n(a, 6, 5, 2); /* still a's first chunk */
-    cr_assert_eq(vg_tlog_first_seq(a), 1);
-    /* Fill b until it needs more chunks: a's chunk is the oldest. */
+    /* Fill b until it has dropped chunks of its own. */
     uint64_t seq = 6;
-    while (vg_tlog_first_seq(a) == 1) {
+    while (vg_tlog_first_seq(b) == 1) {
         append_n(b, seq, 1, 3);
         seq++;
         cr_assert_lt(seq, 1000);
     }
-    cr_assert_eq(vg_tlog_first_seq(a), vg_tlog_next_seq(a), "all of a went: its one chunk");
-    cr_assert_eq(vg_tlog_first_seq(b), 1, "b's older records stayed");
+    cr_assert_eq(vg_tlog_first_seq(a), 1, "a's tail stayed, though it is the oldest chunk");
+    cr_assert_gt(vg_tlog_first_seq(b), 1, "b's sealed chunk went");
+    /* Appending to a seals its chunk: then it is the oldest sealed one. */
+    uint64_t aseq = 11;
+    while (vg_tlog_first_seq(a) == 1) {
+        append_n(a, aseq, 1, 4);
+        aseq++;
+        cr_assert_lt(aseq, 1000);
+    }
+    vg_logs_destroy(s);
+}
+
+/* When every chunk is a tail, the oldest goes all the same: the budget
+ * is a bound. */
+Test(topiclog, the_budget_holds_when_every_chunk_is_a_tail)
+{
+    vg_logs *s = store(256, 256, 256);
+    vg_tlog *a = get(s, "a"), *b = get(s, "b");
+    append_n(a, 1, 5, 0);
+    append_n(b, 1, 5, 1); /* a second chunk: over the budget, both tails */
+    cr_assert_eq(vg_tlog_first_seq(a), vg_tlog_next_seq(a), "a's one chunk went");
+    cr_assert_eq(vg_tlog_first_seq(b), 1);
+    vg_logs_stats st;
+    vg_logs_get_stats(s, &st);
+    cr_assert_eq(st.chunks, 1);
     vg_logs_destroy(s);
 }
 
