@@ -199,6 +199,11 @@ static int run_table(const subs_cfg *cfg, const system_ref *s, const table *t, s
         printf(" extra=%llu", (unsigned long long)extra);
     if (probed) /* of the lost ones, how many came after one more message per topic */
         printf(" late_after_probe=%llu", (unsigned long long)late);
+    uint64_t told = 0;
+    for (int i = 0; i < cs.n && s->sb->gap_missed != NULL; i++)
+        told += s->sb->gap_missed(cs.conns[i]);
+    if (told > 0) /* lost, and the broker said so: retention passed a subscriber */
+        printf(" gap_missed=%llu", (unsigned long long)told);
     if (refused > 0)
         printf(" refused=%llu error=refused_subs reason=\"%s\"", (unsigned long long)refused,
                reason ? reason : "?");

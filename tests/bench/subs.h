@@ -42,6 +42,9 @@ typedef struct {
     /* Of the messages received, those delivered as a queue group member's
      * (vigil: the 5-element MSG naming the sid); NULL: all of them. */
     uint64_t (*queue_msgs)(sb_conn *c);
+    /* Messages the broker said are gone (vigil: the ranges of its GAP
+     * frames); NULL: it never says. */
+    uint64_t (*gap_missed)(sb_conn *c);
     /* Whether the connection is lost (the broker closed it). */
     bool (*lost)(sb_conn *c);
     void (*close)(sb_conn *c);

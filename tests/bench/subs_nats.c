@@ -190,4 +190,4 @@ static void n_close(sb_conn *c)
 }
 
 const sb_backend sb_nats = {"nats", n_connect, n_sub, n_unsub, n_sync, n_received,
-                            n_refused, NULL, n_lost, n_close};
+                            n_refused, NULL, NULL, n_lost, n_close};

@@ -50,7 +50,7 @@ struct sb_conn {
     uint64_t refused;
     char reason[160];   /* the first refusal, or the fatal ERR */
     bool connected, lost, stop;
-    _Atomic uint64_t received, as_member;
+    _Atomic uint64_t received, as_member, gap_missed;
     /* the I/O thread's own */
     vg_buf wbuf;
     size_t woff;
@@ -166,7 +166,17 @@ static bool on_frame(sb_conn *c, const uint8_t *body, size_t len)
         pthread_mutex_unlock(&c->mu);
         return !fatal;
     }
-    default: /* PONG, GAP, POS (12): nothing to do here */
+    case VG_FRAME_GAP: { /* [9, sid, topic, from, to, reason] */
+        const char *topic;
+        uint32_t tlen;
+        uint64_t from, to;
+        if (count >= 5 && vg_mp_read_uint(&r, &sid) == VG_OK &&
+            vg_mp_read_str(&r, &topic, &tlen) == VG_OK && vg_mp_read_uint(&r, &from) == VG_OK &&
+            vg_mp_read_uint(&r, &to) == VG_OK && to >= from && from > 0)
+            atomic_fetch_add_explicit(&c->gap_missed, to - from + 1, memory_order_relaxed);
+        return true;
+    }
+    default: /* PONG, POS (12): nothing to do here */
         return true;
     }
 }
@@ -374,6 +384,7 @@ static int v_sync(sb_conn *c, int timeout_ms)
 }
 
 static uint64_t v_received(sb_conn *c) { return atomic_load(&c->received); }
+static uint64_t v_gap_missed(sb_conn *c) { return atomic_load(&c->gap_missed); }
 
 static uint64_t v_queue_msgs(sb_conn *c) { return atomic_load(&c->as_member); }
 
@@ -418,4 +429,4 @@ static void v_close(sb_conn *c)
 }
 
 const sb_backend sb_vigil = {"vigil", v_connect, v_sub, v_unsub, v_sync, v_received,
-                             v_refused, v_queue_msgs, v_lost, v_close};
+                             v_refused, v_queue_msgs, v_gap_missed, v_lost, v_close};
