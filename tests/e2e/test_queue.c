@@ -20,7 +20,8 @@
  *
  * A member writes one line per message it processed ("m SEQ") to a file,
  * then, every 16 messages or when nothing came for 5 ms, sends an ACK for
- * the last one and writes "a SEQ" after sending it. Timings are multiplied
+ * the last one and a PING, and writes "a SEQ" when the PONG comes (the
+ * broker has read the ACK). Timings are multiplied
  * by VIGIL_TEST_TIME_SCALE. */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -74,16 +75,43 @@ typedef struct {
     bool pending;
 } last_of;
 
-/* Acknowledges the last message processed of each topic that has one. */
-static void ack_pending(int fd, int out, vg_buf *b, last_of *t, int nt)
+/* ACKs sent, each group followed by a PING: "a SEQ" is written when its
+ * PONG comes, so the broker has read them. (Written when sent, a kill -9
+ * could beat them out: a killed process's unsent bytes are discarded, and
+ * the test saw an ACK it counted that the broker never had.) */
+enum { AWAIT = 1024 };
+typedef struct {
+    uint64_t v[AWAIT][8];
+    int n[AWAIT];
+    unsigned head, tail;
+} awaiting;
+
+/* Acknowledges the last message processed of each topic that has one,
+ * then PINGs. */
+static void ack_pending(int fd, vg_buf *b, last_of *t, int nt, awaiting *w)
 {
+    if (w->tail - w->head == AWAIT)
+        _exit(8);
+    unsigned g = w->tail++ % AWAIT;
+    w->n[g] = 0;
     for (int i = 0; i < nt; i++)
         if (t[i].pending) {
             vg_frame_put_ack_topic(b, 1, t[i].last, t[i].topic, t[i].len);
-            put_all(fd, b);
-            line(out, "a", t[i].last);
+            w->v[g][w->n[g]++] = t[i].last;
             t[i].pending = false;
         }
+    vg_frame_put_ping(b);
+    put_all(fd, b);
+}
+
+/* A PONG: the oldest group of ACKs was read by the broker. */
+static void acks_confirmed(int out, awaiting *w)
+{
+    if (w->head == w->tail)
+        return; /* not ours */
+    unsigned g = w->head++ % AWAIT;
+    for (int i = 0; i < w->n[g]; i++)
+        line(out, "a", w->v[g][i]);
 }
 
 /* Connects, joins queue "q" on subject, processes and acknowledges until
@@ -106,6 +134,7 @@ static void member_main(int port, const char *path, const char *topic, const cha
     last_of tl[8];
     int nt = 0;
     uint64_t unacked = 0;
+    static awaiting w;
     for (;;) {
         vg_frame f;
         const char *why;
@@ -117,6 +146,8 @@ static void member_main(int port, const char *path, const char *topic, const cha
                 line(out, "err", f.code);
             else if (f.type == VG_FRAME_PING)
                 vg_frame_put_pong(&b);
+            else if (f.type == VG_FRAME_PONG)
+                acks_confirmed(out, &w);
             else if (vg_frame_is_msg(f.type) && f.form == 3 && f.sid == 1) {
                 line(out, "m", f.seq);
                 int i = 0;
@@ -135,7 +166,7 @@ static void member_main(int port, const char *path, const char *topic, const cha
                 unacked++;
             }
             if (unacked >= 16) {
-                ack_pending(fd, out, &b, tl, nt);
+                ack_pending(fd, &b, tl, nt, &w);
                 unacked = 0;
             }
         }
@@ -145,7 +176,7 @@ static void member_main(int port, const char *path, const char *topic, const cha
             put_all(fd, &b);
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, 5) == 0 && unacked > 0) { /* quiet: acknowledge what we have */
-            ack_pending(fd, out, &b, tl, nt);
+            ack_pending(fd, &b, tl, nt, &w);
             unacked = 0;
             continue;
         }
