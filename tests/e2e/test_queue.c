@@ -259,7 +259,13 @@ static void member_read(member *m)
             if (n < MAXSEQ * 2)
                 order[n++] = v;
         } else if (strcmp(kind, "a") == 0) {
-            for (size_t i = 0; i < n; i++) /* everything processed so far */
+            /* The ACK covers v and what was received before it, not what
+             * came after (the line is written once the broker has read it,
+             * by when more may have been processed). */
+            size_t at = n;
+            while (at > 0 && order[at - 1] != v)
+                at--;
+            for (size_t i = 0; i < at; i++)
                 m->acked[order[i]] = 1;
         }
     }
