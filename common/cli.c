@@ -7,7 +7,6 @@
 #include "args.h"
 #include "log.h"
 #include "proto.h"
-#include "token.h"
 #include "version.h"
 
 #define DAY_MS 86400000
@@ -79,54 +78,6 @@ bool vg_cli_common_option(int opt, const char *arg, vg_keepalive *k, const char 
     return false;
 }
 
-bool vg_cli_client_option(int opt, const char *arg, vg_client_opts *o, const char *prog,
-                          const char *usage)
-{
-    uint64_t bytes;
-    int64_t v;
-    switch (opt) {
-    case VG_OPT_SERVER:
-        o->servers = arg;
-        return true;
-    case VG_OPT_NAME:
-        if (strlen(arg) > VG_NAME_MAX_LEN)
-            vg_usage_error(prog, usage, "--name is longer than %d bytes", VG_NAME_MAX_LEN);
-        o->name = arg;
-        return true;
-    case VG_OPT_BUFFER:
-        if (!vg_parse_bytes(arg, 64u << 10, 1ull << 40, &bytes))
-            vg_usage_error(prog, usage, "--buffer must be at least 64KiB, got '%s'", arg);
-        o->max_buffer = bytes;
-        return true;
-    case VG_OPT_BACKOFF_BASE:
-        if (!vg_parse_seconds(arg, DAY_MS, &o->backoff_base_ms) || o->backoff_base_ms == 0)
-            vg_usage_error(prog, usage, "--backoff-base must be positive decimal seconds, got '%s'", arg);
-        return true;
-    case VG_OPT_BACKOFF_MAX:
-        if (!vg_parse_seconds(arg, DAY_MS, &o->backoff_max_ms) || o->backoff_max_ms == 0)
-            vg_usage_error(prog, usage, "--backoff-max must be positive decimal seconds, got '%s'", arg);
-        return true;
-    case VG_OPT_MAX_RECONNECTS:
-        if (!vg_parse_int(arg, -1, INT32_MAX, &v))
-            vg_usage_error(prog, usage, "--max-reconnects must be -1 (for ever) or more, got '%s'", arg);
-        o->max_reconnects = v;
-        return true;
-    case VG_OPT_TOKEN_FILE: {
-        static char kept[VG_TOKEN_MAX_LEN + 1]; /* for the life of the program */
-        char *token;
-        const char *why;
-        if (vg_token_load(arg, NULL, &token, &why) != VG_OK)
-            vg_usage_error(prog, usage, "--token-file %s: %s", arg, why);
-        strcpy(kept, token);
-        memset(token, 0, strlen(token));
-        free(token);
-        o->token = kept;
-        return true;
-    }
-    }
-    return false;
-}
-
 void vg_cli_check_keepalive(const vg_keepalive *k, const char *prog, const char *usage)
 {
     if (k->time_ms > 0 && k->interval_ms <= 0)
@@ -147,27 +98,4 @@ void vg_cli_common_help(void)
            "  --log-level LEVEL      error, warn, info (default) or debug\n"
            "  --help, --version\n",
            k.time_ms / 1000.0, k.interval_ms / 1000.0, k.probes, vg_keepalive_bound_ms(&k) / 1000.0);
-}
-
-void vg_cli_client_help(void)
-{
-    printf("  --server HOST:PORT[,HOST:PORT...]\n"
-           "                         broker address(es), tried in turn; a name is\n"
-           "                         looked up on every attempt and each of its\n"
-           "                         addresses tried (default: $VIGIL_SERVER, else\n"
-           "                         %s)\n"
-           "  --name NAME            client name shown in the broker's log\n"
-           "  --buffer BYTES         publishes held while the broker is slow or away,\n"
-           "                         and again as many written ones kept until the\n"
-           "                         broker confirms them, to send again after a\n"
-           "                         reconnect (default 8MiB; suffixes K, M, G)\n"
-           "  --backoff-base SECS    first reconnect delay window (default 0.1)\n"
-           "  --backoff-max SECS     largest reconnect delay window (default 0.5); each\n"
-           "                         delay is drawn at random from [0, window], so a\n"
-           "                         restarted broker is found again within 0.5 s\n"
-           "  --max-reconnects N     give up after N failed attempts in a row\n"
-           "                         (default -1: retry for ever)\n"
-           "  --token-file PATH      authenticate with the token in PATH (default:\n"
-           "                         $VIGIL_TOKEN, if set)\n",
-           VG_DEFAULT_SERVER);
 }

@@ -1,5 +1,6 @@
 /* Command-line options shared by the programs: the keep-alive knobs (broker,
- * pub, sub) and the client options (pub, sub). */
+ * pub, sub; cli.c) and the client options (pub, sub; cli_client.c, which
+ * applies them through the public API, vigil/vigil.h). */
 #ifndef VG_CLI_H
 #define VG_CLI_H
 
@@ -7,8 +8,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "client.h"
 #include "liveness.h"
+#include "vigil/vigil.h"
 
 enum {
     VG_OPT_KEEPALIVE_TIME = 0x100,
@@ -39,15 +40,31 @@ void vg_cli_merge(struct option *out, const struct option *own, bool with_client
 bool vg_cli_common_option(int opt, const char *arg, vg_keepalive *k, const char *prog,
                           const char *usage, void (*help)(void));
 
-/* Applies a client option; false if opt is not one. */
-bool vg_cli_client_option(int opt, const char *arg, vg_client_opts *o, const char *prog,
-                          const char *usage);
-
 /* Checks the keep-alive settings as a whole; exits 2 if inconsistent. */
 void vg_cli_check_keepalive(const vg_keepalive *k, const char *prog, const char *usage);
 
 /* Help lines for the common options, with the default detection bound. */
 void vg_cli_common_help(void);
+
+/* The client options being parsed into opts; the keep-alive ones (common
+ * options) land in keepalive until vg_cli_client_finish applies them. */
+typedef struct {
+    vigil_options *opts;
+    vg_keepalive keepalive;
+    int64_t backoff_base_ms, backoff_max_ms;
+} vg_cli_client;
+
+/* Starts parsing into o, from the library's defaults. */
+void vg_cli_client_init(vg_cli_client *cc, vigil_options *o);
+
+/* Applies a client option; false if opt is not one. Exits 2 for a bad value. */
+bool vg_cli_client_option(int opt, const char *arg, vg_cli_client *cc, const char *prog,
+                          const char *usage);
+
+/* After the last option: checks and applies the keep-alive and backoff
+ * settings, and sends the library's log lines to stderr at --log-level.
+ * Exits 2 if they are inconsistent. */
+void vg_cli_client_finish(vg_cli_client *cc, const char *prog, const char *usage);
 
 /* Help lines for the client options. */
 void vg_cli_client_help(void);

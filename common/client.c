@@ -7,6 +7,7 @@
 #include "client_internal.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -38,6 +39,14 @@ void vg_client_opts_defaults(vg_client_opts *o)
     o->backoff_max_ms = 500;
     o->max_reconnects = -1;
     o->ack_delay_ms = 20;
+}
+
+void vg_client_log(vg_client *c, vg_log_level level, const char *event, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vg_log_vto(c->opts.on_log, c->opts.ud, c->opts.log_level, level, event, fmt, ap);
+    va_end(ap);
 }
 
 /* ---- start and stop ---- */

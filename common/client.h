@@ -45,6 +45,7 @@
 #include "client_resume.h"
 #include "frame.h"
 #include "liveness.h"
+#include "log.h"
 #include "status.h"
 
 typedef struct vg_client vg_client;
@@ -67,6 +68,13 @@ typedef struct {
                        subject it matches too (an application that wants each message
                        once, as sub does, skips those) */
 } vg_msg;
+
+/* What on_connection reports. */
+typedef enum {
+    VG_CONN_CONNECTED,    /* the first handshake with a broker completed */
+    VG_CONN_DISCONNECTED, /* a connection that had completed its handshake ended */
+    VG_CONN_RECONNECTED,  /* a later handshake completed and every subscription is renewed */
+} vg_conn_event;
 
 typedef struct {
     const char *servers; /* "HOST:PORT[,HOST:PORT...]", resolved on every attempt */
@@ -102,12 +110,23 @@ typedef struct {
     /* A subscription the broker refused (code is a vg_errcode), or a
      * durable one another connection took over (code VG_E_DURABLE_TAKEN:
      * it has ended and is not renewed; vg_client_unsubscribe forgets it). */
-    void (*on_sub_error)(void *ud, const char *topic, uint64_t code, const char *reason);
+    void (*on_sub_error)(void *ud, uint64_t sid, const char *topic, uint64_t code,
+                         const char *reason);
     /* The client has given up for good (--max-reconnects reached, the
      * broker refused it for a reason retrying cannot fix, or the broker
      * speaks only protocol version 1: reason "version"); no more callbacks
      * follow, and publishing fails with VG_ERR_CLOSED. */
     void (*on_closed)(void *ud, const char *reason);
+    /* Connection changes: server is the HOST:PORT in use; reason, for
+     * VG_CONN_DISCONNECTED only (else NULL), is what ended it: "eof",
+     * "heartbeat", "error", "protocol", "server_error", "shutdown", ... May
+     * be NULL. */
+    void (*on_connection)(void *ud, vg_conn_event ev, const char *server, const char *reason);
+    /* The library's event lines (as vg_log formats them), up to log_level;
+     * NULL (the default): the library logs nothing. Called on the I/O
+     * thread, or on the calling thread for what a call reports. */
+    vg_log_fn on_log;
+    vg_log_level log_level;
 } vg_client_opts;
 
 /* Every message vg_client_publish accepted is in exactly one of the last

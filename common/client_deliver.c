@@ -33,7 +33,7 @@ static void note_gap(vg_client *c, const char *topic, size_t len, const vg_gap *
     if (g->to != 0)
         count(&c->missed, &c->missed_local, g->to - g->from + 1);
     char q[96];
-    vg_log(VG_LOG_DEBUG, "gap", "topic=%s from=%llu to=%llu reason=%d",
+    vg_client_log(c, VG_LOG_DEBUG, "gap", "topic=%s from=%llu to=%llu reason=%d",
            vg_log_quote(q, sizeof q, topic, len), (unsigned long long)g->from,
            (unsigned long long)g->to, (int)g->reason);
 }

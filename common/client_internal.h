@@ -181,4 +181,10 @@ void vg_client_ack_soon(vg_client *c, int64_t now);
  * ACK went on the next one, and queue members were given nothing there. */
 void vg_client_positions_lost(vg_client *c);
 
+/* client.c: one event line to the application's on_log, if it set one and
+ * level is within its log_level; nothing otherwise (the library never
+ * writes to stderr by itself). */
+void vg_client_log(vg_client *c, vg_log_level level, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 #endif

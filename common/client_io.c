@@ -88,7 +88,7 @@ static void close_for_good(vg_client *c, const char *reason, const char *detail)
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     vg_outbox_close(c->outbox); /* publish now fails fast with VG_ERR_CLOSED */
-    vg_log(VG_LOG_ERROR, "closed", "reason=%s server=%s%s%s", reason, c->server_str,
+    vg_client_log(c, VG_LOG_ERROR, "closed", "reason=%s server=%s%s%s", reason, c->server_str,
            detail && detail[0] ? " detail=" : "", detail ? detail : "");
     if (c->opts.on_closed != NULL)
         c->opts.on_closed(c->opts.ud, reason);
@@ -135,8 +135,10 @@ static uint64_t mark_now(vg_client *c)
 static void log_reconnected(vg_client *c)
 {
     c->reconnecting = false;
-    vg_log(VG_LOG_INFO, "reconnected", "server=%s attempts=%u resubscribed=%u", c->server_str,
+    vg_client_log(c, VG_LOG_INFO, "reconnected", "server=%s attempts=%u resubscribed=%u", c->server_str,
            c->lost_attempts, c->resubscribed);
+    if (c->opts.on_connection != NULL)
+        c->opts.on_connection(c->opts.ud, VG_CONN_RECONNECTED, c->server_str, NULL);
 }
 
 /* An OK (ok: the frame, whose version-2 form places a SUB's position) or a
@@ -169,33 +171,33 @@ static void on_answer(vg_client *c, uint64_t sid, const vg_frame *ok, uint64_t c
     switch (ev) {
     case VG_SUBEV_SUBSCRIBED:
         if (durable[0])
-            vg_log(VG_LOG_INFO, "subscribed", "topic=%s sid=%llu durable=%s", q,
+            vg_client_log(c, VG_LOG_INFO, "subscribed", "topic=%s sid=%llu durable=%s", q,
                    (unsigned long long)sid, durable);
         else
-            vg_log(VG_LOG_INFO, "subscribed", "topic=%s sid=%llu", q, (unsigned long long)sid);
+            vg_client_log(c, VG_LOG_INFO, "subscribed", "topic=%s sid=%llu", q, (unsigned long long)sid);
         break;
     case VG_SUBEV_RESUBSCRIBED:
         c->resubscribed++;
         break;
     case VG_SUBEV_REFUSED:
-        vg_log(VG_LOG_ERROR, "subscribe_failed", "topic=%s sid=%llu code=%s reason=%s", q,
+        vg_client_log(c, VG_LOG_ERROR, "subscribe_failed", "topic=%s sid=%llu code=%s reason=%s", q,
                (unsigned long long)sid, vg_errcode_name(code), reason);
         if (c->opts.on_sub_error != NULL)
-            c->opts.on_sub_error(c->opts.ud, topic, code, reason);
+            c->opts.on_sub_error(c->opts.ud, sid, topic, code, reason);
         break;
     case VG_SUBEV_UNSUBSCRIBED:
         if (deleting && ok != NULL)
-            vg_log(VG_LOG_INFO, "durable_deleted", "topic=%s durable=%s sid=%llu", q, durable,
+            vg_client_log(c, VG_LOG_INFO, "durable_deleted", "topic=%s durable=%s sid=%llu", q, durable,
                    (unsigned long long)sid);
         else if (deleting)
-            vg_log(VG_LOG_ERROR, "durable_delete_failed", "topic=%s durable=%s sid=%llu code=%s "
+            vg_client_log(c, VG_LOG_ERROR, "durable_delete_failed", "topic=%s durable=%s sid=%llu code=%s "
                    "reason=%s", q, durable, (unsigned long long)sid, vg_errcode_name(code), reason);
         else
-            vg_log(VG_LOG_DEBUG, "unsubscribed", "topic=%s sid=%llu", q, (unsigned long long)sid);
+            vg_client_log(c, VG_LOG_DEBUG, "unsubscribed", "topic=%s sid=%llu", q, (unsigned long long)sid);
         break;
     case VG_SUBEV_UNEXPECTED:
         /* A broken or hostile broker; nothing of ours is affected. */
-        vg_log(VG_LOG_WARN, "unexpected_answer", "server=%s sid=%llu answer=%s", c->server_str,
+        vg_client_log(c, VG_LOG_WARN, "unexpected_answer", "server=%s sid=%llu answer=%s", c->server_str,
                (unsigned long long)sid, ok != NULL ? "ok" : vg_errcode_name(code));
         return;
     }
@@ -217,16 +219,16 @@ static void on_taken(vg_client *c, uint64_t sid, const char *reason)
     }
     pthread_mutex_unlock(&c->mu);
     if (!taken) { /* not one of ours, or already leaving: nothing to end */
-        vg_log(VG_LOG_WARN, "unexpected_answer", "server=%s sid=%llu answer=durable_taken",
+        vg_client_log(c, VG_LOG_WARN, "unexpected_answer", "server=%s sid=%llu answer=durable_taken",
                c->server_str, (unsigned long long)sid);
         return;
     }
     char q[96];
-    vg_log(VG_LOG_WARN, "durable_taken", "topic=%s durable=%s sid=%llu server=%s reason=%s",
+    vg_client_log(c, VG_LOG_WARN, "durable_taken", "topic=%s durable=%s sid=%llu server=%s reason=%s",
            vg_log_quote(q, sizeof q, topic, strlen(topic)), durable, (unsigned long long)sid,
            c->server_str, reason);
     if (c->opts.on_sub_error != NULL)
-        c->opts.on_sub_error(c->opts.ud, topic, VG_E_DURABLE_TAKEN, reason);
+        c->opts.on_sub_error(c->opts.ud, sid, topic, VG_E_DURABLE_TAKEN, reason);
 }
 
 static void on_err(vg_client *c, const vg_frame *f)
@@ -242,7 +244,7 @@ static void on_err(vg_client *c, const vg_frame *f)
         return;
     }
     /* The broker closes the connection after a fatal ERR: it is the reason. */
-    vg_log(VG_LOG_ERROR, "server_error", "server=%s code=%s reason=%s%s", c->server_str,
+    vg_client_log(c, VG_LOG_ERROR, "server_error", "server=%s code=%s reason=%s%s", c->server_str,
            vg_errcode_name(f->code), reason,
            f->code == VG_E_STORAGE ? " detail=\"the broker could not store our messages: "
                                      "reconnecting to send the unconfirmed ones again\""
@@ -288,7 +290,7 @@ static void handshake_done(vg_client *c, const vg_frame *f)
     }
     uint64_t max = f->max_payload;
     if (max > c->opts.max_payload) { /* never trust the broker with our memory */
-        vg_log(VG_LOG_WARN, "broker_limit", "server=%s max_payload=%llu using=%llu", c->server_str,
+        vg_client_log(c, VG_LOG_WARN, "broker_limit", "server=%s max_payload=%llu using=%llu", c->server_str,
                (unsigned long long)max, (unsigned long long)c->opts.max_payload);
         max = c->opts.max_payload;
     }
@@ -326,10 +328,14 @@ static void handshake_done(vg_client *c, const vg_frame *f)
 
     char server[80];
     vg_log_quote(server, sizeof server, f->name, f->name_len);
-    if (!c->ever_connected)
-        vg_log(VG_LOG_INFO, "connected", "server=%s broker=%s client_id=%llu", c->server_str,
-               server, (unsigned long long)f->client_id);
+    bool first = !c->ever_connected;
     c->ever_connected = true;
+    if (first) {
+        vg_client_log(c, VG_LOG_INFO, "connected", "server=%s broker=%s client_id=%llu",
+                      c->server_str, server, (unsigned long long)f->client_id);
+        if (c->opts.on_connection != NULL)
+            c->opts.on_connection(c->opts.ud, VG_CONN_CONNECTED, c->server_str, NULL);
+    }
     if (c->reconnecting && renewals == 0)
         log_reconnected(c);
 }
@@ -415,10 +421,10 @@ static void on_probe(void *ud, int probe, int64_t silent_ms)
     vg_client *c = ud;
     vg_confirm_ping(&c->tally, mark_now(c)); /* its PONG confirms like any other */
     if (probe > 1)
-        vg_log(VG_LOG_WARN, "heartbeat_missed", "server=%s unanswered=%d silent_ms=%lld",
+        vg_client_log(c, VG_LOG_WARN, "heartbeat_missed", "server=%s unanswered=%d silent_ms=%lld",
                c->server_str, probe - 1, (long long)silent_ms);
     else if (probe == 1)
-        vg_log(VG_LOG_DEBUG, "ping", "server=%s silent_ms=%lld", c->server_str, (long long)silent_ms);
+        vg_client_log(c, VG_LOG_DEBUG, "ping", "server=%s silent_ms=%lld", c->server_str, (long long)silent_ms);
 }
 
 static const vg_link_ops client_ops = {
@@ -467,7 +473,7 @@ static void after_failure(vg_client *c, const char *reason, const char *detail, 
     if (was_connected) {
         /* Giving up, the copies will not be sent again (close_for_good). */
         uint64_t resending = give_up ? 0 : c->resend.n;
-        vg_log(VG_LOG_WARN, "disconnected",
+        vg_client_log(c, VG_LOG_WARN, "disconnected",
                "reason=%s server=%s unconfirmed=%llu resending=%llu%s%s", reason, c->server_str,
                (unsigned long long)(unconfirmed + c->resend.n - resending),
                (unsigned long long)resending, retry, d);
@@ -477,7 +483,7 @@ static void after_failure(vg_client *c, const char *reason, const char *detail, 
         bool loud = c->attempt <= 3 || give_up || now - logged_at >= ATTEMPT_LOG_EVERY_MS;
         if (loud)
             logged_at = now;
-        vg_log(loud ? VG_LOG_WARN : VG_LOG_DEBUG, "connect_failed",
+        vg_client_log(c, loud ? VG_LOG_WARN : VG_LOG_DEBUG, "connect_failed",
                "reason=%s server=%s attempt=%u%s%s", reason, c->server_str, c->attempt, retry, d);
     }
     if (give_up) {
@@ -506,6 +512,8 @@ static void conn_ended(vg_client *c, vg_end e)
     c->ack_pending = 0;
     c->ack_due = INT64_MAX; /* the next connection acknowledges after its renewals */
     vg_client_positions_lost(c);
+    if (was_connected && c->opts.on_connection != NULL)
+        c->opts.on_connection(c->opts.ud, VG_CONN_DISCONNECTED, c->server_str, vg_end_name(e));
     if (e.kind == VG_END_STOP)
         return;
     c->reconnecting = c->reconnecting || was_connected;
@@ -583,7 +591,7 @@ static void attempt(vg_client *c)
         int64_t until = vg_now_ms() + (left > 0 ? left / (int64_t)(n - k) : 0);
         fd = connect_to(c, &addrs[k], until, err, sizeof err, &timed_out);
         if (fd < 0)
-            vg_log(VG_LOG_DEBUG, "connect_address_failed", "server=%s address=%s error=\"%s\"",
+            vg_client_log(c, VG_LOG_DEBUG, "connect_address_failed", "server=%s address=%s error=\"%s\"",
                    c->server_str, vg_addr_format(&addrs[k], (char[VG_ADDR_STRLEN]){0}), err);
     }
     if (fd < 0) {
@@ -607,7 +615,7 @@ static void attempt(vg_client *c)
     }
     uint64_t resend_from = c->tally.written - c->resend.n + 1;
     c->conn_pos = resend_from - 1;
-    vg_log(VG_LOG_DEBUG, "connecting", "server=%s resend_from=%llu resending=%llu", c->server_str,
+    vg_client_log(c, VG_LOG_DEBUG, "connecting", "server=%s resend_from=%llu resending=%llu", c->server_str,
            (unsigned long long)resend_from, (unsigned long long)c->resend.n);
     vg_link_attach(c->link, fd, vg_now_ms());
     c->handshaken = false;

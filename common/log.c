@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static vg_log_level current_level = VG_LOG_INFO;
@@ -24,34 +25,62 @@ bool vg_log_parse_level(const char *name, vg_log_level *out)
     return false;
 }
 
-void vg_log(vg_log_level level, const char *event, const char *fmt, ...)
+/* Formats "ts=... level=... event=... fields" into line (cap >= 2), with
+ * no newline; returns its length. */
+static size_t format_line(char *line, size_t cap, vg_log_level level, const char *event,
+                          const char *fmt, va_list ap)
 {
-    if (!vg_log_enabled(level))
-        return;
-
-    char line[512]; /* every field is bounded; 512 keeps a thread's stack at two pages */
     struct timespec ts;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts); /* wall time for humans only; never a timer */
     gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s event=%s",
+    int n = snprintf(line, cap, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s event=%s",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                      tm.tm_sec, ts.tv_nsec / 1000000, level_names[level], event);
-    if (fmt != NULL && n > 0 && (size_t)n < sizeof line - 2) {
+    if (n < 0)
+        return 0;
+    if (fmt != NULL && (size_t)n < cap - 2) {
         line[n++] = ' ';
-        va_list ap;
-        va_start(ap, fmt);
-        int m = vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
-        va_end(ap);
+        int m = vsnprintf(line + n, cap - (size_t)n, fmt, ap);
         if (m > 0)
             n += m;
     }
-    if (n < 0)
+    if ((size_t)n > cap - 2)
+        n = (int)cap - 2;
+    line[n] = '\0';
+    return (size_t)n;
+}
+
+void vg_log(vg_log_level level, const char *event, const char *fmt, ...)
+{
+    if (!vg_log_enabled(level))
         return;
-    if ((size_t)n > sizeof line - 2)
-        n = (int)sizeof line - 2;
+    char line[512]; /* every field is bounded; 512 keeps a thread's stack at two pages */
+    va_list ap;
+    va_start(ap, fmt);
+    size_t n = format_line(line, sizeof line, level, event, fmt, ap);
+    va_end(ap);
     line[n++] = '\n';
-    ssize_t ignored = write(STDERR_FILENO, line, (size_t)n);
+    ssize_t ignored = write(STDERR_FILENO, line, n);
+    (void)ignored;
+}
+
+void vg_log_vto(vg_log_fn fn, void *ud, vg_log_level max, vg_log_level level, const char *event,
+                const char *fmt, va_list ap)
+{
+    if (fn == NULL || level > max)
+        return;
+    char line[512];
+    format_line(line, sizeof line, level, event, fmt, ap);
+    fn(ud, level, line);
+}
+
+void vg_log_write_stderr(void *ud, vg_log_level level, const char *line)
+{
+    (void)ud;
+    (void)level;
+    struct iovec iov[2] = {{(void *)line, strlen(line)}, {"\n", 1}};
+    ssize_t ignored = writev(STDERR_FILENO, iov, 2);
     (void)ignored;
 }
 

@@ -2,6 +2,7 @@
 #ifndef VG_LOG_H
 #define VG_LOG_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -17,6 +18,18 @@ bool vg_log_parse_level(const char *name, vg_log_level *out);
  * fmt holds the key=value pairs after the event name; may be NULL. */
 void vg_log(vg_log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Where a library sends its lines instead of stderr: line is one event
+ * without the newline, valid during the call only. */
+typedef void (*vg_log_fn)(void *ud, vg_log_level level, const char *line);
+
+/* Formats a line as vg_log does and hands it to fn, if fn is not NULL and
+ * level is at most max (the process's vg_log_set_level does not apply). */
+void vg_log_vto(vg_log_fn fn, void *ud, vg_log_level max, vg_log_level level, const char *event,
+                const char *fmt, va_list ap) __attribute__((format(printf, 6, 0)));
+
+/* A vg_log_fn that writes the line and a newline to stderr in one writev(2). */
+void vg_log_write_stderr(void *ud, vg_log_level level, const char *line);
 
 /* Renders untrusted bytes as a log value: as-is when they are plain printable
  * characters, else double-quoted with \" \\ and \xNN escapes. Always

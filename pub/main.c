@@ -9,11 +9,9 @@
 
 #include "args.h"
 #include "cli.h"
-#include "client.h"
 #include "clock.h"
 #include "log.h"
-#include "proto.h"
-#include "topic.h"
+#include "vigil/vigil.h"
 
 static const char usage[] =
     "pub [--server HOST:PORT] [--type 1|2] [--count N] [--interval SECS] TOPIC MESSAGE";
@@ -100,25 +98,26 @@ static size_t render(const char *tmpl, uint64_t n, char **buf, size_t *cap)
 #define GRACE_MS 60
 
 /* Publishes, waiting for room in slices so that a signal is noticed. */
-static vg_status publish(vg_client *c, vg_frame_type type, const char *topic, const char *p,
-                         size_t len)
+static vigil_status publish(vigil_client *c, unsigned type, const char *topic, const char *p,
+                            size_t len)
 {
     for (;;) {
-        vg_status st = vg_client_publish(c, type, topic, strlen(topic), p, len, SLICE_MS);
-        if (st != VG_ERR_FULL || interrupted)
+        vigil_status st = vigil_publish_type(c, type, topic, p, len, SLICE_MS);
+        if (st != VIGIL_ERR_FULL || interrupted)
             return st;
     }
 }
 
 /* Calls wait(c, SLICE_MS) until it gives something other than a timeout,
  * timeout_ms passes, or a signal arrives. */
-static vg_status wait_sliced(vg_client *c, vg_status (*wait)(vg_client *, int), int64_t timeout_ms)
+static vigil_status wait_sliced(vigil_client *c, vigil_status (*wait)(vigil_client *, int),
+                                int64_t timeout_ms)
 {
     int64_t deadline = vg_now_ms() + timeout_ms;
     for (;;) {
         int64_t left = deadline - vg_now_ms();
-        vg_status st = wait(c, (int)(left < SLICE_MS ? (left > 0 ? left : 0) : SLICE_MS));
-        if (st != VG_ERR_TIMEOUT || interrupted || left <= SLICE_MS)
+        vigil_status st = wait(c, (int)(left < SLICE_MS ? (left > 0 ? left : 0) : SLICE_MS));
+        if (st != VIGIL_ERR_TIMEOUT || interrupted || left <= SLICE_MS)
             return st;
     }
 }
@@ -132,17 +131,17 @@ static void sleep_until(const struct timespec *t)
 
 /* The last line: every message accepted is confirmed, unconfirmed (written,
  * not confirmed, and not sent again) or unsent (still queued at the end). */
-static int report(const vg_client_stats *s, const char *why, bool was_interrupted)
+static int report(const uint64_t *s, const char *why, bool was_interrupted)
 {
-    bool ok = s->confirmed == s->published && why == NULL;
+    bool ok = s[VIGIL_STAT_CONFIRMED] == s[VIGIL_STAT_PUBLISHED] && why == NULL;
     char reason[96] = "";
     if (why != NULL)
         snprintf(reason, sizeof reason, " reason=\"%s\"", why);
     vg_log(ok ? VG_LOG_INFO : was_interrupted && why == NULL ? VG_LOG_WARN : VG_LOG_ERROR,
            ok ? "done" : "incomplete",
            "published=%llu confirmed=%llu unconfirmed=%llu unsent=%llu%s%s",
-           (unsigned long long)s->published, (unsigned long long)s->confirmed,
-           (unsigned long long)s->unconfirmed, (unsigned long long)s->unsent,
+           (unsigned long long)s[VIGIL_STAT_PUBLISHED], (unsigned long long)s[VIGIL_STAT_CONFIRMED],
+           (unsigned long long)s[VIGIL_STAT_UNCONFIRMED], (unsigned long long)s[VIGIL_STAT_UNSENT],
            was_interrupted ? " interrupted=true" : "", reason);
     return ok ? 0 : 1;
 }
@@ -159,10 +158,14 @@ int main(int argc, char **argv)
     };
     struct option opts[VG_CLI_MAX_OPTIONS];
     vg_cli_merge(opts, own, true);
-    vg_client_opts co;
-    vg_client_opts_defaults(&co);
-    co.name = "pub";
-    vg_frame_type type = VG_FRAME_MSG_TYPE1;
+    vigil_options *co = vigil_options_create();
+    if (co == NULL || vigil_options_set_name(co, "pub") != VIGIL_OK) {
+        vg_log(VG_LOG_ERROR, "start_failed", "error=\"out of memory\"");
+        return 1;
+    }
+    vg_cli_client cc;
+    vg_cli_client_init(&cc, co);
+    unsigned type = 1;
     int64_t count = -1, interval_ms = 0, timeout_ms = 10000, v; /* count -1: not given */
     int o;
     opterr = 0;
@@ -171,7 +174,7 @@ int main(int argc, char **argv)
         case OPT_TYPE:
             if (!vg_parse_int(optarg, 1, 2, &v))
                 vg_usage_error("pub", usage, "--type must be 1 or 2, got '%s'", optarg);
-            type = v == 1 ? VG_FRAME_MSG_TYPE1 : VG_FRAME_MSG_TYPE2;
+            type = (unsigned)v;
             break;
         case OPT_COUNT:
             if (!vg_parse_int(optarg, 0, INT64_MAX, &count))
@@ -186,12 +189,12 @@ int main(int argc, char **argv)
                 vg_usage_error("pub", usage, "--timeout must be decimal seconds, got '%s'", optarg);
             break;
         default:
-            if (!vg_cli_client_option(o, optarg, &co, "pub", usage) &&
-                !vg_cli_common_option(o, optarg, &co.keepalive, "pub", usage, help))
+            if (!vg_cli_client_option(o, optarg, &cc, "pub", usage) &&
+                !vg_cli_common_option(o, optarg, &cc.keepalive, "pub", usage, help))
                 vg_usage_error("pub", usage, "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
-    vg_cli_check_keepalive(&co.keepalive, "pub", usage);
+    vg_cli_client_finish(&cc, "pub", usage);
     if (argc - optind != 2)
         vg_usage_error("pub", usage, "expected TOPIC and MESSAGE");
     const char *topic = argv[optind], *message = argv[optind + 1];
@@ -199,7 +202,7 @@ int main(int argc, char **argv)
     bool from_stdin = strcmp(message, "-") == 0;
     if (count < 0)
         count = from_stdin ? 0 : 1; /* stdin: every line, unless --count limits it */
-    if (vg_topic_check(topic, strlen(topic), VG_TOPIC_MAX_LEN, VG_TOPIC_MAX_LEN, &why) != VG_OK)
+    if (vigil_topic_check(topic, 0, &why) != VIGIL_OK)
         vg_usage_error("pub", usage, "invalid topic '%s': %s", topic, why);
 
     struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: sleeps and reads stop */
@@ -207,25 +210,26 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
 
-    vg_client *c;
-    vg_status st = vg_client_start(&c, &co, &why);
-    if (st == VG_ERR_ARG)
-        vg_usage_error("pub", usage, "--server %s: %s", co.servers, why);
-    if (st != VG_OK) {
+    vigil_client *c;
+    vigil_status st = vigil_client_create(&c, co, &why);
+    vigil_options_destroy(co);
+    if (st == VIGIL_ERR_ARG)
+        vg_usage_error("pub", usage, "--server: %s", why);
+    if (st != VIGIL_OK) {
         vg_log(VG_LOG_ERROR, "start_failed", "error=\"%s\"", why);
         return 1;
     }
 
     /* Publish only once a broker has said how large a payload it takes. */
-    st = wait_sliced(c, vg_client_wait_connected, timeout_ms);
-    if (st != VG_OK) {
-        const char *reason = vg_client_closed_reason(c);
+    st = wait_sliced(c, vigil_wait_connected, timeout_ms);
+    if (st != VIGIL_OK) {
+        const char *reason = vigil_closed_reason(c);
         if (!interrupted)
             vg_log(VG_LOG_ERROR, "connect_failed", "error=\"%s\" timeout_ms=%lld",
-                   st == VG_ERR_CLOSED ? reason ? reason : "connection given up"
+                   st == VIGIL_ERR_CLOSED ? reason ? reason : "connection given up"
                                        : "no broker reachable in time",
                    (long long)timeout_ms);
-        vg_client_destroy(c);
+        vigil_client_destroy(c);
         return interrupted ? 0 : 1; /* nothing was published: nothing is lost */
     }
 
@@ -233,8 +237,8 @@ int main(int argc, char **argv)
     size_t cap = 0;
     struct timespec next;
     clock_gettime(CLOCK_MONOTONIC, &next);
-    st = VG_OK;
-    for (uint64_t i = 1; st == VG_OK && !interrupted && (count == 0 || i <= (uint64_t)count); i++) {
+    st = VIGIL_OK;
+    for (uint64_t i = 1; st == VIGIL_OK && !interrupted && (count == 0 || i <= (uint64_t)count); i++) {
         size_t len;
         if (from_stdin) {
             ssize_t got = getline(&buf, &cap, stdin);
@@ -246,7 +250,7 @@ int main(int argc, char **argv)
         } else {
             len = render(message, i, &buf, &cap);
             if (len == SIZE_MAX) {
-                st = VG_ERR_NOMEM;
+                st = VIGIL_ERR_NOMEM;
                 break;
             }
         }
@@ -258,28 +262,28 @@ int main(int argc, char **argv)
     }
     free(buf);
     why = NULL;
-    if (st == VG_ERR_CLOSED)
-        why = vg_client_closed_reason(c);
-    else if (st != VG_OK && !(st == VG_ERR_FULL && interrupted))
-        why = vg_strerror(st);
+    if (st == VIGIL_ERR_CLOSED)
+        why = vigil_closed_reason(c);
+    else if (st != VIGIL_OK && !(st == VIGIL_ERR_FULL && interrupted))
+        why = vigil_status_str(st);
     if (why != NULL)
         vg_log(VG_LOG_ERROR, "publish_failed", "error=\"%s\"", why);
 
     /* Confirm what was published: up to --timeout, or a short grace once
      * interrupted (a signal during the wait cuts it short too). */
     bool was_interrupted = interrupted;
-    vg_status fst = was_interrupted ? vg_client_flush(c, GRACE_MS)
-                                    : wait_sliced(c, vg_client_flush, timeout_ms);
-    if (fst == VG_ERR_TIMEOUT && !interrupted && why == NULL)
+    vigil_status fst = was_interrupted ? vigil_flush(c, GRACE_MS)
+                                       : wait_sliced(c, vigil_flush, timeout_ms);
+    if (fst == VIGIL_ERR_TIMEOUT && !interrupted && why == NULL)
         why = "no_confirmation_in_time";
-    else if (fst == VG_ERR_CLOSED && why == NULL)
-        why = vg_client_closed_reason(c);
-    vg_client_close(c, -1); /* pub has no callbacks: this is quick */
-    vg_client_stats stats;
-    vg_client_get_stats(c, &stats);
+    else if (fst == VIGIL_ERR_CLOSED && why == NULL)
+        why = vigil_closed_reason(c);
+    vigil_close(c, -1); /* pub has no handlers: this is quick */
+    uint64_t stats[VIGIL_STAT_COUNT];
+    vigil_client_stats(c, stats, VIGIL_STAT_COUNT);
     char reason[64] = "";
     if (why != NULL)
         snprintf(reason, sizeof reason, "%s", why);
-    vg_client_destroy(c);
-    return report(&stats, why != NULL ? reason : NULL, was_interrupted || interrupted);
+    vigil_client_destroy(c);
+    return report(stats, why != NULL ? reason : NULL, was_interrupted || interrupted);
 }

@@ -77,12 +77,15 @@ static void text_escaped(sink *out, const uint8_t *p, size_t n)
     put(out, p + plain, n - plain);
 }
 
-static void write_text(sink *out, vg_frame_type type, const char *topic, size_t topic_len,
+/* The protocol's name of a message type (1 or 2). */
+static const char *type_name(unsigned type) { return type == 2 ? "MSG_TYPE2" : "MSG_TYPE1"; }
+
+static void write_text(sink *out, unsigned type, const char *topic, size_t topic_len,
                        const uint8_t *payload, size_t payload_len)
 {
     text_escaped(out, (const uint8_t *)topic, topic_len);
     put_ch(out, ' ');
-    const char *name = vg_frame_type_name(type);
+    const char *name = type_name(type);
     put(out, name, strlen(name));
     put_ch(out, ' ');
     text_escaped(out, payload, payload_len);
@@ -221,13 +224,13 @@ static void json_field_uint(json_obj *o, const char *key, uint64_t v)
     put(o->out, num, (size_t)snprintf(num, sizeof num, "%llu", (unsigned long long)v));
 }
 
-static void write_json(sink *out, vg_frame_type type, const char *topic, size_t topic_len,
+static void write_json(sink *out, unsigned type, const char *topic, size_t topic_len,
                        const uint8_t *payload, size_t payload_len, uint64_t seq, uint64_t epoch)
 {
     json_obj o;
     json_begin(&o, out);
     json_field_bytes(&o, "topic", (const uint8_t *)topic, topic_len);
-    json_field_name(&o, "type", vg_frame_type_name(type));
+    json_field_name(&o, "type", type_name(type));
     if (sub_fmt_utf8_valid(payload, payload_len)) {
         json_field_utf8(&o, "payload", payload, payload_len);
     } else {
@@ -312,7 +315,7 @@ void sub_fmt_init(sub_fmt *f, sub_format format)
     f->skipped = 0;
 }
 
-bool sub_fmt_write(sub_fmt *f, FILE *out, vg_frame_type type, const char *topic,
+bool sub_fmt_write(sub_fmt *f, FILE *out, unsigned type, const char *topic,
                    size_t topic_len, const uint8_t *payload, size_t payload_len, uint64_t seq,
                    uint64_t epoch)
 {

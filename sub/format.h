@@ -12,7 +12,6 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "frame.h"
 
 typedef enum {
     SUB_FMT_TEXT, /* TOPIC TYPE PAYLOAD, bytes below 0x20, 0x7f and '\' escaped */
@@ -29,14 +28,14 @@ typedef struct {
 /* Prepares f to write messages in format, with nothing skipped yet. */
 void sub_fmt_init(sub_fmt *f, sub_format format);
 
-/* Writes one message (type VG_FRAME_MSG_TYPE1 or VG_FRAME_MSG_TYPE2) to out
+/* Writes one message (type 1 or 2: MSG_TYPE1 or MSG_TYPE2) to out
  * as one line in f's format; JSON adds its place in its topic's log, seq
  * and epoch, unless seq is 0 (not known). Returns false if it was skipped
  * instead (raw mode, a newline in the payload): the first skip is logged on
  * stderr, the rest only counted in f->skipped. A write error is left for
  * the caller in ferror(out), as stdio keeps it. Not thread-safe: one
  * writer per f. */
-bool sub_fmt_write(sub_fmt *f, FILE *out, vg_frame_type type, const char *topic,
+bool sub_fmt_write(sub_fmt *f, FILE *out, unsigned type, const char *topic,
                    size_t topic_len, const uint8_t *payload, size_t payload_len, uint64_t seq,
                    uint64_t epoch);
 

@@ -14,10 +14,9 @@
 
 #include "args.h"
 #include "cli.h"
-#include "client.h"
 #include "format.h"
 #include "log.h"
-#include "proto.h"
+#include "vigil/vigil.h"
 
 /* How long a stop waits for the I/O thread: every program stops within
  * 100 ms of SIGINT/SIGTERM. */
@@ -121,7 +120,7 @@ typedef struct {
     bool no_gaps;
     bool list;      /* --list-durables: the one message's payload, as it is */
     sub_fmt fmt;
-    vg_client *client; /* set before the first subscription */
+    vigil_client *client; /* set before the first subscription */
     int done_fd;
     atomic_int exit_code; /* -1 while running */
 } sub_state;
@@ -136,19 +135,22 @@ static void finish(sub_state *s, int code)
     }
 }
 
-static void on_msg(void *ud, const vg_msg *m)
+static void on_msg(void *ud, const vigil_msg *m)
 {
     sub_state *s = ud;
-    if (m->copy > 0)
+    if (vigil_msg_copy(m) > 0)
         return; /* printed already, for the first SUBJECT it matches */
     if ((s->limit != 0 && s->seen >= s->limit) || atomic_load(&s->exit_code) >= 0) {
         /* Stopping (--count reached, --no-gaps after a gap, a signal):
          * not printed, so not processed: a durable's successor gets it. */
-        vg_client_stop_delivery(s->client);
+        vigil_stop_delivery(s->client);
         return;
     }
+    size_t topic_len, payload_len;
+    const char *topic = vigil_msg_topic(m, &topic_len);
+    const uint8_t *payload = vigil_msg_payload(m, &payload_len);
     if (s->list) {
-        if (fwrite(m->payload, 1, m->payload_len, stdout) != m->payload_len ||
+        if (fwrite(payload, 1, payload_len, stdout) != payload_len ||
             putchar('\n') == EOF || fflush(stdout) != 0) {
             vg_log(VG_LOG_ERROR, "output_failed", "error=\"%s\"", strerror(errno));
             finish(s, 1);
@@ -157,8 +159,8 @@ static void on_msg(void *ud, const vg_msg *m)
         finish(s, 0);
         return;
     }
-    if (!sub_fmt_write(&s->fmt, stdout, m->type, m->topic, m->topic_len, m->payload,
-                       m->payload_len, m->seq, m->epoch))
+    if (!sub_fmt_write(&s->fmt, stdout, vigil_msg_type(m), topic, topic_len, payload, payload_len,
+                       vigil_msg_seq(m), vigil_msg_epoch(m)))
         return;
     if (++s->seen == s->limit) {
         fflush(stdout);
@@ -176,21 +178,24 @@ static void on_batch_end(void *ud)
     }
 }
 
-static void on_gap(void *ud, const char *topic, size_t topic_len, const vg_gap *g)
+static void on_gap(void *ud, const vigil_gap *g)
 {
     sub_state *s = ud;
-    if (g->copy > 0)
+    if (vigil_gap_copy(g) > 0)
         return; /* logged already, for the first SUBJECT it concerns */
+    size_t topic_len;
+    const char *topic = vigil_gap_topic(g, &topic_len);
+    uint64_t from = vigil_gap_from(g), to = vigil_gap_to(g);
     char q[96];
     vg_log_quote(q, sizeof q, topic, topic_len);
-    if (g->reason == VG_GAP_EPOCH)
+    if (vigil_gap_reason_of(g) == VIGIL_GAP_EPOCH)
         vg_log(VG_LOG_WARN, "gap", "topic=%s from=%llu reason=broker_restarted", q,
-               (unsigned long long)g->from);
+               (unsigned long long)from);
     else
         vg_log(VG_LOG_WARN, "gap", "topic=%s from=%llu to=%llu missed=%llu%s", q,
-               (unsigned long long)g->from, (unsigned long long)g->to,
-               (unsigned long long)(g->to - g->from + 1),
-               g->reason == VG_GAP_UNANNOUNCED ? " reason=unannounced" : "");
+               (unsigned long long)from, (unsigned long long)to,
+               (unsigned long long)(to - from + 1),
+               vigil_gap_reason_of(g) == VIGIL_GAP_UNANNOUNCED ? " reason=unannounced" : "");
     if (s->no_gaps) {
         fflush(stdout); /* what came before the gap is printed */
         finish(s, 1);
@@ -199,16 +204,16 @@ static void on_gap(void *ud, const char *topic, size_t topic_len, const vg_gap *
 
 /* --since: new, first, a sequence number, or a duration with its unit (ms,
  * s, m, h). False if arg is none of them. */
-static bool parse_since(const char *arg, vg_sub_start *start, uint64_t *position)
+static bool parse_since(const char *arg, vigil_start *start, uint64_t *position)
 {
     if (strcmp(arg, "new") == 0 || strcmp(arg, "first") == 0) {
-        *start = arg[0] == 'n' ? VG_SUB_NEW : VG_SUB_FIRST;
+        *start = arg[0] == 'n' ? VIGIL_START_NEW : VIGIL_START_FIRST;
         *position = 0;
         return true;
     }
     int64_t n;
     if (vg_parse_int(arg, 1, INT64_MAX, &n)) {
-        *start = VG_SUB_SEQ;
+        *start = VIGIL_START_SEQ;
         *position = (uint64_t)n;
         return true;
     }
@@ -227,16 +232,16 @@ static bool parse_since(const char *arg, vg_sub_start *start, uint64_t *position
         num[digits] = '\0';
         if (!vg_parse_int(num, 0, INT64_MAX / units[i].ms, &n))
             return false;
-        *start = VG_SUB_AGO;
+        *start = VIGIL_START_AGO;
         *position = (uint64_t)(n * units[i].ms);
         return true;
     }
     return false;
 }
 
-static void on_sub_error(void *ud, const char *topic, uint64_t code, const char *reason)
+static void on_sub_error(void *ud, uint64_t sid, const char *topic, int code, const char *reason)
 {
-    (void)topic, (void)code, (void)reason; /* the client library has logged it */
+    (void)sid, (void)topic, (void)code, (void)reason; /* the client library has logged it */
     finish(ud, 1);
 }
 
@@ -250,7 +255,7 @@ static void on_closed(void *ud, const char *reason)
 
 typedef struct {
     sub_state *s;
-    vg_client *c;
+    vigil_client *c;
     const char *durable;
     char **topics;
     uint64_t sids[MAX_DELETES];
@@ -263,19 +268,19 @@ typedef struct {
 static int delete_all(const deletion *d)
 {
     for (int i = 0; i < d->n; i++) {
-        vg_client *c = d->c;
+        vigil_client *c = d->c;
         const uint64_t *sids = d->sids;
         const char *durable = d->durable;
         char **topics = d->topics;
         char q[80];
         vg_log_quote(q, sizeof q, topics[i], strlen(topics[i]));
-        vg_status st = vg_client_wait_subscribed(c, sids[i], ANSWER_WAIT_MS);
-        if (st == VG_OK)
-            st = vg_client_delete_durable(c, sids[i], ANSWER_WAIT_MS);
-        if (st != VG_OK) {
+        vigil_status st = vigil_wait_subscribed(c, sids[i], ANSWER_WAIT_MS);
+        if (st == VIGIL_OK)
+            st = vigil_delete_durable(c, sids[i], ANSWER_WAIT_MS);
+        if (st != VIGIL_OK) {
             /* A refusal from the broker is logged by the library as well. */
             vg_log(VG_LOG_ERROR, "delete_failed", "topic=%s durable=%s reason=\"%s\"", q, durable,
-                   vg_strerror(st));
+                   vigil_status_str(st));
             return 1;
         }
     }
@@ -318,11 +323,15 @@ int main(int argc, char **argv)
     vg_cli_merge(opts, own, true);
     sub_state s = {.done_fd = -1};
     atomic_init(&s.exit_code, -1);
-    vg_client_opts co;
-    vg_client_opts_defaults(&co);
-    co.name = "sub";
+    vigil_options *co = vigil_options_create();
+    if (co == NULL || vigil_options_set_name(co, "sub") != VIGIL_OK) {
+        vg_log(VG_LOG_ERROR, "start_failed", "error=\"out of memory\"");
+        return 1;
+    }
+    vg_cli_client cc;
+    vg_cli_client_init(&cc, co);
     sub_format format = SUB_FMT_TEXT;
-    vg_sub_start since = VG_SUB_NEW;
+    vigil_start since = VIGIL_START_NEW;
     uint64_t since_position = 0;
     bool since_given = false, delete = false;
     const char *durable = NULL, *queue = NULL;
@@ -341,12 +350,12 @@ int main(int argc, char **argv)
                                "duration such as 30s, got '%s'", optarg);
             since_given = true;
         } else if (o == OPT_DURABLE) {
-            if (!vg_durable_name_ok(optarg, strlen(optarg)))
+            if (!vigil_name_valid(optarg))
                 vg_usage_error("sub", usage, "--durable NAME must be 1 to 64 of A-Z a-z 0-9 _ . -, "
                                "got '%s'", optarg);
             durable = optarg;
         } else if (o == OPT_QUEUE) {
-            if (!vg_durable_name_ok(optarg, strlen(optarg)))
+            if (!vigil_name_valid(optarg))
                 vg_usage_error("sub", usage, "--queue NAME must be 1 to 64 of A-Z a-z 0-9 _ . -, "
                                "got '%s'", optarg);
             queue = optarg;
@@ -360,12 +369,12 @@ int main(int argc, char **argv)
             if (!vg_parse_int(optarg, 1, INT64_MAX, &n))
                 vg_usage_error("sub", usage, "--count must be a positive integer, got '%s'", optarg);
             s.limit = (uint64_t)n;
-        } else if (!vg_cli_client_option(o, optarg, &co, "sub", usage) &&
-                   !vg_cli_common_option(o, optarg, &co.keepalive, "sub", usage, help)) {
+        } else if (!vg_cli_client_option(o, optarg, &cc, "sub", usage) &&
+                   !vg_cli_common_option(o, optarg, &cc.keepalive, "sub", usage, help)) {
             vg_usage_error("sub", usage, "unknown or incomplete option '%s'", argv[optind - 1]);
         }
     }
-    vg_cli_check_keepalive(&co.keepalive, "sub", usage);
+    vg_cli_client_finish(&cc, "sub", usage);
     if (delete && durable == NULL)
         vg_usage_error("sub", usage, "--delete needs --durable NAME");
     if (delete && argc - optind > MAX_DELETES)
@@ -374,12 +383,12 @@ int main(int argc, char **argv)
         vg_usage_error("sub", usage, "--list-durables takes no SUBJECT, --durable or --queue");
     if (!s.list && optind >= argc)
         vg_usage_error("sub", usage, "missing SUBJECT (a topic or a pattern)");
-    for (int i = optind; i < argc && since == VG_SUB_SEQ; i++)
+    for (int i = optind; i < argc && since == VIGIL_START_SEQ; i++)
         if (strchr(argv[i], '*') != NULL || strchr(argv[i], '>') != NULL)
             vg_usage_error("sub", usage, "--since SEQ names a place in one topic's log: not for "
                            "the pattern '%s'", argv[i]);
     if (durable != NULL && !since_given)
-        since = VG_SUB_FIRST; /* a new durable gets everything retained (JetStream's "all") */
+        since = VIGIL_START_FIRST; /* a new durable gets everything retained (JetStream's "all") */
     sub_fmt_init(&s.fmt, format);
 
     sigset_t stop;
@@ -397,48 +406,49 @@ int main(int argc, char **argv)
     static char outbuf[64 * 1024];
     setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
 
-    co.ud = &s;
-    co.on_msg = delete ? NULL : on_msg; /* deleting: nothing is printed, nothing acknowledged */
-    co.on_batch_end = on_batch_end;
-    co.on_sub_error = on_sub_error;
-    co.on_closed = on_closed;
-    co.on_gap = on_gap;
-    vg_client *c;
+    vigil_options_set_user_data(co, &s);
+    vigil_options_on_msg(co, delete ? NULL : on_msg); /* deleting: nothing printed nor acknowledged */
+    vigil_options_on_batch_end(co, on_batch_end);
+    vigil_options_on_sub_error(co, on_sub_error);
+    vigil_options_on_closed(co, on_closed);
+    vigil_options_on_gap(co, on_gap);
+    vigil_client *c;
     const char *why;
-    vg_status st = vg_client_start(&c, &co, &why);
-    if (st == VG_ERR_ARG)
-        vg_usage_error("sub", usage, "--server %s: %s", co.servers, why);
-    if (st != VG_OK) {
+    vigil_status st = vigil_client_create(&c, co, &why);
+    vigil_options_destroy(co);
+    if (st == VIGIL_ERR_ARG)
+        vg_usage_error("sub", usage, "--server: %s", why);
+    if (st != VIGIL_OK) {
         vg_log(VG_LOG_ERROR, "start_failed", "error=\"%s\"", why);
         return 1;
     }
     s.client = c;
-    if (s.list && vg_client_subscribe(c, DURABLES_TOPIC, NULL) != VG_OK)
+    if (s.list && vigil_subscribe(c, DURABLES_TOPIC, NULL) != VIGIL_OK)
         finish(&s, 1); /* refused already (e.g. ERR auth): the library said why */
     static deletion del;
     del = (deletion){.s = &s, .c = c, .durable = durable, .topics = argv + optind};
     for (int i = optind; i < argc; i++) {
         uint64_t sid = 0;
         /* A deletion starts where the broker is: nothing old is sent for it. */
-        vg_sub_start start = delete ? VG_SUB_NEW : since;
+        vigil_start start = delete ? VIGIL_START_NEW : since;
         uint64_t position = delete ? 0 : since_position;
         if (queue != NULL)
-            st = vg_client_subscribe_queue(c, argv[i], queue, durable, start, 0, position, &sid);
+            st = vigil_subscribe_queue(c, argv[i], queue, durable, start, 0, position, &sid);
         else if (durable != NULL)
-            st = vg_client_subscribe_durable(c, argv[i], durable, start, 0, position, &sid);
+            st = vigil_subscribe_durable(c, argv[i], durable, start, 0, position, &sid);
         else
-            st = vg_client_subscribe_from(c, argv[i], since, 0, since_position, NULL);
-        if (st == VG_OK && delete)
+            st = vigil_subscribe_from(c, argv[i], since, 0, since_position, NULL);
+        if (st == VIGIL_OK && delete)
             del.sids[del.n++] = sid;
-        if (st == VG_ERR_CLOSED) {
+        if (st == VIGIL_ERR_CLOSED) {
             finish(&s, 1); /* refused already (e.g. ERR auth): the library said why */
             break;
         }
-        if (st != VG_OK) {
+        if (st != VIGIL_OK) {
             char q[80];
             vg_log(VG_LOG_ERROR, "subscribe_failed", "topic=%s reason=\"%s\"",
-                   vg_log_quote(q, sizeof q, argv[i], strlen(argv[i])), vg_strerror(st));
-            vg_client_destroy(c);
+                   vg_log_quote(q, sizeof q, argv[i], strlen(argv[i])), vigil_status_str(st));
+            vigil_client_destroy(c);
             return 2;
         }
     }
@@ -461,7 +471,7 @@ int main(int argc, char **argv)
                ANSWER_WAIT_MS / 1000);
         finish(&s, 1);
     }
-    if (vg_client_close(c, STOP_WAIT_MS) != VG_OK) {
+    if (vigil_close(c, STOP_WAIT_MS) != VIGIL_OK) {
         /* The I/O thread is blocked writing our stdout (a reader that
          * stopped reading): stdout is locked, so leave without it. */
         vg_log(VG_LOG_WARN, "stopped", "detail=\"output blocked; unwritten output dropped\"");
@@ -471,7 +481,7 @@ int main(int argc, char **argv)
     }
     if (deleting) /* its waits end with the client's I/O thread, stopped now */
         pthread_join(deleter, NULL);
-    vg_client_destroy(c);
+    vigil_client_destroy(c);
     if (fflush(stdout) != 0 && atomic_load(&s.exit_code) == 0) {
         vg_log(VG_LOG_ERROR, "output_failed", "error=\"%s\"", strerror(errno));
         s.exit_code = 1;

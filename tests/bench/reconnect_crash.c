@@ -96,8 +96,9 @@ static void on_pub_closed(void *ud, const char *reason)
     lc_progress("the publisher gave up: reason=%s", reason);
 }
 
-static void on_sub_error(void *ud, const char *topic, uint64_t code, const char *reason)
+static void on_sub_error(void *ud, uint64_t sid, const char *topic, uint64_t code, const char *reason)
 {
+    (void)sid;
     crash_sub *s = ud;
     atomic_fetch_add(&s->run->sub_errors, 1);
     lc_progress("client %d: subscription to %s refused: code=%llu reason=%s", s->idx, topic,

@@ -142,8 +142,9 @@ static void on_tail_gap(void *ud, const char *topic, size_t len, const vg_gap *g
     atomic_store(&t->gap, true);
 }
 
-static void on_tail_refused(void *ud, const char *topic, uint64_t code, const char *reason)
+static void on_tail_refused(void *ud, uint64_t sid, const char *topic, uint64_t code, const char *reason)
 {
+    (void)sid;
     tail_state *t = ud;
     (void)topic, (void)code;
     fprintf(stderr, "vigil-bench: the broker refused the subscription to the last message "

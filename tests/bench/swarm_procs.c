@@ -110,8 +110,9 @@ static void on_closed(void *ud, const char *reason)
         lc_progress("client %d gave up: reason=%s", kc->idx, reason);
 }
 
-static void on_sub_error(void *ud, const char *topic, uint64_t code, const char *reason)
+static void on_sub_error(void *ud, uint64_t sid, const char *topic, uint64_t code, const char *reason)
 {
+    (void)sid;
     kid_client *kc = ud;
     if (atomic_fetch_add(&kc->f->h->sub_errors, 1) < 10)
         lc_progress("client %d: subscription to %s refused: code=%llu reason=%s", kc->idx, topic,

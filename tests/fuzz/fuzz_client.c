@@ -568,9 +568,11 @@ static void on_batch_end(void *ud)
     callback_entered("on_batch_end");
 }
 
-static void on_sub_error(void *ud, const char *topic, uint64_t code, const char *reason)
+static void on_sub_error(void *ud, uint64_t sid, const char *topic, uint64_t code,
+                         const char *reason)
 {
     (void)ud;
+    (void)sid;
     callback_entered("on_sub_error");
     check(topic != NULL && reason != NULL, "on_sub_error with a NULL string");
     for (const char *r = reason; *r; r++)

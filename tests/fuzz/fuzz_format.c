@@ -147,7 +147,7 @@ static rendered render(sub_fmt *f, const message *m)
     FILE *s = open_memstream(&r.out, &r.len);
     check(s != NULL, "open_memstream failed");
     uint64_t skipped = f->skipped;
-    r.printed = sub_fmt_write(f, s, m->type, (const char *)m->topic, m->topic_len, m->payload,
+    r.printed = sub_fmt_write(f, s, m->type == VG_FRAME_MSG_TYPE2 ? 2 : 1, (const char *)m->topic, m->topic_len, m->payload,
                               m->payload_len, 0, 0);
     check(!ferror(s), "a write to the memory stream failed");
     check(fclose(s) == 0, "fclose of the memory stream failed");

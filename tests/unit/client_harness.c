@@ -90,9 +90,11 @@ unsigned cb_gaps(void)
     return n;
 }
 
-static void on_sub_error(void *ud, const char *topic, uint64_t code, const char *reason)
+static void on_sub_error(void *ud, uint64_t sid, const char *topic, uint64_t code,
+                         const char *reason)
 {
     (void)ud;
+    (void)sid;
     (void)reason;
     pthread_mutex_lock(&cb.mu);
     cb.sub_errors++;
@@ -163,6 +165,14 @@ bool closed_called(void *arg) { (void)arg; return cb_closed() > 0; }
 
 char servers[300];
 
+/* The client's lines go to stderr, where the fake broker's tests look for
+ * them, at the level the test set with vg_log_set_level. */
+static void harness_log(void *ud, vg_log_level level, const char *line)
+{
+    if (vg_log_enabled(level))
+        vg_log_write_stderr(ud, level, line);
+}
+
 vg_client_opts opts_for(int port)
 {
     vg_client_opts o;
@@ -178,6 +188,8 @@ vg_client_opts opts_for(int port)
     o.on_sub_error = on_sub_error;
     o.on_closed = on_closed;
     o.on_gap = on_gap;
+    o.on_log = harness_log;
+    o.log_level = VG_LOG_DEBUG; /* harness_log applies the test's level */
     return o;
 }
 
