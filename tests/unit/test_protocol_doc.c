@@ -137,6 +137,10 @@ Test(protocol_doc, version2_examples_match_the_codec)
     cr_assert_eq(f.from, 42);
     cr_assert_eq(f.to, 99);
     cr_assert_eq(f.code, VG_GAP_RETENTION);
+    /* A queue group's: the member's sid, the topic, what retention took. */
+    vg_frame_put_gap(&b, 3, "jobs", 4, 40, 41, VG_GAP_RETENTION);
+    check_form(&b, "00 00 00 0b  96 09 03 a4 6a 6f 62 73 28 29 01", VG_FRAME_GAP, 2, &f);
+    cr_assert_eq(f.sid, 3);
     vg_frame_put_gap(&b, 1, "news", 4, 42, 0, VG_GAP_EPOCH);
     check_form(&b, "00 00 00 0b  96 09 01 a4 6e 65 77 73 2a 00 02", VG_FRAME_GAP, 2, &f);
     cr_assert_eq(f.code, VG_GAP_EPOCH);
