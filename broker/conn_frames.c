@@ -116,7 +116,9 @@ static void handle_sub(vg_conn *c, const vg_frame *f)
         goto fail_nomem;
     }
     uint64_t next = 0;
-    size_t mark = vg_logs_count(c->srv->logs); /* logs made from here on: settled below */
+    size_t mark = 0; /* version 2, not a queue: logs made from here on, settled below */
+    if (c->version >= 2 && sub.queue == NULL)
+        mark = vg_logs_count(c->srv->logs);
     if (c->version >= 2) {
         /* Before the table: a message appended in between is in the log
          * after the cursor's position, and the fill reads it. */
