@@ -13,6 +13,7 @@
 typedef struct ref {
     struct ref *next;
     uint64_t hash;
+    uint64_t sid; /* one of the sids that name it (vg_subindex_covers) */
     unsigned count;
     uint32_t len;
     char key[]; /* subject, then ' ' and the queue's name if any */
@@ -180,6 +181,7 @@ vg_status vg_subindex_add(vg_subindex *x, const conn_sub *s)
         if (r == NULL)
             return VG_ERR_NOMEM;
         r->hash = h;
+        r->sid = s->sid;
         r->len = (uint32_t)klen;
         memcpy(r->key, s->topic, s->len);
         if (s->queue != NULL) {
@@ -217,6 +219,15 @@ static void delete_slot(vg_subindex *x, size_t i)
     }
 }
 
+/* Whether a and b name the same subject in the same queue group (or none). */
+static bool same_key(const conn_sub *a, const conn_sub *b)
+{
+    return a->len == b->len && memcmp(a->topic, b->topic, a->len) == 0 &&
+           (a->queue == NULL) == (b->queue == NULL) &&
+           (a->queue == NULL || (a->queue_len == b->queue_len &&
+                                 memcmp(a->queue, b->queue, a->queue_len) == 0));
+}
+
 bool vg_subindex_remove(vg_subindex *x, uint64_t sid, conn_sub *out)
 {
     size_t i = probe(x, sid);
@@ -232,6 +243,13 @@ bool vg_subindex_remove(vg_subindex *x, uint64_t sid, conn_sub *out)
         *pp = r->next;
         free(r);
         x->nrefs--;
+    } else if (*pp != NULL && (*pp)->sid == sid) {
+        /* Another sid names it still: the first found (rare: duplicates). */
+        for (size_t j = 0; j < x->n; j++)
+            if (j != k && same_key(&x->subs[j], out)) {
+                (*pp)->sid = x->subs[j].sid;
+                break;
+            }
     }
     for (size_t p = 0; p < x->npatterns; p++)
         if (x->patterns[p] == k) {
@@ -305,14 +323,10 @@ unsigned vg_subindex_refs(const vg_subindex *x, const char *subject, uint32_t le
 bool vg_subindex_covers(const vg_subindex *x, const char *topic, uint32_t len, uint64_t *sid)
 {
     uint64_t h = hash_bytes(topic, len, NULL, 0);
-    if (*find_ref(x, topic, len, NULL, 0, h) != NULL) {
-        if (sid != NULL) /* rare (a GAP's sid): a walk is fine */
-            for (size_t k = 0; k < x->n; k++)
-                if (!x->subs[k].pattern && x->subs[k].queue == NULL && x->subs[k].len == len &&
-                    memcmp(x->subs[k].topic, topic, len) == 0) {
-                    *sid = x->subs[k].sid;
-                    break;
-                }
+    const ref *r = *find_ref(x, topic, len, NULL, 0, h);
+    if (r != NULL) {
+        if (sid != NULL)
+            *sid = r->sid;
         return true;
     }
     for (size_t p = 0; p < x->npatterns; p++) {

@@ -77,6 +77,14 @@ Test(subindex, coverage_by_literals_and_patterns_not_queues)
     removed(x, 3);
     cr_assert_not(vg_subindex_covers(x, "jobs.eu", 7, NULL));
     cr_assert(vg_subindex_covers(x, "jobs.eu.paris", 13, NULL));
+    /* Two sids on one topic: the one named goes, the other is named. */
+    add(x, 5, "jobs.eu.paris", NULL);
+    add(x, 6, "jobs.eu.paris", "workers");
+    removed(x, 4);
+    cr_assert(vg_subindex_covers(x, "jobs.eu.paris", 13, &sid));
+    cr_assert_eq(sid, 5, "sid %llu, not the remaining plain one", (unsigned long long)sid);
+    removed(x, 5);
+    cr_assert_not(vg_subindex_covers(x, "jobs.eu.paris", 13, NULL), "a queue's sid reads no topic");
     vg_subindex_destroy(x);
 }
 
