@@ -54,8 +54,9 @@ typedef struct {
     int64_t backoff_base_ms, backoff_max_ms;
 } vg_cli_client;
 
-/* Starts parsing into o, from the library's defaults. */
-void vg_cli_client_init(vg_cli_client *cc, vigil_options *o);
+/* Creates cc->opts with the library's defaults and name (the program's);
+ * false, logged, if out of memory. The caller destroys cc->opts. */
+bool vg_cli_client_init(vg_cli_client *cc, const char *name);
 
 /* Applies a client option; false if opt is not one. Exits 2 for a bad value. */
 bool vg_cli_client_option(int opt, const char *arg, vg_cli_client *cc, const char *prog,

@@ -13,12 +13,18 @@
 
 #define DAY_MS 86400000
 
-void vg_cli_client_init(vg_cli_client *cc, vigil_options *o)
+bool vg_cli_client_init(vg_cli_client *cc, const char *name)
 {
-    cc->opts = o;
+    cc->opts = vigil_options_create();
+    if (cc->opts == NULL || vigil_options_set_name(cc->opts, name) != VIGIL_OK) {
+        vigil_options_destroy(cc->opts);
+        vg_log(VG_LOG_ERROR, "start_failed", "error=\"out of memory\"");
+        return false;
+    }
     cc->keepalive = VG_KEEPALIVE_DEFAULT;
     cc->backoff_base_ms = 100;
     cc->backoff_max_ms = 500;
+    return true;
 }
 
 bool vg_cli_client_option(int opt, const char *arg, vg_cli_client *cc, const char *prog,

@@ -158,13 +158,10 @@ int main(int argc, char **argv)
     };
     struct option opts[VG_CLI_MAX_OPTIONS];
     vg_cli_merge(opts, own, true);
-    vigil_options *co = vigil_options_create();
-    if (co == NULL || vigil_options_set_name(co, "pub") != VIGIL_OK) {
-        vg_log(VG_LOG_ERROR, "start_failed", "error=\"out of memory\"");
-        return 1;
-    }
     vg_cli_client cc;
-    vg_cli_client_init(&cc, co);
+    if (!vg_cli_client_init(&cc, "pub"))
+        return 1;
+    vigil_options *co = cc.opts;
     unsigned type = 1;
     int64_t count = -1, interval_ms = 0, timeout_ms = 10000, v; /* count -1: not given */
     int o;

@@ -323,13 +323,10 @@ int main(int argc, char **argv)
     vg_cli_merge(opts, own, true);
     sub_state s = {.done_fd = -1};
     atomic_init(&s.exit_code, -1);
-    vigil_options *co = vigil_options_create();
-    if (co == NULL || vigil_options_set_name(co, "sub") != VIGIL_OK) {
-        vg_log(VG_LOG_ERROR, "start_failed", "error=\"out of memory\"");
-        return 1;
-    }
     vg_cli_client cc;
-    vg_cli_client_init(&cc, co);
+    if (!vg_cli_client_init(&cc, "sub"))
+        return 1;
+    vigil_options *co = cc.opts;
     sub_format format = SUB_FMT_TEXT;
     vigil_start since = VIGIL_START_NEW;
     uint64_t since_position = 0;

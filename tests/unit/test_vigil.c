@@ -116,6 +116,15 @@ static vigil_client *start(int port, bool log)
     return c;
 }
 
+/* A client started on l and its connection accepted and handshaken as a. */
+static vigil_client *connected(fb_listener *l, fb_conn *a, bool log, const char *what)
+{
+    vigil_client *c = start(l->port, log);
+    fb_accept(l, a, fb_ms(5000), what);
+    fb_handshake(a, 1 << 20);
+    return c;
+}
+
 static void expect_event(int i, vigil_conn_event ev, const char *reason, const char *what)
 {
     cr_assert(wait_count(&rec.nev, i + 1, fb_ms(5000)), "waited 5 s for the %s event", what);
@@ -132,10 +141,8 @@ Test(vigil, connection_events_say_connected_disconnected_with_the_reason_and_rec
 {
     fb_listener l;
     fb_listen(&l, false, 0);
-    vigil_client *c = start(l.port, false);
     fb_conn a;
-    fb_accept(&l, &a, fb_ms(5000), "the first connection");
-    fb_handshake(&a, 1 << 20);
+    vigil_client *c = connected(&l, &a, false, "the first connection");
     expect_event(0, VIGIL_CONNECTED, "-", "connected");
     cr_assert_eq(vigil_wait_connected(c, fb_ms(1000)), VIGIL_OK);
     fb_close(&a);
@@ -161,16 +168,12 @@ Test(vigil, the_log_handler_gets_the_lines_and_nothing_goes_to_stderr)
 {
     fb_listener l;
     fb_listen(&l, false, 0);
-    vigil_client *with_log = start(l.port, true);
     fb_conn a;
-    fb_accept(&l, &a, fb_ms(5000), "the logging client");
-    fb_handshake(&a, 1 << 20);
+    vigil_client *with_log = connected(&l, &a, true, "the logging client");
     cr_assert(wait_count(&rec.connected_lines, 1, fb_ms(5000)),
               "waited 5 s for an event=connected line (no newline) at the log handler");
-    vigil_client *silent = start(l.port, false);
     fb_conn b;
-    fb_accept(&l, &b, fb_ms(5000), "the silent client");
-    fb_handshake(&b, 1 << 20);
+    vigil_client *silent = connected(&l, &b, false, "the silent client");
     cr_assert_eq(vigil_wait_connected(silent, fb_ms(5000)), VIGIL_OK);
     vigil_client_destroy(silent);
     vigil_client_destroy(with_log);
@@ -186,10 +189,8 @@ Test(vigil, messages_and_gaps_reach_the_handlers_through_the_accessors)
 {
     fb_listener l;
     fb_listen(&l, false, 0);
-    vigil_client *c = start(l.port, false);
     fb_conn a;
-    fb_accept(&l, &a, fb_ms(5000), "the client");
-    fb_handshake(&a, 1 << 20);
+    vigil_client *c = connected(&l, &a, false, "the client");
     uint64_t sid;
     cr_assert_eq(vigil_subscribe(c, "news", &sid), VIGIL_OK);
     vg_frame f;
