@@ -26,7 +26,7 @@
 #include "token.h"
 #include "version.h"
 
-static const char usage[] = "broker [--listen HOST:PORT] [--max-payload BYTES] [OPTIONS]";
+static const char usage[] = "broker [--config FILE] [--check-config] [--listen HOST:PORT] [OPTIONS]";
 
 static void help(void)
 {
@@ -34,6 +34,11 @@ static void help(void)
            "The vigil pub/sub broker. Fans MSG_TYPE1/MSG_TYPE2 messages from publishers\n"
            "to the subscribers of their topic; one thread per connection.\n\n"
            "Options:\n"
+           "  --config FILE, -c FILE read settings from FILE: one 'key value' a line,\n"
+           "                         each key the name of a flag below without '--'\n"
+           "                         (vigil-broker.conf(5)); flags given here win\n"
+           "  --check-config, -t     check the settings (and the token file) and exit:\n"
+           "                         0 if valid, 2 if not; binds nothing\n"
            "  --listen HOST:PORT     address to listen on (default %s; port 0 picks a\n"
            "                         free port, named in the first log line)\n"
            "  --max-payload BYTES    largest message payload accepted (default 1MiB;\n"
@@ -80,7 +85,11 @@ static void help(void)
     vg_cli_common_help();
     printf("\nLogs go to stderr, one event per line (level=... event=... key=value).\n"
            "SIGINT or SIGTERM: stop accepting, close clients cleanly, exit 0.\n"
-           "SIGHUP: logged (event=sighup); nothing is reloaded yet.\n");
+           "SIGHUP: reload FILE and the token file: the log level, the token (for new\n"
+           "connections), --allow-unauthenticated, --max-connections, --max-subs,\n"
+           "--max-topic-length, --max-topic-tokens, --handshake-timeout and\n"
+           "--stats-interval change at once (event=reloaded); the others need a restart\n"
+           "(event=reload_skipped); an invalid file changes nothing (event=reload_failed).\n");
 }
 
 /* ---- fitting --max-connections to the machine (limits_fit.h) ---- */
