@@ -173,6 +173,8 @@ vg_status vg_server_open(vg_server *srv, const vg_broker_config *cfg)
 {
     memset(srv, 0, sizeof *srv);
     srv->cfg = *cfg;
+    srv->cfg.token = NULL; /* the copy below is the one in force */
+    srv->cfg.token_len = 0;
     srv->listen_fd = -1;
     vg_server_set_limits(srv, cfg);
     pthread_mutex_init(&srv->token_mu, NULL);

@@ -102,7 +102,7 @@ typedef struct {
 typedef void vg_server_hup_fn(void *ud, struct vg_server *srv);
 
 typedef struct vg_server {
-    vg_broker_config cfg; /* as at start: cfg.token is not owned and may be gone */
+    vg_broker_config cfg; /* as at start, but cfg.token is NULL: see token */
     vg_server_live live;
     pthread_mutex_t token_mu; /* guards token, token_len: a leaf */
     char *token;              /* owned; NULL: no authentication */
