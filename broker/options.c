@@ -13,7 +13,7 @@
 #define DAY_MS (86400ll * 1000)
 
 /* How a value is parsed, shown and copied. The plain kinds name a field
- * by offset and width; VG_OPT_CUSTOM has functions of its own. */
+ * by offset and width; KIND_CUSTOM has functions of its own. */
 typedef enum {
     KIND_COUNT,   /* a decimal integer in [min, max] (vg_parse_int) */
     KIND_BYTES,   /* a byte count in [min, max] (vg_parse_bytes) */
@@ -81,8 +81,6 @@ static const char *show_fsync(const vg_broker_settings *s, char *buf, size_t cap
     return buf;
 }
 
-static const char *const level_names[] = {"error", "warn", "info", "debug"};
-
 static const char *parse_log_level(vg_broker_settings *s, const char *v)
 {
     if (!vg_log_parse_level(v, &s->log_level))
@@ -93,7 +91,7 @@ static const char *parse_log_level(vg_broker_settings *s, const char *v)
 static const char *show_log_level(const vg_broker_settings *s, char *buf, size_t cap)
 {
     (void)buf, (void)cap;
-    return level_names[s->log_level];
+    return vg_log_level_name(s->log_level);
 }
 
 #define FIELD(f) offsetof(vg_broker_settings, f), sizeof(((vg_broker_settings *)0)->f)
@@ -363,7 +361,7 @@ void vg_opts_take(vg_broker_settings *dst, vg_broker_settings *src, size_t i)
         free(old);
         memcpy(d, &moved, sizeof moved);
         memcpy(from, &none, sizeof none);
-    } else if (o->kind == KIND_CUSTOM && o->parse == parse_fsync) {
+    } else if (o->kind == KIND_CUSTOM && o->parse == parse_fsync) { /* two fields */
         dst->cfg.fsync = src->cfg.fsync;
         dst->cfg.fsync_interval_ms = src->cfg.fsync_interval_ms;
     } else {

@@ -16,10 +16,7 @@ void vg_log_set_level(vg_log_level level)
     atomic_store_explicit(&current_level, (int)level, memory_order_relaxed);
 }
 
-vg_log_level vg_log_level_now(void)
-{
-    return (vg_log_level)atomic_load_explicit(&current_level, memory_order_relaxed);
-}
+const char *vg_log_level_name(vg_log_level level) { return level_names[level]; }
 
 bool vg_log_enabled(vg_log_level level)
 {
