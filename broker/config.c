@@ -154,9 +154,13 @@ bool vg_config_auth(const vg_broker_settings *s, const vg_addr *listen, char **t
     e->flag = false;
     if (vg_token_load(s->token_file, "VIGIL_AUTH_TOKEN", token, &why) != VG_OK) {
         char q[300];
-        const char *src = s->token_file != NULL ? s->token_file : "VIGIL_AUTH_TOKEN";
-        snprintf(e->text, sizeof e->text, "reason=auth_token source=%s error=\"%s\"",
-                 vg_log_quote(q, sizeof q, src, strlen(src)), why);
+        if (s->token_file != NULL)
+            snprintf(e->text, sizeof e->text,
+                     "reason=auth_token source=--auth-token-file file=%s error=\"%s\"",
+                     vg_log_quote(q, sizeof q, s->token_file, strlen(s->token_file)), why);
+        else
+            snprintf(e->text, sizeof e->text,
+                     "reason=auth_token source=VIGIL_AUTH_TOKEN error=\"%s\"", why);
         return false;
     }
     if (*token != NULL || vg_addr_is_loopback(listen) || s->allow_unauth)

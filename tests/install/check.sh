@@ -66,6 +66,9 @@ else
 fi
 
 # The installed programs, against each other; flags win over the file's data-dir.
+# The log exists before the broker does: the background job's redirection
+# may not have made it yet when the loop below first reads it.
+: >"$tmp/broker.log"
 "$prefix/bin/vigil-broker" --config "$conf" --listen 127.0.0.1:0 --data-dir "$tmp/data" 2>"$tmp/broker.log" &
 bpid=$!
 port=
