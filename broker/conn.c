@@ -136,8 +136,10 @@ static int64_t on_tick(void *ud, int64_t now)
     vg_queue_tick(c);
     if (c->match != NULL) /* references to subscribers that left go */
         vg_sublist_cache_sweep(c->match);
-    if (!c->connected && srv->cfg.handshake_timeout_ms > 0) {
-        int64_t limit = srv->cfg.handshake_timeout_ms;
+    int64_t handshake_ms =
+        atomic_load_explicit(&srv->live.handshake_timeout_ms, memory_order_relaxed);
+    if (!c->connected && handshake_ms > 0) {
+        int64_t limit = handshake_ms;
         int64_t bound = vg_keepalive_bound_ms(&srv->cfg.keepalive);
         if (bound > 0 && bound < limit)
             limit = bound;

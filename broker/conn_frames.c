@@ -79,14 +79,16 @@ static void sub_free(conn_sub *s)
 
 static void handle_sub(vg_conn *c, const vg_frame *f)
 {
-    const vg_broker_config *cfg = &c->srv->cfg;
+    vg_server_live *live = &c->srv->live; /* reloadable (server.h) */
+    size_t max_len = atomic_load_explicit(&live->topic_max_len, memory_order_relaxed);
+    size_t max_tokens = atomic_load_explicit(&live->topic_max_tokens, memory_order_relaxed);
+    size_t max_subs = atomic_load_explicit(&live->max_subs, memory_order_relaxed);
     const char *why;
     if (f->sid == 0) {
         vg_conn_send_err(c, VG_E_BAD_FRAME, "sid 0 is reserved", 0);
         return;
     }
-    if (vg_subject_check(f->topic, f->topic_len, cfg->topic_max_len, cfg->topic_max_tokens,
-                         &why) != VG_OK) {
+    if (vg_subject_check(f->topic, f->topic_len, max_len, max_tokens, &why) != VG_OK) {
         vg_conn_send_err(c, VG_E_BAD_TOPIC, why, f->sid);
         return;
     }
@@ -94,10 +96,10 @@ static void handle_sub(vg_conn *c, const vg_frame *f)
         vg_conn_send_err(c, VG_E_DUPLICATE_SID, "sid already in use on this connection", f->sid);
         return;
     }
-    if (vg_subindex_count(c->subs) >= cfg->max_subs) {
+    if (vg_subindex_count(c->subs) >= max_subs) {
         if (!c->warned_subs)
             vg_log(VG_LOG_WARN, "limit", "what=subscriptions client=%llu addr=%s max_subs=%zu",
-                   (unsigned long long)c->id, c->addr, cfg->max_subs);
+                   (unsigned long long)c->id, c->addr, max_subs);
         c->warned_subs = true;
         vg_conn_send_err(c, VG_E_LIMIT, "too many subscriptions", f->sid);
         return;
@@ -220,8 +222,7 @@ static void handle_connect(vg_conn *c, const vg_frame *f)
     }
     vg_log_quote(c->name, sizeof c->name, f->name, f->name_len);
     const vg_broker_config *cfg = &c->srv->cfg;
-    if (cfg->token != NULL &&
-        !vg_token_equal(cfg->token, cfg->token_len, f->token, f->token_len)) {
+    if (!vg_server_token_ok(c->srv, f->token, f->token_len)) {
         vg_conn_send_err(c, VG_E_AUTH, "authentication failed", 0); /* the same for missing and wrong */
         return;
     }
@@ -292,7 +293,10 @@ static bool publish_ok(vg_conn *c, const vg_frame *f)
         vg_conn_send_err(c, VG_E_TOO_LARGE, "payload exceeds max_payload", 0);
         return false;
     }
-    if (vg_topic_check(f->topic, f->topic_len, cfg->topic_max_len, cfg->topic_max_tokens,
+    vg_server_live *live = &c->srv->live; /* reloadable (server.h) */
+    if (vg_topic_check(f->topic, f->topic_len,
+                       atomic_load_explicit(&live->topic_max_len, memory_order_relaxed),
+                       atomic_load_explicit(&live->topic_max_tokens, memory_order_relaxed),
                        &why) != VG_OK) {
         vg_conn_send_err(c, VG_E_BAD_TOPIC, why, 0);
         return false;

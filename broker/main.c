@@ -1,6 +1,5 @@
 /* broker: the vigil message broker. */
 #include <dirent.h>
-#include <getopt.h>
 #include <limits.h>
 #include <linux/capability.h>
 #include <stdbool.h>
@@ -16,16 +15,18 @@
 
 #include "args.h"
 #include "cli.h"
+#include "config.h"
 #include "limits_fit.h"
 #include "log.h"
 #include "memory.h"
 #include "proto.h"
 #include "server.h"
 #include "sock.h"
+#include "options.h"
 #include "token.h"
 #include "version.h"
 
-static const char usage[] = "broker [--listen HOST:PORT] [--max-payload BYTES] [OPTIONS]";
+static const char usage[] = "broker [--config FILE] [--check-config] [--listen HOST:PORT] [OPTIONS]";
 
 static void help(void)
 {
@@ -33,6 +34,11 @@ static void help(void)
            "The vigil pub/sub broker. Fans MSG_TYPE1/MSG_TYPE2 messages from publishers\n"
            "to the subscribers of their topic; one thread per connection.\n\n"
            "Options:\n"
+           "  --config FILE, -c FILE read settings from FILE: one 'key value' a line,\n"
+           "                         each key the name of a flag below without '--'\n"
+           "                         (vigil-broker.conf(5)); flags given here win\n"
+           "  --check-config, -t     check the settings (and the token file) and exit:\n"
+           "                         0 if valid, 2 if not; binds nothing\n"
            "  --listen HOST:PORT     address to listen on (default %s; port 0 picks a\n"
            "                         free port, named in the first log line)\n"
            "  --max-payload BYTES    largest message payload accepted (default 1MiB;\n"
@@ -79,7 +85,11 @@ static void help(void)
     vg_cli_common_help();
     printf("\nLogs go to stderr, one event per line (level=... event=... key=value).\n"
            "SIGINT or SIGTERM: stop accepting, close clients cleanly, exit 0.\n"
-           "SIGHUP: logged (event=sighup); nothing is reloaded yet.\n");
+           "SIGHUP: reload FILE and the token file: the log level, the token (for new\n"
+           "connections), --allow-unauthenticated, --max-connections, --max-subs,\n"
+           "--max-topic-length, --max-topic-tokens, --handshake-timeout and\n"
+           "--stats-interval change at once (event=reloaded); the others need a restart\n"
+           "(event=reload_skipped); an invalid file changes nothing (event=reload_failed).\n");
 }
 
 /* ---- fitting --max-connections to the machine (limits_fit.h) ---- */
@@ -263,16 +273,20 @@ static const char *room_str(uint64_t room, char *buf, size_t cap)
 
 /* Lowers cfg->max_connections to what the machine allows, so that a client
  * past it gets ERR limit rather than a close without an answer. Says so once:
- * at warn if the operator asked for more, at info for the default. */
-static void fit_max_connections(vg_broker_config *cfg, bool explicit_limit)
+ * at warn if the operator asked for more, at info for the default. Returns
+ * the room found, the most a reload may raise it to: probed again later,
+ * with this process's own threads and mappings counted as in use, the
+ * room would shrink by what the broker already serves. */
+static size_t fit_max_connections(vg_broker_config *cfg, bool explicit_limit)
 {
     vg_host_limits h;
     probe_host(&h);
     long cpus = sysconf(_SC_NPROCESSORS_CONF);
     /* glibc makes up to 8 arenas per CPU, each at least two mappings. */
     vg_conn_costs costs = vg_limits_costs(BIG_BUFFER_MAPS + 2 * 8 * (uint64_t)(cpus > 0 ? cpus : 1));
-    vg_fit fit;
+    vg_fit fit, room;
     vg_limits_fit(&h, &costs, cfg->max_connections, &fit);
+    vg_limits_fit(&h, &costs, VG_OPT_MAX_CONNECTIONS, &room);
     if (vg_log_enabled(VG_LOG_DEBUG)) {
         char b[VG_LIMIT_COUNT][24];
         const uint64_t *r = fit.room;
@@ -292,210 +306,74 @@ static void fit_max_connections(vg_broker_config *cfg, bool explicit_limit)
                "asked=%zu max_connections=%zu limited_by=%s", cfg->max_connections,
                fit.max_connections, vg_limit_name(fit.limited_by));
     cfg->max_connections = fit.max_connections;
+    return room.max_connections;
 }
 
-/* Loads the token (file, else $VIGIL_AUTH_TOKEN) and applies protected mode:
- * like redis, refuse to serve the network without authentication unless the
- * operator said so. Exits 2 on any problem. */
-static void setup_auth(vg_broker_config *cfg, const char *token_file, bool allow_unauth)
+/* Check-only mode (--check-config, -t): everything but binding and
+ * starting; one line on stderr, exit 0 if valid, 2 if not. */
+static _Noreturn void check_only(const vg_cmdline *cl, vg_broker_settings *s)
 {
+    char q[300];
+    const char *file = cl->file != NULL ? cl->file : "none";
+    vg_log_quote(q, sizeof q, file, strlen(file));
+    vg_config_error e;
     char *token;
-    const char *why;
-    if (vg_token_load(token_file, "VIGIL_AUTH_TOKEN", &token, &why) != VG_OK) {
-        vg_log(VG_LOG_ERROR, "refused_to_start", "reason=auth_token source=%s error=\"%s\"",
-               token_file != NULL ? "--auth-token-file" : "VIGIL_AUTH_TOKEN", why);
+    if (!vg_config_auth(s, &s->cfg.listen, &token, &e)) {
+        vg_log(VG_LOG_ERROR, "config_invalid", "file=%s %s", q, e.text);
         exit(2);
     }
-    cfg->token = token; /* lives as long as the process */
-    cfg->token_len = token != NULL ? strlen(token) : 0;
-    char addr[VG_ADDR_STRLEN];
-    if (token != NULL || vg_addr_is_loopback(&cfg->listen))
-        return;
-    if (!allow_unauth) {
-        vg_log(VG_LOG_ERROR, "refused_to_start",
-               "reason=protected_mode addr=%s hint=\"listening beyond loopback needs "
-               "--auth-token-file (or VIGIL_AUTH_TOKEN), or --allow-unauthenticated\"",
-               vg_addr_format(&cfg->listen, addr));
-        exit(2);
-    }
-    vg_log(VG_LOG_WARN, "unauthenticated", "addr=%s", vg_addr_format(&cfg->listen, addr));
-}
-
-typedef struct {
-    const char *token_file;
-    bool allow_unauth;
-    bool explicit_max_connections;
-} extra_args;
-
-static void parse_args(int argc, char **argv, vg_broker_config *cfg, extra_args *x)
-{
-    enum {
-        OPT_LISTEN = VG_OPT_FIRST_OWN,
-        OPT_MAX_PAYLOAD,
-        OPT_MAX_OUTBOX,
-        OPT_MAX_CONNECTIONS,
-        OPT_MAX_SUBS,
-        OPT_MAX_TOPIC_LENGTH,
-        OPT_MAX_TOPIC_TOKENS,
-        OPT_HANDSHAKE_TIMEOUT,
-        OPT_AUTH_TOKEN_FILE,
-        OPT_ALLOW_UNAUTH,
-        OPT_STATS_INTERVAL,
-        OPT_RETENTION_BYTES,
-        OPT_RETENTION_AGE,
-        OPT_DATA_DIR,
-        OPT_FSYNC,
-        OPT_SEGMENT_BYTES,
-    };
-    static const struct option own[] = {
-        {"listen", required_argument, NULL, OPT_LISTEN},
-        {"max-payload", required_argument, NULL, OPT_MAX_PAYLOAD},
-        {"max-outbox", required_argument, NULL, OPT_MAX_OUTBOX},
-        {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
-        {"max-subs", required_argument, NULL, OPT_MAX_SUBS},
-        {"max-topic-length", required_argument, NULL, OPT_MAX_TOPIC_LENGTH},
-        {"max-topic-tokens", required_argument, NULL, OPT_MAX_TOPIC_TOKENS},
-        {"handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT},
-        {"auth-token-file", required_argument, NULL, OPT_AUTH_TOKEN_FILE},
-        {"allow-unauthenticated", no_argument, NULL, OPT_ALLOW_UNAUTH},
-        {"stats-interval", required_argument, NULL, OPT_STATS_INTERVAL},
-        {"retention-bytes", required_argument, NULL, OPT_RETENTION_BYTES},
-        {"retention-age", required_argument, NULL, OPT_RETENTION_AGE},
-        {"data-dir", required_argument, NULL, OPT_DATA_DIR},
-        {"fsync", required_argument, NULL, OPT_FSYNC},
-        {"segment-bytes", required_argument, NULL, OPT_SEGMENT_BYTES},
-        {NULL, 0, NULL, 0},
-    };
-    int64_t v;
-    struct option opts[VG_CLI_MAX_OPTIONS];
-    vg_cli_merge(opts, own, false);
-    const char *prog = "broker";
-    const char *why;
-    uint64_t bytes;
-    opterr = 0;
-    int o;
-    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (o) {
-        case OPT_LISTEN:
-            if (vg_addr_parse(optarg, &cfg->listen, &why) != VG_OK)
-                vg_usage_error(prog, usage, "--listen %s: %s", optarg, why);
-            break;
-        case OPT_MAX_PAYLOAD:
-            if (!vg_parse_bytes(optarg, 1, 64u << 20, &bytes))
-                vg_usage_error(prog, usage, "--max-payload must be 1 to 64MiB, got '%s'", optarg);
-            cfg->max_payload = bytes;
-            break;
-        case OPT_MAX_OUTBOX:
-            if (!vg_parse_bytes(optarg, 64u << 10, 1ull << 40, &bytes))
-                vg_usage_error(prog, usage, "--max-outbox must be at least 64KiB, got '%s'", optarg);
-            cfg->max_outbox = bytes;
-            break;
-        case OPT_MAX_CONNECTIONS:
-            if (!vg_parse_int(optarg, 1, 1 << 24, &v))
-                vg_usage_error(prog, usage, "--max-connections must be 1 or more, got '%s'", optarg);
-            cfg->max_connections = (size_t)v;
-            x->explicit_max_connections = true;
-            break;
-        case OPT_MAX_SUBS:
-            if (!vg_parse_int(optarg, 1, 1 << 24, &v))
-                vg_usage_error(prog, usage, "--max-subs must be 1 or more, got '%s'", optarg);
-            cfg->max_subs = (size_t)v;
-            break;
-        case OPT_MAX_TOPIC_LENGTH:
-            if (!vg_parse_int(optarg, 1, VG_TOPIC_MAX_LEN, &v))
-                vg_usage_error(prog, usage, "--max-topic-length must be 1 to %d, got '%s'",
-                               VG_TOPIC_MAX_LEN, optarg);
-            cfg->topic_max_len = (size_t)v;
-            break;
-        case OPT_MAX_TOPIC_TOKENS:
-            if (!vg_parse_int(optarg, 1, VG_TOPIC_MAX_LEN, &v))
-                vg_usage_error(prog, usage, "--max-topic-tokens must be 1 or more, got '%s'", optarg);
-            cfg->topic_max_tokens = (size_t)v;
-            break;
-        case OPT_HANDSHAKE_TIMEOUT:
-            if (!vg_parse_seconds(optarg, 3600 * 1000, &v) || v == 0)
-                vg_usage_error(prog, usage, "--handshake-timeout must be positive seconds, got '%s'",
-                               optarg);
-            cfg->handshake_timeout_ms = v;
-            break;
-        case OPT_AUTH_TOKEN_FILE:
-            x->token_file = optarg;
-            break;
-        case OPT_ALLOW_UNAUTH:
-            x->allow_unauth = true;
-            break;
-        case OPT_STATS_INTERVAL:
-            if (!vg_parse_seconds(optarg, 86400 * 1000, &v))
-                vg_usage_error(prog, usage, "--stats-interval must be decimal seconds, got '%s'",
-                               optarg);
-            cfg->stats_interval_ms = v;
-            break;
-        case OPT_RETENTION_BYTES:
-            if (!vg_parse_bytes(optarg, 1u << 20, 1ull << 44, &bytes))
-                vg_usage_error(prog, usage, "--retention-bytes must be at least 1MiB, got '%s'",
-                               optarg);
-            cfg->retention_bytes = bytes;
-            break;
-        case OPT_RETENTION_AGE:
-            if (!vg_parse_seconds(optarg, 365ll * 86400 * 1000, &v))
-                vg_usage_error(prog, usage, "--retention-age must be decimal seconds, got '%s'",
-                               optarg);
-            cfg->retention_age_ms = v;
-            break;
-        case OPT_DATA_DIR:
-            if (optarg[0] == 0)
-                vg_usage_error(prog, usage, "--data-dir must name a directory");
-            cfg->data_dir = optarg;
-            break;
-        case OPT_FSYNC:
-            if (strcmp(optarg, "always") == 0) {
-                cfg->fsync = VG_FSYNC_ALWAYS;
-            } else if (strcmp(optarg, "never") == 0) {
-                cfg->fsync = VG_FSYNC_NEVER;
-            } else if (strncmp(optarg, "interval=", 9) == 0 &&
-                       vg_parse_int(optarg + 9, 1, 3600 * 1000, &v)) {
-                cfg->fsync = VG_FSYNC_INTERVAL;
-                cfg->fsync_interval_ms = (int)v;
-            } else {
-                vg_usage_error(prog, usage,
-                               "--fsync must be always, interval=MS or never, got '%s'", optarg);
-            }
-            break;
-        case OPT_SEGMENT_BYTES:
-            if (!vg_parse_bytes(optarg, VG_STORE_SEGMENT_MIN, 1u << 30, &bytes))
-                vg_usage_error(prog, usage, "--segment-bytes must be 64KiB to 1GiB, got '%s'",
-                               optarg);
-            cfg->segment_bytes = bytes;
-            break;
-        default:
-            if (!vg_cli_common_option(o, optarg, &cfg->keepalive, prog, usage, help))
-                vg_usage_error(prog, usage, "unknown or incomplete option '%s'", argv[optind - 1]);
-        }
-    }
-    vg_cli_check_keepalive(&cfg->keepalive, prog, usage);
-    if (optind < argc)
-        vg_usage_error(prog, usage, "unexpected argument '%s'", argv[optind]);
+    if (token != NULL)
+        memset(token, 0, strlen(token));
+    free(token);
+    if (!vg_log_enabled(VG_LOG_INFO))
+        vg_log_set_level(VG_LOG_INFO); /* the one line is always said */
+    vg_log(VG_LOG_INFO, "config_ok", "file=%s", q);
+    vg_opts_free(s);
+    exit(0);
 }
 
 int main(int argc, char **argv)
 {
     bool tuned = vg_memory_tune(); /* before any thread, any allocation worth the name */
-    vg_broker_config cfg;
-    vg_broker_config_defaults(&cfg);
-    extra_args x = {0};
-    parse_args(argc, argv, &cfg, &x);
+    vg_cmdline cl;
+    vg_cmdline_parse(&cl, argc, argv, usage, help);
+    vg_broker_settings settings; /* in force for the life of the process (reload.c) */
+    vg_config_error e;
+    if (!vg_config_build(&cl, &settings, &e)) {
+        if (e.flag)
+            vg_usage_error("broker", usage, "%s", e.text);
+        vg_log(VG_LOG_ERROR, "config_invalid", "%s", e.text);
+        exit(2);
+    }
+    vg_log_set_level(settings.log_level);
+    if (cl.check)
+        check_only(&cl, &settings);
     if (!tuned) /* not glibc's malloc: a sanitizer's, or one preloaded */
         vg_log(VG_LOG_INFO, "memory_tune_failed",
                "detail=\"mallopt refused: memory freed after a spike may stay resident\"");
-    setup_auth(&cfg, x.token_file, x.allow_unauth);
-    fit_max_connections(&cfg, x.explicit_max_connections);
+    vg_broker_config cfg = settings.cfg;
+    char *token;
+    if (!vg_config_auth(&settings, &cfg.listen, &token, &e)) {
+        vg_log(VG_LOG_ERROR, "refused_to_start", "%s", e.text);
+        exit(2);
+    }
+    cfg.token = token; /* vg_server_open copies it */
+    cfg.token_len = token != NULL ? strlen(token) : 0;
+    char addr[VG_ADDR_STRLEN];
+    if (token == NULL && !vg_addr_is_loopback(&cfg.listen))
+        vg_log(VG_LOG_WARN, "unauthenticated", "addr=%s", vg_addr_format(&cfg.listen, addr));
+    vg_reload_ctx reload = {.cl = &cl, .running = &settings};
+    reload.connection_room =
+        fit_max_connections(&cfg, settings.source[vg_opts_find("max-connections",
+                                                               strlen("max-connections"))] !=
+                                      VG_OPT_SRC_DEFAULT);
 
     /* Every thread inherits this mask; the signals arrive only through the signalfd. */
     sigset_t stop;
     sigemptyset(&stop);
     sigaddset(&stop, SIGINT);
     sigaddset(&stop, SIGTERM);
-    sigaddset(&stop, SIGHUP); /* logged, not fatal (vg_server_run) */
+    sigaddset(&stop, SIGHUP); /* a reload, not fatal (vg_server_run) */
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
     int rc = 1;
@@ -508,7 +386,7 @@ int main(int argc, char **argv)
     vg_server srv;
     if (vg_server_open(&srv, &cfg) != VG_OK)
         goto fail_signalfd;
-    vg_server_run(&srv, stop_fd, 5000);
+    vg_server_run(&srv, stop_fd, 5000, vg_config_reload, &reload);
     vg_server_close(&srv);
     vg_log(VG_LOG_INFO, "stopped", NULL);
     rc = 0;
@@ -516,6 +394,10 @@ int main(int argc, char **argv)
 fail_signalfd:
     close(stop_fd);
 fail:
-    free((char *)cfg.token);
+    if (token != NULL)
+        memset(token, 0, strlen(token));
+    free(token);
+    vg_opts_free(&settings);
+    vg_cmdline_free(&cl);
     return rc;
 }

@@ -258,8 +258,10 @@ void vg_reader_drop_pos(vg_conn *c, uint64_t sid)
 
 void vg_reader_on_pos(vg_conn *c, const vg_frame *f)
 {
-    const vg_broker_config *cfg = &c->srv->cfg;
-    if (vg_topic_check(f->topic, f->topic_len, cfg->topic_max_len, cfg->topic_max_tokens,
+    vg_server_live *live = &c->srv->live; /* reloadable (server.h) */
+    if (vg_topic_check(f->topic, f->topic_len,
+                       atomic_load_explicit(&live->topic_max_len, memory_order_relaxed),
+                       atomic_load_explicit(&live->topic_max_tokens, memory_order_relaxed),
                        NULL) != VG_OK)
         return; /* no topic the broker could have: nothing to resume */
     conn_pos *p = find_pos(c, f->sid, f->topic, f->topic_len);

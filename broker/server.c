@@ -20,6 +20,7 @@
 #include "memory.h"
 #include "proto.h"
 #include "stats.h"
+#include "token.h"
 
 #define ACCEPT_BACKOFF_MS 100
 #define RESUME_CHECK_MS 1000
@@ -128,11 +129,64 @@ void vg_broker_config_defaults(vg_broker_config *cfg)
 #endif
 }
 
+void vg_server_set_limits(vg_server *srv, const vg_broker_config *cfg)
+{
+    vg_server_live *l = &srv->live;
+    atomic_store_explicit(&l->max_connections, cfg->max_connections, memory_order_relaxed);
+    atomic_store_explicit(&l->max_subs, cfg->max_subs, memory_order_relaxed);
+    atomic_store_explicit(&l->topic_max_len, cfg->topic_max_len, memory_order_relaxed);
+    atomic_store_explicit(&l->topic_max_tokens, cfg->topic_max_tokens, memory_order_relaxed);
+    atomic_store_explicit(&l->handshake_timeout_ms, cfg->handshake_timeout_ms,
+                          memory_order_relaxed);
+    atomic_store_explicit(&l->stats_interval_ms, cfg->stats_interval_ms, memory_order_relaxed);
+}
+
+bool vg_server_token_ok(vg_server *srv, const char *got, size_t len)
+{
+    pthread_mutex_lock(&srv->token_mu);
+    bool ok = srv->token == NULL || vg_token_equal(srv->token, srv->token_len, got, len);
+    pthread_mutex_unlock(&srv->token_mu);
+    return ok;
+}
+
+void vg_server_set_token(vg_server *srv, char *token)
+{
+    pthread_mutex_lock(&srv->token_mu);
+    char *old = srv->token;
+    size_t old_len = srv->token_len;
+    srv->token = token;
+    srv->token_len = token != NULL ? strlen(token) : 0;
+    pthread_mutex_unlock(&srv->token_mu);
+    if (old != NULL) /* no thread can be comparing it any more */
+        memset(old, 0, old_len);
+    free(old);
+}
+
+/* Undoes the token's part of vg_server_open, for its failure paths. */
+static void forget_token(vg_server *srv)
+{
+    vg_server_set_token(srv, NULL);
+    pthread_mutex_destroy(&srv->token_mu);
+}
+
 vg_status vg_server_open(vg_server *srv, const vg_broker_config *cfg)
 {
     memset(srv, 0, sizeof *srv);
     srv->cfg = *cfg;
+    srv->cfg.token = NULL; /* the copy below is the one in force */
+    srv->cfg.token_len = 0;
     srv->listen_fd = -1;
+    vg_server_set_limits(srv, cfg);
+    pthread_mutex_init(&srv->token_mu, NULL);
+    if (cfg->token != NULL) {
+        srv->token = strdup(cfg->token);
+        if (srv->token == NULL) {
+            pthread_mutex_destroy(&srv->token_mu);
+            vg_log(VG_LOG_ERROR, "start_failed", "error=\"out of memory\"");
+            return VG_ERR_NOMEM;
+        }
+        srv->token_len = strlen(srv->token);
+    }
     char want[VG_ADDR_STRLEN];
     vg_addr_format(&cfg->listen, want);
     /* As deep as the kernel allows (net.core.somaxconn): thousands of clients
@@ -140,6 +194,7 @@ vg_status vg_server_open(vg_server *srv, const vg_broker_config *cfg)
      * SYN retransmission (docs/liveness.md). */
     if (vg_listen(&cfg->listen, 65535, &srv->listen_fd) != VG_OK) {
         vg_log(VG_LOG_ERROR, "listen_failed", "addr=%s error=\"%s\"", want, strerror(errno));
+        forget_token(srv);
         return VG_ERR_IO;
     }
     srv->subs = vg_sublist_create(vg_conn_retain, vg_conn_release_member);
@@ -168,6 +223,7 @@ vg_status vg_server_open(vg_server *srv, const vg_broker_config *cfg)
             vg_dedupe_destroy(srv->dedupe);
             vg_durables_destroy(srv->durables);
             close(srv->listen_fd);
+            forget_token(srv);
             return VG_ERR_IO;
         }
         vg_store_hooks hooks = {.ud = srv, .released = on_released, .wake = on_wake};
@@ -220,6 +276,7 @@ fail_subs:
     vg_sublist_destroy(srv->subs);
 fail_listen:
     close(srv->listen_fd);
+    forget_token(srv);
     vg_log(VG_LOG_ERROR, "start_failed", "error=\"out of memory\"");
     return VG_ERR_NOMEM;
 }
@@ -231,7 +288,8 @@ static bool admit(vg_server *srv)
     pthread_mutex_lock(&srv->mu);
     size_t n = srv->nconns;
     pthread_mutex_unlock(&srv->mu);
-    bool ok = n < srv->cfg.max_connections;
+    size_t max = atomic_load_explicit(&srv->live.max_connections, memory_order_relaxed);
+    bool ok = n < max;
     if (ok == !srv->at_limit)
         return ok; /* no change of state */
     if (ok)
@@ -239,7 +297,7 @@ static bool admit(vg_server *srv)
                (unsigned long long)srv->refused);
     else
         vg_log(VG_LOG_WARN, "connection_limit", "state=reached connections=%zu max_connections=%zu",
-               n, srv->cfg.max_connections);
+               n, max);
     srv->at_limit = !ok;
     srv->refused = 0;
     return ok;
@@ -300,7 +358,8 @@ static void wait_drained(vg_server *srv, int drain_ms)
 static int64_t publish_stats(vg_server *srv, int64_t due, int64_t now, vg_buf *frame,
                              vg_sublist_cache **cache)
 {
-    if (srv->cfg.stats_interval_ms <= 0)
+    int64_t interval = atomic_load_explicit(&srv->live.stats_interval_ms, memory_order_relaxed);
+    if (interval <= 0)
         return INT64_MAX;
     if (now < due)
         return due;
@@ -308,12 +367,13 @@ static int64_t publish_stats(vg_server *srv, int64_t due, int64_t now, vg_buf *f
     size_t n = vg_stats_json(srv, now, json, sizeof json);
     if (n > 0 && vg_conn_publish_system(srv, VG_STATS_TOPIC, json, n, frame, cache) != VG_OK)
         vg_log(VG_LOG_WARN, "stats_failed", "error=\"out of memory\"");
-    return now + srv->cfg.stats_interval_ms;
+    return now + interval;
 }
 
 /* Reads the signals that arrived; returns true for a stop (SIGINT,
- * SIGTERM, or a readable pipe in tests), false after a SIGHUP. */
-static bool read_signals(int sig_fd)
+ * SIGTERM, or a readable pipe in tests), false after a SIGHUP, which it
+ * hands to hup. */
+static bool read_signals(vg_server *srv, int sig_fd, vg_server_hup_fn *hup, void *ud)
 {
     struct signalfd_siginfo si;
     ssize_t n = read(sig_fd, &si, sizeof si);
@@ -321,7 +381,10 @@ static bool read_signals(int sig_fd)
         return true; /* a pipe, or EOF: stop */
     if (si.ssi_signo != SIGHUP)
         return true;
-    vg_log(VG_LOG_INFO, "sighup", "action=none detail=\"nothing is reloadable yet; use SIGTERM to stop\"");
+    if (hup != NULL)
+        hup(ud, srv);
+    else
+        vg_log(VG_LOG_INFO, "sighup", "action=none");
     return false;
 }
 
@@ -361,7 +424,7 @@ static void check_resume(vg_server *srv, int tfd, int64_t *offset)
     vg_conn_wake_all(srv);
 }
 
-void vg_server_run(vg_server *srv, int sig_fd, int drain_ms)
+void vg_server_run(vg_server *srv, int sig_fd, int drain_ms, vg_server_hup_fn *hup, void *ud)
 {
     bool warned = false;
     int tfd = resume_timer();
@@ -371,7 +434,8 @@ void vg_server_run(vg_server *srv, int sig_fd, int drain_ms)
                           {.fd = tfd, .events = POLLIN}};
     vg_buf frame = {0};
     vg_sublist_cache *match = NULL; /* this thread's, for $SYS.stats */
-    int64_t stats_due = srv->started_ms + srv->cfg.stats_interval_ms;
+    int64_t interval = atomic_load_explicit(&srv->live.stats_interval_ms, memory_order_relaxed);
+    int64_t stats_due = srv->started_ms + interval;
     vg_memory_idle idle = {0};
     int64_t expire_due = 0;
     if (tfd >= 0)
@@ -401,8 +465,15 @@ void vg_server_run(vg_server *srv, int sig_fd, int drain_ms)
         int n = poll(p, 3, vg_poll_timeout(wake, now));
         if (n < 0 && errno != EINTR)
             break;
-        if (n > 0 && p[1].revents && read_signals(sig_fd))
-            break;
+        if (n > 0 && p[1].revents) {
+            if (read_signals(srv, sig_fd, hup, ud))
+                break;
+            /* A reloaded interval counts from now (this thread alone writes it). */
+            int64_t was = interval;
+            interval = atomic_load_explicit(&srv->live.stats_interval_ms, memory_order_relaxed);
+            if (interval != was)
+                stats_due = interval > 0 ? vg_now_ms() + interval : INT64_MAX;
+        }
         if (n > 0 && (p[2].revents & POLLIN))
             check_resume(srv, tfd, &offset);
         if ((n > 0 && p[0].revents) || !p[0].events)
@@ -442,6 +513,7 @@ void vg_server_close(vg_server *srv)
     vg_dedupe_destroy(srv->dedupe);
     vg_durables_destroy(srv->durables);
     pthread_mutex_destroy(&srv->dedupe_mu);
+    forget_token(srv);
     pthread_attr_destroy(&srv->thread_attr);
     pthread_cond_destroy(&srv->drained);
     pthread_mutex_destroy(&srv->mu);

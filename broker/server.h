@@ -13,7 +13,8 @@
  * (qgroup.h): the registry's lock, then a group's mutex, then a topic
  * log's lock, a connection's inbox mutex and the durable table's (leaves);
  * a group's mutex is never taken under dedupe_mu, a log's lock, an
- * outbox's, the subscription table's or the store's. */
+ * outbox's, the subscription table's or the store's. token_mu is a leaf,
+ * held only to compare or swap the token. */
 #ifndef VG_SERVER_H
 #define VG_SERVER_H
 
@@ -81,9 +82,31 @@ typedef struct {
 } vg_server_stats;
 
 struct vg_conn;
+struct vg_server;
+
+/* The limits a SIGHUP may change while connection threads read them
+ * (reload.c): read them here, with relaxed loads, never from cfg, which
+ * keeps the values at start. Each is read once per check, so a reload
+ * between two reads of a pair (topic length and tokens) gives two valid
+ * limits, each old or new. */
+typedef struct {
+    _Atomic size_t max_connections; /* accept thread */
+    _Atomic size_t max_subs;        /* at each SUB */
+    _Atomic size_t topic_max_len;   /* at each SUB and MSG */
+    _Atomic size_t topic_max_tokens;
+    _Atomic int64_t handshake_timeout_ms; /* while a connection waits for CONNECT */
+    _Atomic int64_t stats_interval_ms;    /* accept thread, at the next publication */
+} vg_server_live;
+
+/* Called by vg_server_run on its own thread for each SIGHUP. */
+typedef void vg_server_hup_fn(void *ud, struct vg_server *srv);
 
 typedef struct vg_server {
-    vg_broker_config cfg;
+    vg_broker_config cfg; /* as at start, but cfg.token is NULL: see token */
+    vg_server_live live;
+    pthread_mutex_t token_mu; /* guards token, token_len: a leaf */
+    char *token;              /* owned; NULL: no authentication */
+    size_t token_len;
     int listen_fd;
     char listen_str[VG_ADDR_STRLEN];
     vg_sublist *subs;     /* who subscribes to what (sublist.h) */
@@ -115,15 +138,31 @@ typedef struct vg_server {
 /* Fills cfg with defaults (127.0.0.1:7222, 1 MiB payloads, ...). */
 void vg_broker_config_defaults(vg_broker_config *cfg);
 
-/* Binds and listens; logs event=listening with the bound address. On failure
- * logs the reason and returns VG_ERR_IO (or VG_ERR_NOMEM). */
+/* Binds and listens; logs event=listening with the bound address. Copies
+ * cfg->token. On failure logs the reason and returns VG_ERR_IO (or
+ * VG_ERR_NOMEM). */
 vg_status vg_server_open(vg_server *srv, const vg_broker_config *cfg);
 
 /* Accepts connections until sig_fd, a signalfd for SIGINT, SIGTERM and
  * SIGHUP (or a pipe, which counts as a stop when readable), says stop;
  * then closes every client cleanly (waiting up to drain_ms) and returns.
- * SIGHUP is logged and changes nothing. */
-void vg_server_run(vg_server *srv, int sig_fd, int drain_ms);
+ * A SIGHUP calls hup(ud, srv) on this thread (reload.c); with hup NULL it is
+ * logged and changes nothing. */
+void vg_server_run(vg_server *srv, int sig_fd, int drain_ms, vg_server_hup_fn *hup, void *ud);
+
+/* Whether a client that presented got (len bytes; NULL: none) may connect:
+ * true without a token, else if it matches, compared under token_mu so that
+ * a reload cannot free the token mid-comparison. */
+bool vg_server_token_ok(vg_server *srv, const char *got, size_t len);
+
+/* Replaces the token (NULL: no authentication) for connections that
+ * authenticate from now on; takes ownership of token (malloc'd) and frees
+ * the old one, wiped. Connected clients are not asked again. */
+void vg_server_set_token(vg_server *srv, char *token);
+
+/* Stores the reloadable limits of cfg (the fields of vg_server_live) for
+ * the threads to read from now on. */
+void vg_server_set_limits(vg_server *srv, const vg_broker_config *cfg);
 
 /* Frees what vg_server_open made. Every connection must have ended. */
 void vg_server_close(vg_server *srv);

@@ -1,18 +1,28 @@
 #include "log.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
-static vg_log_level current_level = VG_LOG_INFO;
+/* Atomic: the broker changes it on SIGHUP while its threads log. */
+static _Atomic int current_level = VG_LOG_INFO;
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
-void vg_log_set_level(vg_log_level level) { current_level = level; }
+void vg_log_set_level(vg_log_level level)
+{
+    atomic_store_explicit(&current_level, (int)level, memory_order_relaxed);
+}
 
-bool vg_log_enabled(vg_log_level level) { return level <= current_level; }
+const char *vg_log_level_name(vg_log_level level) { return level_names[level]; }
+
+bool vg_log_enabled(vg_log_level level)
+{
+    return (int)level <= atomic_load_explicit(&current_level, memory_order_relaxed);
+}
 
 bool vg_log_parse_level(const char *name, vg_log_level *out)
 {

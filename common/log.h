@@ -8,7 +8,10 @@
 
 typedef enum { VG_LOG_ERROR, VG_LOG_WARN, VG_LOG_INFO, VG_LOG_DEBUG } vg_log_level;
 
+/* The level may be changed while other threads log (the broker's SIGHUP). */
 void vg_log_set_level(vg_log_level level);
+/* "error", "warn", "info" or "debug", as vg_log_parse_level reads them. */
+const char *vg_log_level_name(vg_log_level level);
 bool vg_log_enabled(vg_log_level level);
 
 /* Parses "error", "warn", "info" or "debug"; returns false on anything else. */

@@ -1,10 +1,13 @@
 #!/bin/sh
 # test_install: `cmake --install` of BUILD_DIR into a temporary prefix puts
 # every file in place, each man page names every option its program's
-# --help does, the systemd unit names the installed binary (and passes
-# `systemd-analyze verify` where that is installed), and the installed
-# programs work: a broker with a data dir, a message published to it and
-# read back from the log.
+# --help does, the configuration file and its man page name every key (each
+# broker flag but --help, --version, --config and --check-config) and the
+# file passes --check-config, the systemd unit names the installed binary
+# and configuration file (and passes `systemd-analyze verify` where that is
+# installed), and the installed programs work: a broker started with the
+# installed file and flags overriding its data dir, a message published to
+# it and read back from the log.
 #   usage: check.sh BUILD_DIR
 set -eu
 build=$1
@@ -23,8 +26,11 @@ fail() {
 prefix=$tmp/usr
 cmake --install "$build" --prefix "$prefix" >"$tmp/install.log" || fail "cmake --install failed: $(cat "$tmp/install.log")"
 unit=$prefix/lib/systemd/system/vigil-broker.service
+conf=$prefix/etc/vigil/broker.conf
+conf_page=$prefix/share/man/man5/vigil-broker.conf.5
 for f in bin/vigil-broker bin/vigil-pub bin/vigil-sub share/man/man1/vigil-broker.1 \
-    share/man/man1/vigil-pub.1 share/man/man1/vigil-sub.1 lib/systemd/system/vigil-broker.service; do
+    share/man/man1/vigil-pub.1 share/man/man1/vigil-sub.1 lib/systemd/system/vigil-broker.service \
+    etc/vigil/broker.conf share/man/man5/vigil-broker.conf.5; do
     [ -e "$prefix/$f" ] || fail "not installed: $f"
 done
 
@@ -37,15 +43,33 @@ for p in broker pub sub; do
     done
 done
 
-grep -q "^ExecStart=$prefix/bin/vigil-broker " "$unit" || fail "the unit does not start $prefix/bin/vigil-broker: $(grep ExecStart "$unit")"
+# Every key in the example file (commented out or set) and in its man page.
+"$prefix/bin/vigil-broker" --help >"$tmp/help"
+for o in $(grep -o -- '--[a-z][a-z-]*' "$tmp/help" | sort -u); do
+    key=${o#--}
+    case $key in help | version | config | check-config) continue ;; esac
+    grep -Eq "^#?$key " "$conf" || fail "broker.conf has no line for the key $key"
+    grep -q -- "$key" "$conf_page" || fail "vigil-broker.conf.5 does not name the key $key"
+done
+grep -q '^\.TH VIGIL-BROKER\.CONF 5 ' "$conf_page" || fail "vigil-broker.conf.5 has no .TH line"
+"$prefix/bin/vigil-broker" --config "$conf" --check-config 2>"$tmp/check.log" ||
+    fail "the installed broker.conf does not pass --check-config: $(cat "$tmp/check.log")"
+grep -q "event=config_ok file=$conf\$" "$tmp/check.log" || fail "--check-config said: $(cat "$tmp/check.log")"
+
+grep -q "^ExecStart=$prefix/bin/vigil-broker --config $conf " "$unit" ||
+    fail "the unit does not start $prefix/bin/vigil-broker --config $conf: $(grep ExecStart "$unit")"
+grep -q '^ExecReload=/bin/kill -HUP \$MAINPID$' "$unit" || fail "the unit has no ExecReload sending SIGHUP"
 if command -v systemd-analyze >/dev/null 2>&1; then
     MANPATH=$prefix/share/man systemd-analyze verify "$unit" || fail "systemd-analyze verify $unit"
 else
     echo "test_install: systemd-analyze not installed: the unit was not verified"
 fi
 
-# The installed programs, against each other.
-"$prefix/bin/vigil-broker" --listen 127.0.0.1:0 --data-dir "$tmp/data" 2>"$tmp/broker.log" &
+# The installed programs, against each other; flags win over the file's data-dir.
+# The log exists before the broker does: the background job's redirection
+# may not have made it yet when the loop below first reads it.
+: >"$tmp/broker.log"
+"$prefix/bin/vigil-broker" --config "$conf" --listen 127.0.0.1:0 --data-dir "$tmp/data" 2>"$tmp/broker.log" &
 bpid=$!
 port=
 i=0
