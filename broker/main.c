@@ -19,6 +19,7 @@
 #include "limits_fit.h"
 #include "log.h"
 #include "memory.h"
+#include "monitor.h"
 #include "proto.h"
 #include "server.h"
 #include "sock.h"
@@ -51,7 +52,13 @@ static void help(void)
            "  --auth-token-file PATH clients must present the token in PATH (default:\n"
            "                         $VIGIL_AUTH_TOKEN, if set; else no authentication)\n"
            "  --allow-unauthenticated\n"
-           "                         allow a non-loopback --listen without a token\n"
+           "                         allow a non-loopback --listen without a token,\n"
+           "                         and a non-loopback --monitor\n"
+           "  --monitor HOST:PORT    serve monitoring over HTTP there (default: off):\n"
+           "                         /varz, /connz, /topics, /healthz, /metrics\n"
+           "                         (Prometheus); port 0 picks a free port, named in\n"
+           "                         event=monitor_listening. It has no authentication:\n"
+           "                         loopback only unless --allow-unauthenticated\n"
            "  --stats-interval SECS  publish statistics as JSON on $SYS.stats this often\n"
            "                         (default 5; 0: never)\n"
            "  --retention-bytes BYTES\n"
@@ -321,10 +328,29 @@ static void setup_auth(vg_broker_config *cfg, const char *token_file, bool allow
     vg_log(VG_LOG_WARN, "unauthenticated", "addr=%s", vg_addr_format(&cfg->listen, addr));
 }
 
+/* The monitor has no authentication of its own: beyond loopback only if
+ * the operator said so, as for the main listener (setup_auth). Exits 2. */
+static void check_monitor(const vg_addr *monitor, bool allow_unauth)
+{
+    char addr[VG_ADDR_STRLEN];
+    if (vg_addr_is_loopback(monitor))
+        return;
+    if (!allow_unauth) {
+        vg_log(VG_LOG_ERROR, "refused_to_start",
+               "reason=protected_mode addr=%s hint=\"a non-loopback --monitor needs "
+               "--allow-unauthenticated: the monitor has no authentication\"",
+               vg_addr_format(monitor, addr));
+        exit(2);
+    }
+    vg_log(VG_LOG_WARN, "monitor_unauthenticated", "addr=%s", vg_addr_format(monitor, addr));
+}
+
 typedef struct {
     const char *token_file;
     bool allow_unauth;
     bool explicit_max_connections;
+    bool monitor_on; /* --monitor given: monitor is where */
+    vg_addr monitor;
 } extra_args;
 
 static void parse_args(int argc, char **argv, vg_broker_config *cfg, extra_args *x)
@@ -346,6 +372,7 @@ static void parse_args(int argc, char **argv, vg_broker_config *cfg, extra_args 
         OPT_DATA_DIR,
         OPT_FSYNC,
         OPT_SEGMENT_BYTES,
+        OPT_MONITOR,
     };
     static const struct option own[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
@@ -364,6 +391,7 @@ static void parse_args(int argc, char **argv, vg_broker_config *cfg, extra_args 
         {"data-dir", required_argument, NULL, OPT_DATA_DIR},
         {"fsync", required_argument, NULL, OPT_FSYNC},
         {"segment-bytes", required_argument, NULL, OPT_SEGMENT_BYTES},
+        {"monitor", required_argument, NULL, OPT_MONITOR},
         {NULL, 0, NULL, 0},
     };
     int64_t v;
@@ -467,6 +495,11 @@ static void parse_args(int argc, char **argv, vg_broker_config *cfg, extra_args 
                                optarg);
             cfg->segment_bytes = bytes;
             break;
+        case OPT_MONITOR:
+            if (vg_addr_parse(optarg, &x->monitor, &why) != VG_OK)
+                vg_usage_error(prog, usage, "--monitor %s: %s", optarg, why);
+            x->monitor_on = true;
+            break;
         default:
             if (!vg_cli_common_option(o, optarg, &cfg->keepalive, prog, usage, help))
                 vg_usage_error(prog, usage, "unknown or incomplete option '%s'", argv[optind - 1]);
@@ -488,6 +521,8 @@ int main(int argc, char **argv)
         vg_log(VG_LOG_INFO, "memory_tune_failed",
                "detail=\"mallopt refused: memory freed after a spike may stay resident\"");
     setup_auth(&cfg, x.token_file, x.allow_unauth);
+    if (x.monitor_on)
+        check_monitor(&x.monitor, x.allow_unauth);
     fit_max_connections(&cfg, x.explicit_max_connections);
 
     /* Every thread inherits this mask; the signals arrive only through the signalfd. */
@@ -508,7 +543,13 @@ int main(int argc, char **argv)
     vg_server srv;
     if (vg_server_open(&srv, &cfg) != VG_OK)
         goto fail_signalfd;
+    vg_monitor *mon = NULL; /* serves through the drain, reporting it (/healthz 503) */
+    if (x.monitor_on && vg_monitor_start(&srv, &x.monitor, &mon) != VG_OK) {
+        vg_server_close(&srv);
+        goto fail_signalfd;
+    }
     vg_server_run(&srv, stop_fd, 5000);
+    vg_monitor_stop(mon);
     vg_server_close(&srv);
     vg_log(VG_LOG_INFO, "stopped", NULL);
     rc = 0;

@@ -13,7 +13,8 @@
  * (qgroup.h): the registry's lock, then a group's mutex, then a topic
  * log's lock, a connection's inbox mutex and the durable table's (leaves);
  * a group's mutex is never taken under dedupe_mu, a log's lock, an
- * outbox's, the subscription table's or the store's. */
+ * outbox's, the subscription table's or the store's. A connection's
+ * mon.mu (conn_internal.h: its subscriptions, for the monitor) is a leaf. */
 #ifndef VG_SERVER_H
 #define VG_SERVER_H
 
@@ -86,6 +87,7 @@ typedef struct vg_server {
     vg_broker_config cfg;
     int listen_fd;
     char listen_str[VG_ADDR_STRLEN];
+    char monitor_str[VG_ADDR_STRLEN]; /* the monitor's address (monitor.c); "" if off */
     vg_sublist *subs;     /* who subscribes to what (sublist.h) */
     vg_logs *logs;        /* every accepted message, per topic (topiclog.h) */
     vg_dedupe *dedupe;    /* version-2 publishers' high-water marks, under dedupe_mu */
