@@ -53,6 +53,7 @@ void vg_conn_release(vg_conn *c)
     vg_queue_free(c);
     pthread_mutex_destroy(&c->fresh_mu);
     pthread_mutex_destroy(&c->mon.mu);
+    free(c->mon.name);
     free(c->fresh);
     free(c->run.msgs);
     free(c->defer);
@@ -61,6 +62,14 @@ void vg_conn_release(vg_conn *c)
 }
 
 void vg_conn_release_member(void *c) { vg_conn_release(c); }
+
+const char *vg_conn_log_name(const vg_conn *c, char *buf)
+{
+    if (!c->named)
+        return strcpy(buf, "-");
+    return vg_log_quote(buf, VG_CONN_LOG_NAME, c->mon.name != NULL ? c->mon.name : "",
+                        c->mon.name_len);
+}
 
 void vg_conn_topic_created(vg_conn *c, vg_tlog *log)
 {
@@ -221,14 +230,16 @@ static void finish(vg_conn *c, vg_end e)
     c->match = NULL;
 
     const char *detail = vg_link_end_detail(c->link);
+    char name[VG_CONN_LOG_NAME];
+    vg_conn_log_name(c, name);
     vg_evict_reason bucket;
     if (eviction_bucket(e, &bucket)) {
         atomic_fetch_add_explicit(&srv->stats.evictions[bucket], 1, memory_order_relaxed);
         vg_log(VG_LOG_WARN, "evict", "reason=%s client=%llu addr=%s name=%s%s%s", vg_end_name(e),
-               (unsigned long long)c->id, c->addr, c->name, detail[0] ? " detail=" : "", detail);
+               (unsigned long long)c->id, c->addr, name, detail[0] ? " detail=" : "", detail);
     } else {
         vg_log(VG_LOG_INFO, "client_closed", "reason=%s client=%llu addr=%s name=%s%s%s",
-               vg_end_name(e), (unsigned long long)c->id, c->addr, c->name,
+               vg_end_name(e), (unsigned long long)c->id, c->addr, name,
                detail[0] ? " error=" : "", detail);
     }
     if (c->sent_fatal_err)
@@ -257,7 +268,6 @@ vg_status vg_conn_start(vg_server *srv, int fd)
     c->srv = srv;
     c->fd = fd;
     vg_sock_name(fd, 1, c->addr);
-    strcpy(c->name, "-");
     c->born_ms = vg_now_ms();
     c->outbox = vg_outbox_create(srv->cfg.max_outbox);
     c->subs = vg_subindex_create();

@@ -270,7 +270,16 @@ static void handle_connect(vg_conn *c, const vg_frame *f)
         vg_conn_send_err(c, VG_E_BAD_FRAME, "client name too long", 0);
         return;
     }
-    vg_log_quote(c->name, sizeof c->name, f->name, f->name_len);
+    free(c->mon.name); /* a CONNECT before that was refused: not ready, unread */
+    c->mon.name = NULL;
+    if (f->name_len > 0 && (c->mon.name = malloc(f->name_len)) == NULL) {
+        vg_conn_send_err(c, VG_E_INTERNAL, "broker out of memory", 0);
+        return;
+    }
+    if (f->name_len > 0)
+        memcpy(c->mon.name, f->name, f->name_len); /* at most VG_NAME_MAX_LEN: checked above */
+    c->mon.name_len = (uint32_t)f->name_len;
+    c->named = true;
     const vg_broker_config *cfg = &c->srv->cfg;
     if (cfg->token != NULL &&
         !vg_token_equal(cfg->token, cfg->token_len, f->token, f->token_len)) {
@@ -305,12 +314,11 @@ static void handle_connect(vg_conn *c, const vg_frame *f)
     vg_link_hold_bulk(c->link, false);
     vg_link_set_heartbeat(c->link, true, vg_now_ms());
     c->connected = true;
-    memcpy(c->mon.name, f->name, f->name_len); /* checked against VG_NAME_MAX_LEN above */
-    c->mon.name_len = (uint32_t)f->name_len;
     c->mon.version = c->version;
     atomic_store_explicit(&c->mon.ready, true, memory_order_release);
+    char name[VG_CONN_LOG_NAME];
     vg_log(VG_LOG_INFO, "client_connected", "client=%llu addr=%s version=%u name=%s",
-           (unsigned long long)c->id, c->addr, (unsigned)c->version, c->name);
+           (unsigned long long)c->id, c->addr, (unsigned)c->version, vg_conn_log_name(c, name));
 }
 
 /* ---- dispatch ---- */

@@ -44,7 +44,8 @@ static vg_status fill(vg_conn *c, bool subs_list, vg_conn_info *v)
         v->connected = true;
         v->version = c->mon.version;
         v->name_len = c->mon.name_len;
-        memcpy(v->name, c->mon.name, v->name_len);
+        if (v->name_len > 0) /* at most sizeof v->name: CONNECT checks it */
+            memcpy(v->name, c->mon.name, v->name_len);
     }
     v->heard_ms = atomic_load_explicit(&c->mon.heard_ms, memory_order_relaxed);
     v->rtt_us = atomic_load_explicit(&c->mon.rtt_us, memory_order_relaxed);

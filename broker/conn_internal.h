@@ -40,13 +40,14 @@
 #define VG_SYS_DURABLES "$SYS.durables"
 
 /* What the monitor (conn_info.c) reads of a connection from another
- * thread: atomics, and the name and version, written once before ready is
- * set (release) and read only after it is seen (acquire). */
+ * thread: atomics, and the name and version, written at CONNECT before
+ * ready is set (release) and read only after it is seen (acquire). */
 typedef struct {
     atomic_bool ready;        /* CONNECT accepted */
     uint8_t version;
     uint32_t name_len;
-    char name[VG_NAME_MAX_LEN]; /* as the client sent it: any bytes */
+    char *name;               /* as the client sent it, any bytes; malloc'd
+                                 (NULL if empty), freed with the connection */
     _Atomic int64_t heard_ms; /* the last byte from the client (vg_now_ms) */
     _Atomic int64_t rtt_us;   /* the last PING -> PONG round trip; -1: none yet */
     _Atomic uint64_t lag;     /* records the logs hold past its cursors (on_tick) */
@@ -129,7 +130,7 @@ struct vg_conn {
     vg_server *srv;
     uint64_t id;
     char addr[VG_ADDR_STRLEN];
-    char name[VG_NAME_MAX_LEN + 8];
+    bool named;        /* CONNECT gave its name (mon.name): logged as name= */
     vg_outbox *outbox; /* publishers append here; the connection's thread drains it */
     vg_link *link;     /* the socket, owned by the connection's thread */
     int fd;            /* the accepted socket until the thread attaches it to link */
@@ -216,6 +217,12 @@ struct vg_conn {
 
     vg_conn *prev, *next; /* registry, under srv->mu */
 };
+
+/* conn.c: c's name for a log line's name=: quoted as vg_log_quote does,
+ * in buf (VG_CONN_LOG_NAME bytes: longer names are cut), "-" before
+ * CONNECT. */
+#define VG_CONN_LOG_NAME (VG_NAME_MAX_LEN + 8)
+const char *vg_conn_log_name(const vg_conn *c, char *buf);
 
 /* conn_frames.c: answers a PING: at once, or once what came before it is
  * synced; conn_flush_pongs sends the owed ones whose sync came. */
