@@ -163,13 +163,28 @@ bool vg_config_auth(const vg_broker_settings *s, const vg_addr *listen, char **t
                      "reason=auth_token source=VIGIL_AUTH_TOKEN error=\"%s\"", why);
         return false;
     }
+    char addr[VG_ADDR_STRLEN];
+    /* The monitor has no authentication of its own, a token or not. */
+    if (s->monitor_on && !vg_addr_is_loopback(&s->monitor) && !s->allow_unauth) {
+        snprintf(e->text, sizeof e->text,
+                 "reason=protected_mode addr=%s hint=\"a non-loopback --monitor needs "
+                 "--allow-unauthenticated: the monitor has no authentication\"",
+                 vg_addr_format(&s->monitor, addr));
+        goto fail_token;
+    }
     if (*token != NULL || vg_addr_is_loopback(listen) || s->allow_unauth)
         return true;
-    char addr[VG_ADDR_STRLEN];
     snprintf(e->text, sizeof e->text,
              "reason=protected_mode addr=%s hint=\"listening beyond loopback needs "
              "--auth-token-file (or VIGIL_AUTH_TOKEN), or --allow-unauthenticated\"",
              vg_addr_format(listen, addr));
+    return false;
+
+fail_token:
+    if (*token != NULL)
+        memset(*token, 0, strlen(*token));
+    free(*token);
+    *token = NULL;
     return false;
 }
 

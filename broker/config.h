@@ -49,7 +49,8 @@ bool vg_config_build(const vg_cmdline *cl, vg_broker_settings *s, vg_config_erro
 
 /* Loads the token (s->token_file, else $VIGIL_AUTH_TOKEN) and applies
  * protected mode to the address listen: refuses to serve beyond loopback
- * without a token unless s->allow_unauth. On true *token is malloc'd or NULL
+ * without a token unless s->allow_unauth, and to the monitor's address
+ * (it has no authentication: beyond loopback only with allow_unauth). On true *token is malloc'd or NULL
  * (no authentication); false with *e. */
 bool vg_config_auth(const vg_broker_settings *s, const vg_addr *listen, char **token,
                     vg_config_error *e);

@@ -34,6 +34,10 @@
 #define FLUSH_BUDGET (1024 * 1024)
 #define CTL_LIMIT (256 * 1024) /* replies owed to a peer that does not read them */
 #define LINGER_MS 1000
+/* The monitor's lag figure: recomputed on every round for at most this many
+ * cursors (a few atomic loads), else at most every LAG_REFRESH_MS. */
+#define LAG_EVERY_ROUND 64
+#define LAG_REFRESH_MS 250
 
 void vg_conn_retain(void *c) { atomic_fetch_add_explicit(&((vg_conn *)c)->refs, 1, memory_order_relaxed); }
 
@@ -48,6 +52,8 @@ void vg_conn_release(vg_conn *c)
     vg_reader_free_all(c);
     vg_queue_free(c);
     pthread_mutex_destroy(&c->fresh_mu);
+    pthread_mutex_destroy(&c->mon.mu);
+    free(c->mon.name);
     free(c->fresh);
     free(c->run.msgs);
     free(c->defer);
@@ -56,6 +62,14 @@ void vg_conn_release(vg_conn *c)
 }
 
 void vg_conn_release_member(void *c) { vg_conn_release(c); }
+
+const char *vg_conn_log_name(const vg_conn *c, char *buf)
+{
+    if (!c->named)
+        return strcpy(buf, "-");
+    return vg_log_quote(buf, VG_CONN_LOG_NAME, c->mon.name != NULL ? c->mon.name : "",
+                        c->mon.name_len);
+}
 
 void vg_conn_topic_created(vg_conn *c, vg_tlog *log)
 {
@@ -120,8 +134,27 @@ static void log_recovered(vg_conn *c)
     c->drops_before = total;
 }
 
-/* The connection's own timers: shutdown, the handshake deadline and the end
- * of a slow-consumer episode. Returns the next deadline. */
+/* Refreshes what the monitor reads of this connection (conn_mon): the
+ * last time the client was heard, on every round, and the lag behind the
+ * logs, on every round for a few cursors, else at most every LAG_REFRESH_MS
+ * (then one more round at that deadline, so the figure is never older).
+ * Returns the deadline it needs (INT64_MAX: none). */
+static int64_t refresh_mon(vg_conn *c, int64_t now)
+{
+    atomic_store_explicit(&c->mon.heard_ms, vg_link_last_heard(c->link), memory_order_relaxed);
+    if (c->nreaders > LAG_EVERY_ROUND && now < c->lag_due)
+        return c->lag_due;
+    uint64_t lag = vg_reader_lag(c);
+    atomic_store_explicit(&c->mon.lag, lag, memory_order_relaxed);
+    if (c->nreaders <= LAG_EVERY_ROUND)
+        return INT64_MAX;
+    c->lag_due = now + LAG_REFRESH_MS;
+    return lag > 0 ? c->lag_due : INT64_MAX;
+}
+
+/* The connection's own timers: shutdown, the handshake deadline, the end
+ * of a slow-consumer episode and the monitor's figures. Returns the next
+ * deadline. */
 static int64_t on_tick(void *ud, int64_t now)
 {
     vg_conn *c = ud;
@@ -130,7 +163,7 @@ static int64_t on_tick(void *ud, int64_t now)
         vg_conn_send_err(c, VG_E_SHUTDOWN, "broker shutting down", 0);
         return now;
     }
-    int64_t next = INT64_MAX;
+    int64_t next = refresh_mon(c, now);
     vg_conn_flush_pongs(c);
     vg_durable_check(c);
     vg_queue_tick(c);
@@ -147,7 +180,8 @@ static int64_t on_tick(void *ud, int64_t now)
             vg_conn_send_err(c, VG_E_TIMEOUT, "no CONNECT in time", 0);
             return now;
         }
-        next = c->born_ms + limit;
+        if (c->born_ms + limit < next)
+            next = c->born_ms + limit;
     }
     if (atomic_load_explicit(&c->dropping, memory_order_relaxed)) {
         int64_t quiet_at = atomic_load_explicit(&c->last_drop_ms, memory_order_relaxed) + VG_DROP_HOLD_MS;
@@ -165,6 +199,7 @@ static void on_probe(void *ud, int probe, int64_t silent_ms)
     (void)probe, (void)silent_ms;
     vg_conn *c = ud;
     atomic_fetch_add_explicit(&c->srv->stats.pings_sent, 1, memory_order_relaxed);
+    vg_rtt_sent(&c->rtt, vg_now_ns()); /* every PING of ours goes through here */
 }
 
 static const vg_link_ops conn_ops = {
@@ -197,14 +232,16 @@ static void finish(vg_conn *c, vg_end e)
     c->match = NULL;
 
     const char *detail = vg_link_end_detail(c->link);
+    char name[VG_CONN_LOG_NAME];
+    vg_conn_log_name(c, name);
     vg_evict_reason bucket;
     if (eviction_bucket(e, &bucket)) {
         atomic_fetch_add_explicit(&srv->stats.evictions[bucket], 1, memory_order_relaxed);
         vg_log(VG_LOG_WARN, "evict", "reason=%s client=%llu addr=%s name=%s%s%s", vg_end_name(e),
-               (unsigned long long)c->id, c->addr, c->name, detail[0] ? " detail=" : "", detail);
+               (unsigned long long)c->id, c->addr, name, detail[0] ? " detail=" : "", detail);
     } else {
         vg_log(VG_LOG_INFO, "client_closed", "reason=%s client=%llu addr=%s name=%s%s%s",
-               vg_end_name(e), (unsigned long long)c->id, c->addr, c->name,
+               vg_end_name(e), (unsigned long long)c->id, c->addr, name,
                detail[0] ? " error=" : "", detail);
     }
     if (c->sent_fatal_err)
@@ -233,11 +270,14 @@ vg_status vg_conn_start(vg_server *srv, int fd)
     c->srv = srv;
     c->fd = fd;
     vg_sock_name(fd, 1, c->addr);
-    strcpy(c->name, "-");
     c->born_ms = vg_now_ms();
     c->outbox = vg_outbox_create(srv->cfg.max_outbox);
     c->subs = vg_subindex_create();
     pthread_mutex_init(&c->fresh_mu, NULL);
+    pthread_mutex_init(&c->mon.mu, NULL);
+    atomic_init(&c->mon.rtt_us, -1);
+    atomic_init(&c->mon.heard_ms, c->born_ms);
+    vg_rtt_init(&c->rtt);
     vg_queue_init(c);
     vg_link_config lc = {
         .read_chunk = READ_CHUNK,
@@ -262,6 +302,7 @@ vg_status vg_conn_start(vg_server *srv, int fd)
         vg_outbox_destroy(c->outbox);
         vg_subindex_destroy(c->subs);
         pthread_mutex_destroy(&c->fresh_mu);
+        pthread_mutex_destroy(&c->mon.mu);
         vg_queue_free(c);
         free(c);
         if (rc == ESHUTDOWN)
@@ -277,6 +318,7 @@ fail_free:
     vg_outbox_destroy(c->outbox);
     vg_subindex_destroy(c->subs);
     pthread_mutex_destroy(&c->fresh_mu);
+    pthread_mutex_destroy(&c->mon.mu);
     vg_queue_free(c);
     free(c);
 fail_refuse:

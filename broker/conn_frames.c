@@ -4,11 +4,13 @@
  * connection (docs/protocol.md has the table). */
 #include "conn_internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "clock.h"
 #include "log.h"
+#include "monz.h"
 #include "sublist.h"
 #include "token.h"
 #include "topic.h"
@@ -77,6 +79,47 @@ static void sub_free(conn_sub *s)
     free(s->queue);
 }
 
+static bool is_topic(const vg_frame *f, const char *topic)
+{
+    return f->topic_len == strlen(topic) && memcmp(f->topic, topic, f->topic_len) == 0;
+}
+
+/* The answer to subscribing to $SYS.varz, $SYS.connz or $SYS.topics: the
+ * monitor's document (monz.h), published on that topic like $SYS.durables'
+ * list. One over max_payload is replaced by a note saying so. */
+static void publish_monz(vg_conn *c, const vg_frame *f)
+{
+    vg_buf doc = {0}, frame = {0};
+    int64_t now = vg_now_ms();
+    const char *topic;
+    vg_status st;
+    if (is_topic(f, VG_SYS_VARZ)) {
+        topic = VG_SYS_VARZ;
+        st = vg_monz_varz(c->srv, now, &doc);
+    } else if (is_topic(f, VG_SYS_CONNZ)) {
+        topic = VG_SYS_CONNZ;
+        st = vg_monz_connz(c->srv, now, false, &doc);
+    } else {
+        topic = VG_SYS_TOPICS;
+        st = vg_monz_topics(c->srv, &doc);
+    }
+    if (st == VG_OK && doc.len > c->srv->cfg.max_payload) {
+        char note[160];
+        int n = snprintf(note, sizeof note,
+                         "{\"error\":\"the document is %zu bytes, over max_payload: ask the "
+                         "HTTP monitor\"}", doc.len);
+        doc.len = 0;
+        st = vg_buf_append(&doc, note, (size_t)n);
+    }
+    if (st == VG_OK)
+        st = vg_conn_publish_system(c->srv, topic, doc.data, doc.len, &frame, &c->match);
+    if (st != VG_OK)
+        vg_log(VG_LOG_WARN, "monitor_answer_failed", "client=%llu topic=%s error=\"out of memory\"",
+               (unsigned long long)c->id, topic);
+    vg_buf_free(&doc);
+    vg_buf_free(&frame);
+}
+
 static void handle_sub(vg_conn *c, const vg_frame *f)
 {
     vg_server_live *live = &c->srv->live; /* reloadable (server.h) */
@@ -113,7 +156,10 @@ static void handle_sub(vg_conn *c, const vg_frame *f)
         sub.durable_len = 0;
     }
     /* In the index first: the reader of a topic lives while a sid covers it. */
-    if (vg_subindex_add(c->subs, &sub) != VG_OK) {
+    pthread_mutex_lock(&c->mon.mu);
+    vg_status ist = vg_subindex_add(c->subs, &sub);
+    pthread_mutex_unlock(&c->mon.mu);
+    if (ist != VG_OK) {
         sub_free(&sub);
         goto fail_nomem;
     }
@@ -131,7 +177,9 @@ static void handle_sub(vg_conn *c, const vg_frame *f)
                        : sub.pattern         ? vg_reader_attach_pattern(c, f)
                                              : vg_reader_attach(c, f, sub.topic, sub.len, &next);
         if (st != VG_OK) {
+            pthread_mutex_lock(&c->mon.mu);
             vg_subindex_remove(c->subs, f->sid, &sub);
+            pthread_mutex_unlock(&c->mon.mu);
             if (sub.queue == NULL)
                 vg_reader_detach(c, sub.topic, sub.len, sub.pattern);
             sub_free(&sub);
@@ -147,7 +195,9 @@ static void handle_sub(vg_conn *c, const vg_frame *f)
      * its subjects that match, so each message is delivered to it once. */
     if (vg_subindex_refs(c->subs, sub.topic, sub.len, sub.queue, sub.queue_len) == 1 &&
         vg_sublist_add(c->srv->subs, sub.topic, sub.len, sub.queue, sub.queue_len, c) != VG_OK) {
+        pthread_mutex_lock(&c->mon.mu);
         vg_subindex_remove(c->subs, f->sid, &sub);
+        pthread_mutex_unlock(&c->mon.mu);
         if (c->version >= 2 && sub.queue == NULL)
             vg_reader_detach(c, sub.topic, sub.len, sub.pattern);
         if (sub.durable != NULL)
@@ -163,9 +213,10 @@ static void handle_sub(vg_conn *c, const vg_frame *f)
                                                  vg_logs_epoch(c->srv->logs), next));
     else
         send_ok(c, f->sid);
-    if (f->topic_len == strlen(VG_SYS_DURABLES) &&
-        memcmp(f->topic, VG_SYS_DURABLES, f->topic_len) == 0)
+    if (is_topic(f, VG_SYS_DURABLES))
         vg_durable_publish_list(c); /* the answer to subscribing */
+    else if (is_topic(f, VG_SYS_VARZ) || is_topic(f, VG_SYS_CONNZ) || is_topic(f, VG_SYS_TOPICS))
+        publish_monz(c, f);
     if (vg_log_enabled(VG_LOG_DEBUG)) {
         char t[80];
         vg_log(VG_LOG_DEBUG, "subscribed", "client=%llu sid=%llu topic=%s",
@@ -199,7 +250,10 @@ static void handle_unsub(vg_conn *c, const vg_frame *f)
 void vg_conn_remove_sub(vg_conn *c, uint64_t sid)
 {
     conn_sub gone;
-    if (!vg_subindex_remove(c->subs, sid, &gone))
+    pthread_mutex_lock(&c->mon.mu);
+    bool had = vg_subindex_remove(c->subs, sid, &gone);
+    pthread_mutex_unlock(&c->mon.mu);
+    if (!had)
         return;
     if (vg_subindex_refs(c->subs, gone.topic, gone.len, gone.queue, gone.queue_len) == 0)
         vg_sublist_remove(c->srv->subs, gone.topic, gone.len, gone.queue, gone.queue_len, c);
@@ -220,7 +274,16 @@ static void handle_connect(vg_conn *c, const vg_frame *f)
         vg_conn_send_err(c, VG_E_BAD_FRAME, "client name too long", 0);
         return;
     }
-    vg_log_quote(c->name, sizeof c->name, f->name, f->name_len);
+    free(c->mon.name); /* a CONNECT before that was refused: not ready, unread */
+    c->mon.name = NULL;
+    if (f->name_len > 0 && (c->mon.name = malloc(f->name_len)) == NULL) {
+        vg_conn_send_err(c, VG_E_INTERNAL, "broker out of memory", 0);
+        return;
+    }
+    if (f->name_len > 0)
+        memcpy(c->mon.name, f->name, f->name_len); /* at most VG_NAME_MAX_LEN: checked above */
+    c->mon.name_len = (uint32_t)f->name_len;
+    c->named = true;
     const vg_broker_config *cfg = &c->srv->cfg;
     if (!vg_server_token_ok(c->srv, f->token, f->token_len)) {
         vg_conn_send_err(c, VG_E_AUTH, "authentication failed", 0); /* the same for missing and wrong */
@@ -254,8 +317,11 @@ static void handle_connect(vg_conn *c, const vg_frame *f)
     vg_link_hold_bulk(c->link, false);
     vg_link_set_heartbeat(c->link, true, vg_now_ms());
     c->connected = true;
+    c->mon.version = c->version;
+    atomic_store_explicit(&c->mon.ready, true, memory_order_release);
+    char name[VG_CONN_LOG_NAME];
     vg_log(VG_LOG_INFO, "client_connected", "client=%llu addr=%s version=%u name=%s",
-           (unsigned long long)c->id, c->addr, (unsigned)c->version, c->name);
+           (unsigned long long)c->id, c->addr, (unsigned)c->version, vg_conn_log_name(c, name));
 }
 
 /* ---- dispatch ---- */
@@ -384,9 +450,13 @@ void vg_conn_on_frame(void *ud, const vg_frame *f)
     case VG_FRAME_PING:
         vg_conn_on_ping(c);
         break;
-    case VG_FRAME_PONG:
+    case VG_FRAME_PONG: {
         atomic_fetch_add_explicit(&c->srv->stats.pongs_received, 1, memory_order_relaxed);
+        int64_t rtt_ns;
+        if (vg_rtt_answered(&c->rtt, vg_now_ns(), &rtt_ns))
+            atomic_store_explicit(&c->mon.rtt_us, rtt_ns / 1000, memory_order_relaxed);
         break;
+    }
     case VG_FRAME_SUB:
         atomic_fetch_add_explicit(&c->srv->stats.sub_changes, 1, memory_order_relaxed);
         handle_sub(c, f);

@@ -16,6 +16,7 @@
 #include "outbox.h"
 #include "proto.h"
 #include "qgroup.h"
+#include "rtt.h"
 #include "sock.h"
 #include "subindex.h"
 #include "topiclog.h"
@@ -37,6 +38,25 @@
 /* The topic the broker publishes its list of durable subscribers on, to a
  * connection that subscribes to it. */
 #define VG_SYS_DURABLES "$SYS.durables"
+
+/* What the monitor (conn_info.c) reads of a connection from another
+ * thread: atomics, and the name and version, written at CONNECT before
+ * ready is set (release) and read only after it is seen (acquire). */
+typedef struct {
+    atomic_bool ready;        /* CONNECT accepted */
+    uint8_t version;
+    uint32_t name_len;
+    char *name;               /* as the client sent it, any bytes; malloc'd
+                                 (NULL if empty), freed with the connection */
+    _Atomic int64_t heard_ms; /* the last byte from the client (vg_now_ms) */
+    _Atomic int64_t rtt_us;   /* the last PING -> PONG round trip; -1: none yet */
+    _Atomic uint64_t lag;     /* records the logs hold past its cursors (on_tick) */
+    _Atomic uint64_t msgs_in, bytes_in;   /* as vg_server_stats, this connection's */
+    _Atomic uint64_t msgs_out, bytes_out;
+    /* A leaf: the connection's thread holds it while it adds or removes a
+     * subscription, the monitor while it reads them. */
+    pthread_mutex_t mu;
+} conn_mon;
 
 /* A version-2 connection's cursor into one topic's log (reader.c): every
  * sid of the connection that covers the topic (names it, or a pattern
@@ -110,7 +130,7 @@ struct vg_conn {
     vg_server *srv;
     uint64_t id;
     char addr[VG_ADDR_STRLEN];
-    char name[VG_NAME_MAX_LEN + 8];
+    bool named;        /* CONNECT gave its name (mon.name): logged as name= */
     vg_outbox *outbox; /* publishers append here; the connection's thread drains it */
     vg_link *link;     /* the socket, owned by the connection's thread */
     int fd;            /* the accepted socket until the thread attaches it to link */
@@ -191,8 +211,18 @@ struct vg_conn {
     vg_qgroup **qscratch; /* groups matched by the run being delivered */
     size_t qscratch_cap;
 
+    conn_mon mon;
+    vg_rtt rtt;           /* own thread: the heartbeat's PINGs in flight */
+    int64_t lag_due;      /* own thread: the next refresh of mon.lag */
+
     vg_conn *prev, *next; /* registry, under srv->mu */
 };
+
+/* conn.c: c's name for a log line's name=: quoted as vg_log_quote does,
+ * in buf (VG_CONN_LOG_NAME bytes: longer names are cut), "-" before
+ * CONNECT. */
+#define VG_CONN_LOG_NAME (VG_NAME_MAX_LEN + 8)
+const char *vg_conn_log_name(const vg_conn *c, char *buf);
 
 /* conn_frames.c: answers a PING: at once, or once what came before it is
  * synced; conn_flush_pongs sends the owed ones whose sync came. */
@@ -351,6 +381,11 @@ void vg_reader_kick(vg_conn *c);
  * version 1 (docs/performance.md). Otherwise, or for what is left, c is
  * kicked. */
 void vg_reader_deliver(vg_conn *c, const char *topic, uint32_t len, uint64_t first_seq);
+
+/* reader.c: the records the logs make readable past c's cursors, summed
+ * (ones retention dropped included: they come as a GAP). Own thread; no
+ * lock (each log's published ready position). */
+uint64_t vg_reader_lag(vg_conn *c);
 
 /* reader.c: drops every cursor (the connection is gone). */
 void vg_reader_free_all(vg_conn *c);

@@ -62,8 +62,10 @@ static vg_status q_put(void *m, const uint8_t *frames, size_t len, uint32_t n)
     else if ((st = vg_buf_append(&c->qpending, frames, len)) == VG_OK)
         atomic_fetch_add(&c->qbytes, len);
     pthread_mutex_unlock(&c->qmu);
-    if (st == VG_OK)
+    if (st == VG_OK) {
         atomic_fetch_add_explicit(&c->srv->stats.msgs_out, n, memory_order_relaxed);
+        atomic_fetch_add_explicit(&c->mon.msgs_out, n, memory_order_relaxed);
+    }
     return st;
 }
 

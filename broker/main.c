@@ -19,6 +19,7 @@
 #include "limits_fit.h"
 #include "log.h"
 #include "memory.h"
+#include "monitor.h"
 #include "proto.h"
 #include "server.h"
 #include "sock.h"
@@ -57,7 +58,13 @@ static void help(void)
            "  --auth-token-file PATH clients must present the token in PATH (default:\n"
            "                         $VIGIL_AUTH_TOKEN, if set; else no authentication)\n"
            "  --allow-unauthenticated\n"
-           "                         allow a non-loopback --listen without a token\n"
+           "                         allow a non-loopback --listen without a token,\n"
+           "                         and a non-loopback --monitor\n"
+           "  --monitor HOST:PORT    serve monitoring over HTTP there (default: off):\n"
+           "                         /varz, /connz, /topics, /healthz, /metrics\n"
+           "                         (Prometheus); port 0 picks a free port, named in\n"
+           "                         event=monitor_listening. It has no authentication:\n"
+           "                         loopback only unless --allow-unauthenticated\n"
            "  --stats-interval SECS  publish statistics as JSON on $SYS.stats this often\n"
            "                         (default 5; 0: never)\n"
            "  --retention-bytes BYTES\n"
@@ -362,6 +369,9 @@ int main(int argc, char **argv)
     char addr[VG_ADDR_STRLEN];
     if (token == NULL && !vg_addr_is_loopback(&cfg.listen))
         vg_log(VG_LOG_WARN, "unauthenticated", "addr=%s", vg_addr_format(&cfg.listen, addr));
+    if (settings.monitor_on && !vg_addr_is_loopback(&settings.monitor))
+        vg_log(VG_LOG_WARN, "monitor_unauthenticated", "addr=%s",
+               vg_addr_format(&settings.monitor, addr));
     vg_reload_ctx reload = {.cl = &cl, .running = &settings};
     reload.connection_room =
         fit_max_connections(&cfg, settings.source[vg_opts_find("max-connections",
@@ -386,7 +396,13 @@ int main(int argc, char **argv)
     vg_server srv;
     if (vg_server_open(&srv, &cfg) != VG_OK)
         goto fail_signalfd;
+    vg_monitor *mon = NULL; /* serves through the drain, reporting it (/healthz 503) */
+    if (settings.monitor_on && vg_monitor_start(&srv, &settings.monitor, &mon) != VG_OK) {
+        vg_server_close(&srv);
+        goto fail_signalfd;
+    }
     vg_server_run(&srv, stop_fd, 5000, vg_config_reload, &reload);
+    vg_monitor_stop(mon);
     vg_server_close(&srv);
     vg_log(VG_LOG_INFO, "stopped", NULL);
     rc = 0;

@@ -51,6 +51,31 @@ static const char *show_listen(const vg_broker_settings *s, char *buf, size_t ca
     return buf;
 }
 
+/* "off" (the default) or the monitor's HOST:PORT. */
+static const char *parse_monitor(vg_broker_settings *s, const char *v)
+{
+    if (strcmp(v, "off") == 0) {
+        s->monitor_on = false;
+        return NULL;
+    }
+    const char *why;
+    vg_addr a;
+    if (vg_addr_parse(v, &a, &why) != VG_OK)
+        return why;
+    s->monitor = a;
+    s->monitor_on = true;
+    return NULL;
+}
+
+static const char *show_monitor(const vg_broker_settings *s, char *buf, size_t cap)
+{
+    if (!s->monitor_on)
+        return "off";
+    char a[VG_ADDR_STRLEN];
+    snprintf(buf, cap, "%s", vg_addr_format(&s->monitor, a));
+    return buf;
+}
+
 static const char *parse_fsync(vg_broker_settings *s, const char *v)
 {
     int64_t ms;
@@ -122,6 +147,8 @@ static const option table[] = {
      NULL, NULL},
     {"allow-unauthenticated", KIND_BOOL, VG_RELOAD_LIVE, FIELD(allow_unauth), 0, 0,
      "must be true or false", NULL, NULL},
+    {"monitor", KIND_CUSTOM, VG_RELOAD_RESTART, FIELD(monitor), 0, 0, NULL, parse_monitor,
+     show_monitor},
     {"stats-interval", KIND_SECONDS, VG_RELOAD_LIVE, FIELD(cfg.stats_interval_ms), 0,
      DAY_MS, "must be decimal seconds", NULL, NULL},
     {"retention-bytes", KIND_BYTES, VG_RELOAD_RESTART, FIELD(cfg.retention_bytes), 1 << 20,

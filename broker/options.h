@@ -41,6 +41,8 @@ typedef struct {
     vg_broker_config cfg; /* cfg.data_dir is owned by the settings; cfg.token is not set here */
     char *token_file;     /* owned; NULL: $VIGIL_AUTH_TOKEN */
     bool allow_unauth;
+    bool monitor_on; /* --monitor HOST:PORT given (not "off"): monitor is where */
+    vg_addr monitor;
     vg_log_level log_level;
     uint8_t source[VG_OPT_MAX]; /* vg_opt_source of each option, by index */
     unsigned file_line[VG_OPT_MAX]; /* the line that set it, for VG_OPT_SRC_FILE */

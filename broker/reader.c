@@ -457,6 +457,20 @@ static void take_fresh(vg_conn *c)
     free(logs);
 }
 
+uint64_t vg_reader_lag(vg_conn *c)
+{
+    uint64_t lag = 0;
+    for (size_t i = 0; i < c->nreaders; i++) {
+        const conn_reader *r = &c->readers[i];
+        if (r->leaving || r->cur.log == NULL)
+            continue;
+        uint64_t ready = vg_tlog_ready_hint(r->cur.log);
+        if (ready > r->cur.seq)
+            lag += ready - r->cur.seq;
+    }
+    return lag;
+}
+
 void vg_reader_free_all(vg_conn *c)
 {
     for (size_t i = 0; i < c->npos; i++)
@@ -655,6 +669,8 @@ static void count_started(vg_conn *c, const conn_reader *r, const struct iovec *
     vg_server_stats *st = &c->srv->stats;
     atomic_fetch_add_explicit(&st->msgs_out, msgs, memory_order_relaxed);
     atomic_fetch_add_explicit(&st->bytes_out, payload, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->mon.msgs_out, msgs, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->mon.bytes_out, payload, memory_order_relaxed);
 }
 
 /* The first n bytes of the readers' offer were written: each segment's

@@ -165,9 +165,12 @@ static bool fan_out(vg_server *srv, vg_conn *from, vg_tlog *log, const char *top
         vg_status st = vg_outbox_put_frames(sub->outbox, bytes, len, frames,
                                             sub == from ? 0 : stall_ms, now_ns, &dropped);
         if (st != VG_ERR_CLOSED) { /* closed: the subscriber is leaving; not a drop */
+            uint64_t sub_bytes = dropped == 0 ? payload : frames_payload(bytes, frames - dropped);
             out += frames - dropped;
-            out_bytes += dropped == 0 ? payload : frames_payload(bytes, frames - dropped);
+            out_bytes += sub_bytes;
             lost += dropped;
+            atomic_fetch_add_explicit(&sub->mon.msgs_out, frames - dropped, memory_order_relaxed);
+            atomic_fetch_add_explicit(&sub->mon.bytes_out, sub_bytes, memory_order_relaxed);
             if (dropped > 0)
                 note_drops(srv, sub, now_ns / 1000000);
         }
@@ -304,6 +307,8 @@ void vg_router_flush(vg_conn *c)
     vg_server_stats *st = &c->srv->stats;
     atomic_fetch_add_explicit(&st->msgs_in, r->frames, memory_order_relaxed);
     atomic_fetch_add_explicit(&st->bytes_in, r->payload, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->mon.msgs_in, r->frames, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->mon.bytes_in, r->payload, memory_order_relaxed);
     uint32_t skip, done;
     uint64_t first_seq = 0;
     vg_status ast = append_run(c, r, &skip, &done, &first_seq);

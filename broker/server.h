@@ -14,7 +14,8 @@
  * log's lock, a connection's inbox mutex and the durable table's (leaves);
  * a group's mutex is never taken under dedupe_mu, a log's lock, an
  * outbox's, the subscription table's or the store's. token_mu is a leaf,
- * held only to compare or swap the token. */
+ * held only to compare or swap the token. A connection's mon.mu
+ * (conn_internal.h: its subscriptions, for the monitor) is a leaf. */
 #ifndef VG_SERVER_H
 #define VG_SERVER_H
 
@@ -109,6 +110,7 @@ typedef struct vg_server {
     size_t token_len;
     int listen_fd;
     char listen_str[VG_ADDR_STRLEN];
+    char monitor_str[VG_ADDR_STRLEN]; /* the monitor's address (monitor.c); "" if off */
     vg_sublist *subs;     /* who subscribes to what (sublist.h) */
     vg_logs *logs;        /* every accepted message, per topic (topiclog.h) */
     vg_dedupe *dedupe;    /* version-2 publishers' high-water marks, under dedupe_mu */

@@ -150,6 +150,7 @@ static vg_status put_block(vg_store *s, struct iovec *iov, int n, size_t total, 
     }
     if (s->failing) {
         s->failing = false;
+        atomic_store(&s->failing_pub, false);
         vg_log(VG_LOG_INFO, "storage_recovered", "dir=%s", s->dir);
     }
     s->cur_bytes += total;
@@ -166,6 +167,7 @@ fail:
     atomic_fetch_add_explicit(&s->write_errors, 1, memory_order_relaxed);
     if (!s->failing) {
         s->failing = true;
+        atomic_store(&s->failing_pub, true);
         vg_log(VG_LOG_ERROR, "storage_failed", "op=write dir=%s error=\"%s\"", s->dir,
                strerror(err));
     }
@@ -274,6 +276,7 @@ void vg_store_get_stats(vg_store *s, vg_store_stats *out)
     out->confirm_waits = atomic_load_explicit(&s->confirm_waits, memory_order_relaxed);
     out->early_confirms = atomic_load_explicit(&s->early, memory_order_relaxed);
     out->write_errors = atomic_load_explicit(&s->write_errors, memory_order_relaxed);
+    out->failing = atomic_load(&s->failing_pub);
 }
 
 /* ---- the commit thread ---- */

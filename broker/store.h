@@ -55,6 +55,7 @@ typedef struct {
     uint64_t early_confirms;      /* PONGs sent before their sync: always 0 (checked) */
     uint64_t segments, bytes;     /* segment files and their bytes now */
     uint64_t write_errors;        /* appends refused for a failed write */
+    bool failing;                 /* the last write failed (ERR storage), none has worked since */
 } vg_store_stats;
 
 typedef struct vg_store vg_store;

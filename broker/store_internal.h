@@ -55,6 +55,7 @@ struct vg_store {
     uint64_t written;     /* wmu: bytes ever written, the log position */
     uint64_t last_len;    /* wmu: bytes of the last block written, for unwrite */
     bool failing;         /* wmu: writes fail; logged once */
+    atomic_bool failing_pub; /* failing, for vg_store_get_stats (no lock) */
     bool tail_dirty;      /* wmu: a failed write left bytes to cut */
 
     pthread_mutex_t mu;

@@ -688,6 +688,24 @@ bool vg_tlog_ready_after(vg_tlog *t, uint64_t seq)
     return atomic_load_explicit(&t->ready_pub, memory_order_acquire) > seq;
 }
 
+uint64_t vg_tlog_ready_hint(vg_tlog *t)
+{
+    return atomic_load_explicit(&t->ready_pub, memory_order_acquire);
+}
+
+void vg_tlog_get_info(vg_tlog *t, vg_tlog_info *out)
+{
+    *out = (vg_tlog_info){0};
+    pthread_mutex_lock(&t->mu);
+    out->next_seq = t->next_seq;
+    out->first_seq = t->head != NULL ? t->head->first_seq : t->next_seq;
+    for (const vg_chunk *ch = t->head; ch != NULL; ch = ch->next) {
+        out->records += ch->count;
+        out->bytes += ch->len;
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
 uint64_t vg_tlog_next_seq(vg_tlog *t)
 {
     pthread_mutex_lock(&t->mu);

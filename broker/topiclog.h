@@ -131,6 +131,19 @@ uint64_t vg_tlog_ready_seq(vg_tlog *t);
  * kicks the reader. */
 bool vg_tlog_ready_after(vg_tlog *t, uint64_t seq);
 
+/* vg_tlog_ready_seq read without the log's lock: as fresh as
+ * vg_tlog_ready_after (for counting, not for reading). */
+uint64_t vg_tlog_ready_hint(vg_tlog *t);
+
+/* What one log holds now: first retained and next sequence numbers,
+ * records and their bytes (MSG frames with sequence numbers, as sent to
+ * version-2 subscribers). Takes the log's lock; walks its chunks. */
+typedef struct {
+    uint64_t first_seq, next_seq;
+    uint64_t records, bytes;
+} vg_tlog_info;
+void vg_tlog_get_info(vg_tlog *t, vg_tlog_info *out);
+
 /* The log's topic (not NUL-terminated). */
 const char *vg_tlog_topic(const vg_tlog *t, uint32_t *len);
 

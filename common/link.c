@@ -112,6 +112,8 @@ void vg_link_destroy(vg_link *l)
     free(l);
 }
 
+int64_t vg_link_last_heard(const vg_link *l) { return vg_liveness_last_heard(l->live); }
+
 void vg_link_attach(vg_link *l, int fd, int64_t now)
 {
     l->fd = fd;

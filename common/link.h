@@ -149,6 +149,10 @@ void vg_link_set_heartbeat(vg_link *l, bool on, int64_t now);
 /* Changes the largest frame body accepted from the peer. */
 void vg_link_set_max_frame(vg_link *l, size_t max_frame);
 
+/* When the peer was last heard (a byte read), on vg_now_ms's clock. Owner
+ * thread. */
+int64_t vg_link_last_heard(const vg_link *l);
+
 /* The socket, or -1 when detached. */
 int vg_link_fd(const vg_link *l);
 
