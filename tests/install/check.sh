@@ -1,10 +1,12 @@
 #!/bin/sh
 # test_install: `cmake --install` of BUILD_DIR into a temporary prefix puts
 # every file in place, each man page names every option its program's
-# --help does, the systemd unit names the installed binary (and passes
-# `systemd-analyze verify` where that is installed), and the installed
-# programs work: a broker with a data dir, a message published to it and
-# read back from the log.
+# --help does, the systemd unit names the installed binary and its
+# environment file (and passes `systemd-analyze verify` where that is
+# installed), and the installed programs work: a broker with a data dir, a
+# message published to it and read back from the log. The install goes
+# under a temporary DESTDIR too, which keeps the files with absolute
+# destinations (the sysconfdir's) out of the real /usr/local/etc or /etc.
 #   usage: check.sh BUILD_DIR
 set -eu
 build=$1
@@ -21,7 +23,12 @@ fail() {
 }
 
 prefix=$tmp/usr
-cmake --install "$build" --prefix "$prefix" >"$tmp/install.log" || fail "cmake --install failed: $(cat "$tmp/install.log")"
+dest=$tmp/dest
+DESTDIR=$dest cmake --install "$build" --prefix "$prefix" >"$tmp/install.log" ||
+    fail "cmake --install failed: $(cat "$tmp/install.log")"
+# The prefix as the installed files name it, so that the unit's ExecStart
+# exists for systemd-analyze verify.
+ln -s "$dest$prefix" "$prefix"
 unit=$prefix/lib/systemd/system/vigil-broker.service
 for f in bin/vigil-broker bin/vigil-pub bin/vigil-sub share/man/man1/vigil-broker.1 \
     share/man/man1/vigil-pub.1 share/man/man1/vigil-sub.1 lib/systemd/system/vigil-broker.service; do
@@ -38,6 +45,10 @@ for p in broker pub sub; do
 done
 
 grep -q "^ExecStart=$prefix/bin/vigil-broker " "$unit" || fail "the unit does not start $prefix/bin/vigil-broker: $(grep ExecStart "$unit")"
+envfile=$(sed -n 's/^EnvironmentFile=-//p' "$unit")
+[ -n "$envfile" ] || fail "the unit names no EnvironmentFile=-"
+grep -q '^VIGIL_BROKER_OPTS=""$' "$dest$envfile" 2>/dev/null ||
+    fail "$envfile, which the unit reads, is not installed with an empty VIGIL_BROKER_OPTS"
 if command -v systemd-analyze >/dev/null 2>&1; then
     MANPATH=$prefix/share/man systemd-analyze verify "$unit" || fail "systemd-analyze verify $unit"
 else
