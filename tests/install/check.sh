@@ -7,7 +7,9 @@
 # and configuration file (and passes `systemd-analyze verify` where that is
 # installed), and the installed programs work: a broker started with the
 # installed file and flags overriding its data dir, a message published to
-# it and read back from the log.
+# it and read back from the log. The install goes under a temporary DESTDIR
+# too, which keeps files with absolute destinations (the sysconfdir's, with
+# prefix /usr: /etc) out of the real /etc.
 #   usage: check.sh BUILD_DIR
 set -eu
 build=$1
@@ -24,7 +26,12 @@ fail() {
 }
 
 prefix=$tmp/usr
-cmake --install "$build" --prefix "$prefix" >"$tmp/install.log" || fail "cmake --install failed: $(cat "$tmp/install.log")"
+dest=$tmp/dest
+DESTDIR=$dest cmake --install "$build" --prefix "$prefix" >"$tmp/install.log" ||
+    fail "cmake --install failed: $(cat "$tmp/install.log")"
+# The prefix as the installed files name it, so that the unit's ExecStart
+# exists for systemd-analyze verify.
+ln -s "$dest$prefix" "$prefix"
 unit=$prefix/lib/systemd/system/vigil-broker.service
 conf=$prefix/etc/vigil/broker.conf
 conf_page=$prefix/share/man/man5/vigil-broker.conf.5
@@ -59,6 +66,10 @@ grep -q "event=config_ok file=$conf\$" "$tmp/check.log" || fail "--check-config 
 grep -q "^ExecStart=$prefix/bin/vigil-broker --config $conf " "$unit" ||
     fail "the unit does not start $prefix/bin/vigil-broker --config $conf: $(grep ExecStart "$unit")"
 grep -q '^ExecReload=/bin/kill -HUP \$MAINPID$' "$unit" || fail "the unit has no ExecReload sending SIGHUP"
+envfile=$(sed -n 's/^EnvironmentFile=-//p' "$unit")
+[ -n "$envfile" ] || fail "the unit names no EnvironmentFile=-"
+grep -q '^VIGIL_BROKER_OPTS=""$' "$dest$envfile" 2>/dev/null ||
+    fail "$envfile, which the unit reads, is not installed with an empty VIGIL_BROKER_OPTS"
 if command -v systemd-analyze >/dev/null 2>&1; then
     MANPATH=$prefix/share/man systemd-analyze verify "$unit" || fail "systemd-analyze verify $unit"
 else
