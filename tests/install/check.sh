@@ -65,7 +65,7 @@ grep -q "event=config_ok file=$conf\$" "$tmp/check.log" || fail "--check-config 
 
 grep -q "^ExecStart=$prefix/bin/vigil-broker --config $conf " "$unit" ||
     fail "the unit does not start $prefix/bin/vigil-broker --config $conf: $(grep ExecStart "$unit")"
-grep -q '^ExecReload=/bin/kill -HUP \$MAINPID$' "$unit" || fail "the unit has no ExecReload sending SIGHUP"
+grep -q "^ExecReload=/bin/sh -c 'kill -HUP \\\$\\\$MAINPID'\$" "$unit" || fail "the unit has no ExecReload sending SIGHUP"
 envfile=$(sed -n 's/^EnvironmentFile=-//p' "$unit")
 [ -n "$envfile" ] || fail "the unit names no EnvironmentFile=-"
 grep -q '^VIGIL_BROKER_OPTS=""$' "$dest$envfile" 2>/dev/null ||

@@ -94,12 +94,18 @@ in_root dpkg-query -W -f='${Status}\n' vigil | grep -qx "install ok installed" |
 in_root dpkg -L vigil >"$tmp/files"
 for f in /usr/bin/vigil-broker /usr/bin/vigil-pub /usr/bin/vigil-sub \
     /usr/lib/systemd/system/vigil-broker.service /usr/share/man/man1/vigil-broker.1 \
-    /usr/share/man/man1/vigil-pub.1 /usr/share/man/man1/vigil-sub.1 $conffiles; do
+    /usr/share/man/man1/vigil-pub.1 /usr/share/man/man1/vigil-sub.1 \
+    /usr/share/man/man5/vigil-broker.conf.5 /usr/include/vigil/vigil.h \
+    /usr/lib/x86_64-linux-gnu/libvigil.so.0 /usr/lib/x86_64-linux-gnu/pkgconfig/vigil.pc $conffiles; do
     grep -qx "$f" "$tmp/files" || fail "dpkg -L vigil does not list $f"
     [ -e "$root$f" ] || fail "$f is listed but not installed"
 done
 in_root dpkg-query -W -f='${Conffiles}\n' vigil >"$tmp/conffiles"
-echo "$conffiles" | grep -qx /etc/default/vigil-broker || fail "/etc/default/vigil-broker is not a conffile"
+for f in /etc/default/vigil-broker /etc/vigil/broker.conf; do
+    echo "$conffiles" | grep -qx "$f" || fail "$f is not a conffile"
+done
+in_root vigil-broker --config /etc/vigil/broker.conf --check-config 2>"$tmp/check.log" ||
+    fail "the packaged broker.conf does not pass --check-config: $(cat "$tmp/check.log")"
 for f in $conffiles; do
     grep -q "^ $f " "$tmp/conffiles" || fail "dpkg does not hold $f as a conffile"
 done
@@ -122,7 +128,7 @@ execstart=$(sed -n 's/^ExecStart=//p' "$root$unit")
 envfile=$(sed -n 's/^EnvironmentFile=-\{0,1\}//p' "$root$unit")
 [ "$envfile" = /etc/default/vigil-broker ] || fail "the unit reads $envfile, not /etc/default/vigil-broker"
 case $execstart in
-"/usr/bin/vigil-broker --data-dir /var/lib/vigil "*) ;;
+"/usr/bin/vigil-broker --config /etc/vigil/broker.conf "*) ;;
 *) fail "unexpected ExecStart: $execstart" ;;
 esac
 grep -q '^VIGIL_BROKER_OPTS=""$' "$root$envfile" || fail "$envfile does not set an empty VIGIL_BROKER_OPTS"
