@@ -79,7 +79,7 @@ static void *serve(void *arg)
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &mask, NULL);
-    vg_server_run(&srv, stop_pipe[0], DEADLINE_MS);
+    vg_server_run(&srv, stop_pipe[0], DEADLINE_MS, NULL, NULL);
     return NULL;
 }
 
