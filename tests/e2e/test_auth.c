@@ -218,6 +218,11 @@ Test(auth, token_from_the_environment)
     h_proc *p = pub_refused(port, "--token-file", wfile);
     unsetenv("VIGIL_TOKEN");
     cr_assert(strstr(s->err, RIGHT) == NULL && strstr(p->err, WRONG) == NULL);
+    /* check_auth counts connections and evictions from here: the broker's
+     * lines about these three clients must be read first. */
+    cr_assert(h_wait_err_count(b, "event=client_closed", 2, WAIT) &&
+                  h_wait_err_count(b, "event=evict reason=auth", 1, WAIT),
+              "waiting for the broker to log the pair's close and the refused pub: %s", b->err);
     h_free(p), h_free(s);
     check_auth(b, port, NULL, NULL, wfile);
     h_free(b);
