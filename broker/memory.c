@@ -11,6 +11,12 @@ bool vg_memory_tune(void)
 
 void vg_memory_release(void) { (void)malloc_trim(0); /* its result says only whether any was */ }
 
+uint64_t vg_memory_heap_bytes(void)
+{
+    struct mallinfo2 mi = mallinfo2();
+    return (uint64_t)mi.uordblks + (uint64_t)mi.hblkhd;
+}
+
 bool vg_memory_idle_tick(vg_memory_idle *s, int64_t now_ms, uint64_t msgs, uint64_t conns)
 {
     uint64_t work = msgs + conns;

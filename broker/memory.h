@@ -38,6 +38,13 @@ bool vg_memory_tune(void);
  * vg_memory_idle_tick says so. */
 void vg_memory_release(void);
 
+/* Bytes malloc has handed out and not had back, over every arena and the
+ * blocks it mapped (mallinfo2: uordblks + hblkhd): unlike RSS, it does not
+ * count freed memory malloc keeps or glibc's cache of thread stacks, so it
+ * is what grows with a leak. Locks each arena in turn while it walks its
+ * free lists, as vg_memory_release does: for statistics, not a hot path. */
+uint64_t vg_memory_heap_bytes(void);
+
 /* When to release: once the load has dropped, that is after a busy spell
  * (more than VG_MEMORY_QUIET_RATE messages, subscription changes and
  * connections accepted per second) followed by VG_MEMORY_QUIET_MS without one. Once per such drop: a

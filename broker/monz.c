@@ -315,6 +315,8 @@ void vg_monz_metrics_format(const vg_stats_snap *s, const vg_monz_facts *f, vg_j
     one(w, "vigil_threads", "gauge", "Threads of the broker process.", s->threads);
     one(w, "vigil_resident_memory_bytes", "gauge", "Resident memory of the broker process.",
         s->rss_bytes);
+    one(w, "vigil_heap_bytes", "gauge", "Bytes malloc has handed out and not had back.",
+        s->heap_bytes);
     one(w, "vigil_durables", "gauge", "Durable subscriptions known.", s->durables);
     one(w, "vigil_queue_groups", "gauge", "Queue groups.", s->groups);
     one(w, "vigil_queue_members", "gauge", "Members of queue groups.", s->members);

@@ -21,6 +21,7 @@ typedef struct {
     uint64_t evictions[VG_EVICT_COUNT];
     uint64_t pings_sent, pongs_received;
     uint64_t threads, rss_bytes;            /* this process, from /proc; 0 unknown */
+    uint64_t heap_bytes;                    /* malloc's bytes in use (vg_memory_heap_bytes) */
     size_t durables, groups, members;
     vg_logs_stats logs;                     /* the topic logs (retention's view) */
     bool has_store;

@@ -132,7 +132,7 @@ Test(stats, published_as_json_with_the_documented_keys)
         "uptime_s", "connections", "connections_total", "subscriptions", "msgs_in", "bytes_in",
         "msgs_out", "bytes_out", "dropped", "evictions.heartbeat", "evictions.slow_consumer",
         "evictions.limit", "evictions.protocol", "evictions.auth", "evictions.timeout",
-        "pings_sent", "pongs_received", "threads", "rss_bytes", NULL};
+        "pings_sent", "pongs_received", "threads", "rss_bytes", "heap_bytes", NULL};
     int port;
     h_proc *b = h_broker(&port, INTERVAL, NULL);
     h_proc *st = h_sub(port, "$SYS.stats", NULL);
@@ -177,6 +177,12 @@ Test(stats, published_as_json_with_the_documented_keys)
     unsigned long long rss_kb = ju(json, "rss_bytes") / 1024;
     cr_assert(rss_kb > (unsigned long long)u.rss_kb / 2 && rss_kb < (unsigned long long)u.rss_kb * 2,
               "/proc says %ld kB: %s", u.rss_kb, json);
+    /* malloc's bytes in use: some, and of the order of what is resident (a
+     * sanitizer's allocator is not malloc's: it has none). */
+    unsigned long long heap_kb = ju(json, "heap_bytes") / 1024;
+    if (!h_sanitized(b))
+        cr_assert(heap_kb > 0 && heap_kb < (unsigned long long)u.rss_kb * 2, "/proc says %ld kB: %s",
+                  u.rss_kb, json);
 
     /* Three more connections, then none. */
     h_raw r[3];
