@@ -166,7 +166,8 @@ static int64_t on_tick(void *ud, int64_t now)
     int64_t next = refresh_mon(c, now);
     vg_conn_flush_pongs(c);
     vg_durable_check(c);
-    vg_queue_tick(c);
+    int64_t expire_at = vg_queue_tick(c, now);
+    next = expire_at < next ? expire_at : next;
     if (c->match != NULL) /* references to subscribers that left go */
         vg_sublist_cache_sweep(c->match);
     int64_t handshake_ms =

@@ -205,6 +205,8 @@ struct vg_conn {
     atomic_size_t qbytes; /* in qpending, plus unwritten in qout */
     atomic_bool qwant;    /* a pump found the inbox full */
     bool qpump_due;       /* own thread: ... and it has drained: pump its groups */
+    atomic_bool qstamp;   /* a pump put deliveries: the ack wait is to stamp them */
+    int64_t qexpire_at;   /* own thread: when the ack wait looks again */
     vg_buf qout;          /* own thread: taken from qpending, being written */
     size_t qoff, qframe_start, qframe_end; /* written so far; the frame qoff is in */
     bool qlast;           /* own thread: the sender's last offer was the inbox's */
@@ -273,8 +275,10 @@ void vg_queue_detach(vg_conn *c, conn_sub *s, bool forget);
 void vg_queue_close(vg_conn *c);
 void vg_queue_leave_all(vg_conn *c);
 /* conn_queue.c, on_tick: the inbox drained after a pump found it full:
- * pumps c's groups. */
-void vg_queue_tick(vg_conn *c);
+ * pumps c's groups; runs the ack wait (vg_qgroup_expire) for its members
+ * when deliveries were put or its deadline came. Returns its next
+ * deadline. */
+int64_t vg_queue_tick(vg_conn *c, int64_t now);
 /* conn_queue.c, reader.c's source: the inbox's unwritten frames (one
  * iovec; *partial as vg_source's), what was written of them, and whether
  * a frame of it is half written. Own thread. */

@@ -29,6 +29,8 @@ void vg_queue_init(vg_conn *c)
     pthread_mutex_init(&c->qmu, NULL);
     atomic_init(&c->qbytes, 0);
     atomic_init(&c->qwant, false);
+    atomic_init(&c->qstamp, false);
+    c->qexpire_at = INT64_MAX;
 }
 
 void vg_queue_free(vg_conn *c)
@@ -63,6 +65,7 @@ static vg_status q_put(void *m, const uint8_t *frames, size_t len, uint32_t n)
         atomic_fetch_add(&c->qbytes, len);
     pthread_mutex_unlock(&c->qmu);
     if (st == VG_OK) {
+        atomic_store(&c->qstamp, true);
         atomic_fetch_add_explicit(&c->srv->stats.msgs_out, n, memory_order_relaxed);
         atomic_fetch_add_explicit(&c->mon.msgs_out, n, memory_order_relaxed);
     }
@@ -226,16 +229,31 @@ void vg_queue_leave_all(vg_conn *c)
         vg_queue_detach(c, vg_subindex_at(c->subs, i), false);
 }
 
-void vg_queue_tick(vg_conn *c)
+int64_t vg_queue_tick(vg_conn *c, int64_t now)
 {
-    if (!c->qpump_due)
-        return;
-    c->qpump_due = false;
+    if (c->qpump_due) {
+        c->qpump_due = false;
+        for (size_t i = 0; i < vg_subindex_count(c->subs); i++) {
+            conn_sub *s = vg_subindex_at(c->subs, i);
+            if (s->group != NULL)
+                vg_qgroup_pump(s->group);
+        }
+    }
+    /* The wake-up that writes a batch is the one that stamps it: the
+     * flag is set before the kick that wakes this thread. */
+    bool stamp = atomic_exchange(&c->qstamp, false);
+    if (!stamp && now < c->qexpire_at)
+        return c->qexpire_at;
+    int64_t wait = atomic_load_explicit(&c->srv->live.ack_wait_ms, memory_order_relaxed);
+    c->qexpire_at = INT64_MAX;
     for (size_t i = 0; i < vg_subindex_count(c->subs); i++) {
         conn_sub *s = vg_subindex_at(c->subs, i);
-        if (s->group != NULL)
-            vg_qgroup_pump(s->group);
+        if (s->group == NULL)
+            continue;
+        int64_t at = vg_qgroup_expire(s->group, c, s->sid, now, wait);
+        c->qexpire_at = at < c->qexpire_at ? at : c->qexpire_at;
     }
+    return c->qexpire_at;
 }
 
 /* ---- publishers and the commit thread ---- */

@@ -65,6 +65,9 @@ static void help(void)
            "                         (Prometheus); port 0 picks a free port, named in\n"
            "                         event=monitor_listening. It has no authentication:\n"
            "                         loopback only unless --allow-unauthenticated\n"
+           "  --ack-wait SECS        a queue group member's messages not acknowledged\n"
+           "                         this long after they went to it go to another\n"
+           "                         member (default 30, as JetStream's AckWait; 0: never)\n"
            "  --stats-interval SECS  publish statistics as JSON on $SYS.stats this often\n"
            "                         (default 5; 0: never)\n"
            "  --retention-bytes BYTES\n"
@@ -94,7 +97,7 @@ static void help(void)
            "SIGINT or SIGTERM: stop accepting, close clients cleanly, exit 0.\n"
            "SIGHUP: reload FILE and the token file: the log level, the token (for new\n"
            "connections), --allow-unauthenticated, --max-connections, --max-subs,\n"
-           "--max-topic-length, --max-topic-tokens, --handshake-timeout and\n"
+           "--max-topic-length, --max-topic-tokens, --handshake-timeout, --ack-wait and\n"
            "--stats-interval change at once (event=reloaded); the others need a restart\n"
            "(event=reload_skipped); an invalid file changes nothing (event=reload_failed).\n");
 }

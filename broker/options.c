@@ -149,6 +149,8 @@ static const option table[] = {
      "must be true or false", NULL, NULL},
     {"monitor", KIND_CUSTOM, VG_RELOAD_RESTART, FIELD(monitor), 0, 0, NULL, parse_monitor,
      show_monitor},
+    {"ack-wait", KIND_SECONDS, VG_RELOAD_LIVE, FIELD(cfg.ack_wait_ms), 0, DAY_MS,
+     "must be decimal seconds (0: never)", NULL, NULL},
     {"stats-interval", KIND_SECONDS, VG_RELOAD_LIVE, FIELD(cfg.stats_interval_ms), 0,
      DAY_MS, "must be decimal seconds", NULL, NULL},
     {"retention-bytes", KIND_BYTES, VG_RELOAD_RESTART, FIELD(cfg.retention_bytes), 1 << 20,

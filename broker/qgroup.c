@@ -45,7 +45,7 @@ static void ranges_add(qranges *r, uint32_t topic, uint64_t seq)
             return;
         }
     }
-    r->v[r->n++] = (qrange){topic, seq, seq};
+    r->v[r->n++] = (qrange){topic, seq, seq, 0};
 }
 
 /* The member has processed its messages of topic up to and including
@@ -204,7 +204,7 @@ static void note_lost(vg_qgroup *g, uint32_t ti, uint64_t from, uint64_t to)
         }
     }
     if (ranges_reserve(&g->gaps, 1))
-        g->gaps.v[g->gaps.n++] = (qrange){ti, from, to};
+        g->gaps.v[g->gaps.n++] = (qrange){ti, from, to, 0};
 }
 
 /* Appends a GAP frame for sid per range in g->gaps to the batch; how many
@@ -339,9 +339,10 @@ static uint32_t fill(vg_qgroup *g, uint32_t quota, uint64_t sid)
     return n;
 }
 
-/* The member with room and the fewest messages in flight, ties taken in
- * turn (the caller moves the turn on once it handed it something); NULL
- * if none has room. */
+/* The member with room and the fewest messages in flight (counting those
+ * its ack wait took back since its last ACK), ties taken in turn (the
+ * caller moves the turn on once it handed it something); NULL if none has
+ * room. */
 static qmember *choose(vg_qgroup *g, size_t *at)
 {
     const vg_qgroups *r = g->reg;
@@ -351,7 +352,7 @@ static qmember *choose(vg_qgroup *g, size_t *at)
         qmember *m = &g->m[i];
         if (m->dead || m->inflight >= r->cfg.max_inflight || !r->ops.room(m->member))
             continue;
-        if (best == NULL || m->inflight < best->inflight) {
+        if (best == NULL || m->inflight + m->expired < best->inflight + best->expired) {
             best = m;
             *at = i;
         }
@@ -552,12 +553,56 @@ bool vg_qgroup_ack(vg_qgroup *g, void *member, uint64_t sid, const char *topic, 
     }
     qmember *m = find_member(g, member, sid);
     if (m != NULL) {
-        m->inflight -= ranges_ack(&m->fl, ti, seq);
+        uint64_t done = ranges_ack(&m->fl, ti, seq);
+        m->inflight -= done;
+        if (done > 0)
+            m->expired = 0; /* it acknowledges again: it takes its share again */
         if (g->name != NULL && floor_of(g, ti) - 1 > g->t[ti].stored)
             g->dirty = true;
     }
     pump_unlock(g);
     return true;
+}
+
+int64_t vg_qgroup_expire(vg_qgroup *g, void *member, uint64_t sid, int64_t now_ms,
+                         int64_t wait_ms)
+{
+    if (wait_ms <= 0)
+        return INT64_MAX;
+    pthread_mutex_lock(&g->mu);
+    qmember *m = find_member(g, member, sid);
+    if (m == NULL) {
+        pthread_mutex_unlock(&g->mu);
+        return INT64_MAX;
+    }
+    /* Ranges are in the order handed out and stamped on the first look,
+     * so the stamps never decrease along the list: the expired ones are a
+     * prefix, and the first one left says when to look again. */
+    for (size_t i = m->fl.n; i-- > 0 && m->fl.v[i].at == 0;)
+        m->fl.v[i].at = now_ms;
+    size_t k = 0;
+    while (k < m->fl.n && m->fl.v[k].at + wait_ms <= now_ms)
+        k++;
+    if (k > 0 && !ranges_reserve(&g->redo, k))
+        k = 0; /* out of memory: they stay with it; the next look tries again */
+    for (size_t i = 0; i < k; i++) {
+        qrange x = m->fl.v[i];
+        x.at = 0;
+        g->redo.v[g->redo.n++] = x;
+        m->inflight -= x.to - x.from + 1;
+        m->expired += x.to - x.from + 1;
+    }
+    if (k > 0) { /* (fl.v is NULL while nothing was ever handed to it) */
+        m->fl.n -= k;
+        memmove(m->fl.v, m->fl.v + k, m->fl.n * sizeof *m->fl.v);
+    }
+    int64_t next = m->fl.n > 0 ? m->fl.v[0].at + wait_ms : INT64_MAX;
+    if (k == 0) {
+        pthread_mutex_unlock(&g->mu);
+        return next;
+    }
+    pump_unlock(g); /* to another member first: this one now counts them as its load */
+    return next;
 }
 
 /* ---- looking ---- */

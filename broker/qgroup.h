@@ -115,6 +115,18 @@ void vg_qgroup_leave(vg_qgroup *g, void *member, uint64_t sid, bool forget);
 bool vg_qgroup_ack(vg_qgroup *g, void *member, uint64_t sid, const char *topic, size_t topic_len,
                    uint64_t seq);
 
+/* The ack wait, for member's sid, from its own thread: stamps the
+ * messages handed to it since its last call with now_ms, and gives back
+ * those stamped wait_ms or more ago and still not acknowledged: they go,
+ * first, to the other members (this one counts them as its load until it
+ * acknowledges again, so it gets them again only if it is the only member
+ * with room). Returns when to call again for what it has stamped
+ * (INT64_MAX: nothing, or wait_ms 0: no ack wait); what is handed to it
+ * later is stamped by the next call, which its owner makes when its inbox
+ * is given them. Pumps if it gave any back. */
+int64_t vg_qgroup_expire(vg_qgroup *g, void *member, uint64_t sid, int64_t now_ms,
+                         int64_t wait_ms);
+
 /* Hands out what there is to hand out, unless another thread is doing it
  * (which then goes on): from publishers after appending, the store's
  * commit thread after releasing, a member whose inbox has room again. */

@@ -9,10 +9,12 @@
 #include "qgroup.h"
 
 /* Messages of one topic (an index into the group's topics), from..to
- * inclusive. */
+ * inclusive. In a member's in-flight list, `at` is when its thread first
+ * saw them handed out (vg_qgroup_expire; 0: not yet), for the ack wait. */
 typedef struct {
     uint32_t topic;
     uint64_t from, to;
+    int64_t at;
 } qrange;
 
 typedef struct {
@@ -25,6 +27,8 @@ typedef struct {
     uint64_t sid;
     qranges fl;        /* in flight, in the order handed out */
     uint64_t inflight; /* messages in fl */
+    uint64_t expired;  /* messages its ack wait took back since its last ACK: counted
+                          as its load when choosing, so another member gets them */
     bool dead;         /* its inbox refused a batch: it is leaving */
 } qmember;
 

@@ -107,6 +107,7 @@ void vg_broker_config_defaults(vg_broker_config *cfg)
     cfg->max_connections = 65536; /* main() lowers it to what the fd limit allows */
     cfg->max_subs = 10000;
     cfg->handshake_timeout_ms = 5000;
+    cfg->ack_wait_ms = 30000; /* JetStream's AckWait */
     cfg->stats_interval_ms = 5000;
     vg_logs_cfg lc;
     vg_logs_cfg_defaults(&lc);
@@ -139,6 +140,7 @@ void vg_server_set_limits(vg_server *srv, const vg_broker_config *cfg)
     atomic_store_explicit(&l->handshake_timeout_ms, cfg->handshake_timeout_ms,
                           memory_order_relaxed);
     atomic_store_explicit(&l->stats_interval_ms, cfg->stats_interval_ms, memory_order_relaxed);
+    atomic_store_explicit(&l->ack_wait_ms, cfg->ack_wait_ms, memory_order_relaxed);
 }
 
 bool vg_server_token_ok(vg_server *srv, const char *got, size_t len)

@@ -46,6 +46,8 @@ typedef struct {
     size_t max_connections;       /* beyond this, new connections get ERR limit */
     size_t max_subs;              /* subscriptions per connection */
     int64_t handshake_timeout_ms; /* CONNECT must arrive within this */
+    int64_t ack_wait_ms;          /* a queue member's unacknowledged messages go to
+                                     another member after this; 0: never */
     const char *token;            /* NULL: no authentication */
     size_t token_len;
     int64_t stats_interval_ms;    /* $SYS.stats publication period; 0: none */
@@ -96,6 +98,7 @@ typedef struct {
     _Atomic size_t topic_max_len;   /* at each SUB and MSG */
     _Atomic size_t topic_max_tokens;
     _Atomic int64_t handshake_timeout_ms; /* while a connection waits for CONNECT */
+    _Atomic int64_t ack_wait_ms;          /* queue members' (vg_queue_tick) */
     _Atomic int64_t stats_interval_ms;    /* accept thread, at the next publication */
 } vg_server_live;
 

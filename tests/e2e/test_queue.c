@@ -16,7 +16,9 @@
  *     keeps its plain one when it leaves the group;
  *   - a pattern group shares every topic it matches;
  *   - three `sub --queue` processes (the client library's members) share
- *     a topic's messages, each once.
+ *     a topic's messages, each once;
+ *   - a member that reads and never acknowledges has its messages given
+ *     to another member after --ack-wait, each once.
  *
  * A member writes one line per message it processed ("m SEQ") to a file,
  * then, every 16 messages or when nothing came for 5 ms, sends an ACK for
@@ -681,5 +683,58 @@ Test(queue, what_retention_took_before_the_group_read_it_is_a_gap_to_a_member)
     vg_buf_free(&out);
     h_raw_close(&pub);
     h_raw_close(&r);
+    stop_broker(b);
+}
+
+/* A member that reads its messages but never acknowledges them (its
+ * connection stays healthy: the heartbeat has nothing to say) keeps them
+ * only for --ack-wait: then they go to another member, each once. */
+Test(queue, a_member_that_never_acknowledges_loses_its_messages_to_another_after_the_ack_wait)
+{
+    enum { N = 20 };
+    int port;
+    h_proc *b = h_broker(&port, "--ack-wait", h_secs(0.5), NULL);
+    h_raw lazy = h_raw_connect(port);
+    vg_buf out = {0};
+    cr_assert_eq(vg_frame_put_connect2(&out, 2, "lazy", NULL, 0, 1), VG_OK);
+    cr_assert_eq(vg_frame_put_sub_queue(&out, 1, "aw.work", 7, VG_SUB_NEW, 0, 0, NULL, 0, "q", 1),
+                 VG_OK);
+    h_raw_send_buf(&lazy, &out);
+    vg_buf_free(&out);
+    vg_frame f;
+    do
+        cr_assert(h_raw_read(&lazy, &f, WAIT), "waiting for the lazy member's OK");
+    while (f.type != VG_FRAME_OK);
+    int64_t t0 = h_now_ms();
+    cr_assert_eq(h_pub(port, "--count", "20", "aw.work", "job-{n}", NULL), 0);
+    for (int i = 1; i <= N; i++) {
+        do
+            cr_assert(h_raw_read(&lazy, &f, WAIT), "waiting for message %d at the only member", i);
+        while (!vg_frame_is_msg(f.type));
+        cr_assert_eq(f.seq, (uint64_t)i);
+    }
+    /* A second member, which acknowledges (the client library's). */
+    h_proc *s = h_sub(port, "--json", "--queue", "q", "aw.work", NULL);
+    static uint8_t seen[N + 1];
+    int64_t deadline = h_now_ms() + WAIT;
+    int total;
+    do {
+        h_pump(s, 20);
+        memset(seen, 0, sizeof seen);
+        count_json_seqs(s->out, seen, N);
+        total = 0;
+        for (int k = 1; k <= N; k++)
+            total += seen[k] > 0;
+    } while (total < N && h_now_ms() < deadline);
+    int64_t took = h_now_ms() - t0;
+    for (int k = 1; k <= N; k++)
+        cr_assert_eq(seen[k], 1, "message %d reached the second member %d times (waiting for all %d)",
+                     k, seen[k], N);
+    cr_assert(took >= h_ms(500), "given back after %lld ms, before the ack wait", (long long)took);
+    /* The lazy member is still served: nothing ended it. */
+    cr_assert(strstr(b->err, "event=evict") == NULL && strstr(b->err, "name=lazy") != NULL, "%s",
+              b->err);
+    h_free(s);
+    h_raw_close(&lazy);
     stop_broker(b);
 }

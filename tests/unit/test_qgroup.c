@@ -262,6 +262,91 @@ Test(qgroup, a_member_that_never_acks_gets_its_cap_and_no_more)
     vg_logs_destroy(logs);
 }
 
+/* ---- the ack wait ---- */
+
+Test(qgroup, the_ack_wait_gives_what_was_not_acknowledged_to_another_member)
+{
+    vg_logs *logs = logs_new(false);
+    vg_qgroups *r = reg_new(logs, 100, 16);
+    static fake lazy, busy;
+    memset(&lazy, 0, sizeof lazy);
+    memset(&busy, 0, sizeof busy);
+    vg_qgroup *g = join(r, "jobs", NULL, &lazy, 1, VG_TSTART_NEW, NULL);
+    vg_qgroup *g2 = join(r, "jobs", NULL, &busy, 2, VG_TSTART_NEW, NULL);
+    append(logs, "jobs", 16);
+    route(r, logs, "jobs", 0);
+    cr_assert_eq(lazy.got, 16, "the first batch went to the first member");
+    /* The first look stamps; the wait counts from there. */
+    cr_assert_eq(vg_qgroup_expire(g, &lazy, 1, 1000, 500), 1500);
+    append(logs, "jobs", 16);
+    route(r, logs, "jobs", 0);
+    cr_assert_eq(busy.got, 16, "the second to the other, which had none in flight");
+    ack_all(g2, &busy, 2, "jobs");
+    append(logs, "jobs", 8);
+    route(r, logs, "jobs", 0);
+    cr_assert_eq(lazy.got + busy.got, 40);
+    uint64_t lazy_had = lazy.got;
+    cr_assert_eq(vg_qgroup_expire(g, &lazy, 1, 1300, 500), 1500, "the oldest says when");
+    cr_assert_eq(vg_qgroup_expire(g, &lazy, 1, 1499, 500), 1500);
+    cr_assert_eq(vg_qgroup_inflight(g, &lazy, 1), lazy_had, "nothing taken back early");
+    /* At 1500 the first batch goes to busy; what lazy got later (stamped
+     * at 1300, if any) waits until 1800. */
+    int64_t next = vg_qgroup_expire(g, &lazy, 1, 1500, 500);
+    cr_assert_eq(vg_qgroup_inflight(g, &lazy, 1), lazy_had - 16);
+    cr_assert_eq(next, lazy_had > 16 ? 1800 : INT64_MAX);
+    for (uint64_t s = 1; s <= 16; s++)
+        cr_assert_eq(busy.seen[s], 1, "seq %llu handed to busy after lazy's wait",
+                     (unsigned long long)s);
+    /* lazy's late ACK of the first batch does nothing: busy has it now. */
+    cr_assert(vg_qgroup_ack(g, &lazy, 1, "jobs", 4, 16));
+    vg_qgroup_topic_info ti;
+    cr_assert(vg_qgroup_topic(g, "jobs", 4, &ti));
+    cr_assert_eq(ti.floor, 1, "seq 1 is busy's, unacknowledged");
+    ack_all(g2, &busy, 2, "jobs");
+    if (lazy_had > 16)
+        cr_assert_eq(vg_qgroup_expire(g, &lazy, 1, 1800, 500), INT64_MAX);
+    ack_all(g2, &busy, 2, "jobs");
+    cr_assert(vg_qgroup_topic(g, "jobs", 4, &ti));
+    cr_assert_eq(ti.floor, 41, "everything acknowledged, by busy: %llu", (unsigned long long)ti.floor);
+    for (uint64_t s = 1; s <= 40; s++)
+        cr_assert_eq(busy.seen[s], 1, "seq %llu once to busy", (unsigned long long)s);
+    cr_assert_eq(busy.got, 40);
+    vg_qgroup_leave(g, &lazy, 1, false);
+    vg_qgroup_leave(g2, &busy, 2, false);
+    vg_qgroups_destroy(r);
+    vg_logs_destroy(logs);
+}
+
+Test(qgroup, a_sole_member_gets_its_expired_messages_again_and_wait_zero_is_off)
+{
+    vg_logs *logs = logs_new(false);
+    vg_qgroups *r = reg_new(logs, 100, 16);
+    static fake m;
+    memset(&m, 0, sizeof m);
+    vg_qgroup *g = join(r, "jobs", NULL, &m, 1, VG_TSTART_NEW, NULL);
+    append(logs, "jobs", 10);
+    route(r, logs, "jobs", 0);
+    cr_assert_eq(vg_qgroup_expire(g, &m, 1, 100, 0), INT64_MAX, "0: no ack wait");
+    cr_assert_eq(vg_qgroup_expire(g, &m, 1, 1000000, 0), INT64_MAX);
+    cr_assert_eq(m.got, 10);
+    cr_assert_eq(vg_qgroup_expire(g, &m, 1, 100, 50), 150);
+    /* Given back and, with no other member, redelivered to it at once:
+     * its inbox's put has it look again, which stamps them anew. */
+    cr_assert_eq(vg_qgroup_expire(g, &m, 1, 150, 50), INT64_MAX);
+    cr_assert_eq(m.got, 20);
+    cr_assert_eq(vg_qgroup_expire(g, &m, 1, 160, 50), 210);
+    for (uint64_t s = 1; s <= 10; s++)
+        cr_assert_eq(m.seen[s], 2);
+    /* Acknowledging the redelivery ends it. */
+    vg_qgroup_ack(g, &m, 1, "jobs", 4, 10);
+    cr_assert_eq(vg_qgroup_inflight(g, &m, 1), 0);
+    cr_assert_eq(vg_qgroup_expire(g, &m, 1, 1000, 50), INT64_MAX);
+    cr_assert_eq(m.got, 20);
+    vg_qgroup_leave(g, &m, 1, false);
+    vg_qgroups_destroy(r);
+    vg_logs_destroy(logs);
+}
+
 /* ---- failover ---- */
 
 Test(qgroup, leaving_hands_in_flight_messages_to_the_others)
