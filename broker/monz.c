@@ -320,6 +320,8 @@ void vg_monz_metrics_format(const vg_stats_snap *s, const vg_monz_facts *f, vg_j
     one(w, "vigil_durables", "gauge", "Durable subscriptions known.", s->durables);
     one(w, "vigil_queue_groups", "gauge", "Queue groups.", s->groups);
     one(w, "vigil_queue_members", "gauge", "Members of queue groups.", s->members);
+    one(w, "vigil_queue_redelivered_total", "counter",
+        "Queue group messages given back to be handed out again.", s->redelivered);
     one(w, "vigil_retention_budget_bytes", "gauge", "The topic logs' byte budget.",
         f->cfg->retention_bytes);
     one(w, "vigil_retention_used_bytes", "gauge", "Bytes the topic logs hold.", s->logs.bytes);

@@ -526,6 +526,7 @@ void vg_qgroup_leave(vg_qgroup *g, void *member, uint64_t sid, bool forget)
         if (ranges_reserve(&g->redo, m->fl.n)) {
             memcpy(g->redo.v + g->redo.n, m->fl.v, m->fl.n * sizeof *m->fl.v);
             g->redo.n += m->fl.n;
+            atomic_fetch_add_explicit(&g->reg->redelivered, m->inflight, memory_order_relaxed);
         } else {
             for (size_t i = 0; i < m->fl.n; i++) /* out of memory: lost, told if it can be */
                 note_lost(g, m->fl.v[i].topic, m->fl.v[i].from, m->fl.v[i].to);
@@ -585,14 +586,17 @@ int64_t vg_qgroup_expire(vg_qgroup *g, void *member, uint64_t sid, int64_t now_m
         k++;
     if (k > 0 && !ranges_reserve(&g->redo, k))
         k = 0; /* out of memory: they stay with it; the next look tries again */
+    uint64_t back = 0;
     for (size_t i = 0; i < k; i++) {
         qrange x = m->fl.v[i];
         x.at = 0;
         g->redo.v[g->redo.n++] = x;
-        m->inflight -= x.to - x.from + 1;
-        m->expired += x.to - x.from + 1;
+        back += x.to - x.from + 1;
     }
+    m->inflight -= back;
+    m->expired += back;
     if (k > 0) { /* (fl.v is NULL while nothing was ever handed to it) */
+        atomic_fetch_add_explicit(&g->reg->redelivered, back, memory_order_relaxed);
         m->fl.n -= k;
         memmove(m->fl.v, m->fl.v + k, m->fl.n * sizeof *m->fl.v);
     }

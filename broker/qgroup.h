@@ -166,6 +166,10 @@ uint64_t vg_qgroup_inflight(vg_qgroup *g, void *member, uint64_t sid);
 /* Groups and members now, for $SYS.stats. */
 void vg_qgroups_counts(vg_qgroups *r, size_t *groups, size_t *members);
 
+/* Messages given back to be handed out again since the registry was made:
+ * a member left with them in flight, or held them past the ack wait. */
+uint64_t vg_qgroups_redelivered(vg_qgroups *r);
+
 /* Appends a JSON array of at most max groups, each
  * {"queue":…,"subject":…,"durable":…,"members":N,"inflight":N}, to out. */
 vg_status vg_qgroups_json(vg_qgroups *r, vg_buf *out, size_t max);

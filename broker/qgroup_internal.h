@@ -90,6 +90,7 @@ struct vg_qgroups {
     size_t nbuckets, nliteral;
     vg_qgroup *patterns;    /* pattern groups, a list */
     atomic_size_t ngroups;
+    _Atomic uint64_t redelivered; /* messages given back: a member left, or its ack wait */
     uint64_t seed;
 };
 

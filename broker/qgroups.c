@@ -147,6 +147,7 @@ vg_qgroups *vg_qgroups_create(vg_logs *logs, const vg_qgroups_cfg *cfg, const vg
     if (getrandom(&r->seed, sizeof r->seed, 0) != (ssize_t)sizeof r->seed)
         r->seed = (uint64_t)(uintptr_t)r;
     atomic_init(&r->ngroups, 0);
+    atomic_init(&r->redelivered, 0);
     return r;
 }
 
@@ -339,6 +340,11 @@ vg_status vg_qgroups_match(vg_qgroups *r, const char *topic, size_t len, vg_tlog
         return VG_ERR_NOMEM;
     }
     return VG_OK;
+}
+
+uint64_t vg_qgroups_redelivered(vg_qgroups *r)
+{
+    return atomic_load_explicit(&r->redelivered, memory_order_relaxed);
 }
 
 void vg_qgroups_counts(vg_qgroups *r, size_t *groups, size_t *members)

@@ -69,6 +69,7 @@ void vg_stats_take(vg_server *srv, int64_t now_ms, vg_stats_snap *out)
     out->heap_bytes = vg_memory_heap_bytes();
     out->durables = vg_durables_count(srv->durables);
     vg_qgroups_counts(srv->qgroups, &out->groups, &out->members);
+    out->redelivered = vg_qgroups_redelivered(srv->qgroups);
     vg_logs_get_stats(srv->logs, &out->logs);
     out->has_store = srv->store != NULL;
     if (out->has_store)
@@ -86,7 +87,8 @@ size_t vg_stats_format(const vg_stats_snap *s, char *buf, size_t cap)
         "\"dropped\":%llu,\"evictions\":{\"heartbeat\":%llu,\"slow_consumer\":%llu,"
         "\"limit\":%llu,\"protocol\":%llu,\"auth\":%llu,\"timeout\":%llu,\"internal\":%llu},"
         "\"pings_sent\":%llu,\"pongs_received\":%llu,\"threads\":%llu,\"rss_bytes\":%llu,"
-        "\"heap_bytes\":%llu,\"duplicates\":%llu,\"durables\":%zu,\"queues\":{\"groups\":%zu,\"members\":%zu}",
+        "\"heap_bytes\":%llu,\"duplicates\":%llu,\"durables\":%zu,"
+        "\"queues\":{\"groups\":%zu,\"members\":%zu,\"redelivered\":%llu}",
         VG_VERSION, (double)s->uptime_ms / 1000.0, (unsigned long long)s->conns,
         (unsigned long long)s->conns_total, s->subs, s->topics, s->patterns,
         (unsigned long long)s->msgs_in, (unsigned long long)s->bytes_in,
@@ -97,7 +99,8 @@ size_t vg_stats_format(const vg_stats_snap *s, char *buf, size_t cap)
         (unsigned long long)ev[VG_EVICT_TIMEOUT], (unsigned long long)ev[VG_EVICT_INTERNAL],
         (unsigned long long)s->pings_sent, (unsigned long long)s->pongs_received,
         (unsigned long long)s->threads, (unsigned long long)s->rss_bytes,
-        (unsigned long long)s->heap_bytes, (unsigned long long)s->duplicates, s->durables, s->groups, s->members);
+        (unsigned long long)s->heap_bytes, (unsigned long long)s->duplicates, s->durables,
+        s->groups, s->members, (unsigned long long)s->redelivered);
     if (n <= 0 || (size_t)n >= cap)
         return 0;
     if (s->has_store) {

@@ -23,6 +23,7 @@ typedef struct {
     uint64_t threads, rss_bytes;            /* this process, from /proc; 0 unknown */
     uint64_t heap_bytes;                    /* malloc's bytes in use (vg_memory_heap_bytes) */
     size_t durables, groups, members;
+    uint64_t redelivered;                   /* queue groups' (vg_qgroups_redelivered) */
     vg_logs_stats logs;                     /* the topic logs (retention's view) */
     bool has_store;
     vg_store_stats store;                   /* with has_store */

@@ -379,7 +379,7 @@ Test(queue, four_members_share_the_messages_once_each_and_balanced)
     cr_assert_eq(vg_frame_put_sub(&sb, 1, "$SYS.stats", 10), VG_OK);
     h_raw_send_buf(&r, &sb);
     vg_buf_free(&sb);
-    static const char want[] = "\"queues\":{\"groups\":1,\"members\":4}";
+    static const char want[] = "\"queues\":{\"groups\":1,\"members\":4,\"redelivered\":0}";
     bool seen = false;
     int64_t deadline = h_now_ms() + WAIT;
     while (!seen && h_now_ms() < deadline) {
@@ -731,6 +731,10 @@ Test(queue, a_member_that_never_acknowledges_loses_its_messages_to_another_after
         cr_assert_eq(seen[k], 1, "message %d reached the second member %d times (waiting for all %d)",
                      k, seen[k], N);
     cr_assert(took >= h_ms(500), "given back after %lld ms, before the ack wait", (long long)took);
+    h_proc *v = h_sub(port, "--count", "1", "$SYS.varz", NULL);
+    cr_assert(h_wait_exit(v, WAIT) && h_exit_code(v) == 0, "waiting for $SYS.varz: %s", v->err);
+    cr_assert(strstr(v->out, "\"redelivered\":20}") != NULL, "20 given back: %s", v->out);
+    h_free(v);
     /* The lazy member is still served: nothing ended it. */
     cr_assert(strstr(b->err, "event=evict") == NULL && strstr(b->err, "name=lazy") != NULL, "%s",
               b->err);

@@ -130,6 +130,7 @@ static void sample(vg_stats_snap *s, vg_broker_config *cfg, vg_monz_facts *f)
     s->threads = 6;
     s->rss_bytes = 4096000;
     s->heap_bytes = 2048000;
+    s->redelivered = 77;
     s->logs = (vg_logs_stats){.bytes = 65536, .records = 900, .dropped = 100, .logs = 4};
     s->has_store = true;
     s->store = (vg_store_stats){.segments = 2, .bytes = 123456, .syncs = 9, .failing = true};
@@ -175,6 +176,7 @@ Test(monz, varz_is_valid_and_carries_the_snapshot)
     cr_assert_eq(jnum(j, "uptime_ms"), 61500);
     cr_assert_eq(jnum(j, "used_bytes"), 65536);
     cr_assert_eq(jnum(j, "heap_bytes"), 2048000);
+    cr_assert_eq(jnum(j, "redelivered"), 77);
     cr_assert_eq(jnum(j, "budget_bytes"), cfg.retention_bytes);
     cr_assert_eq(jnum(j, "fsync_interval_ms"), 200);
     cr_assert_eq(jnum(j, "max_subs"), 10000);
@@ -270,6 +272,7 @@ Test(monz, metrics_parse_and_carry_the_snapshot)
     cr_assert_eq(metric(t, "vigil_retention_used_bytes"), 65536);
     cr_assert_eq(metric(t, "vigil_resident_memory_bytes"), 4096000);
     cr_assert_eq(metric(t, "vigil_heap_bytes"), 2048000);
+    cr_assert_eq(metric(t, "vigil_queue_redelivered_total"), 77);
     cr_assert_eq(metric(t, "vigil_store_failing"), 1);
     cr_assert_eq(metric(t, "vigil_info{version=\"" VG_VERSION "\",server_id=\"0000000000abcdef\"}"), 1);
     vg_buf_free(&b);

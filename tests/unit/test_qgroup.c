@@ -253,6 +253,7 @@ Test(qgroup, a_member_that_never_acks_gets_its_cap_and_no_more)
     cr_assert_eq(vg_qgroup_inflight(g, &lazy, 1), lazy.got);
     uint64_t had = lazy.got;
     vg_qgroup_leave(g, &lazy, 1, false);
+    cr_assert_eq(vg_qgroups_redelivered(r), had, "what it had, counted as given back");
     cr_assert_eq(busy.got, 1000, "the lazy one's %llu went to the other at once",
                  (unsigned long long)had);
     for (uint64_t s = 1; s <= 1000; s++)
@@ -291,8 +292,10 @@ Test(qgroup, the_ack_wait_gives_what_was_not_acknowledged_to_another_member)
     cr_assert_eq(vg_qgroup_inflight(g, &lazy, 1), lazy_had, "nothing taken back early");
     /* At 1500 the first batch goes to busy; what lazy got later (stamped
      * at 1300, if any) waits until 1800. */
+    cr_assert_eq(vg_qgroups_redelivered(r), 0);
     int64_t next = vg_qgroup_expire(g, &lazy, 1, 1500, 500);
     cr_assert_eq(vg_qgroup_inflight(g, &lazy, 1), lazy_had - 16);
+    cr_assert_eq(vg_qgroups_redelivered(r), 16, "counted as given back");
     cr_assert_eq(next, lazy_had > 16 ? 1800 : INT64_MAX);
     for (uint64_t s = 1; s <= 16; s++)
         cr_assert_eq(busy.seen[s], 1, "seq %llu handed to busy after lazy's wait",
