@@ -622,21 +622,33 @@ Test(queue, sub_queue_processes_share_the_messages_once_each)
  * does not read, a 1 MiB retention): the member is told by a GAP frame
  * naming its sid, and every message is either delivered once or inside a
  * GAP, none both. */
+/* A raw version-2 connection named name, joined to queue group "q" on
+ * topic as sid 1: returned once the broker said OK. */
+static h_raw raw_member(int port, const char *name, const char *topic)
+{
+    h_raw r = h_raw_connect(port);
+    vg_buf out = {0};
+    cr_assert_eq(vg_frame_put_connect2(&out, 2, name, NULL, 0, 1), VG_OK);
+    cr_assert_eq(vg_frame_put_sub_queue(&out, 1, topic, strlen(topic), VG_SUB_NEW, 0, 0, NULL, 0,
+                                        "q", 1),
+                 VG_OK);
+    h_raw_send_buf(&r, &out);
+    vg_buf_free(&out);
+    vg_frame f;
+    do
+        cr_assert(h_raw_read(&r, &f, WAIT), "waiting for %s's queue SUB's OK", name);
+    while (f.type != VG_FRAME_OK);
+    return r;
+}
+
 Test(queue, what_retention_took_before_the_group_read_it_is_a_gap_to_a_member)
 {
     enum { N = 1500, SIZE = 4000 };
     int port;
     h_proc *b = h_broker(&port, "--retention-bytes", "1M", NULL);
-    h_raw r = h_raw_connect(port);
+    h_raw r = raw_member(port, "gapped", "gq");
     vg_buf out = {0};
-    cr_assert_eq(vg_frame_put_connect2(&out, 2, "gapped", NULL, 0, 1), VG_OK);
-    cr_assert_eq(vg_frame_put_sub_queue(&out, 1, "gq", 2, VG_SUB_NEW, 0, 0, NULL, 0, "q", 1),
-                 VG_OK);
-    h_raw_send_buf(&r, &out);
     vg_frame f;
-    do
-        cr_assert(h_raw_read(&r, &f, WAIT), "waiting for the queue SUB's OK");
-    while (f.type != VG_FRAME_OK);
     /* 6 MB while the member reads nothing: its inbox fills (1 MiB), the
      * rest waits in the log, and retention drops the oldest of it. */
     h_raw pub = h_raw_connect(port);
@@ -694,17 +706,8 @@ Test(queue, a_member_that_never_acknowledges_loses_its_messages_to_another_after
     enum { N = 20 };
     int port;
     h_proc *b = h_broker(&port, "--ack-wait", h_secs(0.5), NULL);
-    h_raw lazy = h_raw_connect(port);
-    vg_buf out = {0};
-    cr_assert_eq(vg_frame_put_connect2(&out, 2, "lazy", NULL, 0, 1), VG_OK);
-    cr_assert_eq(vg_frame_put_sub_queue(&out, 1, "aw.work", 7, VG_SUB_NEW, 0, 0, NULL, 0, "q", 1),
-                 VG_OK);
-    h_raw_send_buf(&lazy, &out);
-    vg_buf_free(&out);
+    h_raw lazy = raw_member(port, "lazy", "aw.work");
     vg_frame f;
-    do
-        cr_assert(h_raw_read(&lazy, &f, WAIT), "waiting for the lazy member's OK");
-    while (f.type != VG_FRAME_OK);
     int64_t t0 = h_now_ms();
     cr_assert_eq(h_pub(port, "--count", "20", "aw.work", "job-{n}", NULL), 0);
     for (int i = 1; i <= N; i++) {
