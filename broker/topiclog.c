@@ -1,4 +1,4 @@
-#include "topiclog.h"
+#include "topiclog_internal.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -13,64 +13,6 @@
  * huge page to give, it falls back to small pages by itself. */
 #define HUGE_CHUNK (2u << 20)
 #define POOL_MAX 8 /* huge chunks kept for reuse: 16 MiB at most */
-
-/* Locks: a log's mu, then the store's mu, never the other way round. A
- * chunk's bytes below its len are written once, under its log's mu, and
- * never change: readers send them with no lock, holding a pin. */
-
-struct vg_chunk {
-    atomic_uint refs;         /* one for being in a log, one per pin */
-    vg_tlog *log;
-    vg_chunk *next;           /* in the log; log->mu */
-    vg_chunk *older, *newer;  /* in the store's creation order; store->mu */
-    uint64_t first_seq;       /* of its first record */
-    uint32_t count;           /* records; log->mu */
-    uint32_t len;             /* bytes written; log->mu */
-    uint32_t cap;
-    uint32_t ready_len;       /* bytes readers may have; log->mu (== len unless held) */
-    uint32_t ready_count;     /* records in them; log->mu */
-    int64_t last_ms;          /* when its newest record was appended; log->mu */
-    bool dropped;             /* out of the log; log->mu */
-    atomic_bool open;         /* its log's tail, appended to: set under log->mu,
-                                 read by retention under store->mu */
-    uint8_t data[];
-};
-
-struct vg_tlog {
-    pthread_mutex_t mu;
-    vg_logs *store;
-    vg_tlog *hnext;           /* hash chain; store->mu */
-    uint64_t hash;
-    vg_chunk *head, *tail;    /* mu */
-    uint64_t next_seq;        /* mu */
-    uint64_t ready_seq;       /* mu: the first record readers may not have yet */
-    _Atomic uint64_t ready_pub; /* ready_seq, written under mu, read without it */
-    vg_chunk *ready_at;       /* mu: pinned; the chunk holding ready_seq, or NULL */
-    uint32_t next_cap;        /* mu: capacity of the next chunk */
-    uint32_t topic_len;
-    char topic[];
-};
-
-struct vg_logs {
-    pthread_mutex_t mu;
-    vg_logs_cfg cfg;
-    uint64_t epoch;
-    vg_tlog **table;          /* mu */
-    size_t nbuckets, nlogs;   /* mu */
-    vg_tlog **order;          /* every log, by creation (vg_logs_list); mu */
-    size_t order_cap;         /* mu */
-    vg_chunk *oldest, *newest; /* every chunk in a log, by creation; mu */
-    uint64_t bytes, chunks;   /* mu */
-    atomic_uint_fast64_t records, dropped;
-    /* Huge chunks whose last pin went, kept for the next ones (their pages
-     * are mapped already: a full log recycles its memory instead of
-     * faulting in fresh, zeroed pages for every 2 MiB). pool_mu is a leaf. */
-    pthread_mutex_t pool_mu;
-    vg_chunk *pool;           /* pool_mu, linked through next */
-    unsigned npool;           /* pool_mu */
-    void (*on_create)(void *ud, vg_tlog *t); /* set before any other thread uses the store */
-    void *on_create_ud;
-};
 
 void vg_logs_cfg_defaults(vg_logs_cfg *cfg)
 {
@@ -138,7 +80,7 @@ static void chunk_free(vg_chunk *ch)
     free(ch);
 }
 
-static void chunk_unpin(vg_chunk *ch)
+void vg_chunk_unpin(vg_chunk *ch)
 {
     if (atomic_fetch_sub_explicit(&ch->refs, 1, memory_order_acq_rel) == 1)
         chunk_free(ch);
@@ -153,10 +95,10 @@ void vg_logs_destroy(vg_logs *s)
         while (t != NULL) {
             vg_tlog *tn = t->hnext;
             if (t->ready_at != NULL)
-                chunk_unpin(t->ready_at);
+                vg_chunk_unpin(t->ready_at);
             for (vg_chunk *ch = t->head; ch != NULL;) {
                 vg_chunk *next = ch->next;
-                chunk_unpin(ch);
+                vg_chunk_unpin(ch);
                 ch = next;
             }
             pthread_mutex_destroy(&t->mu);
@@ -386,8 +328,8 @@ static void trim(vg_logs *s)
         pthread_mutex_unlock(&s->mu);
         pthread_mutex_unlock(&t->mu);
         if (dropped)
-            chunk_unpin(ch); /* the log's reference */
-        chunk_unpin(ch);     /* ours */
+            vg_chunk_unpin(ch); /* the log's reference */
+        vg_chunk_unpin(ch);     /* ours */
         if (stuck)
             break;
     }
@@ -418,7 +360,7 @@ void vg_logs_expire(vg_logs *s, int64_t now_ms)
             pthread_mutex_lock(&s->mu);
             unlink_chunk(s, t, ch);
             pthread_mutex_unlock(&s->mu);
-            chunk_unpin(ch);
+            vg_chunk_unpin(ch);
         }
         pthread_mutex_unlock(&t->mu);
     }
@@ -637,9 +579,6 @@ void vg_tlog_skip_to(vg_tlog *t, uint64_t seq)
     pthread_mutex_unlock(&t->mu);
 }
 
-static uint32_t record_len(const vg_chunk *ch, uint32_t off);
-static void pin(vg_chunk *ch);
-
 void vg_tlog_release(vg_tlog *t, uint64_t upto)
 {
     pthread_mutex_lock(&t->mu);
@@ -650,7 +589,7 @@ void vg_tlog_release(vg_tlog *t, uint64_t upto)
         if (ch->first_seq > t->ready_seq)
             t->ready_seq = ch->first_seq; /* a hole, or records dropped unread */
         while (ch->ready_count < ch->count && t->ready_seq < upto) {
-            ch->ready_len += record_len(ch, ch->ready_len);
+            ch->ready_len += vg_chunk_record_len(ch, ch->ready_len);
             ch->ready_count++;
             t->ready_seq = ch->first_seq + ch->ready_count;
         }
@@ -661,9 +600,9 @@ void vg_tlog_release(vg_tlog *t, uint64_t upto)
     atomic_store_explicit(&t->ready_pub, t->ready_seq, memory_order_release);
     if (ch != t->ready_at) {
         if (ch != NULL)
-            pin(ch);
+            vg_chunk_pin(ch);
         if (t->ready_at != NULL)
-            chunk_unpin(t->ready_at);
+            vg_chunk_unpin(t->ready_at);
         t->ready_at = ch;
     }
     pthread_mutex_unlock(&t->mu);
@@ -720,204 +659,4 @@ uint64_t vg_tlog_first_seq(vg_tlog *t)
     uint64_t seq = t->head != NULL ? t->head->first_seq : t->next_seq;
     pthread_mutex_unlock(&t->mu);
     return seq;
-}
-
-/* ---- reading ---- */
-
-static uint32_t record_len(const vg_chunk *ch, uint32_t off)
-{
-    return VG_FRAME_HEADER + vg_be32(ch->data + off);
-}
-
-static void pin(vg_chunk *ch) { atomic_fetch_add_explicit(&ch->refs, 1, memory_order_relaxed); }
-
-/* Offset of record seq in ch, which holds it. */
-static uint32_t offset_of(const vg_chunk *ch, uint64_t seq)
-{
-    uint32_t off = 0;
-    for (uint64_t k = ch->first_seq; k < seq; k++)
-        off += record_len(ch, off);
-    return off;
-}
-
-/* Puts c on record c->seq, or after the last record when c->seq is next,
- * pinning its chunk; a c->seq below the oldest retained record moves to it
- * and reports the range skipped. Under t->mu. */
-static void locate(vg_tlog *t, vg_tcursor *c, vg_tgap *gap)
-{
-    if (t->head != NULL && c->seq < t->head->first_seq) {
-        *gap = (vg_tgap){c->seq, t->head->first_seq - 1};
-        c->seq = t->head->first_seq;
-    } else if (t->head == NULL && c->seq < t->next_seq) {
-        *gap = (vg_tgap){c->seq, t->next_seq - 1};
-        c->seq = t->next_seq;
-    }
-    c->at = NULL;
-    c->off = c->into = 0;
-    for (vg_chunk *ch = t->head; ch != NULL; ch = ch->next) {
-        if (c->seq < ch->first_seq + ch->count || ch->next == NULL) {
-            if (c->seq < ch->first_seq) { /* in a hole: what was never stored */
-                *gap = (vg_tgap){c->seq, ch->first_seq - 1};
-                c->seq = ch->first_seq;
-            }
-            c->at = ch;
-            c->off = c->seq < ch->first_seq + ch->count ? offset_of(ch, c->seq) : ch->len;
-            pin(ch);
-            return;
-        }
-    }
-}
-
-vg_status vg_tlog_seek(vg_tlog *t, vg_tcursor *c, vg_tstart start, uint64_t value,
-                       int64_t now_ms, vg_tgap *gap)
-{
-    memset(c, 0, sizeof *c);
-    *gap = (vg_tgap){0, 0};
-    c->log = t;
-    pthread_mutex_lock(&t->mu);
-    uint64_t first = t->head != NULL ? t->head->first_seq : t->next_seq;
-    switch (start) {
-    case VG_TSTART_NEW: c->seq = t->ready_seq; break;
-    case VG_TSTART_FIRST: c->seq = first; break;
-    case VG_TSTART_SEQ:
-        if (value == 0 || value > t->ready_seq) {
-            pthread_mutex_unlock(&t->mu);
-            return VG_ERR_ARG;
-        }
-        c->seq = value;
-        break;
-    case VG_TSTART_AGO:
-        c->seq = t->ready_seq;
-        for (vg_chunk *ch = t->head; ch != NULL; ch = ch->next) {
-            if (ch->ready_count > 0 && ch->last_ms >= now_ms - (int64_t)value) {
-                c->seq = ch->first_seq;
-                break;
-            }
-        }
-        break;
-    default: pthread_mutex_unlock(&t->mu); return VG_ERR_ARG;
-    }
-    locate(t, c, gap);
-    pthread_mutex_unlock(&t->mu);
-    return VG_OK;
-}
-
-static void release_ahead(vg_tcursor *c)
-{
-    for (unsigned i = 0; i < c->nahead; i++)
-        chunk_unpin(c->ahead[i]);
-    c->nahead = 0;
-}
-
-void vg_tlog_read(vg_tcursor *c, struct iovec *iov, size_t iovmax, size_t max_bytes,
-                  vg_tread *out)
-{
-    vg_tlog *t = c->log;
-    *out = (vg_tread){0};
-    release_ahead(c);
-    if (iovmax == 0)
-        return;
-    pthread_mutex_lock(&t->mu);
-    if (c->at != NULL && c->at->dropped) {
-        if (c->into > 0) {
-            /* A record partly sent must be finished, or the stream breaks;
-             * the pin keeps its bytes. The gap comes with the next read. */
-            uint32_t len = record_len(c->at, c->off);
-            iov[0] = (struct iovec){c->at->data + c->off + c->into, len - c->into};
-            c->at_end = c->off + len;
-            *out = (vg_tread){.iovcnt = 1, .bytes = len - c->into, .records = 1,
-                              .partial = len - c->into};
-            pthread_mutex_unlock(&t->mu);
-            return;
-        }
-        chunk_unpin(c->at);
-        c->at = NULL;
-    }
-    if (c->at == NULL)
-        locate(t, c, &out->gap);
-    if (c->at == NULL) {
-        pthread_mutex_unlock(&t->mu);
-        return;
-    }
-    vg_chunk *ch = c->at;
-    if (c->into == 0 && c->off == ch->len && ch->ready_count == ch->count && ch->next != NULL &&
-        ch->next->first_seq > c->seq) {
-        /* At the end of a chunk before a hole: report it, go past it. */
-        out->gap = (vg_tgap){c->seq, ch->next->first_seq - 1};
-        vg_chunk *next = ch->next;
-        pin(next);
-        chunk_unpin(ch);
-        c->at = next;
-        c->off = c->at_end = 0;
-        c->seq = next->first_seq;
-        pthread_mutex_unlock(&t->mu);
-        return;
-    }
-    uint32_t pos = c->off + c->into;
-    if (c->into > 0 && c->off < ch->len)
-        out->partial = record_len(ch, c->off) - c->into;
-    uint64_t seq = c->seq; /* of the record at pos's start */
-    for (;;) {
-        if (pos < ch->ready_len) {
-            iov[out->iovcnt++] = (struct iovec){ch->data + pos, ch->ready_len - pos};
-            out->bytes += ch->ready_len - pos;
-            out->records += ch->first_seq + ch->ready_count - seq;
-        }
-        if (ch == c->at)
-            c->at_end = pos > ch->ready_len ? pos : ch->ready_len;
-        else
-            c->ahead_end[c->nahead - 1] = ch->ready_len;
-        seq = ch->first_seq + ch->ready_count;
-        if (ch->ready_count < ch->count || ch->next == NULL || ch->next->first_seq != seq ||
-            out->iovcnt == iovmax || out->bytes >= max_bytes || c->nahead == VG_TCURSOR_PINS)
-            break;
-        ch = ch->next;
-        pin(ch);
-        c->ahead[c->nahead++] = ch;
-        pos = 0;
-    }
-    pthread_mutex_unlock(&t->mu);
-}
-
-uint64_t vg_tcursor_consume(vg_tcursor *c, size_t n)
-{
-    uint64_t done = 0;
-    unsigned next = 0; /* the ahead chunk after at */
-    while (c->at != NULL) {
-        if (c->off + c->into == c->at_end) {
-            if (next == c->nahead)
-                break; /* at the end of what was offered */
-            chunk_unpin(c->at);
-            c->at = c->ahead[next];
-            c->at_end = c->ahead_end[next];
-            next++;
-            c->off = c->into = 0;
-            continue;
-        }
-        if (n == 0)
-            break;
-        uint32_t left = record_len(c->at, c->off) - c->into;
-        if (n < left) {
-            c->into += (uint32_t)n;
-            n = 0;
-            break;
-        }
-        n -= left;
-        c->off += c->into + left;
-        c->into = 0;
-        c->seq++;
-        done++;
-    }
-    for (; next < c->nahead; next++)
-        chunk_unpin(c->ahead[next]);
-    c->nahead = 0;
-    return done;
-}
-
-void vg_tcursor_release(vg_tcursor *c)
-{
-    release_ahead(c);
-    if (c->at != NULL)
-        chunk_unpin(c->at);
-    c->at = NULL;
 }
