@@ -1,5 +1,6 @@
 /* broker: the vigil message broker. */
 #include <dirent.h>
+#include <errno.h>
 #include <limits.h>
 #include <linux/capability.h>
 #include <stdbool.h>
@@ -11,6 +12,7 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "args.h"
@@ -20,6 +22,7 @@
 #include "log.h"
 #include "memory.h"
 #include "monitor.h"
+#include "notify.h"
 #include "proto.h"
 #include "server.h"
 #include "sock.h"
@@ -342,6 +345,31 @@ static _Noreturn void check_only(const vg_cmdline *cl, vg_broker_settings *s)
     exit(0);
 }
 
+/* Tells systemd (Type=notify) about the broker's state; a failure is
+ * logged and changes nothing else. */
+static void tell_manager(const char *state)
+{
+    vg_status st = vg_notify(state);
+    if (st == VG_ERR_ARG)
+        vg_log(VG_LOG_WARN, "notify_failed", "detail=\"NOTIFY_SOCKET names no unix socket\"");
+    else if (st != VG_OK)
+        vg_log(VG_LOG_WARN, "notify_failed", "error=\"%s\"", strerror(errno));
+}
+
+/* SIGHUP: the reload, told to systemd as one (RELOADING=1 with the
+ * CLOCK_MONOTONIC time it asks for, then READY=1). */
+static void reload_told(void *ud, vg_server *srv)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    char state[64];
+    snprintf(state, sizeof state, "RELOADING=1\nMONOTONIC_USEC=%llu",
+             (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
+    tell_manager(state);
+    vg_config_reload(ud, srv);
+    tell_manager("READY=1");
+}
+
 int main(int argc, char **argv)
 {
     bool tuned = vg_memory_tune(); /* before any thread, any allocation worth the name */
@@ -404,7 +432,11 @@ int main(int argc, char **argv)
         vg_server_close(&srv);
         goto fail_signalfd;
     }
-    vg_server_run(&srv, stop_fd, 5000, vg_config_reload, &reload);
+    char ready[96];
+    snprintf(ready, sizeof ready, "READY=1\nSTATUS=listening on %s", srv.listen_str);
+    tell_manager(ready);
+    vg_server_run(&srv, stop_fd, 5000, reload_told, &reload);
+    tell_manager("STOPPING=1");
     vg_monitor_stop(mon);
     vg_server_close(&srv);
     vg_log(VG_LOG_INFO, "stopped", NULL);

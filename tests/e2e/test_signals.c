@@ -1,15 +1,20 @@
 /* Signals end to end: every program stops within 100 ms of SIGINT/SIGTERM
  * in every state (connecting, backing off, waiting for buffer room,
  * confirming, blocked writing its output), an interrupted pub that lost
- * nothing exits 0, and SIGHUP makes the broker reload, not die.
+ * nothing exits 0, SIGHUP makes the broker reload, not die, and under
+ * systemd (NOTIFY_SOCKET) the broker says READY, RELOADING and STOPPING.
  *
  * The 100 ms is multiplied by the time scale for sanitizer builds. */
 #include <criterion/criterion.h>
 #include <poll.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -237,4 +242,59 @@ Test(signals, sighup_reloads_and_the_broker_keeps_serving)
     cr_assert(!b->exited, "the broker died of SIGHUP");
     h_assert_serves(port);
     h_free(b);
+}
+
+/* A datagram socket in the abstract namespace for NOTIFY_SOCKET. */
+static int notify_socket(char *name, size_t cap)
+{
+    snprintf(name, cap, "@vigil-test-notify-%d", (int)getpid());
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    memcpy(sa.sun_path + 1, name + 1, strlen(name) - 1);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    cr_assert(fd >= 0);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa,
+                      (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(name))),
+                 0, "bind %s", name);
+    return fd;
+}
+
+/* The next datagram on fd, which must start with want. */
+static void expect_state(int fd, const char *want, h_proc *b)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int64_t deadline = h_now_ms() + WAIT;
+    while (poll(&p, 1, 20) == 0 && h_now_ms() < deadline)
+        h_pump(b, 0); /* keep its log pipe from filling */
+    cr_assert(p.revents & POLLIN, "waiting for the broker's %s: %s", want, h_tail(b->err));
+    char got[256];
+    ssize_t n = recv(fd, got, sizeof got - 1, 0);
+    cr_assert(n >= 0);
+    got[n] = '\0';
+    cr_assert(strncmp(got, want, strlen(want)) == 0, "got '%s', not '%s'", got, want);
+}
+
+/* Under systemd with Type=notify: READY=1 once it accepts connections,
+ * RELOADING=1 and READY=1 around a SIGHUP reload, STOPPING=1 on SIGTERM. */
+Test(signals, the_broker_tells_systemd_when_it_is_ready_reloading_and_stopping)
+{
+    char name[64];
+    int fd = notify_socket(name, sizeof name);
+    setenv("NOTIFY_SOCKET", name, 1);
+    int port;
+    h_proc *b = h_broker(&port, NULL);
+    unsetenv("NOTIFY_SOCKET");
+    char ready[96];
+    snprintf(ready, sizeof ready, "READY=1\nSTATUS=listening on 127.0.0.1:%d", port);
+    expect_state(fd, ready, b);
+    h_assert_serves(port);
+    h_signal(b, SIGHUP);
+    expect_state(fd, "RELOADING=1\nMONOTONIC_USEC=", b);
+    expect_state(fd, "READY=1", b);
+    cr_assert(h_wait_err(b, "event=reload_done", WAIT), "%s", h_tail(b->err));
+    h_signal(b, SIGTERM);
+    expect_state(fd, "STOPPING=1", b);
+    cr_assert(h_wait_exit(b, WAIT) && h_exit_code(b) == 0, "%s", h_tail(b->err));
+    cr_assert(strstr(b->err, "notify_failed") == NULL, "%s", b->err);
+    h_free(b);
+    close(fd);
 }
