@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "subs_internal.h"
+#include "sysprobe.h"
 
 #define CHURN_WINDOW 256 /* live churn subscriptions */
 /* A publisher waits for the broker's confirmation after 1,024 messages,
@@ -26,19 +27,7 @@ int64_t subs_now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-long subs_rss_kb(int pid)
-{
-    char path[64], line[256];
-    long kb = -1;
-    snprintf(path, sizeof path, "/proc/%d/status", pid);
-    FILE *f = pid > 0 ? fopen(path, "r") : NULL;
-    while (f != NULL && fgets(line, sizeof line, f) != NULL)
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
-            break;
-    if (f != NULL)
-        fclose(f);
-    return kb;
-}
+long subs_rss_kb(int pid) { return pid > 0 ? sp_status_field(pid, "VmRSS") : -1; }
 
 double subs_cpu_seconds(int pid)
 {

@@ -16,6 +16,7 @@
 
 #include "histogram.h"
 #include "subs.h"
+#include "sysprobe.h"
 
 /* At full speed one message in SAMPLE carries a send time (the others carry
  * 0 and are only counted): reading the clock for every message on both ends
@@ -113,8 +114,6 @@ static void *publisher(void *arg)
     return NULL;
 }
 
-static double cpu_seconds(int pid);
-static long rss_kb(int pid);
 
 static int connect_subs(const bench_config *cfg, sub_state *subs, bool inflight)
 {
@@ -157,9 +156,10 @@ int bench_run_throughput(const bench_config *cfg)
             return 1;
         pthread_create(&tids[i], NULL, publisher, &pubs[i]);
     }
-    double cpu0 = cfg->broker_pid > 0 ? cpu_seconds(cfg->broker_pid) : 0;
+    double cpu0 = cfg->broker_pid > 0 ? sp_cpu_seconds(cfg->broker_pid) : 0;
     /* The broker's RSS: at the start, and the peak of samples every 10 ms. */
-    long rss_start = cfg->broker_pid > 0 ? rss_kb(cfg->broker_pid) : -1, rss_peak = rss_start;
+    long rss_start = cfg->broker_pid > 0 ? sp_status_field(cfg->broker_pid, "VmRSS") : -1;
+    long rss_peak = rss_start;
     int64_t start = now_ns();
     pthread_barrier_wait(&go);
 
@@ -170,7 +170,7 @@ int bench_run_throughput(const bench_config *cfg)
         struct timespec tick = {0, 2000000};
         nanosleep(&tick, NULL); /* a sampling period, not a wait for a condition */
         if (cfg->broker_pid > 0 && tick_no % 5 == 0) {
-            long r = rss_kb(cfg->broker_pid);
+            long r = sp_status_field(cfg->broker_pid, "VmRSS");
             if (r > rss_peak)
                 rss_peak = r;
         }
@@ -187,7 +187,7 @@ int bench_run_throughput(const bench_config *cfg)
         }
     }
     if (cfg->broker_pid > 0) {
-        long r = rss_kb(cfg->broker_pid);
+        long r = sp_status_field(cfg->broker_pid, "VmRSS");
         if (r > rss_peak)
             rss_peak = r;
     }
@@ -219,7 +219,7 @@ int bench_run_throughput(const bench_config *cfg)
     print_latency(&all);
     if (cfg->broker_pid > 0) /* CPU time, user + system, of every broker thread */
         printf(" broker_cpu_us_per_msg=%.3f",
-               (cpu_seconds(cfg->broker_pid) - cpu0) * 1e6 / (double)cfg->count);
+               (sp_cpu_seconds(cfg->broker_pid) - cpu0) * 1e6 / (double)cfg->count);
     if (cfg->broker_pid > 0) /* VmRSS before the run, and its peak over the run */
         printf(" broker_rss_start_kb=%ld broker_rss_kb=%ld", rss_start, rss_peak);
     printf(" secs=%.2f%s\n", recv_s, failed ? " error=publish_failed" : "");
@@ -277,52 +277,24 @@ int bench_run_inflight(const bench_config *cfg)
 
 /* ---- idle connections ---- */
 
-static long rss_kb(int pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", pid);
-    FILE *f = fopen(path, "r");
-    long kb = -1;
-    while (f != NULL && fgets(line, sizeof line, f) != NULL)
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
-            break;
-    if (f != NULL)
-        fclose(f);
-    return kb;
-}
-
-static double cpu_seconds(int pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return -1;
-    unsigned long ut = 0, st = 0;
-    /* fields 14 and 15; the command name (field 2) has no spaces for these brokers */
-    int n = fscanf(f, "%*d %*s %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st);
-    fclose(f);
-    return n == 2 ? (double)(ut + st) / (double)sysconf(_SC_CLK_TCK) : -1;
-}
-
 int bench_run_idle(const bench_config *cfg, int conns, int secs, int broker_pid)
 {
     if (broker_pid <= 0) {
         fprintf(stderr, "vigil-bench: --idle needs --broker-pid\n");
         return 2;
     }
-    long before = rss_kb(broker_pid);
+    long before = sp_status_field(broker_pid, "VmRSS");
     void *pool = cfg->be->idle_open(cfg->server, conns, cfg->topic);
     if (pool == NULL)
         return 1;
     struct timespec settle = {3, 0};
     nanosleep(&settle, NULL); /* let the broker finish setting the connections up */
-    long after = rss_kb(broker_pid);
-    double c0 = cpu_seconds(broker_pid);
+    long after = sp_status_field(broker_pid, "VmRSS");
+    double c0 = sp_cpu_seconds(broker_pid);
     struct timespec window = {secs, 0};
     nanosleep(&window, NULL); /* the measurement window */
-    double c1 = cpu_seconds(broker_pid);
-    long end = rss_kb(broker_pid);
+    double c1 = sp_cpu_seconds(broker_pid);
+    long end = sp_status_field(broker_pid, "VmRSS");
     printf("system=%s mode=idle conns=%d rss_before_kb=%ld rss_after_kb=%ld rss_end_kb=%ld "
            "rss_per_conn_b=%.0f cpu_pct=%.2f window_s=%d\n",
            cfg->be->name, conns, before, after, end, (double)(after - before) * 1024.0 / conns,
